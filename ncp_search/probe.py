@@ -1,0 +1,253 @@
+"""Attach a frozen neural capacitance probe to a pre-trained Keras classifier.
+
+Algorithm 1, steps 1-2 (Jiang et al. 2024): remove the output layer of a
+pre-trained model, put a randomly initialised, bias-free ReLU MLP with softmax
+output on the remaining features, and freeze it. Fine-tuning then trains the bottom
+only; ``beta_eff`` is read off the probe.
+
+The probe's layers carry fixed names (``ncp_probe_features``,
+``ncp_probe_dense_1`` ...), so a probed model can be saved, reloaded and still be
+recognised by :func:`split_probe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from ncp_search.errors import ProbeError
+
+FEATURES_NAME = "ncp_probe_features"
+FLATTEN_NAME = "ncp_probe_flatten"
+DENSE_PREFIX = "ncp_probe_dense_"
+MIN_WEIGHT_LAYERS = 4
+DEFAULT_HIDDEN = (64, 64, 64)
+
+# Layers that may follow the output Dense without changing what the features are.
+_PASS_THROUGH = (keras.layers.Activation, keras.layers.Softmax, keras.layers.Dropout)
+
+
+@dataclass(frozen=True)
+class ProbeParts:
+    """The pieces of a probed model that ``beta_eff`` needs.
+
+    Attributes:
+        feature_model: maps the model's inputs to the (flattened) probe input.
+        kernels: the probe's frozen weight variables ``W_1 .. W_L``.
+        num_classes: number of probe outputs.
+    """
+
+    feature_model: Any
+    kernels: tuple[Any, ...]
+    num_classes: int
+
+
+def _check_backend() -> None:
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "ncp_search needs the TensorFlow backend of Keras, but Keras runs on "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
+        )
+
+
+def _output_tensor(model: Any) -> Any:
+    try:
+        outputs = model.outputs
+    except AttributeError:
+        outputs = None
+    if not outputs:
+        raise ProbeError(
+            f"model {model.name!r} has no symbolic outputs (it was never built on an Input). "
+            "Build it first, e.g. keras.Sequential([keras.Input(shape), ...]) or "
+            "model.build(input_shape)."
+        )
+    if len(outputs) != 1:
+        raise ProbeError(
+            f"attach_probe needs a single-output classifier, but model {model.name!r} has "
+            f"{len(outputs)} outputs. Pass feature_layer=<name> to cut at a layer instead."
+        )
+    return outputs[0]
+
+
+def _producer(tensor: Any) -> Any:
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        raise ProbeError("cannot trace the model's output back to a layer.")
+    return history[0]
+
+
+def _is_softmax(layer: Any) -> bool:
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return activation is not None and getattr(activation, "__name__", "") == "softmax"
+
+
+def _classifier_features(model: Any) -> Any:
+    """Input tensor of the output Dense layer of a classifier."""
+    layer = _producer(_output_tensor(model))
+    while isinstance(layer, _PASS_THROUGH):
+        layer = _producer(layer.input)
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    units = getattr(layer, "units", 0)
+    is_classifier_head = (
+        isinstance(layer, keras.layers.Dense)
+        and units >= 2
+        and activation in ("softmax", "linear")
+    )
+    if not is_classifier_head:
+        names = [lay.name for lay in model.layers]
+        raise ProbeError(
+            f"model {model.name!r} does not end in a classifier head (a Dense layer with "
+            f">= 2 units and softmax or linear activation, optionally followed by "
+            f"Softmax/Activation/Dropout); its last layer is {layer.name!r} "
+            f"({type(layer).__name__}). Pass feature_layer=<name> to cut at a layer; "
+            f"layers: {names}."
+        )
+    return layer.input
+
+
+def _named_features(model: Any, feature_layer: str) -> Any:
+    try:
+        layer = model.get_layer(feature_layer)
+    except ValueError:
+        names = [lay.name for lay in model.layers]
+        raise ProbeError(
+            f"feature_layer={feature_layer!r} is not a layer of model {model.name!r}; "
+            f"available layers: {names}."
+        ) from None
+    return layer.output
+
+
+def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
+    widths = tuple(hidden)
+    if any(not isinstance(w, (int, np.integer)) or w < 1 for w in widths):
+        raise ValueError(f"hidden must be positive integers, but got hidden={widths}.")
+    if len(widths) + 1 < MIN_WEIGHT_LAYERS:
+        raise ValueError(
+            f"the probe needs at least {MIN_WEIGHT_LAYERS} weight layers (at least "
+            f"{MIN_WEIGHT_LAYERS - 1} hidden layers), but got hidden={widths} "
+            f"({len(widths) + 1} weight layers). With softmax cross-entropy the row sums of "
+            "P on the last hidden layer vanish exactly, so a 3-layer probe has beta_eff == 0 "
+            "whatever the model (METHOD.md, fact 2). Use e.g. hidden=(64, 64, 64)."
+        )
+    return tuple(int(w) for w in widths)
+
+
+def attach_probe(
+    model: Any,
+    num_classes: int,
+    *,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    feature_layer: str | None = None,
+    seed: int = 0,
+    clone: bool = False,
+) -> Any:
+    """Replace a classifier's output layer with a frozen random probe (Algorithm 1).
+
+    Args:
+        model: a built Keras classifier (Sequential or functional, including a
+            ``keras.applications`` model), pre-trained on a source task.
+        num_classes: number of classes of the target task (probe outputs).
+        hidden: widths of the probe's hidden ReLU layers; at least 3, so that the
+            probe has at least 4 weight layers.
+        feature_layer: cut at this layer instead of before the output layer.
+            Its output is flattened if it is not a vector.
+        seed: seed of the probe's random initialisation (He normal, no biases).
+        clone: fine-tune a copy of ``model`` (same weights) instead of sharing its
+            layers. Without it, training the probed model changes ``model``'s layers.
+
+    Returns:
+        A ``keras.Model`` with the same inputs whose output is the probe's softmax.
+        Its bottom layers keep their ``trainable`` flags; the probe is frozen.
+
+    Raises:
+        ValueError: on bad ``num_classes`` or ``hidden`` (fewer than 4 weight layers).
+        ncp_search.ProbeError: if the model has no identifiable feature output.
+
+    Example:
+        >>> probed = attach_probe(source_model, num_classes=5, hidden=(64, 64, 64))
+        >>> probed.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+
+    References:
+        Jiang et al. 2024, Algorithm 1, steps 1-2.
+    """
+    _check_backend()
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(
+            f"num_classes must be an integer >= 2, but got num_classes={num_classes!r}."
+        )
+    widths = _check_hidden(hidden)
+    if clone:
+        source = keras.models.clone_model(model)
+        source.set_weights(model.get_weights())
+        model = source
+    if feature_layer is None:
+        features = _classifier_features(model)
+    else:
+        features = _named_features(model, feature_layer)
+    if len(features.shape) > 2:
+        features = keras.layers.Flatten(name=FLATTEN_NAME)(features)
+    if features.shape[-1] is None:
+        raise ProbeError(
+            f"the feature output of model {model.name!r} has unknown width {features.shape}; "
+            "the probe needs a fixed feature size."
+        )
+    x = keras.layers.Identity(name=FEATURES_NAME)(features)
+    sizes = widths + (int(num_classes),)
+    for index, units in enumerate(sizes, start=1):
+        last = index == len(sizes)
+        x = keras.layers.Dense(
+            units,
+            activation="softmax" if last else "relu",
+            use_bias=False,
+            kernel_initializer=keras.initializers.HeNormal(seed=seed * 1000 + index),
+            trainable=False,
+            name=f"{DENSE_PREFIX}{index}",
+        )(x)
+    return keras.Model(inputs=_inputs(model), outputs=x, name=f"{model.name}_ncp_probe")
+
+
+def _inputs(model: Any) -> Any:
+    inputs = model.inputs
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
+def _probe_layers(model: Any) -> list[Any]:
+    layers = [lay for lay in model.layers if lay.name.startswith(DENSE_PREFIX)]
+    layers.sort(key=lambda lay: int(lay.name[len(DENSE_PREFIX):]))
+    return layers
+
+
+def split_probe(model: Any) -> ProbeParts:
+    """Find the feature extractor and probe weights of a model from :func:`attach_probe`.
+
+    Raises:
+        ncp_search.ProbeError: if ``model`` carries no (well-formed) probe.
+    """
+    _check_backend()
+    try:
+        features = model.get_layer(FEATURES_NAME).output
+    except (ValueError, AttributeError):
+        raise ProbeError(
+            f"model {getattr(model, 'name', model)!r} carries no ncp_search probe (no layer "
+            f"named {FEATURES_NAME!r}). Build it with ncp_search.attach_probe(model, num_classes)."
+        ) from None
+    layers = _probe_layers(model)
+    for position, layer in enumerate(layers):
+        last = position == len(layers) - 1
+        want = "softmax" if last else "relu"
+        if layer.use_bias or getattr(layer.activation, "__name__", "") != want:
+            raise ProbeError(
+                f"probe layer {layer.name!r} must be bias-free with {want} activation; the "
+                "probe was modified after attach_probe."
+            )
+    if len(layers) < 2:
+        raise ProbeError(f"the probe of model {model.name!r} has fewer than 2 weight layers.")
+    feature_model = keras.Model(inputs=_inputs(model), outputs=features)
+    kernels = tuple(layer.kernel for layer in layers)
+    return ProbeParts(feature_model, kernels, int(layers[-1].units))
