@@ -28,10 +28,12 @@ _LAZY = {
     "beta_eff_from_weights": "ncp_search.capacitance",
     "BetaEffTerms": "ncp_search.capacitance",
     "BetaEffMeter": "ncp_search.capacitance",
+    "BetaEffLogger": "ncp_search.callbacks",
 }
 
 __all__ = [
     "AccuracyPredictor",
+    "BetaEffLogger",
     "BetaEffMeter",
     "BetaEffTerms",
     "DataError",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ncp_search.callbacks import BetaEffLogger
     from ncp_search.capacitance import (
         BetaEffMeter,
         BetaEffTerms,

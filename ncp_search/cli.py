@@ -4,6 +4,7 @@ Subcommands:
     demo   fine-tune a probed zoo model on digits and print beta_eff per epoch and the
            predicted final accuracy (the embedded default job).
     zoo    pre-train and cache the source models of the local model zoo.
+    record record complete trials of a workload as a table of runs (JSON lines).
 """
 
 from __future__ import annotations
@@ -80,6 +81,69 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    from ncp_search.recorder import load_workload, record
+
+    workload = load_workload(args.config)
+    out = args.out or f"runs/{workload['name']}.jsonl"
+    print(f"recording {workload['name']!r} into {out} (trials already there are skipped)")
+    runs = record(
+        args.config,
+        out,
+        trials=args.trials,
+        epochs=args.epochs,
+        modes=args.modes,
+        cache_dir=args.cache_dir,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"{len(runs)} runs in {out}")
+    return 0
+
+
+def _cmd_bench_predict(args: argparse.Namespace) -> int:
+    from ncp_search import prediction_bench as bench
+    from ncp_search.recorder import read_table
+
+    runs = read_table(args.table)
+    if not runs:
+        raise ValueError(f"{args.table}: no runs (record some with `ncp-search record`).")
+    modes = sorted({r.get("config", {}).get("mode", "observer") for r in runs})
+    if args.mode:
+        modes = [args.mode]
+    report: dict = {}
+    for mode in modes:
+        subset = [r for r in runs if r.get("config", {}).get("mode", "observer") == mode]
+        finals = None
+        label = mode
+        if args.target == "observer" and mode != "observer":
+            by_index = {
+                r["config"].get("index"): r["final_val_accuracy"]
+                for r in runs
+                if r["config"].get("mode") == "observer"
+            }
+            subset = [r for r in subset if r["config"].get("index") in by_index]
+            finals = [by_index[r["config"]["index"]] for r in subset]
+            label = f"{mode} -> observer final"
+        results = bench.evaluate(
+            subset, ks=args.k, predictors=args.predictors or bench.DEFAULT_PREDICTORS,
+            finals=finals, n_boot=args.boot,
+        )
+        print(
+            f"\n== {args.table} [{label}]: {results['n_runs']} runs, {results['epochs']} epochs, "
+            f"{100 * results['curves_cross']:.0f}% of run pairs cross =="
+        )
+        print(bench.format_table(results))
+        report[label] = results
+        if args.plot:
+            path = args.plot if len(modes) == 1 else args.plot.replace(".png", f"_{mode}.png")
+            bench.plot(results, path, title=f"{args.table} [{label}]")
+            print(f"wrote {path}")
+    if args.json:
+        bench.to_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncp-search",
@@ -110,6 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--cache-dir", default=None)
     zoo.add_argument("--retrain", action="store_true", help="ignore cached models")
     zoo.set_defaults(func=_cmd_zoo)
+
+    rec = sub.add_parser("record", help="record complete trials of a workload (JSON lines)")
+    rec.add_argument("config", help="workload config (YAML), e.g. configs/record_digits_mlp.yaml")
+    rec.add_argument("--out", default=None, help="table file (default runs/<name>.jsonl)")
+    rec.add_argument("--trials", type=int, default=None, help="record only the first N trials")
+    rec.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    rec.add_argument("--modes", nargs="+", choices=["observer", "probe_head"], default=None)
+    rec.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
+    rec.set_defaults(func=_cmd_record)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    pred = bench_sub.add_parser("predict", help="rank recorded runs by each predictor")
+    pred.add_argument("--table", required=True, help="JSON-lines table of recorded runs")
+    pred.add_argument("--k", nargs="+", default=["2", "3", "25%", "50%"],
+                      help="observed epochs: integers, fractions (0.25) or percentages (25%%)")
+    pred.add_argument("--predictors", nargs="+", default=None, help="names (default: all)")
+    pred.add_argument("--mode", choices=["observer", "probe_head"], default=None)
+    pred.add_argument("--target", choices=["own", "observer"], default="own",
+                      help="'observer': score probe_head runs against the observer final of "
+                      "the same configuration (how well a probe phase transfers)")
+    pred.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
+    pred.add_argument("--json", default=None)
+    pred.add_argument("--plot", default=None, help="PNG path")
+    pred.set_defaults(func=_cmd_bench_predict)
     return parser
 
 

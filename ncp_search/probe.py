@@ -87,8 +87,12 @@ def _is_softmax(layer: Any) -> bool:
     return activation is not None and getattr(activation, "__name__", "") == "softmax"
 
 
-def _classifier_features(model: Any) -> Any:
-    """Input tensor of the output Dense layer of a classifier."""
+def classifier_features(model: Any) -> Any:
+    """The input tensor of a classifier's output Dense layer (its feature output).
+
+    Raises:
+        ncp_search.ProbeError: if the model does not end in a classifier head.
+    """
     layer = _producer(_output_tensor(model))
     while isinstance(layer, _PASS_THROUGH):
         layer = _producer(layer.input)
@@ -187,7 +191,7 @@ def attach_probe(
         source.set_weights(model.get_weights())
         model = source
     if feature_layer is None:
-        features = _classifier_features(model)
+        features = classifier_features(model)
     else:
         features = _named_features(model, feature_layer)
     if len(features.shape) > 2:

@@ -1,0 +1,254 @@
+"""Predictors of a run's final accuracy from the first K epochs, selectable by name.
+
+Every predictor maps a list of runs (tables written by ``ncp-search record``) and
+the number of observed epochs K to one score per run: the predicted final
+accuracy (higher is better), or for ``tse`` a score on another scale. Predictors
+whose name starts with ``xtrial_`` learn across trials the way a pruner inside a
+study can: run ``i`` is predicted by a model fitted only on runs ``0 .. i-1``
+(the trials completed before it, in recording order); with fewer than
+``MIN_COMPLETED`` of them it falls back to the last observed value.
+
+Shuffled controls: ``<name>+shuffled`` runs the same predictor after giving each
+run the ``beta_eff`` series of another run (a fixed derangement). A ``beta_eff``
+predictor earns credit for ``beta_eff`` only where it beats its control.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import BayesianRidge
+
+MIN_COMPLETED = 5
+# Per-step fields that come from the probe (replaced in shuffled controls).
+BETA_FIELDS = (
+    "beta_eff",
+    "beta_eff_batch2",
+    "probe_numerator",
+    "probe_denominator",
+    "probe_loss",
+    "probe_accuracy",
+    "probe_feature_norm",
+    "probe_dead_fraction",
+    "probe_delta_in_norm",
+    "probe_delta_out_norm",
+)
+
+Run = dict[str, Any]
+
+
+def _series(run: Run, key: str, k: int) -> np.ndarray:
+    """Values of ``key`` at steps 1..k (NaN where missing)."""
+    values = [step.get(key) for step in run["curve"] if 1 <= step["step"] <= k]
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def _at0(run: Run, key: str) -> float:
+    value = run["curve"][0].get(key)
+    return float("nan") if value is None else float(value)
+
+
+# ---------------------------------------------------------------- curve-only
+def last_value(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    return np.array([_series(r, "val_accuracy", k)[-1] for r in runs])
+
+
+def best_so_far(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    return np.array([np.nanmax(_series(r, "val_accuracy", k)) for r in runs])
+
+
+def training_speed(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    """TSE: minus the sum of training losses over the first k epochs (a score)."""
+    return np.array([-np.nansum(_series(r, "train_loss", k)) for r in runs])
+
+
+def _pow3(t: np.ndarray, c: float, a: float, alpha: float) -> np.ndarray:
+    return c - a * np.power(t, -alpha)
+
+
+def power_law(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    """pow3 learning-curve extrapolation ``c - a t^-alpha`` to the last epoch
+    (Domhan et al. 2015's simplest family); falls back to the last value."""
+    from scipy.optimize import curve_fit
+
+    out = []
+    for run in runs:
+        y = _series(run, "val_accuracy", k)
+        t = np.arange(1, len(y) + 1, dtype=float)
+        fallback = y[-1]
+        if len(y) < 3 or not np.all(np.isfinite(y)):
+            out.append(fallback)
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                params, _ = curve_fit(
+                    _pow3, t, y, p0=(y[-1], max(y[-1] - y[0], 1e-3), 0.5),
+                    bounds=([0.0, -1.0, 0.0], [1.0, 1.0, 5.0]), maxfev=2000,
+                )
+            value = float(_pow3(np.array([float(total)]), *params)[0])
+        except (RuntimeError, ValueError):
+            value = fallback
+        out.append(value if math.isfinite(value) else fallback)
+    return np.array(out)
+
+
+# --------------------------------------------------------------- NCP (per run)
+def _h0(x: np.ndarray, y: np.ndarray, fallback: float) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return fallback
+    model = BayesianRidge().fit(x[ok, None], y[ok])
+    return float(model.predict(np.zeros((1, 1)))[0])
+
+
+def _ncp_with(transform: Callable[[Run, int], np.ndarray]):
+    def predict(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+        out = []
+        for run in runs:
+            acc = _series(run, "val_accuracy", k)
+            out.append(_h0(transform(run, k), acc, acc[-1]))
+        return np.array(out)
+
+    return predict
+
+
+def _raw(run: Run, k: int) -> np.ndarray:
+    return _series(run, "beta_eff", k)
+
+
+def _per_feature_norm(run: Run, k: int) -> np.ndarray:
+    return _series(run, "beta_eff", k) / _series(run, "probe_feature_norm", k) ** 2
+
+
+def _per_delta_norms(run: Run, k: int) -> np.ndarray:
+    return _series(run, "beta_eff", k) / (
+        _series(run, "probe_delta_in_norm", k) * _series(run, "probe_delta_out_norm", k)
+    )
+
+
+def _two_batch_mean(run: Run, k: int) -> np.ndarray:
+    return 0.5 * (_series(run, "beta_eff", k) + _series(run, "beta_eff_batch2", k))
+
+
+def ncp_hybrid(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    """BayesianRidge on (beta_eff, epoch) read at beta_eff = 0 and the last epoch."""
+    out = []
+    for run in runs:
+        acc = _series(run, "val_accuracy", k)
+        beta = _series(run, "beta_eff", k)
+        t = np.arange(1, len(acc) + 1, dtype=float)
+        ok = np.isfinite(acc) & np.isfinite(beta)
+        if ok.sum() < 3:
+            out.append(acc[-1])
+            continue
+        model = BayesianRidge().fit(np.c_[beta[ok], np.log(t[ok])], acc[ok])
+        out.append(float(model.predict(np.array([[0.0, math.log(total)]]))[0]))
+    return np.array(out)
+
+
+# ------------------------------------------------------------ cross-trial models
+def curve_features(run: Run, k: int) -> list[float]:
+    acc = _series(run, "val_accuracy", k)
+    loss = _series(run, "train_loss", k)
+    return [
+        acc[-1],
+        np.nanmax(acc),
+        acc[-1] - acc[0],
+        _at0(run, "val_accuracy"),
+        -np.nanmean(loss),
+        float(np.log1p(np.nanmean(np.abs(np.diff(acc))) if len(acc) > 1 else 0.0)),
+    ]
+
+
+def beta_features(run: Run, k: int) -> list[float]:
+    beta = _series(run, "beta_eff", k)
+    norm = _series(run, "probe_feature_norm", k)
+    dead = _series(run, "probe_dead_fraction", k)
+    probe_loss = _series(run, "probe_loss", k)
+    scaled = beta / np.maximum(norm, 1e-12) ** 2
+    return [
+        float(np.sign(beta[-1]) * np.log1p(abs(beta[-1]))),
+        float(np.nanmedian(scaled)),
+        float(np.log(np.maximum(norm[-1], 1e-12) / max(_at0(run, "probe_feature_norm"), 1e-12))),
+        float(dead[-1]),
+        float(probe_loss[-1]),
+        float(np.nanmean(_series(run, "probe_accuracy", k))),
+    ]
+
+
+def _cross_trial(featurize: Callable[[Run, int], list[float]]):
+    def predict(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+        x = np.array([featurize(r, k) for r in runs], dtype=float)
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        finals = np.array([r["final_val_accuracy"] for r in runs], dtype=float)
+        fallback = last_value(runs, k, total)
+        out = fallback.copy()
+        for i in range(MIN_COMPLETED, len(runs)):
+            done = np.isfinite(finals[:i])
+            if done.sum() < MIN_COMPLETED:
+                continue
+            mean, std = x[:i][done].mean(0), x[:i][done].std(0) + 1e-9
+            model = BayesianRidge().fit((x[:i][done] - mean) / std, finals[:i][done])
+            out[i] = float(model.predict(((x[i] - mean) / std)[None])[0])
+        return out
+
+    return predict
+
+
+PREDICTORS: dict[str, Callable[[Sequence[Run], int, int], np.ndarray]] = {
+    "last": last_value,
+    "best": best_so_far,
+    "pow3": power_law,
+    "tse": training_speed,
+    "ncp_raw": _ncp_with(_raw),
+    "ncp_two_batch": _ncp_with(_two_batch_mean),
+    "ncp_feature_norm": _ncp_with(_per_feature_norm),
+    "ncp_delta_norms": _ncp_with(_per_delta_norms),
+    "ncp_hybrid": ncp_hybrid,
+    "xtrial_curve": _cross_trial(curve_features),
+    "xtrial_ncp": _cross_trial(lambda r, k: curve_features(r, k) + beta_features(r, k)),
+    "xtrial_beta_only": _cross_trial(beta_features),
+}
+CURVE_ONLY = ("last", "best", "pow3", "tse", "xtrial_curve")
+SCORE_ONLY = ("tse",)  # not on the accuracy scale: no MAE
+
+
+def uses_beta(name: str) -> bool:
+    """Whether a predictor reads the probe's measurements."""
+    return name.split("+")[0] not in CURVE_ONLY
+
+
+def shuffled(runs: Sequence[Run], seed: int = 0) -> list[Run]:
+    """Runs whose probe fields come from another run (a seeded derangement)."""
+    n = len(runs)
+    rng = np.random.default_rng(seed)
+    order = np.arange(n)
+    while n > 1 and np.any(order == np.arange(n)):
+        order = rng.permutation(n)
+    out = []
+    for run, donor_index in zip(runs, order):
+        donor = runs[int(donor_index)]["curve"]
+        curve = []
+        for position, step in enumerate(run["curve"]):
+            source = donor[min(position, len(donor) - 1)]
+            curve.append({**step, **{f: source.get(f) for f in BETA_FIELDS}})
+        out.append({**run, "curve": curve})
+    return out
+
+
+def predict(name: str, runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    """Scores of predictor ``name`` (``+shuffled`` for its control) after ``k`` epochs."""
+    base, _, suffix = name.partition("+")
+    if base not in PREDICTORS or suffix not in ("", "shuffled"):
+        raise ValueError(
+            f"unknown predictor {name!r}; available: {sorted(PREDICTORS)} "
+            "(append '+shuffled' for the shuffled-beta_eff control)."
+        )
+    if suffix:
+        runs = shuffled(runs)
+    return PREDICTORS[base](runs, k, total)

@@ -1,0 +1,214 @@
+"""Evaluate final-accuracy predictors on a table of recorded runs.
+
+For each predictor and each number of observed epochs K it computes, across runs:
+Kendall tau and Spearman rho between the scores and the final validation
+accuracies, the MAE of the predicted final accuracy (accuracy-scale predictors),
+top-1 regret (best final minus the final of the top-scored run, in accuracy
+points), and the false-prune rate of a median rule (the share of runs below the
+median score whose final is above the median final). Confidence intervals come
+from a bootstrap over runs (the scores are computed once on the full table; the
+bootstrap resamples runs). Each predictor using ``beta_eff`` is compared with its
+shuffled control, and every predictor with the ``last`` value, by a paired
+bootstrap of the Kendall-tau difference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+from ncp_search.curve_predictors import PREDICTORS, SCORE_ONLY, predict, uses_beta
+
+METRICS = ("kendall_tau", "spearman_rho", "mae", "top1_regret", "false_prune_rate")
+DEFAULT_PREDICTORS = tuple(PREDICTORS)
+
+
+def _tau(scores: np.ndarray, finals: np.ndarray) -> float:
+    value = kendalltau(scores, finals).statistic
+    return float(value) if np.isfinite(value) else 0.0
+
+
+def metrics(scores: np.ndarray, finals: np.ndarray, *, accuracy_scale: bool) -> dict[str, float]:
+    """The five metrics for one set of scores (NaN scores rank lowest)."""
+    mask = np.isfinite(scores)
+    floor = scores[mask].min() - 1.0 if mask.any() else 0.0
+    finite = np.where(mask, scores, floor)
+    rho = spearmanr(finite, finals).statistic
+    below = finite < np.median(finite)
+    good = finals > np.median(finals)
+    return {
+        "kendall_tau": _tau(finite, finals),
+        "spearman_rho": float(rho) if np.isfinite(rho) else 0.0,
+        "mae": float(np.mean(np.abs(finite - finals))) if accuracy_scale else float("nan"),
+        "top1_regret": float(100.0 * (finals.max() - finals[int(np.argmax(finite))])),
+        "false_prune_rate": float((below & good).sum() / max(below.sum(), 1)),
+    }
+
+
+def resolve_ks(ks: Sequence[str | int | float], total: int) -> list[int]:
+    """Epoch counts from ints or fractions/percentages of ``total`` (at least 2)."""
+    out = []
+    for k in ks:
+        text = str(k).strip()
+        if text.endswith("%"):
+            value = round(float(text[:-1]) / 100.0 * total)
+        elif "." in text:
+            value = round(float(text) * total)
+        else:
+            value = int(text)
+        if not 1 <= value <= total:
+            raise ValueError(f"K={k!r} gives {value} epochs, outside 1..{total}.")
+        out.append(max(2, value))
+    return sorted(set(out))
+
+
+def evaluate(
+    runs: Sequence[dict[str, Any]],
+    *,
+    ks: Sequence[str | int | float] = ("2", "3", "25%", "50%"),
+    predictors: Sequence[str] = DEFAULT_PREDICTORS,
+    controls: bool = True,
+    finals: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Scores, metrics and bootstrap intervals for every predictor and K.
+
+    Args:
+        runs: recorded runs of one table (and one mode).
+        ks: observed epochs (ints, fractions like 0.25, or "25%").
+        predictors: predictor names (see :data:`ncp_search.curve_predictors.PREDICTORS`).
+        controls: add ``+shuffled`` controls for the predictors that use ``beta_eff``.
+        finals: the target final accuracies (default: each run's own
+            ``final_val_accuracy``; pass others to measure transfer).
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
+    """
+    if len(runs) < 4:
+        raise ValueError(f"evaluation needs at least 4 runs, but the table has {len(runs)}.")
+    total = min(len(r["curve"]) - 1 for r in runs)
+    target = np.array(
+        [r["final_val_accuracy"] for r in runs] if finals is None else finals, dtype=float
+    )
+    names = list(predictors)
+    if controls:
+        names += [f"{n}+shuffled" for n in predictors if uses_beta(n)]
+    rng = np.random.default_rng(seed)
+    boots = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot)]
+    results: dict[str, Any] = {"n_runs": len(runs), "epochs": total, "ks": {}, "predictors": names}
+    for k in resolve_ks(ks, total):
+        scores = {name: predict(name, runs, k, total) for name in names}
+        per_k: dict[str, Any] = {}
+        for name, score in scores.items():
+            scale = name.split("+")[0] not in SCORE_ONLY
+            point = metrics(score, target, accuracy_scale=scale)
+            samples = np.array(
+                [list(metrics(score[b], target[b], accuracy_scale=scale).values()) for b in boots]
+            )
+            low, high = np.nanpercentile(samples, [2.5, 97.5], axis=0)
+            per_k[name] = {
+                m: {"value": point[m], "ci": [float(lo), float(hi)]}
+                for m, lo, hi in zip(METRICS, low, high)
+            }
+            per_k[name]["scores"] = [float(s) for s in score]
+        for name, score in scores.items():
+            refs = {"last": scores["last"]} if "last" in scores and name != "last" else {}
+            if name.endswith("+shuffled"):
+                continue
+            if f"{name}+shuffled" in scores:
+                refs["shuffled"] = scores[f"{name}+shuffled"]
+            for ref_name, ref in refs.items():
+                diffs = np.array(
+                    [_tau(score[b], target[b]) - _tau(ref[b], target[b]) for b in boots]
+                )
+                per_k[name][f"tau_minus_{ref_name}"] = {
+                    "value": _tau(score, target) - _tau(ref, target),
+                    "ci": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+                }
+        results["ks"][str(k)] = per_k
+    results["curves_cross"] = crossing_share(runs)
+    return results
+
+
+def crossing_share(runs: Sequence[dict[str, Any]]) -> float:
+    """Share of run pairs whose validation curves swap order after epoch 1."""
+    curves = [np.array([s["val_accuracy"] for s in r["curve"][1:]], dtype=float) for r in runs]
+    length = min(len(c) for c in curves)
+    crossed = pairs = 0
+    for i in range(len(curves)):
+        for j in range(i + 1, len(curves)):
+            d = curves[i][:length] - curves[j][:length]
+            d = d[np.isfinite(d) & (d != 0)]
+            if len(d) == 0:
+                continue
+            pairs += 1
+            crossed += bool(np.sign(d[0]) != np.sign(d[-1]))
+    return crossed / max(pairs, 1)
+
+
+def format_table(results: dict[str, Any], metric_names: Sequence[str] = METRICS) -> str:
+    """A plain-text table: one row per predictor and K."""
+    header = f"{'K':>3} {'predictor':<22}" + "".join(f"{m:>24}" for m in metric_names)
+    header += f"{'tau - last':>22}{'tau - shuffled':>22}"
+    lines = [header]
+    for k, per_k in results["ks"].items():
+        for name, row in per_k.items():
+            cells = []
+            for m in metric_names:
+                value, (lo, hi) = row[m]["value"], row[m]["ci"]
+                cell = "-" if math.isnan(value) else f"{value:.3f} [{lo:.2f},{hi:.2f}]"
+                cells.append(f"{cell:>24}")
+            for ref in ("last", "shuffled"):
+                diff = row.get(f"tau_minus_{ref}")
+                cell = "" if diff is None else (
+                    f"{diff['value']:+.3f} [{diff['ci'][0]:+.2f},{diff['ci'][1]:+.2f}]"
+                )
+                cells.append(f"{cell:>22}")
+            lines.append(f"{k:>3} {name:<22}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str, title: str = "") -> None:
+    """Metric vs K per predictor (one panel per metric), saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [int(k) for k in results["ks"]]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4.2))
+    for ax, metric in zip(axes, METRICS):
+        for name in results["predictors"]:
+            values = [results["ks"][str(k)][name][metric]["value"] for k in ks]
+            if all(math.isnan(v) for v in values):
+                continue
+            style = ":" if name.endswith("+shuffled") else "-" if name.startswith(
+                ("ncp", "xtrial_ncp", "xtrial_beta")) else "--"
+            ax.plot(ks, values, style, marker="o", ms=3, label=name)
+        ax.set_title(metric)
+        ax.set_xlabel("observed epochs K")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def to_json(results: dict[str, Any], path: str) -> None:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(clean(results), handle, indent=1)
