@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from ncp_search import attach_probe
-from ncp_search import zoo
+from ncp_search import attach_probe, zoo
 
 
 @pytest.mark.parametrize("name", zoo.available_models())
