@@ -101,43 +101,46 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ncp_search import prediction_bench as bench
     from ncp_search.recorder import read_table
 
-    runs = read_table(args.table)
-    if not runs:
-        raise ValueError(f"{args.table}: no runs (record some with `ncp-search record`).")
-    modes = sorted({r.get("config", {}).get("mode", "observer") for r in runs})
-    if args.mode:
-        modes = [args.mode]
     report: dict = {}
-    for mode in modes:
-        subset = [r for r in runs if r.get("config", {}).get("mode", "observer") == mode]
-        finals = None
-        label = mode
-        if args.target == "observer" and mode != "observer":
-            by_index = {
-                r["config"].get("index"): r["final_val_accuracy"]
-                for r in runs
-                if r["config"].get("mode") == "observer"
-            }
-            subset = [r for r in subset if r["config"].get("index") in by_index]
-            finals = [by_index[r["config"]["index"]] for r in subset]
-            label = f"{mode} -> observer final"
-        results = bench.evaluate(
-            subset, ks=args.k, predictors=args.predictors or bench.DEFAULT_PREDICTORS,
-            finals=finals, n_boot=args.boot,
+    for table in args.table:
+        runs = read_table(table)
+        if not runs:
+            raise ValueError(f"{table}: no runs (record some with `ncp-search record`).")
+        name = Path(table).stem
+        per_mode = bench.evaluate_table(
+            runs, ks=args.k, predictors=args.predictors or bench.DEFAULT_PREDICTORS,
+            mode=args.mode, target=args.target, n_boot=args.boot,
         )
-        print(
-            f"\n== {args.table} [{label}]: {results['n_runs']} runs, {results['epochs']} epochs, "
-            f"{100 * results['curves_cross']:.0f}% of run pairs cross =="
-        )
-        print(bench.format_table(results))
-        report[label] = results
-        if args.plot:
-            path = args.plot if len(modes) == 1 else args.plot.replace(".png", f"_{mode}.png")
-            bench.plot(results, path, title=f"{args.table} [{label}]")
-            print(f"wrote {path}")
+        for label, results in per_mode.items():
+            print(
+                f"\n== {name} [{label}]: {results['n_runs']} runs, {results['epochs']} epochs, "
+                f"{100 * results['curves_cross']:.0f}% of run pairs cross =="
+            )
+            print(bench.format_table(results))
+            if args.plot:
+                folder = Path(args.plot)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{name}_{label.replace(' ', '_').replace('>', '')}.png"
+                bench.plot(results, str(path), title=f"{name} [{label}]")
+                print(f"wrote {path}")
+        transfer = bench.transfer_summary(runs)
+        if transfer:
+            print(
+                f"\n{name}: probe-as-head finals vs ordinary fine-tuning (observer) finals of "
+                f"the same {transfer['n_configs']} configurations: Kendall tau "
+                f"{transfer['kendall_tau']:.3f}, Spearman {transfer['spearman_rho']:.3f}; best "
+                f"configuration {'the same' if transfer['same_best'] else 'different'} (the "
+                f"probe-head winner reaches {100 * transfer['regret_of_probe_winner']:.2f} "
+                "points below the ordinary best)"
+            )
+        report[name] = {"modes": per_mode, "transfer": transfer}
+    if len(report) > 1:
+        print("\n" + bench.format_summary(report))
     if args.json:
         bench.to_json(report, args.json)
         print(f"wrote {args.json}")
@@ -187,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     pred = bench_sub.add_parser("predict", help="rank recorded runs by each predictor")
-    pred.add_argument("--table", required=True, help="JSON-lines table of recorded runs")
+    pred.add_argument("--table", required=True, nargs="+",
+                      help="JSON-lines tables of recorded runs (one per workload)")
     pred.add_argument("--k", nargs="+", default=["2", "3", "25%", "50%"],
                       help="observed epochs: integers, fractions (0.25) or percentages (25%%)")
     pred.add_argument("--predictors", nargs="+", default=None, help="names (default: all)")
@@ -197,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "the same configuration (how well a probe phase transfers)")
     pred.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     pred.add_argument("--json", default=None)
-    pred.add_argument("--plot", default=None, help="PNG path")
+    pred.add_argument("--plot", default=None, help="folder for the PNG plots")
     pred.set_defaults(func=_cmd_bench_predict)
     return parser
 

@@ -135,6 +135,74 @@ def evaluate(
     return results
 
 
+def _mode(run: dict[str, Any]) -> str:
+    return run.get("config", {}).get("mode", "observer")
+
+
+def evaluate_table(
+    runs: Sequence[dict[str, Any]],
+    *,
+    mode: str | None = None,
+    target: str = "own",
+    **kwargs: Any,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate` per mode of one table; ``target="observer"`` scores runs of
+    other modes against the observer final of the same configuration."""
+    modes = [mode] if mode else sorted({_mode(r) for r in runs})
+    observer_finals = {
+        r["config"].get("index"): r["final_val_accuracy"] for r in runs if _mode(r) == "observer"
+    }
+    out = {}
+    for name in modes:
+        subset = [r for r in runs if _mode(r) == name]
+        if not subset:
+            raise ValueError(f"no runs of mode {name!r} in the table.")
+        if target == "observer" and name != "observer":
+            subset = [r for r in subset if r["config"].get("index") in observer_finals]
+            finals = [observer_finals[r["config"]["index"]] for r in subset]
+            out[f"{name} -> observer final"] = evaluate(subset, finals=finals, **kwargs)
+        else:
+            out[name] = evaluate(subset, **kwargs)
+    return out
+
+
+def transfer_summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """How the ranking of configurations tuned with the probe as head transfers to
+    ordinary fine-tuning (observer mode) of the same configurations."""
+    head = {r["config"].get("index"): r["final_val_accuracy"] for r in runs
+            if _mode(r) == "probe_head"}
+    plain = {r["config"].get("index"): r["final_val_accuracy"] for r in runs
+             if _mode(r) == "observer"}
+    common = sorted(set(head) & set(plain))
+    if len(common) < 4:
+        return None
+    a = np.array([head[i] for i in common], dtype=float)
+    b = np.array([plain[i] for i in common], dtype=float)
+    winner = int(np.argmax(a))
+    return {
+        "n_configs": len(common),
+        "kendall_tau": _tau(a, b),
+        "spearman_rho": float(spearmanr(a, b).statistic),
+        "same_best": bool(winner == int(np.argmax(b))),
+        "regret_of_probe_winner": float(b.max() - b[winner]),
+    }
+
+
+def format_summary(report: dict[str, Any], metric: str = "kendall_tau") -> str:
+    """Mean ``metric`` across tables, per mode, K and predictor."""
+    rows: dict[tuple[str, str, str], list[float]] = {}
+    for table in report.values():
+        for mode, results in table["modes"].items():
+            for k, per_k in results["ks"].items():
+                for name, row in per_k.items():
+                    rows.setdefault((mode, k, name), []).append(row[metric]["value"])
+    lines = [f"mean {metric} across {len(report)} tables (a table counts where it has the K)",
+             f"{'mode':<28} {'K':>3} {'predictor':<24} {'mean':>7} {'tables':>6}"]
+    for (mode, k, name), values in sorted(rows.items(), key=lambda x: (x[0][0], int(x[0][1]))):
+        lines.append(f"{mode:<28} {k:>3} {name:<24} {np.mean(values):>7.3f} {len(values):>6}")
+    return "\n".join(lines)
+
+
 def crossing_share(runs: Sequence[dict[str, Any]]) -> float:
     """Share of run pairs whose validation curves swap order after epoch 1."""
     curves = [np.array([s["val_accuracy"] for s in r["curve"][1:]], dtype=float) for r in runs]

@@ -60,12 +60,36 @@ def test_evaluate_has_intervals_and_controls():
 def test_cli_bench_predict(tmp_path, capsys):
     table = tmp_path / "runs.jsonl"
     table.write_text("\n".join(json.dumps(r) for r in make_runs(10)) + "\n")
-    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    code = cli.main(["bench", "predict", "--table", str(table), "--k", "3", "--boot", "20",
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps(r) for r in make_runs(10, seed=1)) + "\n")
+    out_json = tmp_path / "r.json"
+    code = cli.main(["bench", "predict", "--table", str(table), str(other), "--k", "3",
+                     "--boot", "20",
                      "--predictors", "last", "pow3", "ncp_raw", "--json", str(out_json),
-                     "--plot", str(out_png)])
+                     "--plot", str(tmp_path / "plots")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "ncp_raw+shuffled" in printed and "kendall_tau" in printed
-    assert json.loads(out_json.read_text())["observer"]["n_runs"] == 10
-    assert out_png.stat().st_size > 1000
+    assert json.loads(out_json.read_text())["runs"]["modes"]["observer"]["n_runs"] == 10
+    assert "mean kendall_tau across" in printed
+    assert (tmp_path / "plots" / "runs_observer.png").stat().st_size > 1000
+
+
+def test_transfer_summary_and_observer_target():
+    from ncp_search.prediction_bench import evaluate_table, transfer_summary
+
+    observer = make_runs(8, seed=3)
+    head = make_runs(8, seed=3)
+    for run in head:
+        run["config"] = {**run["config"], "mode": "probe_head"}
+    # the probe-head finals rank configurations in exactly the reverse order
+    order = sorted(range(8), key=lambda i: observer[i]["final_val_accuracy"])
+    for rank, i in enumerate(order):
+        head[i]["final_val_accuracy"] = 1.0 - 0.1 * rank
+    summary = transfer_summary(observer + head)
+    assert summary["kendall_tau"] == pytest.approx(-1.0) and summary["same_best"] is False
+    assert summary["regret_of_probe_winner"] > 0
+    per_mode = evaluate_table(observer + head, target="observer", ks=["3"],
+                              predictors=["last"], n_boot=10)
+    assert set(per_mode) == {"observer", "probe_head -> observer final"}
+    assert transfer_summary(observer) is None
