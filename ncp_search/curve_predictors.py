@@ -135,6 +135,20 @@ def _two_batch_mean(run: Run, k: int) -> np.ndarray:
     return 0.5 * (_series(run, "beta_eff", k) + _series(run, "beta_eff_batch2", k))
 
 
+def _smoothed(run: Run, k: int) -> np.ndarray:
+    beta = _series(run, "beta_eff", k)
+    return np.array([np.nanmean(beta[max(0, i - 2) : i + 1]) for i in range(len(beta))])
+
+
+def ncp_collapse_guard(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    """``ncp_raw``, except that a run whose probe units are mostly dead (collapsed
+    features, where beta_eff ~ 0 reads as "converged") keeps its last value."""
+    raw = _ncp_with(_raw)(runs, k, total)
+    last = last_value(runs, k, total)
+    dead = np.array([_series(r, "probe_dead_fraction", k)[-1] for r in runs])
+    return np.where(np.nan_to_num(dead, nan=1.0) > 0.5, np.minimum(last, raw), raw)
+
+
 def ncp_hybrid(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
     """BayesianRidge on (beta_eff, epoch) read at beta_eff = 0 and the last epoch."""
     out = []
@@ -209,6 +223,8 @@ PREDICTORS: dict[str, Callable[[Sequence[Run], int, int], np.ndarray]] = {
     "ncp_two_batch": _ncp_with(_two_batch_mean),
     "ncp_feature_norm": _ncp_with(_per_feature_norm),
     "ncp_delta_norms": _ncp_with(_per_delta_norms),
+    "ncp_smoothed": _ncp_with(_smoothed),
+    "ncp_collapse_guard": ncp_collapse_guard,
     "ncp_hybrid": ncp_hybrid,
     "xtrial_curve": _cross_trial(curve_features),
     "xtrial_ncp": _cross_trial(lambda r, k: curve_features(r, k) + beta_features(r, k)),
@@ -251,4 +267,6 @@ def predict(name: str, runs: Sequence[Run], k: int, total: int) -> np.ndarray:
         )
     if suffix:
         runs = shuffled(runs)
-    return PREDICTORS[base](runs, k, total)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
+        return PREDICTORS[base](runs, k, total)

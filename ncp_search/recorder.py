@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ncp_search.errors import NCPSearchError
 from ncp_search.search_space import sample_configs, validate_space
 
 REQUIRED = ("name", "target", "trials", "epochs", "search_space")
@@ -206,6 +207,21 @@ def run_trial(
     }
 
 
+def _lock(handle: Any, path: Any) -> None:
+    """One writer per table: a second recorder on the same file stops at once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise NCPSearchError(
+            f"{path} is being written by another `ncp-search record`; wait for it or "
+            "record into another file."
+        ) from None
+
+
 def record(
     config_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -242,9 +258,10 @@ def record(
     sizes = {k: workload[k] for k in ("n_train", "n_val") if workload[k] is not None}
     task = load_task(workload["target"], seed=workload["seed"], **sizes)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    done = {run["trial"] for run in read_table(out_path)}
     say = progress or (lambda _line: None)
     with open(out_path, "a", encoding="utf-8") as handle:
+        _lock(handle, out_path)
+        done = {run["trial"] for run in read_table(out_path)}
         for index, config in enumerate(configs):
             for mode in chosen_modes:
                 trial_id = f"t{index:03d}-{mode}"

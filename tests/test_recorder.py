@@ -93,3 +93,15 @@ def test_shipped_workloads_are_valid():
         workload = rec.load_workload(path)
         assert workload["trials"] >= 40 and workload["epochs"] >= 20
         json.dumps(workload)
+
+
+def test_second_writer_is_refused(workload, tmp_path):
+    import fcntl
+
+    from ncp_search.errors import NCPSearchError
+
+    table = tmp_path / "runs.jsonl"
+    with open(table, "a") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(NCPSearchError, match="another `ncp-search record`"):
+            rec.record(workload, table)
