@@ -236,7 +236,7 @@ SCORE_ONLY = ("tse",)  # not on the accuracy scale: no MAE
 
 def uses_beta(name: str) -> bool:
     """Whether a predictor reads the probe's measurements."""
-    return name.split("+")[0] not in CURVE_ONLY
+    return name.split("+")[0].split("@")[0] not in CURVE_ONLY
 
 
 def shuffled(runs: Sequence[Run], seed: int = 0) -> list[Run]:
@@ -257,14 +257,39 @@ def shuffled(runs: Sequence[Run], seed: int = 0) -> list[Run]:
     return out
 
 
+def with_probe(runs: Sequence[Run], probe: str) -> list[Run]:
+    """Runs whose ``beta_eff`` is the one of another probe recorded beside the main one
+    (``beta_eff@<probe>``, or ``beta_eff_<probe>`` such as ``batch2``)."""
+    out = []
+    for run in runs:
+        curve = []
+        for step in run["curve"]:
+            key = f"beta_eff@{probe}" if f"beta_eff@{probe}" in step else f"beta_eff_{probe}"
+            if key not in step:
+                raise ValueError(
+                    f"run {run.get('trial')!r} has no {key!r}; record the workload with "
+                    f"extra_probes naming {probe!r}."
+                )
+            curve.append({**step, "beta_eff": step[key]})
+        out.append({**run, "curve": curve})
+    return out
+
+
 def predict(name: str, runs: Sequence[Run], k: int, total: int) -> np.ndarray:
-    """Scores of predictor ``name`` (``+shuffled`` for its control) after ``k`` epochs."""
-    base, _, suffix = name.partition("+")
+    """Scores of predictor ``name`` after ``k`` epochs.
+
+    ``name`` is ``<predictor>[@<probe>][+shuffled]``: ``@wide`` reads the
+    ``beta_eff`` of the extra probe named ``wide``; ``+shuffled`` is the control.
+    """
+    head, _, suffix = name.partition("+")
+    base, _, probe = head.partition("@")
     if base not in PREDICTORS or suffix not in ("", "shuffled"):
         raise ValueError(
             f"unknown predictor {name!r}; available: {sorted(PREDICTORS)} "
-            "(append '+shuffled' for the shuffled-beta_eff control)."
+            "(append '@<probe>' for an extra probe, '+shuffled' for the control)."
         )
+    if probe:
+        runs = with_probe(runs, probe)
     if suffix:
         runs = shuffled(runs)
     with warnings.catch_warnings(), np.errstate(all="ignore"):

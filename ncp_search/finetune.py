@@ -139,12 +139,17 @@ def build_trial_models(
     if mode == "probe_head":
         probed = attach_probe(classifier, num_classes, hidden=hidden, seed=probe_seed)
         return TrialModels(trained=probed, probed=probed)
-    # The observer reads the source features (before the trial's dropout).
-    feature_layer = features._keras_history[0].name
-    probed = attach_probe(
-        classifier, num_classes, hidden=hidden, seed=probe_seed, feature_layer=feature_layer
-    )
+    probed = observer_probe(source, num_classes, hidden=hidden, seed=probe_seed)
     return TrialModels(trained=classifier, probed=probed)
+
+
+def observer_probe(
+    source: Any, num_classes: int, *, hidden: Sequence[int] = (64, 64, 64), seed: int = 0
+) -> Any:
+    """A probe on ``source``'s features (before any trial dropout) that only observes:
+    it shares the bottom's layers, so it sees every update of the trained model."""
+    feature_layer = classifier_features(source)._keras_history[0].name
+    return attach_probe(source, num_classes, hidden=hidden, seed=seed, feature_layer=feature_layer)
 
 
 def compile_trial(model: Any, config: Mapping[str, Any]) -> None:

@@ -40,6 +40,7 @@ OPTIONAL: dict[str, Any] = {
     "probe": {"hidden": [64, 64, 64], "batch": 256, "seed": 0},
     "seed": 0,
     "description": "",
+    "extra_probes": [],
 }
 
 
@@ -66,6 +67,14 @@ def load_workload(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{path}: {key} must be a positive integer, got {config[key]!r}.")
     validate_space(config["search_space"], where=f"{path}: search_space")
+    for position, extra in enumerate(config["extra_probes"]):
+        if not isinstance(extra, Mapping) or set(extra) - {"name", "hidden", "seed"} or not (
+            isinstance(extra.get("name"), str) and isinstance(extra.get("hidden"), list)
+        ):
+            raise ValueError(
+                f"{path}: extra_probes[{position}] must be {{name: str, hidden: [int, ...], "
+                f"seed: int}}, but got {extra!r}."
+            )
     return config
 
 
@@ -101,18 +110,17 @@ def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def _measure(meters: dict[str, Any]) -> dict[str, Any]:
+    """Terms of the main probe (key ``""``) and ``beta_eff<suffix>`` of the others."""
     out: dict[str, Any] = {}
-    started = time.perf_counter()
     for suffix, meter in meters.items():
+        started = time.perf_counter()
         terms = meter().as_dict()
         if suffix:
             out[f"beta_eff{suffix}"] = terms["beta_eff"]
-        else:
-            out.update(
-                {"beta_eff": terms["beta_eff"]}
-                | {f"probe_{k}": v for k, v in terms.items() if k != "beta_eff"}
-            )
-    out["beta_eff_seconds"] = time.perf_counter() - started
+            continue
+        out["beta_eff_seconds"] = time.perf_counter() - started
+        out["beta_eff"] = terms["beta_eff"]
+        out.update({f"probe_{k}": v for k, v in terms.items() if k != "beta_eff"})
     return out
 
 
@@ -129,7 +137,12 @@ def run_trial(
     import keras
 
     from ncp_search.capacitance import BetaEffMeter
-    from ncp_search.finetune import build_trial_models, compile_trial, schedule_callback
+    from ncp_search.finetune import (
+        build_trial_models,
+        compile_trial,
+        observer_probe,
+        schedule_callback,
+    )
     from ncp_search.zoo import load_source_model
 
     keras.backend.clear_session()
@@ -158,6 +171,12 @@ def run_trial(
         "": BetaEffMeter(models.probed, xa, ya),
         "_batch2": BetaEffMeter(models.probed, xb, yb),
     }
+    for extra in workload.get("extra_probes", []):
+        # Extra probes only observe the same features (they never change training).
+        extra_probe = observer_probe(
+            source, task.num_classes, hidden=tuple(extra["hidden"]), seed=int(extra.get("seed", 0))
+        )
+        meters[f"@{extra['name']}"] = BetaEffMeter(extra_probe, xa, ya)
     epochs = int(workload["epochs"])
     val_loss, val_acc = models.trained.evaluate(task.x_val, task.y_val, verbose=0)
     curve = [

@@ -65,3 +65,18 @@ def test_every_predictor_runs_and_unknown_name_fails():
     assert uses_beta("ncp_raw") and not uses_beta("last")
     with pytest.raises(ValueError, match="unknown predictor"):
         predict("oracle", runs, 3, 10)
+
+
+def test_extra_probe_selection():
+    runs = make_runs(4)
+    for run in runs:
+        for step in run["curve"]:
+            step["beta_eff@wide"] = 2.0 * step["beta_eff"]
+    for run in runs:  # acc = 0.8 - 0.01 * beta_wide exactly
+        for step in run["curve"]:
+            step["val_accuracy"] = 0.8 - 0.01 * step["beta_eff@wide"]
+    assert predict("ncp_raw@wide", runs, 5, 10) == pytest.approx([0.8] * 4, abs=1e-3)
+    assert predict("ncp_raw@batch2", runs, 5, 10).shape == (4,)
+    assert uses_beta("ncp_raw@wide+shuffled")
+    with pytest.raises(ValueError, match="extra_probes naming 'deep'"):
+        predict("ncp_raw@deep", runs, 5, 10)

@@ -18,6 +18,7 @@ target: digits:5-9
 trials: 2
 epochs: 2
 probe: {hidden: [8, 8, 8], batch: 32, seed: 0}
+extra_probes: [{name: deep, hidden: [8, 8, 8, 8], seed: 1}]
 seed: 0
 search_space:
   optimizer: {type: categorical, choices: [sgd, adam]}
@@ -44,7 +45,7 @@ def test_record_writes_table_and_resumes(workload, tmp_path, monkeypatch):
     for run in runs:
         assert [s["step"] for s in run["curve"]] == [0, 1, 2]
         assert run["final_val_accuracy"] == run["curve"][-1]["val_accuracy"]
-        assert {"beta_eff", "beta_eff_batch2", "train_loss", "probe_denominator"} <= set(
+        assert {"beta_eff", "beta_eff_batch2", "beta_eff@deep", "probe_denominator"} <= set(
             run["curve"][1]
         )
         assert run["config"]["optimizer"] in ("sgd", "adam")
@@ -74,6 +75,7 @@ def test_read_table_rejects_garbage_in_the_middle(tmp_path):
         (lambda t: t + "\nextra: 1\n", "unknown keys"),
         (lambda t: t.replace("log: true", "log: true, step: 3"), "unknown keys"),
         (lambda t: "- a list\n", "mapping at the top level"),
+        (lambda t: t.replace("name: deep,", "label: deep,"), r"extra_probes\[0\]"),
     ],
 )
 def test_workload_errors(tmp_path, edit, match):
