@@ -29,6 +29,9 @@ _LAZY = {
     "BetaEffTerms": "ncp_search.capacitance",
     "BetaEffMeter": "ncp_search.capacitance",
     "BetaEffLogger": "ncp_search.callbacks",
+    "NCPPruner": "ncp_search.optuna_pruner",
+    "NCPCallback": "ncp_search.optuna_callback",
+    "report_beta_eff": "ncp_search.optuna_callback",
 }
 
 __all__ = [
@@ -38,6 +41,8 @@ __all__ = [
     "BetaEffTerms",
     "DataError",
     "FinalAccuracy",
+    "NCPCallback",
+    "NCPPruner",
     "NCPSearchError",
     "ProbeError",
     "ProbeParts",
@@ -45,6 +50,7 @@ __all__ = [
     "beta_eff",
     "beta_eff_from_weights",
     "beta_eff_terms",
+    "report_beta_eff",
     "split_probe",
 ]
 
@@ -57,6 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover
         beta_eff_from_weights,
         beta_eff_terms,
     )
+    from ncp_search.optuna_callback import NCPCallback, report_beta_eff
+    from ncp_search.optuna_pruner import NCPPruner
     from ncp_search.probe import ProbeParts, attach_probe, split_probe
 
 

@@ -1,0 +1,121 @@
+"""Feed NCPPruner from training: a Keras callback and a plain function for custom loops."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+try:
+    import optuna
+    from optuna.trial import TrialState
+except ImportError as error:  # pragma: no cover
+    raise ImportError(
+        "ncp_search.NCPCallback needs Optuna: pip install 'ncp-search[optuna]'"
+    ) from error
+
+from ncp_search.capacitance import BetaEffMeter
+from ncp_search.optuna_pruner import BETA_ATTR, PREDICTION_ATTR, NCPPruner
+
+
+def _frozen(trial: optuna.Trial) -> Any:
+    for frozen in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if frozen.number == trial.number:
+            return frozen
+    return None
+
+
+def report_beta_eff(
+    trial: optuna.Trial, step: int, beta_eff: float, value: float | None = None
+) -> float | None:
+    """Store ``beta_eff`` (and optionally report ``value``) for ``step``; return the
+    trial's current predicted final value when the study's pruner is an NCPPruner.
+
+    ``beta_eff`` goes into the user attribute ``ncp_beta_eff`` (``{step: value}``,
+    ``None`` for NaN) and the prediction into ``ncp_predicted_final``
+    (``{"step": ..., "value": ...}``), so both survive RDB/Journal storage and show
+    in optuna-dashboard. Call ``trial.should_prune()`` afterwards as usual.
+
+    Raises:
+        ValueError: if ``step`` is negative.
+    """
+    if step < 0:
+        raise ValueError(f"step must be non-negative, but got step={step}.")
+    betas = dict(trial.user_attrs.get(BETA_ATTR, {}))
+    betas[str(int(step))] = float(beta_eff) if math.isfinite(beta_eff) else None
+    trial.set_user_attr(BETA_ATTR, betas)
+    if value is not None:
+        trial.report(float(value), int(step))
+    pruner = trial.study.pruner
+    if not isinstance(pruner, NCPPruner):
+        return None
+    frozen = _frozen(trial)
+    if frozen is None:
+        return None
+    predicted = pruner.predict_final(trial.study, frozen)
+    stored = float(predicted) if math.isfinite(predicted) else None
+    trial.set_user_attr(PREDICTION_ATTR, {"step": int(step), "value": stored})
+    return stored
+
+
+class NCPCallback(keras.callbacks.Callback):
+    """Each ``interval`` epochs: beta_eff on the probe batch, report, maybe prune.
+
+    Args:
+        trial: the Optuna trial.
+        x_probe: fixed probe batch (inputs of the probed model).
+        y_probe: its labels.
+        monitor: the epoch-log metric reported to Optuna (e.g. ``"val_accuracy"``).
+        interval: measure and report every ``interval`` epochs.
+        probed_model: the model carrying the probe when it is not the trained model
+            (observer mode: :func:`ncp_search.finetune.observer_probe`); default:
+            the trained model itself.
+
+    Raises:
+        optuna.TrialPruned: when the pruner says so (training is stopped first).
+        ValueError: if ``monitor`` is missing from the logs (the message lists the
+            available keys).
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        x_probe: Any,
+        y_probe: Any,
+        monitor: str = "val_accuracy",
+        interval: int = 1,
+        *,
+        probed_model: Any = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(interval, (int, np.integer)) or interval < 1:
+            raise ValueError(f"interval must be an integer >= 1, but got interval={interval!r}.")
+        self.trial = trial
+        self.x_probe = x_probe
+        self.y_probe = y_probe
+        self.monitor = monitor
+        self.interval = int(interval)
+        self.probed_model = probed_model
+        self._meter: BetaEffMeter | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._meter = BetaEffMeter(self.probed_model or self.model, self.x_probe, self.y_probe)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.interval:
+            return
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"NCPCallback monitors {self.monitor!r}, which is not in the epoch logs; "
+                f"available: {sorted(logs)}. Pass validation_data to fit() or choose "
+                "another monitor."
+            )
+        assert self._meter is not None
+        beta = self._meter().beta_eff
+        report_beta_eff(self.trial, epoch, beta, float(logs[self.monitor]))
+        if self.trial.should_prune():
+            self.model.stop_training = True
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} by its predicted final value.")

@@ -1,0 +1,213 @@
+"""Optuna pruner that decides from each trial's predicted final value.
+
+Usage::
+
+    study = optuna.create_study(direction="maximize", pruner=ncp_search.NCPPruner(n_steps=20))
+
+and report ``beta_eff`` next to the metric each epoch, with
+:class:`ncp_search.NCPCallback` (Keras) or :func:`ncp_search.report_beta_eff`.
+
+Everything the pruner reads lives in the study's storage (intermediate values and
+user attributes), so it works unchanged with in-memory, RDB and Journal storages
+and with several workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+try:
+    import optuna
+    from optuna.pruners import BasePruner
+    from optuna.study import StudyDirection
+    from optuna.trial import FrozenTrial, TrialState
+except ImportError as error:  # pragma: no cover - exercised without optuna only
+    raise ImportError(
+        "ncp_search.NCPPruner needs Optuna: pip install 'ncp-search[optuna]'"
+    ) from error
+
+from ncp_search.curve_predictors import PREDICTORS, SCORE_ONLY, predict, uses_beta
+
+logger = logging.getLogger(__name__)
+
+BETA_ATTR = "ncp_beta_eff"
+PREDICTION_ATTR = "ncp_predicted_final"
+
+
+def trial_run(trial: FrozenTrial, sign: float) -> dict[str, Any]:
+    """A frozen trial as a run of the recorded-table format (metric made "higher is
+    better" by ``sign``)."""
+    betas = trial.user_attrs.get(BETA_ATTR, {})
+    curve = [{"step": 0, "val_accuracy": None}]
+    for step in sorted(trial.intermediate_values):
+        value = trial.intermediate_values[step]
+        beta = betas.get(str(step))
+        curve.append(
+            {
+                "step": step + 1,
+                "val_accuracy": sign * value if value is not None else float("nan"),
+                "beta_eff": float("nan") if beta is None else float(beta),
+            }
+        )
+    final = trial.value if trial.state == TrialState.COMPLETE else None
+    return {
+        "trial": str(trial.number),
+        "curve": curve,
+        "final_val_accuracy": float("nan") if final is None else sign * final,
+    }
+
+
+class NCPPruner(BasePruner):
+    """Prune a trial whose predicted final value is worse than a percentile of the others.
+
+    The reference is the ``percentile`` of (i) the final values of the completed
+    trials and (ii) the latest predicted finals of the running and pruned trials
+    (stored by :class:`ncp_search.NCPCallback` / :func:`ncp_search.report_beta_eff`).
+
+    Args:
+        percentile: keep trials predicted to land in the best ``percentile`` percent
+            (50 is a median rule), 0..100.
+        n_startup_trials: no pruning until this many trials have completed.
+        n_warmup_steps: no pruning before this many reports (steps ``0 .. n-1``).
+        interval_steps: check every this many steps after warm-up (>= 1).
+        n_steps: the number of steps a complete trial runs (needed by extrapolating
+            predictors such as ``pow3``); default: the longest completed trial.
+        predictor: a name from :data:`ncp_search.curve_predictors.PREDICTORS`.
+        kappa: decide on ``mean + kappa * spread`` where ``spread`` is the standard
+            deviation of the completed trials' errors between their last stored
+            prediction and their final value (``kappa > 0`` prunes less eagerly).
+            0 decides on the mean.
+
+    NaN and edge cases:
+        Fail open (never prune) with fewer than ``n_startup_trials`` completed
+        trials, before ``n_warmup_steps``, without reports, when the prediction is
+        NaN, or when a ``beta_eff`` predictor gets no ``beta_eff`` (warned once).
+        A minimised objective (error) is handled by flipping its sign once, here.
+    """
+
+    def __init__(
+        self,
+        percentile: float = 50.0,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 2,
+        interval_steps: int = 1,
+        *,
+        n_steps: int | None = None,
+        predictor: str = "best",
+        kappa: float = 0.0,
+    ) -> None:
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
+        if n_startup_trials < 0:
+            raise ValueError(
+                f"n_startup_trials must be non-negative, but got n_startup_trials={n_startup_trials}."
+            )
+        if n_warmup_steps < 0:
+            raise ValueError(
+                f"n_warmup_steps must be non-negative, but got n_warmup_steps={n_warmup_steps}."
+            )
+        if interval_steps < 1:
+            raise ValueError(f"interval_steps must be >= 1, but got interval_steps={interval_steps}.")
+        if n_steps is not None and n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, but got n_steps={n_steps}.")
+        base = predictor.split("@")[0]
+        if base not in PREDICTORS or base in SCORE_ONLY:
+            usable = sorted(set(PREDICTORS) - set(SCORE_ONLY))
+            raise ValueError(f"predictor must be one of {usable}, but got predictor={predictor!r}.")
+        if not math.isfinite(kappa):
+            raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
+        self.percentile = float(percentile)
+        self.n_startup_trials = int(n_startup_trials)
+        self.n_warmup_steps = int(n_warmup_steps)
+        self.interval_steps = int(interval_steps)
+        self.n_steps = n_steps
+        self.predictor = predictor
+        self.kappa = float(kappa)
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    @staticmethod
+    def _sign(study: optuna.study.Study) -> float:
+        return 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+
+    def predict_final(self, study: optuna.study.Study, trial: FrozenTrial) -> float:
+        """The trial's predicted final value, in the objective's own units (NaN if none)."""
+        if not trial.intermediate_values:
+            return float("nan")
+        sign = self._sign(study)
+        run = trial_run(trial, sign)
+        if uses_beta(self.predictor) and not trial.user_attrs.get(BETA_ATTR):
+            self._warn_once(
+                "beta",
+                f"trial {trial.number} reports no beta_eff but predictor={self.predictor!r} "
+                "needs it; not pruning (use NCPCallback or report_beta_eff).",
+            )
+            return float("nan")
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        runs = [trial_run(t, sign) for t in completed if t.intermediate_values]
+        total = self.n_steps or max(
+            [len(r["curve"]) - 1 for r in runs] + [len(run["curve"]) - 1]
+        )
+        k = len(run["curve"]) - 1
+        # The trial is predicted last, after the completed trials (cross-trial models
+        # learn from the runs before it).
+        prefix = [r for r in runs if len(r["curve"]) - 1 >= k]
+        scores = predict(self.predictor, [*prefix, run], k, total)
+        value = float(scores[-1])
+        return sign * value if math.isfinite(value) else float("nan")
+
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) == 0 or len(completed) < self.n_startup_trials:
+            return False
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        if (step - self.n_warmup_steps) % self.interval_steps:
+            return False
+        predicted = self.predict_final(study, trial)
+        if math.isnan(predicted):
+            return False
+        sign = self._sign(study)
+        others = [sign * t.value for t in completed if t.value is not None]
+        for other in study.get_trials(
+            deepcopy=False, states=(TrialState.RUNNING, TrialState.PRUNED)
+        ):
+            value = other.user_attrs.get(PREDICTION_ATTR, {}).get("value")
+            if other.number != trial.number and value is not None and math.isfinite(value):
+                others.append(sign * value)
+        reference = float(np.percentile(others, 100.0 - self.percentile))
+        return sign * predicted + self.kappa * self._spread(completed, sign) < reference
+
+    def _spread(self, completed: list[FrozenTrial], sign: float) -> float:
+        if self.kappa == 0.0:
+            return 0.0
+        errors = [
+            sign * (t.value - t.user_attrs[PREDICTION_ATTR]["value"])
+            for t in completed
+            if t.value is not None and PREDICTION_ATTR in t.user_attrs
+            and t.user_attrs[PREDICTION_ATTR].get("value") is not None
+        ]
+        return float(np.std(errors)) if len(errors) >= 2 else 0.0

@@ -1,0 +1,148 @@
+"""NCPPruner through Optuna's public ask / report / should_prune / tell protocol."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+
+from ncp_search import NCPPruner, report_beta_eff
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_trial(study, values, betas=None, finish=True):
+    trial = study.ask()
+    for step, value in enumerate(values):
+        if betas is not None:
+            report_beta_eff(trial, step, betas[step], value)
+        else:
+            trial.report(value, step)
+    if finish:
+        study.tell(trial, values[-1])
+    return trial
+
+
+def complete_trials(study, n=5, sign=1.0, steps=6):
+    for i in range(n):
+        base = 0.6 + 0.05 * i
+        run_trial(study, [sign * (base + 0.01 * s) for s in range(steps)])
+
+
+def test_no_pruning_without_completed_trials_or_reports():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_startup_trials=0))
+    trial = study.ask()
+    assert not trial.should_prune()  # no completed trial, no report
+    trial.report(0.01, 5)
+    assert not trial.should_prune()  # still no completed trial
+
+
+def test_startup_trials():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_startup_trials=5,
+                                                                      n_warmup_steps=0))
+    complete_trials(study, n=4)
+    trial = run_trial(study, [0.01, 0.01, 0.01], finish=False)
+    assert not trial.should_prune()
+    complete_trials(study, n=1)
+    assert trial.should_prune()
+
+
+@pytest.mark.parametrize("direction, sign", [("maximize", 1.0), ("minimize", -1.0)])
+def test_prunes_a_clearly_bad_trial_in_both_directions(direction, sign):
+    study = optuna.create_study(direction=direction, pruner=NCPPruner(n_warmup_steps=2))
+    complete_trials(study, sign=sign)
+    bad = run_trial(study, [sign * v for v in (0.1, 0.1, 0.1)], finish=False)
+    assert bad.should_prune()
+    good = run_trial(study, [sign * v for v in (0.9, 0.9, 0.9)], finish=False)
+    assert not good.should_prune()
+
+
+def test_warmup_and_interval():
+    study = optuna.create_study(
+        direction="maximize", pruner=NCPPruner(n_warmup_steps=3, interval_steps=2)
+    )
+    complete_trials(study)
+    trial = study.ask()
+    decisions = []
+    for step in range(8):
+        trial.report(0.05, step)
+        decisions.append(trial.should_prune())
+    assert decisions == [False, False, False, True, False, True, False, True]
+
+
+def test_nan_fails_open():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0))
+    complete_trials(study)
+    trial = run_trial(study, [float("nan")] * 3, finish=False)
+    assert not trial.should_prune()
+
+
+def test_missing_beta_eff_warns_once_and_fails_open():
+    study = optuna.create_study(
+        direction="maximize", pruner=NCPPruner(n_warmup_steps=0, predictor="ncp_raw")
+    )
+    complete_trials(study)
+    trial = run_trial(study, [0.01, 0.01, 0.01], finish=False)
+    with pytest.warns(RuntimeWarning, match="no beta_eff"):
+        assert not trial.should_prune()
+
+
+def test_beta_eff_and_prediction_are_stored_on_the_trial():
+    study = optuna.create_study(
+        direction="maximize", pruner=NCPPruner(n_warmup_steps=1, predictor="ncp_raw")
+    )
+    for i in range(5):
+        run_trial(study, [0.5 + 0.05 * i + 0.01 * s for s in range(4)], betas=[3, 2, 1, 0.5])
+    trial = study.ask()
+    # accuracy = 0.3 - 0.1 * beta: NCP reads h(0) = 0.3
+    for step, beta in enumerate([2.0, 1.5, 1.0]):
+        predicted = report_beta_eff(trial, step, beta, 0.3 - 0.1 * beta)
+    assert predicted == pytest.approx(0.3, abs=0.02)
+    frozen = study.get_trials()[-1]
+    assert frozen.user_attrs["ncp_beta_eff"] == {"0": 2.0, "1": 1.5, "2": 1.0}
+    assert frozen.user_attrs["ncp_predicted_final"]["step"] == 2
+    assert trial.should_prune()  # 0.2-ish raw and 0.3 predicted: below the others
+
+
+def test_running_predictions_enter_the_reference():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0,
+                                                                      n_startup_trials=1))
+    run_trial(study, [0.5, 0.5])
+    strong = []
+    for _ in range(5):
+        trial = study.ask()
+        report_beta_eff(trial, 0, 1.0, 0.9)
+        report_beta_eff(trial, 1, 1.0, 0.9)
+        strong.append(trial)
+    middle = study.ask()
+    report_beta_eff(middle, 0, 1.0, 0.7)
+    report_beta_eff(middle, 1, 1.0, 0.7)
+    # above the only completed trial, but below the median of the running ones
+    assert middle.should_prune()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"percentile": 120}, "percentile"),
+        ({"n_startup_trials": -1}, "n_startup_trials"),
+        ({"n_warmup_steps": -1}, "n_warmup_steps"),
+        ({"interval_steps": 0}, "interval_steps"),
+        ({"n_steps": 0}, "n_steps"),
+        ({"predictor": "oracle"}, "predictor"),
+        ({"predictor": "tse"}, "predictor"),
+        ({"kappa": float("nan")}, "kappa"),
+    ],
+)
+def test_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NCPPruner(**kwargs)
+
+
+def test_pickling():
+    pruner = NCPPruner(percentile=25.0, predictor="pow3")
+    clone = pickle.loads(pickle.dumps(pruner))
+    assert clone.percentile == 25.0 and clone.predictor == "pow3"
+    study = optuna.create_study(direction="maximize", pruner=clone)
+    complete_trials(study)
