@@ -106,14 +106,17 @@ class NCPPruner(BasePruner):
             raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
         if n_startup_trials < 0:
             raise ValueError(
-                f"n_startup_trials must be non-negative, but got n_startup_trials={n_startup_trials}."
+                "n_startup_trials must be non-negative, but got "
+                f"n_startup_trials={n_startup_trials}."
             )
         if n_warmup_steps < 0:
             raise ValueError(
                 f"n_warmup_steps must be non-negative, but got n_warmup_steps={n_warmup_steps}."
             )
         if interval_steps < 1:
-            raise ValueError(f"interval_steps must be >= 1, but got interval_steps={interval_steps}.")
+            raise ValueError(
+                f"interval_steps must be >= 1, but got interval_steps={interval_steps}."
+            )
         if n_steps is not None and n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, but got n_steps={n_steps}.")
         base = predictor.split("@")[0]
