@@ -147,6 +147,42 @@ def _cmd_bench_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_optuna(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import optuna
+
+    from ncp_search import optuna_replay as replay
+    from ncp_search.recorder import read_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    report = {}
+    for table in args.table:
+        runs = [r for r in read_table(table)
+                if r.get("config", {}).get("mode", "observer") == args.mode]
+        if len(runs) < 6:
+            raise ValueError(f"{table}: needs at least 6 runs of mode {args.mode!r}.")
+        name = Path(table).stem
+        result = replay.compare(
+            runs, pruners=args.pruners or replay.DEFAULT_PRUNERS, seeds=range(args.seeds),
+            tolerance=args.tolerance, progress=lambda line: print(line, flush=True),
+        )
+        print(f"\n== {name} [{args.mode}]: {len(runs)} trials, {args.seeds} seeds ==")
+        print(replay.format_summary(result))
+        report[name] = result
+        if args.plot:
+            Path(args.plot).mkdir(parents=True, exist_ok=True)
+            path = Path(args.plot) / f"optuna_{name}.png"
+            replay.plot(result, str(path), title=f"{name}: Optuna pruners replayed")
+            print(f"wrote {path}")
+    if args.json:
+        from ncp_search.prediction_bench import to_json
+
+        to_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncp-search",
@@ -203,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--json", default=None)
     pred.add_argument("--plot", default=None, help="folder for the PNG plots")
     pred.set_defaults(func=_cmd_bench_predict)
+
+    opt = bench_sub.add_parser("optuna", help="replay recorded runs through Optuna pruners")
+    opt.add_argument("--table", required=True, nargs="+")
+    opt.add_argument("--mode", choices=["observer", "probe_head"], default="observer")
+    opt.add_argument("--pruners", nargs="+", default=None,
+                     help="built-in names or ncp:<predictor> (default: all built-ins and "
+                     "several NCP predictors)")
+    opt.add_argument("--seeds", type=int, default=10)
+    opt.add_argument("--tolerance", type=float, default=0.5, help="accuracy points")
+    opt.add_argument("--json", default=None)
+    opt.add_argument("--plot", default=None, help="folder for the PNG plots")
+    opt.set_defaults(func=_cmd_bench_optuna)
     return parser
 
 

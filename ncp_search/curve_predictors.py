@@ -196,13 +196,16 @@ def beta_features(run: Run, k: int) -> list[float]:
 
 
 def _cross_trial(featurize: Callable[[Run, int], list[float]]):
-    def predict(runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+    def predict(
+        runs: Sequence[Run], k: int, total: int, *, last_only: bool = False
+    ) -> np.ndarray:
         x = np.array([featurize(r, k) for r in runs], dtype=float)
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         finals = np.array([r["final_val_accuracy"] for r in runs], dtype=float)
         fallback = last_value(runs, k, total)
         out = fallback.copy()
-        for i in range(MIN_COMPLETED, len(runs)):
+        first = max(MIN_COMPLETED, len(runs) - 1) if last_only else MIN_COMPLETED
+        for i in range(first, len(runs)):
             done = np.isfinite(finals[:i])
             if done.sum() < MIN_COMPLETED:
                 continue
@@ -211,6 +214,7 @@ def _cross_trial(featurize: Callable[[Run, int], list[float]]):
             out[i] = float(model.predict(((x[i] - mean) / std)[None])[0])
         return out
 
+    predict.cross_trial = True  # type: ignore[attr-defined]
     return predict
 
 
@@ -275,11 +279,21 @@ def with_probe(runs: Sequence[Run], probe: str) -> list[Run]:
     return out
 
 
-def predict(name: str, runs: Sequence[Run], k: int, total: int) -> np.ndarray:
+def is_cross_trial(name: str) -> bool:
+    """Whether a predictor learns from other (completed) runs."""
+    base = name.split("+")[0].split("@")[0]
+    return getattr(PREDICTORS.get(base), "cross_trial", False)
+
+
+def predict(
+    name: str, runs: Sequence[Run], k: int, total: int, *, last_only: bool = False
+) -> np.ndarray:
     """Scores of predictor ``name`` after ``k`` epochs.
 
     ``name`` is ``<predictor>[@<probe>][+shuffled]``: ``@wide`` reads the
     ``beta_eff`` of the extra probe named ``wide``; ``+shuffled`` is the control.
+    With ``last_only`` only the last run is scored (a pruner's question: the
+    earlier runs are its completed trials); the result then has one element.
     """
     head, _, suffix = name.partition("+")
     base, _, probe = head.partition("@")
@@ -294,4 +308,8 @@ def predict(name: str, runs: Sequence[Run], k: int, total: int) -> np.ndarray:
         runs = shuffled(runs)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
-        return PREDICTORS[base](runs, k, total)
+        if not last_only:
+            return PREDICTORS[base](runs, k, total)
+        if is_cross_trial(base):
+            return PREDICTORS[base](runs, k, total, last_only=True)[-1:]
+        return PREDICTORS[base](list(runs[-1:]), k, total)

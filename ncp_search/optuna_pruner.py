@@ -32,7 +32,13 @@ except ImportError as error:  # pragma: no cover - exercised without optuna only
         "ncp_search.NCPPruner needs Optuna: pip install 'ncp-search[optuna]'"
     ) from error
 
-from ncp_search.curve_predictors import PREDICTORS, SCORE_ONLY, predict, uses_beta
+from ncp_search.curve_predictors import (
+    PREDICTORS,
+    SCORE_ONLY,
+    is_cross_trial,
+    predict,
+    uses_beta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,16 +174,15 @@ class NCPPruner(BasePruner):
                 "needs it; not pruning (use NCPCallback or report_beta_eff).",
             )
             return float("nan")
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        runs = [trial_run(t, sign) for t in completed if t.intermediate_values]
-        total = self.n_steps or max(
-            [len(r["curve"]) - 1 for r in runs] + [len(run["curve"]) - 1]
-        )
         k = len(run["curve"]) - 1
-        # The trial is predicted last, after the completed trials (cross-trial models
-        # learn from the runs before it).
-        prefix = [r for r in runs if len(r["curve"]) - 1 >= k]
-        scores = predict(self.predictor, [*prefix, run], k, total)
+        completed: list[dict[str, Any]] = []
+        if is_cross_trial(self.predictor) or self.n_steps is None:
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            completed = [trial_run(t, sign) for t in trials if t.intermediate_values]
+        total = self.n_steps or max([len(r["curve"]) - 1 for r in completed] + [k])
+        # Cross-trial models learn from the completed trials that reached this step.
+        history = [r for r in completed if len(r["curve"]) - 1 >= k]
+        scores = predict(self.predictor, [*history, run], k, total, last_only=True)
         value = float(scores[-1])
         return sign * value if math.isfinite(value) else float("nan")
 

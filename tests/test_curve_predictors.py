@@ -80,3 +80,11 @@ def test_extra_probe_selection():
     assert uses_beta("ncp_raw@wide+shuffled")
     with pytest.raises(ValueError, match="extra_probes naming 'deep'"):
         predict("ncp_raw@deep", runs, 5, 10)
+
+
+def test_last_only_scores_equal_the_full_computation():
+    runs = make_runs(9, beta_tracks_final=True)
+    for name in PREDICTORS:
+        full = predict(name, runs, 4, 10)
+        last = predict(name, runs, 4, 10, last_only=True)
+        assert last.shape == (1,) and last[0] == pytest.approx(full[-1]), name
