@@ -195,26 +195,54 @@ def beta_features(run: Run, k: int) -> list[float]:
     ]
 
 
+class CrossTrialModel:
+    """BayesianRidge from early features of completed runs to their final accuracy
+    (features standardised on the training runs)."""
+
+    def __init__(self, x: np.ndarray, finals: np.ndarray) -> None:
+        self.mean = x.mean(0)
+        self.std = x.std(0) + 1e-9
+        self.model = BayesianRidge().fit((x - self.mean) / self.std, finals)
+
+    def predict(self, row: np.ndarray) -> float:
+        return float(self.model.predict(((row - self.mean) / self.std)[None])[0])
+
+
+def feature_matrix(featurize: Callable[[Run, int], list[float]], runs: Sequence[Run], k: int):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN-only series of diverged runs
+        x = np.array([featurize(r, k) for r in runs], dtype=float).reshape(len(runs), -1)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def fit_cross_trial(
+    featurize: Callable[[Run, int], list[float]], runs: Sequence[Run], k: int
+) -> CrossTrialModel | None:
+    """The model on the runs with a finite final, or None with fewer than MIN_COMPLETED."""
+    finals = np.array([r["final_val_accuracy"] for r in runs], dtype=float)
+    done = np.isfinite(finals)
+    if done.sum() < MIN_COMPLETED:
+        return None
+    return CrossTrialModel(feature_matrix(featurize, runs, k)[done], finals[done])
+
+
 def _cross_trial(featurize: Callable[[Run, int], list[float]]):
     def predict(
         runs: Sequence[Run], k: int, total: int, *, last_only: bool = False
     ) -> np.ndarray:
-        x = np.array([featurize(r, k) for r in runs], dtype=float)
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        x = feature_matrix(featurize, runs, k)
         finals = np.array([r["final_val_accuracy"] for r in runs], dtype=float)
-        fallback = last_value(runs, k, total)
-        out = fallback.copy()
+        out = last_value(runs, k, total)
         first = max(MIN_COMPLETED, len(runs) - 1) if last_only else MIN_COMPLETED
         for i in range(first, len(runs)):
             done = np.isfinite(finals[:i])
             if done.sum() < MIN_COMPLETED:
                 continue
-            mean, std = x[:i][done].mean(0), x[:i][done].std(0) + 1e-9
-            model = BayesianRidge().fit((x[:i][done] - mean) / std, finals[:i][done])
-            out[i] = float(model.predict(((x[i] - mean) / std)[None])[0])
+            out[i] = CrossTrialModel(x[:i][done], finals[:i][done]).predict(x[i])
         return out
 
     predict.cross_trial = True  # type: ignore[attr-defined]
+    predict.featurize = featurize  # type: ignore[attr-defined]
     return predict
 
 

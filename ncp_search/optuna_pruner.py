@@ -35,6 +35,8 @@ except ImportError as error:  # pragma: no cover - exercised without optuna only
 from ncp_search.curve_predictors import (
     PREDICTORS,
     SCORE_ONLY,
+    feature_matrix,
+    fit_cross_trial,
     is_cross_trial,
     predict,
     uses_beta,
@@ -125,7 +127,7 @@ class NCPPruner(BasePruner):
             )
         if n_steps is not None and n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, but got n_steps={n_steps}.")
-        base = predictor.split("@")[0]
+        base = predictor
         if base not in PREDICTORS or base in SCORE_ONLY:
             usable = sorted(set(PREDICTORS) - set(SCORE_ONLY))
             raise ValueError(f"predictor must be one of {usable}, but got predictor={predictor!r}.")
@@ -140,10 +142,12 @@ class NCPPruner(BasePruner):
         self.kappa = float(kappa)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        self._models: dict[tuple[int, tuple[int, ...]], Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
+        state["_models"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -161,8 +165,16 @@ class NCPPruner(BasePruner):
     def _sign(study: optuna.study.Study) -> float:
         return 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
 
-    def predict_final(self, study: optuna.study.Study, trial: FrozenTrial) -> float:
-        """The trial's predicted final value, in the objective's own units (NaN if none)."""
+    def predict_final(
+        self,
+        study: optuna.study.Study,
+        trial: FrozenTrial,
+        completed: list[FrozenTrial] | None = None,
+    ) -> float:
+        """The trial's predicted final value, in the objective's own units (NaN if none).
+
+        ``completed`` (the study's completed trials) saves a storage read when the
+        caller already has them."""
         if not trial.intermediate_values:
             return float("nan")
         sign = self._sign(study)
@@ -175,34 +187,57 @@ class NCPPruner(BasePruner):
             )
             return float("nan")
         k = len(run["curve"]) - 1
-        completed: list[dict[str, Any]] = []
+        total = self.n_steps or 0
         if is_cross_trial(self.predictor) or self.n_steps is None:
-            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            completed = [trial_run(t, sign) for t in trials if t.intermediate_values]
-        total = self.n_steps or max([len(r["curve"]) - 1 for r in completed] + [k])
-        # Cross-trial models learn from the completed trials that reached this step.
-        history = [r for r in completed if len(r["curve"]) - 1 >= k]
-        scores = predict(self.predictor, [*history, run], k, total, last_only=True)
+            if completed is None:
+                completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if self.n_steps is None:
+                total = max([len(t.intermediate_values) for t in completed] + [k])
+        if is_cross_trial(self.predictor):
+            scores = [self._cross_trial_score(run, k, total, completed or [], sign)]
+        else:
+            scores = predict(self.predictor, [run], k, total, last_only=True)
         value = float(scores[-1])
         return sign * value if math.isfinite(value) else float("nan")
 
+    def _cross_trial_score(
+        self, run: dict[str, Any], k: int, total: int, completed: list[FrozenTrial], sign: float
+    ) -> float:
+        """Cross-trial prediction; the fitted model is cached per (k, set of completed
+        trials that reached step k), so it is refitted only when a trial completes."""
+        peers = [t for t in completed if len(t.intermediate_values) >= k]
+        key = (k, tuple(sorted(t.number for t in peers)))
+        with self._lock:
+            fitted = self._models.get(key, False)
+        if fitted is False:
+            featurize = PREDICTORS[self.predictor].featurize  # type: ignore[attr-defined]
+            fitted = fit_cross_trial(featurize, [trial_run(t, sign) for t in peers], k)
+            with self._lock:
+                self._models = {kk: v for kk, v in self._models.items() if kk[0] != k}
+                self._models[key] = fitted
+        if fitted is None:
+            return float(predict("last", [run], k, total, last_only=True)[0])
+        featurize = PREDICTORS[self.predictor].featurize  # type: ignore[attr-defined]
+        return fitted.predict(feature_matrix(featurize, [run], k)[0])
+
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(completed) == 0 or len(completed) < self.n_startup_trials:
-            return False
         step = trial.last_step
         if step is None or step < self.n_warmup_steps:
             return False
         if (step - self.n_warmup_steps) % self.interval_steps:
             return False
-        predicted = self.predict_final(study, trial)
+        trials = study.get_trials(deepcopy=False)  # one storage read for everything below
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        if len(completed) == 0 or len(completed) < self.n_startup_trials:
+            return False
+        predicted = self.predict_final(study, trial, completed)
         if math.isnan(predicted):
             return False
         sign = self._sign(study)
         others = [sign * t.value for t in completed if t.value is not None]
-        for other in study.get_trials(
-            deepcopy=False, states=(TrialState.RUNNING, TrialState.PRUNED)
-        ):
+        for other in trials:
+            if other.state not in (TrialState.RUNNING, TrialState.PRUNED):
+                continue
             value = other.user_attrs.get(PREDICTION_ATTR, {}).get("value")
             if other.number != trial.number and value is not None and math.isfinite(value):
                 others.append(sign * value)

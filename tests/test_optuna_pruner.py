@@ -146,3 +146,23 @@ def test_pickling():
     assert clone.percentile == 25.0 and clone.predictor == "pow3"
     study = optuna.create_study(direction="maximize", pruner=clone)
     complete_trials(study)
+
+
+def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
+    from ncp_search.curve_predictors import predict
+    from ncp_search.optuna_pruner import trial_run
+
+    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_curve", n_steps=6)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(7):
+        run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
+    trial = run_trial(study, [0.55, 0.6, 0.62], finish=False)
+    frozen = study.get_trials()[-1]
+    online = pruner.predict_final(study, frozen)
+    runs = [trial_run(t, 1.0) for t in study.get_trials()]
+    offline = predict("xtrial_curve", runs, 3, 6, last_only=True)[0]
+    assert online == pytest.approx(offline)
+    assert len(pruner._models) == 1
+    pruner.predict_final(study, frozen)
+    assert len(pruner._models) == 1  # no refit for the same completed trials
+    study.tell(trial, 0.7)
