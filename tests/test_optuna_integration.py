@@ -91,3 +91,29 @@ def test_four_workers_on_one_sqlite_storage(tmp_path):
         for step in steps:  # the history is this trial's own, intact
             assert betas[str(step)] == pytest.approx(1.0 / (step + 1) + quality)
     assert any(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+
+
+@pytest.mark.parametrize("storage_kind", ["journal", "memory_threads"])
+def test_journal_storage_and_threads(tmp_path, storage_kind):
+    from tests.optuna_worker import objective
+
+    if storage_kind == "journal":
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+        )
+        n_jobs = 1
+    else:
+        storage, n_jobs = None, 2
+    study = optuna.create_study(
+        direction="maximize", storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        pruner=NCPPruner(n_startup_trials=3, n_warmup_steps=2, predictor="ncp_hybrid"),
+    )
+    study.optimize(objective, n_trials=16, n_jobs=n_jobs)
+    trials = study.get_trials()
+    assert len(trials) == 16
+    assert any(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    for trial in trials:
+        assert sorted(int(s) for s in trial.user_attrs["ncp_beta_eff"]) == sorted(
+            trial.intermediate_values
+        )
