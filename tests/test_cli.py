@@ -53,3 +53,14 @@ def test_engine_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "predicted final accuracy h(0)" in done.stdout
+
+
+@pytest.mark.slow
+def test_optuna_example_runs(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "optuna_digits.py"), "--trials", "7",
+         "--epochs", "4", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "7 trials" in done.stdout and "best" in done.stdout
