@@ -215,35 +215,57 @@ def feature_matrix(featurize: Callable[[Run, int], list[float]], runs: Sequence[
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def fit_cross_trial(
-    featurize: Callable[[Run, int], list[float]], runs: Sequence[Run], k: int
-) -> CrossTrialModel | None:
-    """The model on the runs with a finite final, or None with fewer than MIN_COMPLETED."""
+def _targets(runs: Sequence[Run], k: int, residual: bool) -> np.ndarray:
     finals = np.array([r["final_val_accuracy"] for r in runs], dtype=float)
-    done = np.isfinite(finals)
+    if residual:
+        finals = finals - np.array([_series(r, "val_accuracy", k)[-1] for r in runs])
+    return finals
+
+
+def fit_cross_trial(
+    featurize: Callable[[Run, int], list[float]],
+    runs: Sequence[Run],
+    k: int,
+    residual: bool = False,
+) -> CrossTrialModel | None:
+    """The model on the runs with a finite target, or None with fewer than MIN_COMPLETED.
+
+    With ``residual`` the model learns ``final - last value``: BayesianRidge's
+    shrinkage then falls back to the last value when the features carry nothing.
+    """
+    targets = _targets(runs, k, residual)
+    done = np.isfinite(targets)
     if done.sum() < MIN_COMPLETED:
         return None
-    return CrossTrialModel(feature_matrix(featurize, runs, k)[done], finals[done])
+    return CrossTrialModel(feature_matrix(featurize, runs, k)[done], targets[done])
 
 
-def _cross_trial(featurize: Callable[[Run, int], list[float]]):
+def _cross_trial(featurize: Callable[[Run, int], list[float]], residual: bool = False):
     def predict(
         runs: Sequence[Run], k: int, total: int, *, last_only: bool = False
     ) -> np.ndarray:
         x = feature_matrix(featurize, runs, k)
-        finals = np.array([r["final_val_accuracy"] for r in runs], dtype=float)
-        out = last_value(runs, k, total)
+        targets = _targets(runs, k, residual)
+        last = last_value(runs, k, total)
+        out = last.copy()
         first = max(MIN_COMPLETED, len(runs) - 1) if last_only else MIN_COMPLETED
         for i in range(first, len(runs)):
-            done = np.isfinite(finals[:i])
+            done = np.isfinite(targets[:i])
             if done.sum() < MIN_COMPLETED:
                 continue
-            out[i] = CrossTrialModel(x[:i][done], finals[:i][done]).predict(x[i])
+            value = CrossTrialModel(x[:i][done], targets[:i][done]).predict(x[i])
+            out[i] = value + last[i] if residual else value
         return out
 
     predict.cross_trial = True  # type: ignore[attr-defined]
     predict.featurize = featurize  # type: ignore[attr-defined]
+    predict.residual = residual  # type: ignore[attr-defined]
     return predict
+
+
+def curve_shape_features(run: Run, k: int) -> list[float]:
+    """Curve features without the level itself (for residual models)."""
+    return curve_features(run, k)[1:]
 
 
 PREDICTORS: dict[str, Callable[[Sequence[Run], int, int], np.ndarray]] = {
@@ -261,8 +283,13 @@ PREDICTORS: dict[str, Callable[[Sequence[Run], int, int], np.ndarray]] = {
     "xtrial_curve": _cross_trial(curve_features),
     "xtrial_ncp": _cross_trial(lambda r, k: curve_features(r, k) + beta_features(r, k)),
     "xtrial_beta_only": _cross_trial(beta_features),
+    "xtrial_resid_curve": _cross_trial(curve_shape_features, residual=True),
+    "xtrial_resid_ncp": _cross_trial(
+        lambda r, k: curve_shape_features(r, k) + beta_features(r, k), residual=True
+    ),
+    "xtrial_resid_beta": _cross_trial(beta_features, residual=True),
 }
-CURVE_ONLY = ("last", "best", "pow3", "tse", "xtrial_curve")
+CURVE_ONLY = ("last", "best", "pow3", "tse", "xtrial_curve", "xtrial_resid_curve")
 SCORE_ONLY = ("tse",)  # not on the accuracy scale: no MAE
 
 

@@ -210,15 +210,22 @@ class NCPPruner(BasePruner):
         with self._lock:
             fitted = self._models.get(key, False)
         if fitted is False:
-            featurize = PREDICTORS[self.predictor].featurize  # type: ignore[attr-defined]
-            fitted = fit_cross_trial(featurize, [trial_run(t, sign) for t in peers], k)
+            chosen = PREDICTORS[self.predictor]
+            fitted = fit_cross_trial(
+                chosen.featurize,  # type: ignore[attr-defined]
+                [trial_run(t, sign) for t in peers],
+                k,
+                residual=chosen.residual,  # type: ignore[attr-defined]
+            )
             with self._lock:
                 self._models = {kk: v for kk, v in self._models.items() if kk[0] != k}
                 self._models[key] = fitted
+        last = float(predict("last", [run], k, total, last_only=True)[0])
         if fitted is None:
-            return float(predict("last", [run], k, total, last_only=True)[0])
-        featurize = PREDICTORS[self.predictor].featurize  # type: ignore[attr-defined]
-        return fitted.predict(feature_matrix(featurize, [run], k)[0])
+            return last
+        chosen = PREDICTORS[self.predictor]
+        value = fitted.predict(feature_matrix(chosen.featurize, [run], k)[0])  # type: ignore[attr-defined]
+        return value + last if chosen.residual else value  # type: ignore[attr-defined]
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step

@@ -166,3 +166,18 @@ def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
     pruner.predict_final(study, frozen)
     assert len(pruner._models) == 1  # no refit for the same completed trials
     study.tell(trial, 0.7)
+
+
+def test_residual_cross_trial_matches_offline():
+    from ncp_search.curve_predictors import predict
+    from ncp_search.optuna_pruner import trial_run
+
+    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_resid_curve", n_steps=6)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(7):
+        run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
+    run_trial(study, [0.55, 0.6, 0.62], finish=False)
+    frozen = study.get_trials()[-1]
+    runs = [trial_run(t, 1.0) for t in study.get_trials()]
+    offline = predict("xtrial_resid_curve", runs, 3, 6, last_only=True)[0]
+    assert pruner.predict_final(study, frozen) == pytest.approx(offline)
