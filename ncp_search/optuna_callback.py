@@ -17,7 +17,7 @@ except ImportError as error:  # pragma: no cover
     ) from error
 
 from ncp_search.capacitance import BetaEffMeter
-from ncp_search.optuna_pruner import BETA_ATTR, PREDICTION_ATTR, NCPPruner
+from ncp_search.optuna_pruner import BETA_ATTR, HISTORY_ATTR, PREDICTION_ATTR, NCPPruner
 
 
 def _frozen(trial: optuna.Trial) -> Any:
@@ -34,9 +34,10 @@ def report_beta_eff(
     trial's current predicted final value when the study's pruner is an NCPPruner.
 
     ``beta_eff`` goes into the user attribute ``ncp_beta_eff`` (``{step: value}``,
-    ``None`` for NaN) and the prediction into ``ncp_predicted_final``
-    (``{"step": ..., "value": ...}``), so both survive RDB/Journal storage and show
-    in optuna-dashboard. Call ``trial.should_prune()`` afterwards as usual.
+    ``None`` for NaN), the prediction into ``ncp_predicted_final``
+    (``{"step": ..., "value": ...}``) and its history into ``ncp_predicted_history``
+    (``{step: value}``), so all survive RDB/Journal storage and show in
+    optuna-dashboard. Call ``trial.should_prune()`` afterwards as usual.
 
     Raises:
         ValueError: if ``step`` is negative.
@@ -57,6 +58,9 @@ def report_beta_eff(
     predicted = pruner.predict_final(trial.study, frozen)
     stored = float(predicted) if math.isfinite(predicted) else None
     trial.set_user_attr(PREDICTION_ATTR, {"step": int(step), "value": stored})
+    history = dict(trial.user_attrs.get(HISTORY_ATTR, {}))
+    history[str(int(step))] = stored
+    trial.set_user_attr(HISTORY_ATTR, history)
     return stored
 
 

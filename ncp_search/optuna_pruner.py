@@ -46,6 +46,45 @@ logger = logging.getLogger(__name__)
 
 BETA_ATTR = "ncp_beta_eff"
 PREDICTION_ATTR = "ncp_predicted_final"
+HISTORY_ATTR = "ncp_predicted_history"
+
+
+def predicted_view(trial: FrozenTrial) -> FrozenTrial:
+    """The trial with its intermediate values replaced by its predicted finals at
+    each step (steps without a prediction keep their raw value)."""
+    history = trial.user_attrs.get(HISTORY_ATTR)
+    if not history:
+        return trial
+    values = dict(trial.intermediate_values)
+    for step, value in history.items():
+        if value is not None and int(step) in values:
+            values[int(step)] = float(value)
+    return FrozenTrial(
+        number=trial.number, state=trial.state, value=trial.value if trial.values else None,
+        datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
+        params=trial.params, distributions=trial.distributions, user_attrs=trial.user_attrs,
+        system_attrs=trial.system_attrs, intermediate_values=values, trial_id=trial._trial_id,
+    )
+
+
+class PredictedStudy:
+    """A view of a study whose trials report predicted finals instead of raw values,
+    handed to a built-in pruner (``NCPPruner(base=...)``). Everything else is the
+    real study's."""
+
+    def __init__(self, study: optuna.study.Study) -> None:
+        self._wrapped = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return [predicted_view(t) for t in self._wrapped.get_trials(deepcopy=deepcopy,
+                                                                    states=states)]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
 
 
 def trial_run(trial: FrozenTrial, sign: float) -> dict[str, Any]:
@@ -91,6 +130,11 @@ class NCPPruner(BasePruner):
             deviation of the completed trials' errors between their last stored
             prediction and their final value (``kappa > 0`` prunes less eagerly).
             0 decides on the mean.
+        base: run this built-in Optuna pruner (Median, Percentile,
+            SuccessiveHalving, Hyperband, Patient, ...) on the predicted finals
+            instead of the raw intermediate values; the percentile rule above is
+            then not used. Needs the prediction history that
+            :func:`ncp_search.report_beta_eff` stores.
 
     NaN and edge cases:
         Fail open (never prune) with fewer than ``n_startup_trials`` completed
@@ -109,6 +153,7 @@ class NCPPruner(BasePruner):
         n_steps: int | None = None,
         predictor: str = "best",
         kappa: float = 0.0,
+        base: BasePruner | None = None,
     ) -> None:
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
@@ -127,8 +172,7 @@ class NCPPruner(BasePruner):
             )
         if n_steps is not None and n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, but got n_steps={n_steps}.")
-        base = predictor
-        if base not in PREDICTORS or base in SCORE_ONLY:
+        if predictor not in PREDICTORS or predictor in SCORE_ONLY:
             usable = sorted(set(PREDICTORS) - set(SCORE_ONLY))
             raise ValueError(f"predictor must be one of {usable}, but got predictor={predictor!r}.")
         if not math.isfinite(kappa):
@@ -140,6 +184,9 @@ class NCPPruner(BasePruner):
         self.n_steps = n_steps
         self.predictor = predictor
         self.kappa = float(kappa)
+        if base is not None and not isinstance(base, BasePruner):
+            raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
+        self.base = base
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         self._models: dict[tuple[int, tuple[int, ...]], Any] = {}
@@ -228,6 +275,14 @@ class NCPPruner(BasePruner):
         return value + last if chosen.residual else value  # type: ignore[attr-defined]
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        if self.base is not None:
+            if HISTORY_ATTR not in trial.user_attrs and trial.intermediate_values:
+                self._warn_once(
+                    "history",
+                    f"trial {trial.number} has no predicted finals (report with "
+                    "report_beta_eff / NCPCallback); the base pruner sees raw values.",
+                )
+            return self.base.prune(PredictedStudy(study), predicted_view(trial))  # type: ignore[arg-type]
         step = trial.last_step
         if step is None or step < self.n_warmup_steps:
             return False

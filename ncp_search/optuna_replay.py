@@ -23,14 +23,18 @@ from ncp_search.optuna_pruner import NCPPruner
 
 BUILT_IN = ("nop", "median", "percentile", "successive_halving", "hyperband", "patient")
 DEFAULT_PRUNERS = (*BUILT_IN, "ncp:best", "ncp:pow3", "ncp:ncp_raw", "ncp:xtrial_curve",
-                   "ncp:xtrial_ncp")
+                   "ncp:xtrial_ncp", "ncp/median:ncp_raw", "ncp/hyperband:ncp_raw",
+                   "ncp/median:pow3")
 
 
 def make_pruner(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     """A pruner by name: a built-in one, or ``ncp:<predictor>`` for NCPPruner."""
     warm = {"n_startup_trials": 5, "n_warmup_steps": 2}
-    if name.startswith("ncp:"):
-        return NCPPruner(n_steps=n_steps, predictor=name[4:], **warm)
+    if name.startswith("ncp"):
+        # "ncp:<predictor>" (percentile rule) or "ncp/<built-in>:<predictor>"
+        head, _, predictor = name.partition(":")
+        base = make_pruner(head[4:], n_steps) if head.startswith("ncp/") else None
+        return NCPPruner(n_steps=n_steps, predictor=predictor, base=base, **warm)
     factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
         "nop": optuna.pruners.NopPruner,
         "median": lambda: optuna.pruners.MedianPruner(**warm),
@@ -43,7 +47,8 @@ def make_pruner(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     }
     if name not in factories:
         raise ValueError(
-            f"unknown pruner {name!r}; available: {list(factories)} and 'ncp:<predictor>'."
+            f"unknown pruner {name!r}; available: {list(factories)}, 'ncp:<predictor>' and "
+            "'ncp/<built-in>:<predictor>'."
         )
     return factories[name]()
 
@@ -58,7 +63,7 @@ def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[
     n_steps = min(len(r["curve"]) - 1 for r in runs)
     order = np.random.default_rng(seed).permutation(len(runs))
     best_possible = max(r["final_val_accuracy"] for r in runs)
-    ncp = pruner_name.startswith("ncp:")
+    ncp = pruner_name.startswith("ncp")
     state = {"epochs": 0, "best": -math.inf}
     curve: list[tuple[int, float]] = []
 

@@ -181,3 +181,49 @@ def test_residual_cross_trial_matches_offline():
     runs = [trial_run(t, 1.0) for t in study.get_trials()]
     offline = predict("xtrial_resid_curve", runs, 3, 6, last_only=True)[0]
     assert pruner.predict_final(study, frozen) == pytest.approx(offline)
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        optuna.pruners.PercentilePruner(50.0, n_startup_trials=3, n_warmup_steps=1),
+        optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(3, 1), patience=0),
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=2),
+        optuna.pruners.HyperbandPruner(min_resource=2, max_resource=6, reduction_factor=2),
+    ],
+    ids=["median", "percentile", "patient", "successive_halving", "hyperband"],
+)
+def test_base_pruner_decides_on_predictions(base):
+    """Raw values say 'excellent', predictions say 'poor': the base pruner on
+    predictions prunes; the same base pruner on raw values does not."""
+    def trials_with(pruner, deceptive_predictions):
+        study = optuna.create_study(direction="maximize", pruner=pruner,
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        for i in range(8):
+            trial = study.ask()
+            for step in range(6):
+                report_beta_eff(trial, step, 1.0, 0.5 + 0.02 * i + 0.01 * step)
+                trial.should_prune()  # lets rung-based pruners record this trial
+            study.tell(trial, 0.5 + 0.02 * i + 0.05)
+        trial = study.ask()
+        decisions = []
+        for step in range(6):
+            report_beta_eff(trial, step, 1.0, 0.99)  # raw value looks excellent
+            if deceptive_predictions:  # overwrite the stored prediction with a poor one
+                history = dict(trial.user_attrs.get("ncp_predicted_history", {}))
+                history[str(step)] = 0.3 - 0.04 * step  # poor and getting worse
+                trial.set_user_attr("ncp_predicted_history", history)
+            decisions.append(trial.should_prune())
+        return any(decisions)
+
+    import copy
+
+    ncp = NCPPruner(predictor="last", base=copy.deepcopy(base))
+    assert trials_with(ncp, deceptive_predictions=True)
+    assert not trials_with(copy.deepcopy(base), deceptive_predictions=False)
+
+
+def test_base_must_be_a_pruner():
+    with pytest.raises(TypeError, match="optuna pruner"):
+        NCPPruner(base="median")

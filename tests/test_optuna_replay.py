@@ -24,6 +24,8 @@ def test_pruners_save_epochs_and_same_order_per_seed():
     report = compare(runs, pruners=["nop", "median", "ncp:best"], seeds=range(2))
     assert report["summary"]["median"]["epochs"] < report["summary"]["nop"]["epochs"]
     assert report["summary"]["ncp:best"]["n_pruned"] > 0
+    assert compare(runs, pruners=["ncp/median:pow3"], seeds=[0])["summary"]["ncp/median:pow3"][
+        "n_pruned"] > 0
     again = compare(runs, pruners=["median"], seeds=range(2))
     for key in ("epochs", "n_pruned", "final_regret", "epochs_to_tolerance"):
         assert again["summary"]["median"][key] == report["summary"]["median"][key]
