@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Regenerates docs/optuna/ from the committed tables: recorded runs replayed through real
+# Optuna studies, 10 seeds (orders), every built-in pruner beside NCPPruner variants.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/optuna
+mkdir -p "$out"
+ncp-search bench optuna --table benchmarks/tables/digits_mlp.jsonl \
+    benchmarks/tables/fashion_cnn.jsonl benchmarks/tables/fashion_select.jsonl \
+    --seeds 10 --json "$out/replay.json" --plot "$out" | tee "$out/replay.txt"
+python benchmarks/optuna_prune_latency.py --sizes 100 1000 10000 \
+    --json "$out/prune_latency.json" | tee "$out/prune_latency.txt"
