@@ -31,7 +31,7 @@ _LAZY = {
     "BetaEffLogger": "ncp_search.callbacks",
     "NCPPruner": "ncp_search.optuna_pruner",
     "NCPCallback": "ncp_search.optuna_callback",
-    "report_beta_eff": "ncp_search.optuna_callback",
+    "report_beta_eff": "ncp_search.optuna_reporting",
 }
 
 __all__ = [
@@ -63,8 +63,9 @@ if TYPE_CHECKING:  # pragma: no cover
         beta_eff_from_weights,
         beta_eff_terms,
     )
-    from ncp_search.optuna_callback import NCPCallback, report_beta_eff
+    from ncp_search.optuna_callback import NCPCallback
     from ncp_search.optuna_pruner import NCPPruner
+    from ncp_search.optuna_reporting import report_beta_eff
     from ncp_search.probe import ProbeParts, attach_probe, split_probe
 
 

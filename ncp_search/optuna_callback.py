@@ -1,8 +1,7 @@
-"""Feed NCPPruner from training: a Keras callback and a plain function for custom loops."""
+"""Feed NCPPruner from Keras training: the NCPCallback."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -10,58 +9,13 @@ import numpy as np
 
 try:
     import optuna
-    from optuna.trial import TrialState
 except ImportError as error:  # pragma: no cover
     raise ImportError(
         "ncp_search.NCPCallback needs Optuna: pip install 'ncp-search[optuna]'"
     ) from error
 
 from ncp_search.capacitance import BetaEffMeter
-from ncp_search.optuna_pruner import BETA_ATTR, HISTORY_ATTR, PREDICTION_ATTR, NCPPruner
-
-
-def _frozen(trial: optuna.Trial) -> Any:
-    for frozen in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if frozen.number == trial.number:
-            return frozen
-    return None
-
-
-def report_beta_eff(
-    trial: optuna.Trial, step: int, beta_eff: float, value: float | None = None
-) -> float | None:
-    """Store ``beta_eff`` (and optionally report ``value``) for ``step``; return the
-    trial's current predicted final value when the study's pruner is an NCPPruner.
-
-    ``beta_eff`` goes into the user attribute ``ncp_beta_eff`` (``{step: value}``,
-    ``None`` for NaN), the prediction into ``ncp_predicted_final``
-    (``{"step": ..., "value": ...}``) and its history into ``ncp_predicted_history``
-    (``{step: value}``), so all survive RDB/Journal storage and show in
-    optuna-dashboard. Call ``trial.should_prune()`` afterwards as usual.
-
-    Raises:
-        ValueError: if ``step`` is negative.
-    """
-    if step < 0:
-        raise ValueError(f"step must be non-negative, but got step={step}.")
-    betas = dict(trial.user_attrs.get(BETA_ATTR, {}))
-    betas[str(int(step))] = float(beta_eff) if math.isfinite(beta_eff) else None
-    trial.set_user_attr(BETA_ATTR, betas)
-    if value is not None:
-        trial.report(float(value), int(step))
-    pruner = trial.study.pruner
-    if not isinstance(pruner, NCPPruner):
-        return None
-    frozen = _frozen(trial)
-    if frozen is None:
-        return None
-    predicted = pruner.predict_final(trial.study, frozen)
-    stored = float(predicted) if math.isfinite(predicted) else None
-    trial.set_user_attr(PREDICTION_ATTR, {"step": int(step), "value": stored})
-    history = dict(trial.user_attrs.get(HISTORY_ATTR, {}))
-    history[str(int(step))] = stored
-    trial.set_user_attr(HISTORY_ATTR, history)
-    return stored
+from ncp_search.optuna_reporting import report_beta_eff
 
 
 class NCPCallback(keras.callbacks.Callback):

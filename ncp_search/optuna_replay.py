@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ncp_search.optuna_callback import report_beta_eff
 from ncp_search.optuna_pruner import NCPPruner
+from ncp_search.optuna_reporting import report_beta_eff
 
 BUILT_IN = ("nop", "median", "percentile", "successive_halving", "hyperband", "patient")
 DEFAULT_PRUNERS = (*BUILT_IN, "ncp:best", "ncp:pow3", "ncp:ncp_raw", "ncp:xtrial_curve",
