@@ -146,7 +146,6 @@ def run_trial(
     from ncp_search.zoo import load_source_model
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(trial_seed)
     source_name = config.get("source_model", workload["source_model"])
     source = load_source_model(
         source_name,
@@ -154,6 +153,8 @@ def run_trial(
         epochs=workload["source_epochs"],
         cache_dir=cache_dir,
     )
+    # Seed after loading: a cold zoo cache trains (and reseeds) inside load_source_model.
+    keras.utils.set_random_seed(trial_seed)
     probe = workload["probe"]
     models = build_trial_models(
         source,
