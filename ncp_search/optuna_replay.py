@@ -12,6 +12,7 @@ points of it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -163,24 +164,31 @@ def plot(report: dict[str, Any], path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     horizon = max(r["epochs"] for r in report["runs"])
-    grid = np.linspace(0, horizon, 200)
-    for name in report["summary"]:
+    grid = np.linspace(0, horizon, 300)
+    colors = plt.get_cmap("tab20").colors
+    top = 0.0
+    for position, name in enumerate(report["summary"]):
         curves = []
         for run in (r for r in report["runs"] if r["pruner"] == name):
             epochs = np.array([c[0] for c in run["curve"]])
             regret = np.array([c[1] for c in run["curve"]])
             index = np.searchsorted(epochs, grid, side="right") - 1
             curves.append(np.where(index >= 0, regret[np.maximum(index, 0)], np.nan))
-        median = np.nanmedian(np.array(curves, dtype=float), axis=0)
-        ax.plot(grid, np.minimum(median, 50), "-" if name.startswith("ncp") else "--", label=name)
-    ax.axhline(report["tolerance"], color="grey", lw=0.8)
-    ax.set_xlabel("epochs consumed")
-    ax.set_ylabel("regret of best completed trial (points, median over seeds)")
-    ax.set_yscale("symlog", linthresh=1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(np.array(curves, dtype=float), axis=0)
+        finite = mean[np.isfinite(mean)]
+        top = max(top, float(np.percentile(finite, 60)) if finite.size else 0.0)
+        ax.plot(grid, mean, "-" if name.startswith("ncp") else "--",
+                color=colors[position % len(colors)], label=name, lw=1.4)
+    ax.axhline(report["tolerance"], color="grey", lw=0.8, ls=":")
+    ax.set_ylim(0, max(2.0, 1.5 * top))
+    ax.set_xlabel("epochs consumed (all trials so far)")
+    ax.set_ylabel("regret of best completed trial\n(accuracy points, mean over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
