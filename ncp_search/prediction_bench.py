@@ -242,29 +242,39 @@ def format_table(results: dict[str, Any], metric_names: Sequence[str] = METRICS)
 
 
 def plot(results: dict[str, Any], path: str, title: str = "") -> None:
-    """Metric vs K per predictor (one panel per metric), saved to ``path``."""
+    """Metric vs K per predictor (one panel per metric; shuffled controls are left to
+    the table and JSON), saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ks = [int(k) for k in results["ks"]]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4.2))
-    for ax, metric in zip(axes, METRICS):
-        for name in results["predictors"]:
+    names = [n for n in results["predictors"] if not n.endswith("+shuffled")]
+    colors = plt.get_cmap("tab20").colors
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+    for ax, metric in zip(axes.flat, METRICS):
+        for position, name in enumerate(names):
             values = [results["ks"][str(k)][name][metric]["value"] for k in ks]
+            values = [math.nan if v is None else v for v in values]  # JSON null = NaN
             if all(math.isnan(v) for v in values):
                 continue
-            style = ":" if name.endswith("+shuffled") else "-" if name.startswith(
-                ("ncp", "xtrial_ncp", "xtrial_beta")) else "--"
-            ax.plot(ks, values, style, marker="o", ms=3, label=name)
+            style = "--" if not uses_beta(name) else "-"
+            ax.plot(ks, values, style, marker="os^v"[position % 4], ms=4, lw=1.3,
+                    color=colors[position % len(colors)], label=name)
         ax.set_title(metric)
         ax.set_xlabel("observed epochs K")
+        ax.set_xticks(ks)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, loc="lower right")
+        if metric == "mae":
+            ax.set_yscale("log")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    axes.flat[-1].axis("off")
+    axes.flat[-1].legend(handles, labels, loc="center", fontsize=8, ncol=2,
+                         title="dashed: curve only; solid: uses beta_eff")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
