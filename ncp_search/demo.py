@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
+from ncp_search.jsonio import strict_json
 from ncp_search.predictor import AccuracyPredictor
 
 
@@ -144,14 +143,4 @@ def run_demo(
 
 def jsonable(summary: dict[str, Any]) -> dict[str, Any]:
     """The summary with NaN replaced by ``None`` (strict JSON)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    return clean(summary)
+    return strict_json(summary)

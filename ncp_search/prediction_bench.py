@@ -14,7 +14,6 @@ bootstrap of the Kendall-tau difference.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from ncp_search.curve_predictors import PREDICTORS, SCORE_ONLY, predict, uses_beta
+from ncp_search.jsonio import write_json
 
 METRICS = ("kendall_tau", "spearman_rho", "mae", "top1_regret", "false_prune_rate")
 DEFAULT_PREDICTORS = tuple(PREDICTORS)
@@ -279,14 +279,5 @@ def plot(results: dict[str, Any], path: str, title: str = "") -> None:
 
 
 def to_json(results: dict[str, Any], path: str) -> None:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(clean(results), handle, indent=1)
+    """Write a report as strict JSON (NaN as null)."""
+    write_json(results, path)

@@ -17,16 +17,14 @@ same command again skips trials already in the file. NaN is written as ``null``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ncp_search.errors import NCPSearchError
+from ncp_search.jsonio import strict_json
 from ncp_search.search_space import sample_configs, validate_space
 
 REQUIRED = ("name", "target", "trials", "epochs", "search_space")
@@ -76,18 +74,6 @@ def load_workload(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"seed: int}}, but got {extra!r}."
             )
     return config
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.floating, np.integer)):
-        return _clean(value.item())
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -298,7 +284,7 @@ def record(
                     "curve": result["curve"],
                     "final_val_accuracy": result["final_val_accuracy"],
                 }
-                handle.write(json.dumps(_clean(run)) + "\n")
+                handle.write(json.dumps(strict_json(run), allow_nan=False) + "\n")
                 handle.flush()
                 say(
                     f"[{workload['name']}] {trial_id} ({index + 1}/{len(configs)}): final val "
