@@ -183,6 +183,30 @@ def _cmd_bench_optuna(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_sampler(args: argparse.Namespace) -> int:
+    import optuna
+
+    from ncp_search.optuna_sampler_bench import compare_sampler
+    from ncp_search.prediction_bench import to_json
+    from ncp_search.recorder import load_workload, read_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_workload(args.config)["search_space"]
+    runs = [r for r in read_table(args.table)
+            if r.get("config", {}).get("mode", "observer") == "observer"]
+    if len(runs) < 6:
+        raise ValueError(f"{args.table}: needs at least 6 observer runs.")
+    result = compare_sampler(runs, space, seeds=range(args.seeds), n_trials=args.trials,
+                             progress=lambda line: print(line, flush=True))
+    print(f"\n{'variant':<40} {'regret (points)':>16} {'epochs':>8}")
+    for label, row in result.items():
+        print(f"{label:<40} {row['regret_points']:>9.2f} +- {row['regret_sd']:<4.2f} "
+              f"{row['epochs']:>8.0f}")
+    if args.json:
+        to_json(result, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncp-search",
@@ -251,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--json", default=None)
     opt.add_argument("--plot", default=None, help="folder for the PNG plots")
     opt.set_defaults(func=_cmd_bench_optuna)
+
+    smp = bench_sub.add_parser(
+        "sampler", help="TPE on a recorded-table surrogate: raw vs predicted values of "
+        "pruned trials for the sampler")
+    smp.add_argument("--table", required=True)
+    smp.add_argument("--config", required=True, help="the workload config (search space)")
+    smp.add_argument("--seeds", type=int, default=10)
+    smp.add_argument("--trials", type=int, default=40)
+    smp.add_argument("--json", default=None)
+    smp.set_defaults(func=_cmd_bench_sampler)
     return parser
 
 

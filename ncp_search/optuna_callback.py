@@ -15,7 +15,7 @@ except ImportError as error:  # pragma: no cover
     ) from error
 
 from ncp_search.capacitance import BetaEffMeter
-from ncp_search.optuna_reporting import report_beta_eff
+from ncp_search.optuna_reporting import report_beta_eff, report_predicted_final
 
 
 class NCPCallback(keras.callbacks.Callback):
@@ -30,6 +30,10 @@ class NCPCallback(keras.callbacks.Callback):
         probed_model: the model carrying the probe when it is not the trained model
             (observer mode: :func:`ncp_search.finetune.observer_probe`); default:
             the trained model itself.
+        report_prediction_on_prune: before raising ``TrialPruned``, report the
+            predicted final value as one more step, so the sampler sees the
+            prediction rather than the raw value (see the README's sampler
+            benchmark for whether it helps).
 
     Raises:
         optuna.TrialPruned: when the pruner says so (training is stopped first).
@@ -46,6 +50,7 @@ class NCPCallback(keras.callbacks.Callback):
         interval: int = 1,
         *,
         probed_model: Any = None,
+        report_prediction_on_prune: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(interval, (int, np.integer)) or interval < 1:
@@ -56,6 +61,7 @@ class NCPCallback(keras.callbacks.Callback):
         self.monitor = monitor
         self.interval = int(interval)
         self.probed_model = probed_model
+        self.report_prediction_on_prune = report_prediction_on_prune
         self._meter: BetaEffMeter | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -76,4 +82,6 @@ class NCPCallback(keras.callbacks.Callback):
         report_beta_eff(self.trial, epoch, beta, float(logs[self.monitor]))
         if self.trial.should_prune():
             self.model.stop_training = True
+            if self.report_prediction_on_prune:
+                report_predicted_final(self.trial, epoch + 1)
             raise optuna.TrialPruned(f"pruned at epoch {epoch} by its predicted final value.")

@@ -53,3 +53,19 @@ def report_beta_eff(
     history[str(int(step))] = stored
     trial.set_user_attr(HISTORY_ATTR, history)
     return stored
+
+
+def report_predicted_final(trial: optuna.Trial, step: int) -> float | None:
+    """Report the trial's latest predicted final value as the intermediate value of
+    ``step`` (call it just before raising ``TrialPruned``), so that the sampler
+    (TPE ranks pruned trials by their last reported value) learns from the
+    prediction instead of the raw value at the pruning step.
+
+    Returns the reported value, or ``None`` (nothing reported) when no finite
+    prediction is stored.
+    """
+    stored = trial.user_attrs.get(PREDICTION_ATTR, {}).get("value")
+    if stored is None or not math.isfinite(stored):
+        return None
+    trial.report(float(stored), int(step))
+    return float(stored)

@@ -227,3 +227,31 @@ def test_base_pruner_decides_on_predictions(base):
 def test_base_must_be_a_pruner():
     with pytest.raises(TypeError, match="optuna pruner"):
         NCPPruner(base="median")
+
+
+def test_report_predicted_final():
+    from ncp_search.optuna_reporting import report_predicted_final
+
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(predictor="pow3"))
+    complete_trials(study)
+    trial = study.ask()
+    assert report_predicted_final(trial, 0) is None  # nothing predicted yet
+    for step, value in enumerate([0.3, 0.5, 0.6]):
+        predicted = report_beta_eff(trial, step, 1.0, value)
+    assert report_predicted_final(trial, 3) == pytest.approx(predicted)
+    assert study.get_trials()[-1].intermediate_values[3] == pytest.approx(predicted)
+
+
+def test_sampler_benchmark_runs():
+    from ncp_search.optuna_sampler_bench import compare_sampler
+    from tests.synthetic_runs import make_runs
+
+    runs = make_runs(12, epochs=6)
+    for i, run in enumerate(runs):
+        run["config"]["x"] = i / 11
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    result = compare_sampler(runs, space, seeds=range(2), n_trials=8, predictors=["best"])
+    assert set(result) == {"tpe, no pruning", "ncp:best, raw value to sampler",
+                           "ncp:best, prediction to sampler"}
+    assert result["tpe, no pruning"]["epochs"] == 8 * 6
+    assert result["ncp:best, raw value to sampler"]["epochs"] <= 8 * 6
