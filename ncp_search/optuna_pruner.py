@@ -190,11 +190,13 @@ class NCPPruner(BasePruner):
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         self._models: dict[tuple[int, tuple[int, ...]], Any] = {}
+        self._finals: tuple[tuple[str, int, float], list[float]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
         state["_models"] = {}
+        state["_finals"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -296,7 +298,7 @@ class NCPPruner(BasePruner):
         if math.isnan(predicted):
             return False
         sign = self._sign(study)
-        others = [sign * t.value for t in completed if t.value is not None]
+        others = list(self._completed_finals(study.study_name, completed, sign))
         for other in trials:
             if other.state not in (TrialState.RUNNING, TrialState.PRUNED):
                 continue
@@ -305,6 +307,21 @@ class NCPPruner(BasePruner):
                 others.append(sign * value)
         reference = float(np.percentile(others, 100.0 - self.percentile))
         return sign * predicted + self.kappa * self._spread(completed, sign) < reference
+
+    def _completed_finals(
+        self, study_name: str, completed: list[FrozenTrial], sign: float
+    ) -> list[float]:
+        """Signed final values of the completed trials, cached by study and count (a
+        completed trial never changes, so the count identifies the set)."""
+        key = (study_name, len(completed), sign)
+        with self._lock:
+            cached = self._finals
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        finals = [sign * t.value for t in completed if t.value is not None]
+        with self._lock:
+            self._finals = (key, finals)
+        return finals
 
     def _spread(self, completed: list[FrozenTrial], sign: float) -> float:
         if self.kappa == 0.0:

@@ -255,3 +255,14 @@ def test_sampler_benchmark_runs():
                            "ncp:best, prediction to sampler"}
     assert result["tpe, no pruning"]["epochs"] == 8 * 6
     assert result["ncp:best, raw value to sampler"]["epochs"] <= 8 * 6
+
+
+def test_one_pruner_object_serves_two_studies():
+    pruner = NCPPruner(n_warmup_steps=0)
+    low = optuna.create_study(direction="maximize", pruner=pruner)
+    high = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(5):
+        run_trial(low, [0.1 + 0.01 * i] * 3)
+        run_trial(high, [0.9 + 0.01 * i] * 3)
+    assert not run_trial(low, [0.5] * 3, finish=False).should_prune()
+    assert run_trial(high, [0.5] * 3, finish=False).should_prune()
