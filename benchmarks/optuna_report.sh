@@ -8,5 +8,10 @@ mkdir -p "$out"
 ncp-search bench optuna --table benchmarks/tables/digits_mlp.jsonl \
     benchmarks/tables/fashion_cnn.jsonl benchmarks/tables/fashion_select.jsonl \
     --seeds 10 --json "$out/replay.json" --plot "$out" | tee "$out/replay.txt"
+for name in digits_mlp fashion_cnn fashion_select; do
+  ncp-search bench sampler --table "benchmarks/tables/$name.jsonl" \
+      --config "configs/record_$name.yaml" --seeds 10 --trials 40 \
+      --json "$out/sampler_$name.json" | tee "$out/sampler_$name.txt"
+done
 python benchmarks/optuna_prune_latency.py --sizes 100 1000 10000 \
     --json "$out/prune_latency.json" | tee "$out/prune_latency.txt"
