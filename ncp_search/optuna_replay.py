@@ -87,6 +87,8 @@ def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[
         return final
 
     study = optuna.create_study(
+        # A fixed name: Hyperband assigns brackets by a hash of the study name.
+        study_name=f"replay-{pruner_name}-{seed}",
         direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
         pruner=make_pruner(pruner_name, n_steps),
     )

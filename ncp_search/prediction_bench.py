@@ -15,6 +15,7 @@ bootstrap of the Kendall-tau difference.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,7 +111,9 @@ def evaluate(
             samples = np.array(
                 [list(metrics(score[b], target[b], accuracy_scale=scale).values()) for b in boots]
             )
-            low, high = np.nanpercentile(samples, [2.5, 97.5], axis=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # MAE of score-only: all NaN
+                low, high = np.nanpercentile(samples, [2.5, 97.5], axis=0)
             per_k[name] = {
                 m: {"value": point[m], "ci": [float(lo), float(hi)]}
                 for m, lo, hi in zip(METRICS, low, high)

@@ -50,3 +50,10 @@ def test_cli_bench_optuna(tmp_path, capsys):
     assert code == 0
     assert "ncp:ncp_raw" in capsys.readouterr().out
     assert (tmp_path / "optuna_t.png").stat().st_size > 1000
+
+
+def test_hyperband_replay_is_reproducible():
+    runs = make_runs(12, epochs=6, seed=4)
+    first = replay(runs, "hyperband", seed=3)
+    second = replay(runs, "hyperband", seed=3)
+    assert first["curve"] == second["curve"]
