@@ -32,6 +32,7 @@ _LAZY = {
     "NCPPruner": "ncp_search.optuna_pruner",
     "NCPCallback": "ncp_search.optuna_callback",
     "report_beta_eff": "ncp_search.optuna_reporting",
+    "NCPScheduler": "ncp_search.ray_scheduler",
 }
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "FinalAccuracy",
     "NCPCallback",
     "NCPPruner",
+    "NCPScheduler",
     "NCPSearchError",
     "ProbeError",
     "ProbeParts",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ncp_search.optuna_pruner import NCPPruner
     from ncp_search.optuna_reporting import report_beta_eff
     from ncp_search.probe import ProbeParts, attach_probe, split_probe
+    from ncp_search.ray_scheduler import NCPScheduler
 
 
 def __getattr__(name: str) -> Any:
