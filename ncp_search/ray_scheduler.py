@@ -53,6 +53,12 @@ class NCPScheduler(FIFOScheduler):
             ``percentile`` percent.
         reduction_factor: for ASHA, keep the best ``1/reduction_factor`` at each rung.
         beta_key: the result key holding ``beta_eff``.
+        state_path: a file where the scheduler keeps its state (histories,
+            predictions, finals, rungs), rewritten atomically after every change.
+            Ray Tune does not checkpoint scheduler state (ray-project/ray#30838): a
+            sweep resumed with ``Tuner.restore`` gets the scheduler as it was when
+            the sweep started, and this file is how it finds its histories again.
+            Put it beside the experiment (e.g. ``<storage_path>/<name>/ncp_scheduler.pkl``).
 
     NaN and edge cases:
         Fail open (CONTINUE) for results without the metric or ``time_attr``, with a
@@ -73,6 +79,7 @@ class NCPScheduler(FIFOScheduler):
         percentile: float = 50.0,
         reduction_factor: float = 3.0,
         beta_key: str = "beta_eff",
+        state_path: str | None = None,
     ) -> None:
         super().__init__()
         if mode not in (None, "max", "min"):
@@ -111,6 +118,8 @@ class NCPScheduler(FIFOScheduler):
         self._rungs: dict[int, dict[str, float]] = {}
         self._warned: set[str] = set()
         self._num_stopped = 0
+        self._state_path = state_path
+        self._loaded = False
 
     # -- Tune's hooks ---------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -127,6 +136,7 @@ class NCPScheduler(FIFOScheduler):
         return 1.0 if self._mode == "max" else -1.0
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._load_once()
         if not self._metric or self._mode not in ("max", "min"):
             raise ValueError(
                 f"NCPScheduler needs a metric and a mode ('max' or 'min'), but got "
@@ -151,6 +161,13 @@ class NCPScheduler(FIFOScheduler):
                 "with ncp_search's Ray helpers."
             )
         history = self._histories.setdefault(trial.trial_id, [])
+        now = float(result[self._time_attr])
+        if history and now <= history[-1][0]:
+            # The trial restarted (from scratch or an earlier checkpoint, e.g. after
+            # Tuner.restore): drop what it is about to report again.
+            history[:] = [h for h in history if h[0] < now]
+            for recorded in self._rungs.values():
+                recorded.pop(trial.trial_id, None)
         history.append((
             float(result[self._time_attr]),
             self._sign * float(result[self._metric]),
@@ -166,13 +183,14 @@ class NCPScheduler(FIFOScheduler):
                 if self._rule == "asha" else self._percentile_stop(trial.trial_id, predicted))
         if stop:
             self._num_stopped += 1
-            return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE
+        self._persist()
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         if result and self._metric in result:
             self._finals[trial.trial_id] = self._sign * float(result[self._metric])
         self._predictions.pop(trial.trial_id, None)
+        self._persist()
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._predictions.pop(trial.trial_id, None)
@@ -223,6 +241,40 @@ class NCPScheduler(FIFOScheduler):
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     # -- persistence ----------------------------------------------------------------
+    _STATE = ("_histories", "_predictions", "_finals", "_rungs", "_num_stopped")
+
+    def _persist(self) -> None:
+        if not self._state_path:
+            return
+        import os
+
+        state = {key: getattr(self, key) for key in self._STATE}
+        tmp = f"{self._state_path}.tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(self._state_path)), exist_ok=True)
+        with open(tmp, "wb") as handle:
+            pickle.dump(state, handle)
+        os.replace(tmp, self._state_path)
+
+    def _load_once(self) -> None:
+        """After Tuner.restore: take the histories back from ``state_path``."""
+        if self._loaded or not self._state_path:
+            return
+        self._loaded = True
+        try:
+            with open(self._state_path, "rb") as handle:
+                state = pickle.load(handle)
+        except FileNotFoundError:
+            return
+        except (OSError, pickle.UnpicklingError, EOFError) as error:
+            logger.warning("NCPScheduler: cannot read its state %s (%s); starting empty",
+                           self._state_path, error)
+            return
+        for key in self._STATE:
+            if key in state:
+                setattr(self, key, state[key])
+        logger.info("NCPScheduler: restored %d trial histories from %s",
+                    len(self._histories), self._state_path)
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
             pickle.dump(self.__dict__, handle)

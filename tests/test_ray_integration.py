@@ -40,3 +40,64 @@ def test_tuner_with_ncp_scheduler_stops_some_trials(tmp_path):
     assert min(iterations) < 8  # some trials stopped early
     best = results.get_best_result()
     assert best.config["quality"] == 0.9 and best.metrics["training_iteration"] == 8
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_restores_with_histories(tmp_path):
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import ray.cloudpickle
+
+    import tests.ray_sweep as sweep
+
+    storage, state = str(tmp_path / "runs"), str(tmp_path / "ncp_scheduler.pkl")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.ray_sweep", storage, state],
+        cwd=str(Path(__file__).parents[1]), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
+    )
+    deadline = time.time() + 300
+    before = {}
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            before = pickle.loads(Path(state).read_bytes())
+        except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+            continue
+        if len(before["_finals"]) >= 2:
+            time.sleep(2.5)  # let Tune write its experiment state once more
+            before = pickle.loads(Path(state).read_bytes())
+            break
+    os.killpg(driver.pid, signal.SIGKILL)  # the sweep dies mid-way, no clean shutdown
+    driver.wait()
+    assert len(before.get("_finals", {})) >= 2, "the sweep made no progress"
+    ray_cli = Path(sys.executable).with_name("ray")  # clean up what the kill left behind
+    subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
+
+    ray.cloudpickle.register_pickle_by_value(sweep)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        path = str(Path(storage) / "sweep")
+        assert tune.Tuner.can_restore(path)
+        tuner = tune.Tuner.restore(path, trainable=tune.with_resources(sweep.trainable,
+                                                                      {"cpu": 1}),
+                                   resume_unfinished=True, resume_errored=True)
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    after = pickle.loads(Path(state).read_bytes())
+    assert len(results) == len(sweep.QUALITIES) and not results.errors
+    # the scheduler kept the histories of the trials seen before the kill, and a
+    # trial that Tune ran again was not counted twice
+    assert set(before["_histories"]) <= set(after["_histories"])
+    for history in after["_histories"].values():
+        steps = [h[0] for h in history]
+        assert steps == sorted(set(steps))
+    assert results.get_best_result().config["quality"] == 0.9

@@ -116,3 +116,32 @@ def test_save_restore_round_trip(tmp_path):
     assert restored._finals == scheduler._finals
     # the restored scheduler decides exactly as the original
     assert feed(restored, running, [0.1], start=3) == feed(scheduler, running, [0.1], start=3)
+
+
+def test_state_path_brings_histories_back(tmp_path):
+    path = tmp_path / "exp" / "ncp_scheduler.pkl"
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    for i in range(3):
+        finished(scheduler, f"d{i}", [0.7 + 0.05 * i] * 6)
+    running = Trial("running")
+    scheduler.on_trial_add(None, running)
+    feed(scheduler, running, [0.5, 0.55])
+    # what Tuner.restore hands back: the scheduler as configured, with empty state
+    fresh = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    fresh.on_trial_add(None, running)
+    assert fresh._histories == scheduler._histories and fresh._finals == scheduler._finals
+    corrupt = tmp_path / "bad.pkl"
+    corrupt.write_bytes(b"not a pickle")
+    empty = NCPScheduler(metric="acc", mode="max", state_path=str(corrupt))
+    empty.on_trial_add(None, Trial("a"))
+    assert empty._finals == {}
+
+
+def test_a_restarted_trial_does_not_double_its_history():
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6)
+    trial = Trial("t")
+    scheduler.on_trial_add(None, trial)
+    feed(scheduler, trial, [0.5, 0.6, 0.7])
+    feed(scheduler, trial, [0.55, 0.65], start=2)  # restored from its step-1 checkpoint
+    assert [h[0] for h in scheduler._histories["t"]] == [1.0, 2.0, 3.0]
+    assert [h[1] for h in scheduler._histories["t"]] == [0.5, 0.55, 0.65]
