@@ -101,3 +101,32 @@ def test_interrupted_sweep_restores_with_histories(tmp_path):
         steps = [h[0] for h in history]
         assert steps == sorted(set(steps))
     assert results.get_best_result().config["quality"] == 0.9
+
+
+@pytest.mark.slow
+def test_keras_class_trainable_reports_beta_eff_from_its_actor(tmp_path):
+    import ray.cloudpickle
+
+    import tests.ray_digits as digits
+    from ncp_search.ray_trainable import trial_resources
+
+    ray.cloudpickle.register_pickle_by_value(digits)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert trial_resources() == {"cpu": 1.0}  # no GPU here
+        tuner = tune.Tuner(
+            tune.with_resources(digits.DigitsTrainable, trial_resources()),
+            param_space={"learning_rate": tune.grid_search([1e-4, 0.3, 0.1, 1e-3])},
+            tune_config=tune.TuneConfig(
+                metric="val_accuracy", mode="max",
+                scheduler=NCPScheduler(grace_period=2, max_t=4, predictor="ncp_raw")),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="keras", verbose=0,
+                                      stop={"training_iteration": 4}),
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert len(results) == 4 and not results.errors
+    for result in results:
+        assert isinstance(result.metrics["beta_eff"], float)
+    assert results.get_best_result().metrics["training_iteration"] == 4

@@ -145,3 +145,24 @@ def test_a_restarted_trial_does_not_double_its_history():
     feed(scheduler, trial, [0.55, 0.65], start=2)  # restored from its step-1 checkpoint
     assert [h[0] for h in scheduler._histories["t"]] == [1.0, 2.0, 3.0]
     assert [h[1] for h in scheduler._histories["t"]] == [0.5, 0.55, 0.65]
+
+
+def test_trial_resources_without_ray_running():
+    from ncp_search.ray_trainable import trial_resources
+
+    assert trial_resources(cpus=2) == {"cpu": 2}
+    with pytest.raises(ValueError, match="cpus"):
+        trial_resources(cpus=0)
+    with pytest.raises(ValueError, match="gpus_per_trial"):
+        trial_resources(gpus_per_trial=0)
+
+
+def test_trial_resources_with_gpus(monkeypatch):
+    import ray
+
+    from ncp_search.ray_trainable import trial_resources
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    assert trial_resources() == {"cpu": 1.0, "gpu": 1.0}
+    assert trial_resources(gpus_per_trial=0.25) == {"cpu": 1.0, "gpu": 0.25}
