@@ -10,13 +10,13 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from ncp_search.errors import NCPSearchError
+from ncp_search.jsonio import write_json
 
 
 def _quiet_tensorflow() -> None:
@@ -36,7 +36,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ncp_search.demo import jsonable, run_demo
+    from ncp_search.demo import run_demo
 
     summary = run_demo(
         source_model=args.source_model,
@@ -52,8 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out=lambda line: print(line, flush=True),
     )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(jsonable(summary), handle, indent=2)
+        write_json(summary, args.json, indent=2)
         print(f"wrote {args.json}")
     return 0
 
@@ -142,7 +141,7 @@ def _cmd_bench_predict(args: argparse.Namespace) -> int:
     if len(report) > 1:
         print("\n" + bench.format_summary(report))
     if args.json:
-        bench.to_json(report, args.json)
+        write_json(report, args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -176,9 +175,7 @@ def _cmd_bench_optuna(args: argparse.Namespace) -> int:
             replay.plot(result, str(path), title=f"{name}: Optuna pruners replayed")
             print(f"wrote {path}")
     if args.json:
-        from ncp_search.prediction_bench import to_json
-
-        to_json(report, args.json)
+        write_json(report, args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -187,7 +184,6 @@ def _cmd_bench_sampler(args: argparse.Namespace) -> int:
     import optuna
 
     from ncp_search.optuna_sampler_bench import compare_sampler
-    from ncp_search.prediction_bench import to_json
     from ncp_search.recorder import load_workload, read_table
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -203,7 +199,7 @@ def _cmd_bench_sampler(args: argparse.Namespace) -> int:
         print(f"{label:<40} {row['regret_points']:>9.2f} +- {row['regret_sd']:<4.2f} "
               f"{row['epochs']:>8.0f}")
     if args.json:
-        to_json(result, args.json)
+        write_json(result, args.json)
     return 0
 
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ncp_search.jsonio import strict_json
 from ncp_search.predictor import AccuracyPredictor
 
 
@@ -139,8 +138,3 @@ def run_demo(
         f"raw {abs(at_k['val_accuracy'] - final):.4f})."
     )
     return summary
-
-
-def jsonable(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary with NaN replaced by ``None`` (strict JSON)."""
-    return strict_json(summary)

@@ -23,7 +23,6 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from ncp_search.curve_predictors import PREDICTORS, SCORE_ONLY, predict, uses_beta
-from ncp_search.jsonio import write_json
 
 METRICS = ("kendall_tau", "spearman_rho", "mae", "top1_regret", "false_prune_rate")
 DEFAULT_PREDICTORS = tuple(PREDICTORS)
@@ -279,8 +278,3 @@ def plot(results: dict[str, Any], path: str, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def to_json(results: dict[str, Any], path: str) -> None:
-    """Write a report as strict JSON (NaN as null)."""
-    write_json(results, path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
 import warnings
 from typing import Any
@@ -246,8 +247,6 @@ class NCPScheduler(FIFOScheduler):
     def _persist(self) -> None:
         if not self._state_path:
             return
-        import os
-
         state = {key: getattr(self, key) for key in self._STATE}
         tmp = f"{self._state_path}.tmp"
         os.makedirs(os.path.dirname(os.path.abspath(self._state_path)), exist_ok=True)
