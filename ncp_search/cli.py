@@ -5,6 +5,9 @@ Subcommands:
            predicted final accuracy (the embedded default job).
     zoo    pre-train and cache the source models of the local model zoo.
     record record complete trials of a workload as a table of runs (JSON lines).
+    sweep  run a config-driven sweep (Optuna or Ray Tune) with pruning.
+    report write the HTML report of a sweep's output folder.
+    bench  benchmarks on recorded tables (predict, optuna, sampler).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ def _quiet_tensorflow() -> None:
     # The CLI is an application: it may choose TensorFlow's C++ log level (the
     # library never touches the environment). An explicit user setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # One BetaEffMeter per trial means one trace per trial: expected, not a leak.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -203,6 +208,51 @@ def _cmd_bench_sampler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ncp_search.sweep import run_sweep
+    from ncp_search.sweep_results import format_summary
+
+    if args.verbose:
+        logging.getLogger("ncp_search").setLevel(logging.DEBUG)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        summary = run_sweep(args.config, backend=args.backend, storage=args.storage,
+                            workers=args.workers, resume=args.resume, address=args.address,
+                            cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        print("ncp-search: interrupted; finished trials are kept. Continue with: ncp-search "
+              f"sweep {args.config} --resume", file=sys.stderr)
+        return 130
+    from ncp_search.sweep import default_output
+
+    output = default_output(args.config)
+    print(format_summary(summary, output))
+    print(f"report: ncp-search report {output}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ncp_search.report import write_report
+    from ncp_search.sweep_results import load_trials
+
+    meta, trials = load_trials(args.output, storage=args.storage)
+    path = write_report(meta, trials, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, but got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncp-search",
@@ -242,6 +292,27 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--modes", nargs="+", choices=["observer", "probe_head"], default=None)
     rec.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
     rec.set_defaults(func=_cmd_record)
+
+    swp = sub.add_parser("sweep", help="run a config-driven sweep with pruning")
+    swp.add_argument("config", help="sweep config (YAML), e.g. configs/quick.yaml")
+    swp.add_argument("--backend", choices=["optuna", "ray"], default=None,
+                     help="default: the config's backend (optuna)")
+    swp.add_argument("--storage", default=None,
+                     help="Optuna storage URL (default: SQLite in the output folder), e.g. "
+                     "postgresql://user@host/db; Ray: the experiment storage path")
+    swp.add_argument("--workers", type=_positive, default=1,
+                     help="parallel trials (Optuna worker processes / Ray concurrent trials)")
+    swp.add_argument("--resume", action="store_true",
+                     help="continue the sweep in the output folder (finished trials are kept)")
+    swp.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    swp.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
+    swp.set_defaults(func=_cmd_sweep)
+
+    rep = sub.add_parser("report", help="HTML report (and PNGs) of a sweep's output folder")
+    rep.add_argument("output", help="the sweep's output folder")
+    rep.add_argument("--storage", default=None,
+                     help="Optuna storage URL when sweep.json hides its password")
+    rep.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

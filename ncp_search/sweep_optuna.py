@@ -1,0 +1,235 @@
+"""The Optuna backend of ``ncp-search sweep``: studies, workers, resume.
+
+Storage: the config's ``optuna.storage`` or ``--storage`` (e.g.
+``postgresql://user@host/db`` shared by workers on several machines), else a
+SQLite file ``study.db`` in the output folder (the embedded default).
+
+Every worker runs one trial at a time through ``study.optimize(n_trials=1)``
+until the budget (``budget.trials`` COMPLETE + PRUNED + RUNNING trials, or
+``budget.minutes``) is used, so a killed worker loses at most its running trial.
+Each trial records its worker (``host:pid``) and a heartbeat: a trial left
+RUNNING by a dead worker is marked FAIL (on this host at once when the sweep is
+resumed, elsewhere once its heartbeat is 2 minutes old), keeping its partial
+curve, and its configuration is queued to run again from the start as a new
+trial (user attribute ``retry_of``). Completed trials are never run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ncp_search.errors import NCPSearchError
+from ncp_search.optuna_pruner import NCPPruner
+from ncp_search.optuna_reporting import report_beta_eff
+from ncp_search.sweep_trial import SweepData, run_trial
+
+logger = logging.getLogger(__name__)
+WORKER_ATTR = "ncp_worker"
+MODEL_ATTR = "ncp_model_path"
+RETRY_ATTR = "retry_of"
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+HEARTBEAT_S = 10
+GRACE_S = 120
+
+
+def default_storage(output: str | os.PathLike[str]) -> str:
+    """The embedded default: a SQLite file in the output folder."""
+    return f"sqlite:///{Path(output).resolve() / 'study.db'}"
+
+
+def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner a validated config names."""
+    settings = config["pruner"]
+    name = settings["name"]
+    warm = {k: settings[k] for k in ("n_startup_trials", "n_warmup_steps")}
+    epochs = int(config["budget"]["epochs"])
+    if name == "ncp":
+        return NCPPruner(settings["percentile"], n_steps=epochs, predictor=settings["predictor"],
+                         kappa=settings["kappa"], **warm)
+    if name == "median":
+        return optuna.pruners.MedianPruner(**warm)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(settings["percentile"], **warm)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            reduction_factor=settings["reduction_factor"])
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                              reduction_factor=settings["reduction_factor"])
+    return optuna.pruners.NopPruner()
+
+
+def describe_pruner(config: Mapping[str, Any]) -> str:
+    """The pruner and its settings in one line (for logs and reports)."""
+    settings = {k: v for k, v in config["pruner"].items() if v is not None}
+    name = settings.pop("name")
+    from ncp_search.sweep_config import PRUNERS
+
+    used = {k: v for k, v in settings.items() if k in PRUNERS[name]}
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in used.items())})" if used else name
+
+
+def make_sampler(config: Mapping[str, Any], worker: int) -> optuna.samplers.BaseSampler:
+    """A seeded sampler; each worker gets its own seed so workers do not repeat."""
+    seed = int(config["seed"]) * 1000 + worker
+    if config["optuna"]["sampler"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's parameters from a config search space."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if not isinstance(spec, Mapping):
+            params[name] = spec
+        elif spec["type"] == "categorical":
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+        elif spec["type"] == "int":
+            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
+                                             log=bool(spec.get("log")))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                               log=bool(spec.get("log")))
+    return params
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed (stale) trial's configuration once as a new trial."""
+    if trial.user_attrs.get(RETRY_ATTR) is not None:
+        return  # already a retry: do not loop on a configuration that kills workers
+    study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats (SQLite waits for locks instead of failing)."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry,
+        )
+
+
+def open_study(config: Mapping[str, Any], storage_url: str, *, create: bool,
+               worker: int = 0) -> optuna.Study:
+    """Create (``create=True``) or load the sweep's study."""
+    name = config["optuna"]["study_name"] or config["name"]
+    kwargs = {"storage": open_storage(storage_url), "sampler": make_sampler(config, worker),
+              "pruner": make_pruner(config), "study_name": name}
+    if create:
+        return optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
+    try:
+        return optuna.load_study(**kwargs)
+    except KeyError:
+        raise NCPSearchError(f"no study named {name!r} in {storage_url}.") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker on this host is gone; queue them again.
+
+    Returns:
+        The numbers of the trials marked FAIL.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get(WORKER_ATTR, ""))
+        where, _, pid = worker.rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        failed.append(trial.number)
+        _retry(study, trial)
+    return failed
+
+
+def budget_used(study: optuna.Study) -> int:
+    """Trials that count against ``budget.trials``: finished or running (not FAIL)."""
+    return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
+
+
+def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
+                   on_epoch: Callable[[], Any] | None = None,
+                   cache_dir: str | None = None) -> Callable[[optuna.Trial], float]:
+    """The objective: fine-tune the trial's configuration, report each epoch's
+    validation accuracy and ``beta_eff``, prune when the pruner says so."""
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        params = suggest(trial, config["search_space"])
+
+        def report(epoch: int, value: float, beta: float) -> None:
+            report_beta_eff(trial, epoch, beta, value)
+            if on_epoch is not None:
+                on_epoch()
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+
+        model_path = output / "models" / f"trial_{trial.number:04d}.keras"
+        record = run_trial(config, params, data, report, trial_seed=int(config["seed"]) * 100_003
+                           + trial.number, model_path=model_path, cache_dir=cache_dir)
+        trial.set_user_attr("seconds", record["seconds"])
+        if record["model_path"]:
+            trial.set_user_attr(MODEL_ATTR, os.path.relpath(record["model_path"], output))
+        final = record["val_accuracy"][-1]
+        if not math.isfinite(final):
+            raise ValueError(f"trial {trial.number} ended with a NaN validation accuracy "
+                             "(diverged); marked FAIL.")
+        return final
+
+    return objective
+
+
+def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, worker: int = 0,
+               deadline: float | None = None, data: SweepData | None = None,
+               after_trial: Callable[[optuna.Study], Any] | None = None,
+               on_epoch: Callable[[], Any] | None = None, cache_dir: str | None = None) -> None:
+    """Run trials one at a time until the budget is used (or ``deadline``, a
+    ``time.time()`` value, passes). ``KeyboardInterrupt`` marks the running trial
+    FAIL (Optuna) and propagates."""
+    from ncp_search.sweep_trial import application_input_shape, load_data
+
+    study = open_study(config, storage_url, create=False, worker=worker)
+    data = data or load_data(config, application_input_shape(config))
+    objective = make_objective(config, data, output, on_epoch, cache_dir)
+    budget = int(config["budget"]["trials"])
+    finished: list[optuna.trial.FrozenTrial] = []
+    failures_in_a_row = 0
+    while budget_used(study) < budget and (deadline is None or time.time() < deadline):
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                       callbacks=[lambda _study, trial: finished.append(trial)])
+        last = finished[-1]
+        failures_in_a_row = failures_in_a_row + 1 if last.state == TrialState.FAIL else 0
+        if after_trial is not None:
+            after_trial(study)
+        if failures_in_a_row >= 3:
+            raise NCPSearchError(
+                f"3 trials in a row failed in worker {worker} (last: trial {last.number}); "
+                "stopping this worker. The errors are logged above; completed trials are kept "
+                "and --resume continues the sweep.")
