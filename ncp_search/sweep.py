@@ -195,6 +195,7 @@ def run_sweep(
     budget = config["budget"]
     deadline = time.time() + 60 * budget["minutes"] if budget["minutes"] else None
     progress = ProgressLine(budget["trials"], budget["epochs"], stream)
+    url = None
     if config["backend"] == "optuna":
         from ncp_search.sweep_optuna import default_storage, describe_pruner
 
@@ -215,7 +216,7 @@ def run_sweep(
                           cache_dir=cache_dir, storage_override=storage)
         finally:
             progress.close()
-    meta, trials = load_trials(output)
+    meta, trials = load_trials(output, storage=url)
     summary = summarize_sweep(meta, trials)
     write_json(summary, output / SUMMARY_FILE, indent=2)
     return summary

@@ -80,9 +80,12 @@ def describe_pruner(config: Mapping[str, Any]) -> str:
     return f"{name} ({', '.join(f'{k}={v}' for k, v in used.items())})" if used else name
 
 
-def make_sampler(config: Mapping[str, Any], worker: int) -> optuna.samplers.BaseSampler:
-    """A seeded sampler; each worker gets its own seed so workers do not repeat."""
-    seed = int(config["seed"]) * 1000 + worker
+def make_sampler(config: Mapping[str, Any], worker: int,
+                 existing: int = 0) -> optuna.samplers.BaseSampler:
+    """A seeded sampler. Each worker, and each start of a resumed sweep (``existing``
+    trials already in the study), gets its own seed: otherwise a resumed sweep would
+    draw the same first configurations again."""
+    seed = (int(config["seed"]) * 1000 + worker) * 100_003 + existing
     if config["optuna"]["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
@@ -130,11 +133,14 @@ def open_study(config: Mapping[str, Any], storage_url: str, *, create: bool,
     kwargs = {"storage": open_storage(storage_url), "sampler": make_sampler(config, worker),
               "pruner": make_pruner(config), "study_name": name}
     if create:
-        return optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
-    try:
-        return optuna.load_study(**kwargs)
-    except KeyError:
-        raise NCPSearchError(f"no study named {name!r} in {storage_url}.") from None
+        study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
+    else:
+        try:
+            study = optuna.load_study(**kwargs)
+        except KeyError:
+            raise NCPSearchError(f"no study named {name!r} in {storage_url}.") from None
+    study.sampler = make_sampler(config, worker, existing=len(study.get_trials(deepcopy=False)))
+    return study
 
 
 def _alive(pid: int) -> bool:
