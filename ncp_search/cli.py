@@ -220,14 +220,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     try:
         summary = run_sweep(args.config, backend=args.backend, storage=args.storage,
                             workers=args.workers, resume=args.resume, address=args.address,
-                            cache_dir=args.cache_dir)
+                            cache_dir=args.cache_dir, output=args.output,
+                            trials=args.trials, epochs=args.epochs)
     except KeyboardInterrupt:
         print("ncp-search: interrupted; finished trials are kept. Continue with: ncp-search "
               f"sweep {args.config} --resume", file=sys.stderr)
         return 130
     from ncp_search.sweep import default_output
 
-    output = default_output(args.config)
+    output = args.output or default_output(args.config)
     print(format_summary(summary, output))
     print(f"report: ncp-search report {output}")
     return 0
@@ -305,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--resume", action="store_true",
                      help="continue the sweep in the output folder (finished trials are kept)")
     swp.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    swp.add_argument("--output", default=None, help="output folder (default: the config's)")
+    swp.add_argument("--trials", type=_positive, default=None, help="override budget.trials")
+    swp.add_argument("--epochs", type=_positive, default=None, help="override budget.epochs")
     swp.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
     swp.set_defaults(func=_cmd_sweep)
 

@@ -160,6 +160,9 @@ def run_sweep(
     address: str | None = None,
     cache_dir: str | None = None,
     stream: TextIO | None = None,
+    output: str | os.PathLike[str] | None = None,
+    trials: int | None = None,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep of a config file; return its summary.
 
@@ -174,6 +177,9 @@ def run_sweep(
             local Ray).
         cache_dir: model-zoo cache folder.
         stream: where progress goes (default: stderr).
+        output: the output folder (default: the config's ``output``).
+        trials: override ``budget.trials``.
+        epochs: override ``budget.epochs``.
 
     Raises:
         ncp_search.sweep_config.ConfigError: for a bad config.
@@ -186,6 +192,13 @@ def run_sweep(
     config = load_sweep_config(config_path)
     if backend is not None:
         config["backend"] = backend
+    if output is not None:
+        config["output"] = os.fspath(output)
+    for key, value in (("trials", trials), ("epochs", epochs)):
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, but got {key}={value}.")
+            config["budget"][key] = value
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got workers={workers}.")
     output = Path(config["output"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,30 @@ def test_optuna_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "7 trials" in done.stdout and "best" in done.stdout
+
+
+@pytest.mark.slow
+def test_ray_example_runs(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ray_digits.py"), "--trials", "3",
+         "--epochs", "3", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 trials" in done.stdout and "best val_accuracy" in done.stdout
+
+
+@pytest.mark.slow
+def test_cli_sweep_example_runs(tmp_path):
+    # The smallest setting of the README's main job: 2 trials x 2 epochs of configs/quick.yaml.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(ROOT / "examples" / "cli_sweep.sh"), str(ROOT / "configs" / "quick.yaml"),
+         str(tmp_path / "out"), "--trials", "2", "--epochs", "2", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "best: trial" in done.stdout
+    assert (tmp_path / "out" / "report.html").is_file()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["complete"] + summary["pruned"] == 2
