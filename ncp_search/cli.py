@@ -230,7 +230,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     output = args.output or default_output(args.config)
     print(format_summary(summary, output))
-    print(f"report: ncp-search report {output}")
+    from ncp_search.report import write_report
+    from ncp_search.sweep_results import load_trials
+
+    meta, trials = load_trials(output, storage=args.storage)
+    print(f"report: {write_report(meta, trials, output)} (rebuild with `ncp-search report "
+          f"{output}`)")
     return 0
 
 

@@ -75,11 +75,20 @@ def test_interrupted_sweep_restores_with_histories(tmp_path):
             time.sleep(2.5)  # let Tune write its experiment state once more
             before = pickle.loads(Path(state).read_bytes())
             break
+    import psutil  # ray ships it
+
+    # The driver's own Ray processes (GCS, raylet, workers), to clean up after the kill
+    # without touching any other Ray instance on the machine (no `ray stop`).
+    family = psutil.Process(driver.pid).children(recursive=True)
     os.killpg(driver.pid, signal.SIGKILL)  # the sweep dies mid-way, no clean shutdown
     driver.wait()
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
     assert len(before.get("_finals", {})) >= 2, "the sweep made no progress"
-    ray_cli = Path(sys.executable).with_name("ray")  # clean up what the kill left behind
-    subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
 
     ray.cloudpickle.register_pickle_by_value(sweep)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
