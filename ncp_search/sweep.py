@@ -97,11 +97,13 @@ def _spawn_workers(config_path: str, storage: str, output: Path, n: int,
             command += ["--deadline", repr(deadline)]
         if cache_dir:
             command += ["--cache-dir", cache_dir]
-        procs.append(subprocess.Popen(command))
+        # Own session: a terminal's Ctrl-C reaches the driver only, which passes one
+        # SIGINT on to each worker (stop at the end of the epoch).
+        procs.append(subprocess.Popen(command, start_new_session=True))
     return procs
 
 
-def _stop_workers(procs: list[subprocess.Popen], wait_s: float = 60.0) -> None:
+def _stop_workers(procs: list[subprocess.Popen], wait_s: float = 300.0) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # Optuna marks the running trial FAIL and exits

@@ -19,7 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -217,17 +220,67 @@ def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, wor
                after_trial: Callable[[optuna.Study], Any] | None = None,
                on_epoch: Callable[[], Any] | None = None, cache_dir: str | None = None) -> None:
     """Run trials one at a time until the budget is used (or ``deadline``, a
-    ``time.time()`` value, passes). ``KeyboardInterrupt`` marks the running trial
-    FAIL (Optuna) and propagates."""
+    ``time.time()`` value, passes).
+
+    Interrupts: a first SIGINT (Ctrl-C) stops the running trial at the end of its
+    current epoch, so no storage write is cut in half; a second one stops at once.
+    Either way ``KeyboardInterrupt`` marks the running trial FAIL (its reported
+    epochs kept) and propagates.
+    """
     from ncp_search.sweep_trial import application_input_shape, load_data
 
     study = open_study(config, storage_url, create=False, worker=worker)
     data = data or load_data(config, application_input_shape(config))
-    objective = make_objective(config, data, output, on_epoch, cache_dir)
+    with StopAtEpochEnd() as stop:
+
+        def epoch_done() -> None:
+            if on_epoch is not None:
+                on_epoch()
+            stop.check()
+
+        objective = make_objective(config, data, output, epoch_done, cache_dir)
+        _run_trials(study, objective, config, worker, deadline, after_trial, stop)
+
+
+class StopAtEpochEnd:
+    """While active (main thread only), the first SIGINT sets a flag that
+    :meth:`check` turns into ``KeyboardInterrupt`` at the next safe point; the
+    second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopAtEpochEnd:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\nncp-search: stopping at the end of this epoch (Ctrl-C again to "
+                         "stop now)\n")
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float],
+                config: Mapping[str, Any], worker: int, deadline: float | None,
+                after_trial: Callable[[optuna.Study], Any] | None,
+                stop: StopAtEpochEnd) -> None:
     budget = int(config["budget"]["trials"])
     finished: list[optuna.trial.FrozenTrial] = []
     failures_in_a_row = 0
     while budget_used(study) < budget and (deadline is None or time.time() < deadline):
+        stop.check()
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
                        callbacks=[lambda _study, trial: finished.append(trial)])
         last = finished[-1]

@@ -85,28 +85,14 @@ def test_quick_sweep_end_to_end_then_report_and_resume(tmp_path, capsys) -> None
 
 @pytest.mark.slow
 def test_kill_9_mid_sweep_then_resume_loses_nothing_and_reruns_nothing(tmp_path) -> None:
-    config = tiny_config(tmp_path, trials=5, epochs=4, pruner={"name": "nop"})
+    config = tiny_config(tmp_path, trials=4, epochs=16, pruner={"name": "nop"})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(_cli("sweep", str(config)), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    killed_number = None
     try:
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            if not (tmp_path / "out" / "study.db").exists():
-                continue
-            try:
-                trials = _study(tmp_path).trials
-            except (KeyError, Exception):  # study not created yet
-                continue
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and len(t.intermediate_values) == 1]  # 3 epochs (seconds) to go
-            if len(done) >= 2 and running:
-                proc.send_signal(signal.SIGKILL)
-                killed_number = running[0].number
-                break
+        killed_number = _wait_for(tmp_path, proc, complete=2)
+        if killed_number is not None:
+            proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -133,9 +119,52 @@ def test_kill_9_mid_sweep_then_resume_loses_nothing_and_reruns_nothing(tmp_path)
     assert retries[0].state == TrialState.COMPLETE
     # The budget is met exactly and no configuration completed twice.
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 5
+    assert len(finished) == 4
     keys = [json.dumps(t.params, sort_keys=True) for t in finished]
     assert len(set(keys)) == len(keys)
+
+
+def _wait_for(tmp_path: Path, proc: subprocess.Popen, complete: int) -> int | None:
+    """The number of a RUNNING trial with 1-8 of its 16 epochs reported once ``complete``
+    trials are COMPLETE (None if the sweep ends or 300 s pass first)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (tmp_path / "out" / "study.db").exists():
+            continue
+        try:
+            trials = _study(tmp_path).trials
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            continue
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and 1 <= len(t.intermediate_values) <= 8]
+        if len(done) >= complete and running:
+            return running[0].number
+    return None
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_everything(tmp_path) -> None:
+    config = tiny_config(tmp_path, trials=4, epochs=16, pruner={"name": "nop"})
+    proc = subprocess.Popen(_cli("sweep", str(config)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        running = _wait_for(tmp_path, proc, complete=1)
+        assert running is not None, "the sweep never reached 1 complete trial"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err
+    trials = _study(tmp_path).trials
+    assert trials[running].state == TrialState.FAIL and trials[running].intermediate_values
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(len(t.intermediate_values) == 16 for t in complete)
+    assert all((tmp_path / "out" / t.user_attrs["ncp_model_path"]).is_file() for t in complete)
 
 
 def _check_multi_worker(study: optuna.Study, budget: int, workers: int, epochs: int) -> None:
