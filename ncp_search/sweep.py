@@ -224,7 +224,9 @@ def run_sweep(
     else:
         from ncp_search.sweep_ray import describe_scheduler, run_ray_sweep
 
-        _write_meta(meta_path, config, None, resume, describe_scheduler(config))
+        if storage is None and resume:  # the Ray storage path the sweep started with
+            storage = json.loads(meta_path.read_text(encoding="utf-8")).get("storage")
+        _write_meta(meta_path, config, storage, resume, describe_scheduler(config))
         try:
             run_ray_sweep(config, output, workers=workers, resume=resume,
                           address=address or config["ray"]["address"], progress=progress,

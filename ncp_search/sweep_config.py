@@ -334,6 +334,12 @@ def validate_sweep_config(raw: Any, where: str = "<config>") -> dict[str, Any]:
     _check_space(raw["search_space"], where)
     config["search_space"] = dict(raw["search_space"])
     _check_source(config["source"], config["search_space"], where)
+    if config["data"]["target"].split(":")[0].strip().lower() == "digits":
+        for key in ("n_train", "n_val"):
+            if config["data"][key] is not None:
+                raise _fail(where, f"data.{key}", "not available for digits (its split is "
+                            "fixed: 75% train, 25% validation of the 1,797 samples); remove "
+                            "it, or use a fashion_mnist target.")
     if config["output"] is None:
         config["output"] = os.path.join("runs", config["name"])
     return config

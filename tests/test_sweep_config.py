@@ -85,6 +85,7 @@ def test_good_config_gets_defaults() -> None:
     ("optuna", {"sampler": "cmaes"}, ["optuna.sampler: expected one of ['tpe', 'random']"]),
     ("budget.minutes", float("nan"), ["budget.minutes: expected a number > 0 or null"]),
     ("name", "my sweep", ["name: expected a name of letters"]),
+    ("data.n_train", 500, ["data.n_train: not available for digits"]),
 ])
 def test_bad_config_names_key_path_and_fix(path: str, value: object, expected: list[str],
                                            tmp_path, capsys) -> None:
