@@ -19,6 +19,7 @@ import optuna
 
 from ncp_search.optuna_pruner import NCPPruner
 from ncp_search.optuna_reporting import report_beta_eff, report_predicted_final
+from ncp_search.search_space import suggest
 
 
 def _distance(space: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
@@ -37,22 +38,6 @@ def _distance(space: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, An
     return total
 
 
-def _suggest(trial: optuna.Trial, space: Mapping[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for name, spec in space.items():
-        if not isinstance(spec, Mapping):
-            continue
-        if spec["type"] == "categorical":
-            params[name] = trial.suggest_categorical(name, spec["choices"])
-        elif spec["type"] == "int":
-            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
-                                             log=bool(spec.get("log")))
-        else:
-            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
-                                               log=bool(spec.get("log")))
-    return params
-
-
 def tpe_study(
     runs: Sequence[dict[str, Any]],
     space: Mapping[str, Any],
@@ -68,7 +53,7 @@ def tpe_study(
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal epochs
-        params = _suggest(trial, space)
+        params = suggest(trial, space)
         run = min(runs, key=lambda r: _distance(space, params, r["config"]))
         for s in range(n_steps):
             step = run["curve"][s + 1]

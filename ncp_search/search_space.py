@@ -84,3 +84,21 @@ def sample_configs(space: Mapping[str, Any], n: int, seed: int) -> list[dict[str
     """``n`` configurations drawn with one seeded generator."""
     rng = np.random.default_rng(seed)
     return [sample(space, rng) for _ in range(n)]
+
+
+def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of an Optuna ``trial`` drawn from ``space`` (fixed values as
+    they are), through the trial's own ``suggest_*`` methods."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if not isinstance(spec, Mapping):
+            params[name] = spec
+        elif spec["type"] == "categorical":
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+        elif spec["type"] == "int":
+            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
+                                             log=bool(spec.get("log")))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                               log=bool(spec.get("log")))
+    return params

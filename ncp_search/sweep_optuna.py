@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from ncp_search.errors import NCPSearchError
 from ncp_search.optuna_pruner import NCPPruner
 from ncp_search.optuna_reporting import report_beta_eff
+from ncp_search.search_space import suggest
 from ncp_search.sweep_trial import SweepData, run_trial
 
 logger = logging.getLogger(__name__)
@@ -92,23 +93,6 @@ def make_sampler(config: Mapping[str, Any], worker: int,
     if config["optuna"]["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
-
-
-def suggest(trial: optuna.Trial, space: Mapping[str, Any]) -> dict[str, Any]:
-    """The trial's parameters from a config search space."""
-    params: dict[str, Any] = {}
-    for name, spec in space.items():
-        if not isinstance(spec, Mapping):
-            params[name] = spec
-        elif spec["type"] == "categorical":
-            params[name] = trial.suggest_categorical(name, spec["choices"])
-        elif spec["type"] == "int":
-            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
-                                             log=bool(spec.get("log")))
-        else:
-            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
-                                               log=bool(spec.get("log")))
-    return params
 
 
 def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

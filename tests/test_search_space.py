@@ -42,3 +42,25 @@ def test_sampling_is_seeded_and_in_range():
 def test_invalid_spaces(space, match):
     with pytest.raises(ValueError, match=match):
         validate_space(space)
+
+
+def test_suggest_draws_each_kind_through_optuna():
+    import optuna
+
+    from ncp_search.search_space import suggest
+
+    space = {
+        "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+        "units": {"type": "int", "low": 16, "high": 64},
+        "opt": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "fixed": 3,
+    }
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        params = suggest(trial, space)
+        assert 1e-4 <= params["lr"] <= 0.1 and isinstance(params["units"], int)
+        assert 16 <= params["units"] <= 64 and params["opt"] in ("sgd", "adam")
+        assert params["fixed"] == 3 and "fixed" not in trial.params
+        assert trial.distributions["lr"].log and not trial.distributions["units"].log
+        study.tell(trial, 0.0)
