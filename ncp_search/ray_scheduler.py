@@ -116,6 +116,7 @@ class NCPScheduler(FIFOScheduler):
         self._histories: dict[str, list[tuple[float, float, float]]] = {}
         self._predictions: dict[str, float] = {}
         self._finals: dict[str, float] = {}
+        self._stopped: set[str] = set()
         self._rungs: dict[int, dict[str, float]] = {}
         self._warned: set[str] = set()
         self._num_stopped = 0
@@ -184,17 +185,24 @@ class NCPScheduler(FIFOScheduler):
                 if self._rule == "asha" else self._percentile_stop(trial.trial_id, predicted))
         if stop:
             self._num_stopped += 1
+            self._stopped.add(trial.trial_id)
         self._persist()
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        # Tune also calls this for the trials this scheduler stopped: their last value
+        # is not a final; their last prediction stays in the pool (as NCPPruner keeps
+        # pruned trials' predictions).
+        if trial.trial_id in self._stopped:
+            return
         if result and self._metric in result:
             self._finals[trial.trial_id] = self._sign * float(result[self._metric])
         self._predictions.pop(trial.trial_id, None)
         self._persist()
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        self._predictions.pop(trial.trial_id, None)
+        if trial.trial_id not in self._stopped:
+            self._predictions.pop(trial.trial_id, None)
 
     def debug_string(self) -> str:
         return (f"Using NCPScheduler ({self._rule}, predictor={self._predictor}): "
@@ -242,7 +250,7 @@ class NCPScheduler(FIFOScheduler):
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     # -- persistence ----------------------------------------------------------------
-    _STATE = ("_histories", "_predictions", "_finals", "_rungs", "_num_stopped")
+    _STATE = ("_histories", "_predictions", "_finals", "_stopped", "_rungs", "_num_stopped")
 
     def _persist(self) -> None:
         if not self._state_path:

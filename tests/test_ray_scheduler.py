@@ -48,6 +48,20 @@ def test_percentile_rule_stops_a_bad_trial_in_both_modes(mode, sign):
     assert feed(scheduler, good, [sign * 0.95] * 3) == [CONTINUE] * 3
 
 
+def test_a_stopped_trial_is_not_counted_as_a_final():
+    # Tune calls on_trial_complete for trials the scheduler stopped, too.
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, grace_period=2)
+    for i in range(3):
+        finished(scheduler, f"done{i}", [0.8 + 0.01 * i] * 6)
+    bad = Trial("bad")
+    scheduler.on_trial_add(None, bad)
+    assert feed(scheduler, bad, [0.1] * 2) == [CONTINUE, STOP]
+    scheduler.on_trial_complete(None, bad, {"training_iteration": 2, "acc": 0.1})
+    scheduler.on_trial_remove(None, bad)
+    assert "bad" not in scheduler._finals and len(scheduler._finals) == 3
+    assert scheduler._predictions["bad"] == pytest.approx(0.1)  # its prediction stays
+
+
 def test_grace_period_and_first_trial():
     scheduler = NCPScheduler(metric="acc", mode="max", grace_period=3, max_t=10)
     first = Trial("first")
