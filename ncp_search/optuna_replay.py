@@ -12,7 +12,6 @@ points of it.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import optuna
 
 from ncp_search.optuna_pruner import NCPPruner
 from ncp_search.optuna_reporting import report_beta_eff
+from ncp_search.replay_common import epochs_to_reach, plot_anytime_regret, step_value
 
 BUILT_IN = ("nop", "median", "percentile", "successive_halving", "hyperband", "patient")
 DEFAULT_PRUNERS = (*BUILT_IN, "ncp:best", "ncp:pow3", "ncp:ncp_raw", "ncp:xtrial_curve",
@@ -54,11 +54,6 @@ def make_pruner(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     return factories[name]()
 
 
-def _value(step: dict[str, Any], key: str) -> float:
-    value = step.get(key)
-    return float("nan") if value is None else float(value)
-
-
 def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[str, Any]:
     """One study over all runs in a seeded order; returns its anytime curve."""
     n_steps = min(len(r["curve"]) - 1 for r in runs)
@@ -72,10 +67,10 @@ def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[
         run = runs[int(order[trial.number])]
         for s in range(n_steps):
             step = run["curve"][s + 1]
-            value = _value(step, "val_accuracy")
+            value = step_value(step, "val_accuracy")
             state["epochs"] += 1
             if ncp:
-                report_beta_eff(trial, s, _value(step, "beta_eff"), value)
+                report_beta_eff(trial, s, step_value(step, "beta_eff"), value)
             else:
                 trial.report(value, s)
             if trial.should_prune():
@@ -101,14 +96,6 @@ def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[
         "curve": curve,
         "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
     }
-
-
-def epochs_to_reach(curve: Sequence[tuple[int, float]], tolerance: float) -> float:
-    """Epochs consumed when the regret first fell to ``tolerance`` points (inf if never)."""
-    for epochs, regret in curve:
-        if regret <= tolerance + 1e-9:
-            return float(epochs)
-    return math.inf
 
 
 def compare(
@@ -160,38 +147,5 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: str, title: str = "") -> None:
-    """Median anytime regret against epochs consumed, per pruner."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    horizon = max(r["epochs"] for r in report["runs"])
-    grid = np.linspace(0, horizon, 300)
-    colors = plt.get_cmap("tab20").colors
-    top = 0.0
-    for position, name in enumerate(report["summary"]):
-        curves = []
-        for run in (r for r in report["runs"] if r["pruner"] == name):
-            epochs = np.array([c[0] for c in run["curve"]])
-            regret = np.array([c[1] for c in run["curve"]])
-            index = np.searchsorted(epochs, grid, side="right") - 1
-            curves.append(np.where(index >= 0, regret[np.maximum(index, 0)], np.nan))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(np.array(curves, dtype=float), axis=0)
-        finite = mean[np.isfinite(mean)]
-        top = max(top, float(np.percentile(finite, 60)) if finite.size else 0.0)
-        ax.plot(grid, mean, "-" if name.startswith("ncp") else "--",
-                color=colors[position % len(colors)], label=name, lw=1.4)
-    ax.axhline(report["tolerance"], color="grey", lw=0.8, ls=":")
-    ax.set_ylim(0, max(2.0, 1.5 * top))
-    ax.set_xlabel("epochs consumed (all trials so far)")
-    ax.set_ylabel("regret of best completed trial\n(accuracy points, mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Mean anytime regret against epochs consumed, per pruner."""
+    plot_anytime_regret(report, path, group_key="pruner", title=title, colormap="tab20")

@@ -56,7 +56,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,6 +74,7 @@ except ImportError as error:  # pragma: no cover
     raise ImportError("ncp_search.ray_replay needs Ray Tune: pip install 'ray[tune]'") from error
 
 from ncp_search.ray_scheduler import NCPScheduler
+from ncp_search.replay_common import epochs_to_reach, plot_anytime_regret, step_value
 
 # Driver-side settings for the replays: two PENDING trials at a time (by default Tune
 # creates up to 200 trials at once and requests an actor for each, and trials then start
@@ -182,18 +182,14 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     return factories[name]()
 
 
-def _value(step: dict[str, Any], key: str) -> float:
-    value = step.get(key)
-    return float("nan") if value is None else float(value)
-
-
 def slim(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """What a trial needs of each recorded run: accuracy and beta_eff per epoch."""
     n_steps = min(len(r["curve"]) - 1 for r in runs)
     return [
         {
-            "val_accuracy": [_value(r["curve"][s], "val_accuracy") for s in range(1, n_steps + 1)],
-            "beta_eff": [_value(r["curve"][s], "beta_eff") for s in range(1, n_steps + 1)],
+            "val_accuracy": [step_value(r["curve"][s], "val_accuracy")
+                             for s in range(1, n_steps + 1)],
+            "beta_eff": [step_value(r["curve"][s], "beta_eff") for s in range(1, n_steps + 1)],
             "final": float(r["final_val_accuracy"]),
         }
         for r in runs
@@ -386,14 +382,6 @@ def replay(
     }
 
 
-def epochs_to_reach(curve: Sequence[tuple[int, float]], tolerance: float) -> float:
-    """Epochs consumed when the regret first fell to ``tolerance`` points (inf if never)."""
-    for epochs, regret in curve:
-        if regret <= tolerance + 1e-9:
-            return float(epochs)
-    return math.inf
-
-
 def summarize(results: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any]:
     """Per scheduler (in order of first appearance): means over its seeds.
 
@@ -525,38 +513,4 @@ def format_summary(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: str, title: str = "") -> None:
     """Mean anytime regret against epochs consumed, one line per scheduler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    horizon = max(r["epochs"] for r in report["runs"])
-    grid = np.linspace(0, horizon, 300)
-    colors = plt.get_cmap("tab10").colors
-    top = 0.0
-    for position, name in enumerate(report["summary"]):
-        curves = []
-        for run in (r for r in report["runs"] if r["scheduler"] == name):
-            epochs = np.array([c[0] for c in run["curve"]])
-            regret = np.array([c[1] for c in run["curve"]], dtype=float)
-            index = np.searchsorted(epochs, grid, side="right") - 1
-            curves.append(np.where(index >= 0, regret[np.maximum(index, 0)], np.nan))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            # inf (no completed trial yet in some seed) leaves the mean undrawn
-            mean = np.nanmean(np.array(curves, dtype=float), axis=0)
-        finite = mean[np.isfinite(mean)]
-        top = max(top, float(np.percentile(finite, 60)) if finite.size else 0.0)
-        ax.plot(grid, mean, "-" if name.startswith("ncp") else "--",
-                color=colors[position % len(colors)], label=name, lw=1.4)
-    ax.axhline(report["tolerance"], color="grey", lw=0.8, ls=":")
-    ax.set_ylim(0, max(2.0, 1.5 * top))
-    ax.set_xlabel("epochs consumed (all trials so far)")
-    ax.set_ylabel("regret of best completed trial\n(accuracy points, mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_anytime_regret(report, path, group_key="scheduler", title=title, colormap="tab10")
