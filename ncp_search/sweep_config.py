@@ -120,6 +120,11 @@ def _zoo_name(value: Any) -> bool:
     return value in available_models()
 
 
+# Settings that the Optuna pruners and the Ray schedulers share.
+_PREDICTOR = _Field("a predictor name such as 'best', 'pow3' or 'ncp_raw'", _predictor, "best")
+_PERCENTILE = _Field("a number in [0, 100]", lambda v: _is_number(v) and 0 <= v <= 100, 50.0)
+_REDUCTION_FACTOR = _Field("an integer >= 2", lambda v: _is_int(v) and v >= 2, 3)
+
 TOP: dict[str, _Field] = {
     "name": _Field("a name of letters, digits, '_', '.' or '-'", _name, required=True),
     "description": _Field("a string", lambda v: isinstance(v, str), ""),
@@ -166,23 +171,19 @@ SECTIONS: dict[str, dict[str, _Field]] = {
     },
     "pruner": {
         "name": _Field(f"one of {list(PRUNERS)}", _one_of(PRUNERS), "ncp"),
-        "predictor": _Field("a predictor name such as 'best', 'pow3' or 'ncp_raw'",
-                            _predictor, "best"),
-        "percentile": _Field("a number in [0, 100]",
-                             lambda v: _is_number(v) and 0 <= v <= 100, 50.0),
+        "predictor": _PREDICTOR,
+        "percentile": _PERCENTILE,
         "n_startup_trials": _Field("an integer >= 0", _non_negative_int, 5),
         "n_warmup_steps": _Field("an integer >= 0", _non_negative_int, 2),
         "kappa": _Field("a number >= 0", lambda v: _is_number(v) and v >= 0, 0.0),
-        "reduction_factor": _Field("an integer >= 2", lambda v: _is_int(v) and v >= 2, 3),
+        "reduction_factor": _REDUCTION_FACTOR,
     },
     "scheduler": {
         "name": _Field(f"one of {list(SCHEDULERS)}", _one_of(SCHEDULERS), "ncp"),
-        "predictor": _Field("a predictor name such as 'best', 'pow3' or 'ncp_raw'",
-                            _predictor, "best"),
-        "percentile": _Field("a number in [0, 100]",
-                             lambda v: _is_number(v) and 0 <= v <= 100, 50.0),
+        "predictor": _PREDICTOR,
+        "percentile": _PERCENTILE,
         "grace_period": _Field("an integer >= 1", _positive_int, 2),
-        "reduction_factor": _Field("an integer >= 2", lambda v: _is_int(v) and v >= 2, 3),
+        "reduction_factor": _REDUCTION_FACTOR,
     },
     "optuna": {
         "storage": _Field("a storage URL (sqlite:///..., postgresql://...) or null",
@@ -343,6 +344,14 @@ def validate_sweep_config(raw: Any, where: str = "<config>") -> dict[str, Any]:
     if config["output"] is None:
         config["output"] = os.path.join("runs", config["name"])
     return config
+
+
+def describe_choice(settings: Mapping[str, Any], table: Mapping[str, set[str]]) -> str:
+    """A validated ``pruner`` or ``scheduler`` section in one line (for logs and
+    reports): its name and the settings that choice uses, e.g. ``ncp (predictor=best)``."""
+    name = settings["name"]
+    used = {k: v for k, v in settings.items() if k in table[name] and v is not None}
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in used.items())})" if used else name
 
 
 def load_sweep_config(path: str | os.PathLike[str]) -> dict[str, Any]:

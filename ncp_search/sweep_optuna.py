@@ -76,12 +76,9 @@ def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
 
 def describe_pruner(config: Mapping[str, Any]) -> str:
     """The pruner and its settings in one line (for logs and reports)."""
-    settings = {k: v for k, v in config["pruner"].items() if v is not None}
-    name = settings.pop("name")
-    from ncp_search.sweep_config import PRUNERS
+    from ncp_search.sweep_config import PRUNERS, describe_choice
 
-    used = {k: v for k, v in settings.items() if k in PRUNERS[name]}
-    return f"{name} ({', '.join(f'{k}={v}' for k, v in used.items())})" if used else name
+    return describe_choice(config["pruner"], PRUNERS)
 
 
 def make_sampler(config: Mapping[str, Any], worker: int,

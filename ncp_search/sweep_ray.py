@@ -70,7 +70,7 @@ from ncp_search.errors import NCPSearchError
 from ncp_search.jsonio import strict_json
 from ncp_search.ray_scheduler import NCPScheduler
 from ncp_search.ray_trainable import trial_resources
-from ncp_search.sweep_config import SCHEDULERS, ConfigError
+from ncp_search.sweep_config import SCHEDULERS, ConfigError, describe_choice
 from ncp_search.sweep_progress import ProgressLine, TrialStatus
 from ncp_search.sweep_results import RAY_TRIALS_FILE
 
@@ -89,10 +89,7 @@ _SESSIONS: dict[str, _Session] = {}
 # -- configuration --------------------------------------------------------------------
 def describe_scheduler(config: Mapping[str, Any]) -> str:
     """The scheduler and its settings in one line (for logs and reports)."""
-    settings = {k: v for k, v in config["scheduler"].items() if v is not None}
-    name = settings.pop("name")
-    used = {k: v for k, v in settings.items() if k in SCHEDULERS[name]}
-    return f"{name} ({', '.join(f'{k}={v}' for k, v in used.items())})" if used else name
+    return describe_choice(config["scheduler"], SCHEDULERS)
 
 
 def make_scheduler(config: Mapping[str, Any],
