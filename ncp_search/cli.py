@@ -226,16 +226,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print("ncp-search: interrupted; finished trials are kept. Continue with: ncp-search "
               f"sweep {args.config} --resume", file=sys.stderr)
         return 130
-    from ncp_search.sweep import default_output
-
-    output = args.output or default_output(args.config)
-    print(format_summary(summary, output))
-    from ncp_search.report import write_report
-    from ncp_search.sweep_results import load_trials
-
-    meta, trials = load_trials(output, storage=args.storage)
-    print(f"report: {write_report(meta, trials, output)} (rebuild with `ncp-search report "
-          f"{output}`)")
+    print(format_summary(summary, summary["output"]))
+    print(f"report: {summary['report']} (rebuild with `ncp-search report "
+          f"{summary['output']}`)")
     return 0
 
 

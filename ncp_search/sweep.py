@@ -166,7 +166,8 @@ def run_sweep(
     trials: int | None = None,
     epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the sweep of a config file; return its summary.
+    """Run (or resume) the sweep of a config file, write ``summary.json`` and
+    ``report.html`` into its output folder, and return the summary.
 
     Args:
         config_path: the YAML config.
@@ -235,12 +236,9 @@ def run_sweep(
             progress.close()
     meta, trials = load_trials(output, storage=url)
     summary = summarize_sweep(meta, trials)
+    from ncp_search.report import write_report
+
+    summary["output"] = str(output)
+    summary["report"] = str(write_report(meta, trials, output))
     write_json(summary, output / SUMMARY_FILE, indent=2)
     return summary
-
-
-def default_output(config_path: str | os.PathLike[str]) -> Path:
-    """The output folder a config names (for ``ncp-search report`` hints)."""
-    from ncp_search.sweep_config import load_sweep_config
-
-    return Path(load_sweep_config(config_path)["output"])
