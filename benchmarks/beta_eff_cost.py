@@ -42,9 +42,9 @@ def main() -> None:
     import keras
 
     from ncp_search import BetaEffMeter, attach_probe, split_probe
-    from ncp_search.capacitance import beta_eff_terms_from_weights
-    from ncp_search.data import load_fashion_mnist
-    from ncp_search.zoo import load_source_model
+    from ncp_search.app.data import load_fashion_mnist
+    from ncp_search.app.zoo import load_source_model
+    from ncp_search.engine.capacitance import beta_eff_terms_from_weights
 
     source = load_source_model("cnn_small", source="fashion_mnist:0-4", progress=print)
     task = load_fashion_mnist(classes=(5, 6, 7, 8, 9), n_train=4000, seed=0)

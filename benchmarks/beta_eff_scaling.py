@@ -6,7 +6,7 @@ peak resident memory (ru_maxrss) belongs to one route and one size:
 
 - ``hvp``: ncp_search's compiled float32 path (``beta_eff_terms_from_weights``),
   median of repeated warm calls;
-- ``materialised``: the full N x N Hessian (``ncp_search.reference``, float32,
+- ``materialised``: the full N x N Hessian (``tests.reference``, float32,
   vectorised jacobian), one warm call; skipped (and reported) when the Hessian
   alone would exceed ``--materialised-limit-gb``, or when the subprocess dies.
 
@@ -48,8 +48,8 @@ def child(route: str, width: int, repeats: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from ncp_search.capacitance import beta_eff_terms_from_weights
-    from ncp_search.reference import materialised_beta_eff
+    from ncp_search.engine.capacitance import beta_eff_terms_from_weights
+    from tests.reference import materialised_beta_eff
 
     kernels, features, labels = _probe(width)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from ncp_search.optuna_pruner import BETA_ATTR, NCPPruner
+from ncp_search.integrations.optuna.pruner import BETA_ATTR, NCPPruner
 
 STEPS = 10
 

@@ -2,7 +2,7 @@
 
 For each table (observer-mode runs), every scheduler runs one Tune experiment per seed
 (seed = order of the runs; one trial per run, replayed epoch by epoch; see
-ncp_search/ray_replay.py). Prints per table: epochs consumed (and the share of
+research/ray_replay.py). Prints per table: epochs consumed (and the share of
 FIFO's, and the ratio to the best built-in: lowest mean final regret, then fewest
 epochs), trials stopped, final regret of the best completed trial in accuracy points
 below the table's best (mean and max over seeds), epochs until within --tolerance
@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from ncp_search import ray_replay
-from ncp_search.jsonio import write_json
-from ncp_search.recorder import read_table
+import research.ray_replay as ray_replay
+from ncp_search.app.jsonio import write_json
+from research.recorder import read_table
 
 
 def main(argv: list[str] | None = None) -> int:

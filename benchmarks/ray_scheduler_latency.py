@@ -18,7 +18,7 @@ import time
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
-from ncp_search.ray_scheduler import NCPScheduler
+from ncp_search.integrations.ray.scheduler import NCPScheduler
 
 
 class Trial:

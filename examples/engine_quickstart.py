@@ -10,8 +10,8 @@ import argparse
 import keras
 
 import ncp_search
-from ncp_search.data import load_task
-from ncp_search.zoo import load_source_model
+from ncp_search.app.data import load_task
+from ncp_search.app.zoo import load_source_model
 
 
 def main() -> None:

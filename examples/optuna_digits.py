@@ -10,9 +10,9 @@ import argparse
 import optuna
 
 import ncp_search
-from ncp_search.data import load_task
-from ncp_search.finetune import build_trial_models, compile_trial
-from ncp_search.zoo import load_source_model
+from ncp_search.app.data import load_task
+from ncp_search.app.zoo import load_source_model
+from ncp_search.engine.finetune import build_trial_models, compile_trial
 
 
 def main() -> None:

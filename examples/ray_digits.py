@@ -13,16 +13,16 @@ import ray
 from ray import tune
 
 import ncp_search
-from ncp_search.ray_trainable import KerasProbeTrainable, trial_resources
+from ncp_search.integrations.ray.trainable import KerasProbeTrainable, trial_resources
 
 
 class DigitsTrainable(KerasProbeTrainable):
     """Fine-tunes the zoo MLP (pre-trained on digits 0-4) on digits 5-9."""
 
     def build(self, config: dict) -> dict:
-        from ncp_search.data import load_task
-        from ncp_search.finetune import build_trial_models, compile_trial
-        from ncp_search.zoo import load_source_model
+        from ncp_search.app.data import load_task
+        from ncp_search.app.zoo import load_source_model
+        from ncp_search.engine.finetune import build_trial_models, compile_trial
 
         task = load_task("digits:5-9")
         source = load_source_model("mlp", source="digits:0-4", epochs=10,

@@ -13,26 +13,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ncp_search.core.regression import AccuracyPredictor, FinalAccuracy
 from ncp_search.errors import DataError, NCPSearchError, ProbeError
-from ncp_search.predictor import AccuracyPredictor, FinalAccuracy
 
 __version__ = "0.1.0"
 
 # Public names whose modules import TensorFlow/Keras: resolved lazily (PEP 562).
 _LAZY = {
-    "attach_probe": "ncp_search.probe",
-    "split_probe": "ncp_search.probe",
-    "ProbeParts": "ncp_search.probe",
-    "beta_eff": "ncp_search.capacitance",
-    "beta_eff_terms": "ncp_search.capacitance",
-    "beta_eff_from_weights": "ncp_search.capacitance",
-    "BetaEffTerms": "ncp_search.capacitance",
-    "BetaEffMeter": "ncp_search.capacitance",
-    "BetaEffLogger": "ncp_search.callbacks",
-    "NCPPruner": "ncp_search.optuna_pruner",
-    "NCPCallback": "ncp_search.optuna_callback",
-    "report_beta_eff": "ncp_search.optuna_reporting",
-    "NCPScheduler": "ncp_search.ray_scheduler",
+    "attach_probe": "ncp_search.engine.probe",
+    "split_probe": "ncp_search.engine.probe",
+    "ProbeParts": "ncp_search.engine.probe",
+    "beta_eff": "ncp_search.engine.capacitance",
+    "beta_eff_terms": "ncp_search.engine.capacitance",
+    "beta_eff_from_weights": "ncp_search.engine.capacitance",
+    "BetaEffTerms": "ncp_search.engine.capacitance",
+    "BetaEffMeter": "ncp_search.engine.capacitance",
+    "BetaEffLogger": "ncp_search.engine.callbacks",
+    "NCPPruner": "ncp_search.integrations.optuna.pruner",
+    "NCPCallback": "ncp_search.integrations.optuna.callback",
+    "report_beta_eff": "ncp_search.integrations.optuna.reporting",
+    "NCPScheduler": "ncp_search.integrations.ray.scheduler",
 }
 
 __all__ = [
@@ -57,19 +57,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ncp_search.callbacks import BetaEffLogger
-    from ncp_search.capacitance import (
+    from ncp_search.engine.callbacks import BetaEffLogger
+    from ncp_search.engine.capacitance import (
         BetaEffMeter,
         BetaEffTerms,
         beta_eff,
         beta_eff_from_weights,
         beta_eff_terms,
     )
-    from ncp_search.optuna_callback import NCPCallback
-    from ncp_search.optuna_pruner import NCPPruner
-    from ncp_search.optuna_reporting import report_beta_eff
-    from ncp_search.probe import ProbeParts, attach_probe, split_probe
-    from ncp_search.ray_scheduler import NCPScheduler
+    from ncp_search.engine.probe import ProbeParts, attach_probe, split_probe
+    from ncp_search.integrations.optuna.callback import NCPCallback
+    from ncp_search.integrations.optuna.pruner import NCPPruner
+    from ncp_search.integrations.optuna.reporting import report_beta_eff
+    from ncp_search.integrations.ray.scheduler import NCPScheduler
 
 
 def __getattr__(name: str) -> Any:

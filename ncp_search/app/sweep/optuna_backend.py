@@ -1,0 +1,275 @@
+"""The Optuna backend of ``ncp-search sweep``: studies, workers, resume.
+
+Storage: the config's ``optuna.storage`` or ``--storage`` (e.g.
+``postgresql://user@host/db`` shared by workers on several machines), else a
+SQLite file ``study.db`` in the output folder (the embedded default).
+
+Every worker runs one trial at a time through ``study.optimize(n_trials=1)``
+until the budget (``budget.trials`` COMPLETE + PRUNED + RUNNING trials, or
+``budget.minutes``) is used, so a killed worker loses at most its running trial.
+Each trial records its worker (``host:pid``) and a heartbeat: a trial left
+RUNNING by a dead worker is marked FAIL (on this host at once when the sweep is
+resumed, elsewhere once its heartbeat is 2 minutes old), keeping its partial
+curve, and its configuration is queued to run again from the start as a new
+trial (user attribute ``retry_of``). Completed trials are never run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ncp_search.app.search_space import suggest
+from ncp_search.app.sweep.trial import SweepData, run_trial
+from ncp_search.errors import NCPSearchError
+from ncp_search.integrations.optuna.pruner import NCPPruner
+from ncp_search.integrations.optuna.reporting import report_beta_eff
+
+logger = logging.getLogger(__name__)
+WORKER_ATTR = "ncp_worker"
+MODEL_ATTR = "ncp_model_path"
+RETRY_ATTR = "retry_of"
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+HEARTBEAT_S = 10
+GRACE_S = 120
+
+
+def default_storage(output: str | os.PathLike[str]) -> str:
+    """The embedded default: a SQLite file in the output folder."""
+    return f"sqlite:///{Path(output).resolve() / 'study.db'}"
+
+
+def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner a validated config names."""
+    settings = config["pruner"]
+    name = settings["name"]
+    warm = {k: settings[k] for k in ("n_startup_trials", "n_warmup_steps")}
+    epochs = int(config["budget"]["epochs"])
+    if name == "ncp":
+        return NCPPruner(settings["percentile"], n_steps=epochs, predictor=settings["predictor"],
+                         kappa=settings["kappa"], **warm)
+    if name == "median":
+        return optuna.pruners.MedianPruner(**warm)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(settings["percentile"], **warm)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            reduction_factor=settings["reduction_factor"])
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                              reduction_factor=settings["reduction_factor"])
+    return optuna.pruners.NopPruner()
+
+
+def describe_pruner(config: Mapping[str, Any]) -> str:
+    """The pruner and its settings in one line (for logs and reports)."""
+    from ncp_search.app.sweep.config import PRUNERS, describe_choice
+
+    return describe_choice(config["pruner"], PRUNERS)
+
+
+def make_sampler(config: Mapping[str, Any], worker: int,
+                 existing: int = 0) -> optuna.samplers.BaseSampler:
+    """A seeded sampler. Each worker, and each start of a resumed sweep (``existing``
+    trials already in the study), gets its own seed: otherwise a resumed sweep would
+    draw the same first configurations again."""
+    seed = (int(config["seed"]) * 1000 + worker) * 100_003 + existing
+    if config["optuna"]["sampler"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed (stale) trial's configuration once as a new trial."""
+    if trial.user_attrs.get(RETRY_ATTR) is not None:
+        return  # already a retry: do not loop on a configuration that kills workers
+    study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats (SQLite waits for locks instead of failing)."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry,
+        )
+
+
+def open_study(config: Mapping[str, Any], storage_url: str, *, create: bool,
+               worker: int = 0) -> optuna.Study:
+    """Create (``create=True``) or load the sweep's study."""
+    name = config["optuna"]["study_name"] or config["name"]
+    kwargs = {"storage": open_storage(storage_url), "sampler": make_sampler(config, worker),
+              "pruner": make_pruner(config), "study_name": name}
+    if create:
+        study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
+    else:
+        try:
+            study = optuna.load_study(**kwargs)
+        except KeyError:
+            raise NCPSearchError(f"no study named {name!r} in {storage_url}.") from None
+    study.sampler = make_sampler(config, worker, existing=len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker on this host is gone; queue them again.
+
+    Returns:
+        The numbers of the trials marked FAIL.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get(WORKER_ATTR, ""))
+        where, _, pid = worker.rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        failed.append(trial.number)
+        _retry(study, trial)
+    return failed
+
+
+def budget_used(study: optuna.Study) -> int:
+    """Trials that count against ``budget.trials``: finished or running (not FAIL)."""
+    return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
+
+
+def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
+                   on_epoch: Callable[[], Any] | None = None,
+                   cache_dir: str | None = None) -> Callable[[optuna.Trial], float]:
+    """The objective: fine-tune the trial's configuration, report each epoch's
+    validation accuracy and ``beta_eff``, prune when the pruner says so."""
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        params = suggest(trial, config["search_space"])
+
+        def report(epoch: int, value: float, beta: float) -> None:
+            report_beta_eff(trial, epoch, beta, value)
+            if on_epoch is not None:
+                on_epoch()
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+
+        model_path = output / "models" / f"trial_{trial.number:04d}.keras"
+        record = run_trial(config, params, data, report, trial_seed=int(config["seed"]) * 100_003
+                           + trial.number, model_path=model_path, cache_dir=cache_dir)
+        trial.set_user_attr("seconds", record["seconds"])
+        if record["model_path"]:
+            trial.set_user_attr(MODEL_ATTR, os.path.relpath(record["model_path"], output))
+        final = record["val_accuracy"][-1]
+        if not math.isfinite(final):
+            raise ValueError(f"trial {trial.number} ended with a NaN validation accuracy "
+                             "(diverged); marked FAIL.")
+        return final
+
+    return objective
+
+
+def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, worker: int = 0,
+               deadline: float | None = None, data: SweepData | None = None,
+               after_trial: Callable[[optuna.Study], Any] | None = None,
+               on_epoch: Callable[[], Any] | None = None, cache_dir: str | None = None) -> None:
+    """Run trials one at a time until the budget is used (or ``deadline``, a
+    ``time.time()`` value, passes).
+
+    Interrupts: a first SIGINT (Ctrl-C) stops the running trial at the end of its
+    current epoch, so no storage write is cut in half; a second one stops at once.
+    Either way ``KeyboardInterrupt`` marks the running trial FAIL (its reported
+    epochs kept) and propagates.
+    """
+    from ncp_search.app.sweep.trial import application_input_shape, load_data
+
+    study = open_study(config, storage_url, create=False, worker=worker)
+    data = data or load_data(config, application_input_shape(config))
+    with StopAtEpochEnd() as stop:
+
+        def epoch_done() -> None:
+            if on_epoch is not None:
+                on_epoch()
+            stop.check()
+
+        objective = make_objective(config, data, output, epoch_done, cache_dir)
+        _run_trials(study, objective, config, worker, deadline, after_trial, stop)
+
+
+class StopAtEpochEnd:
+    """While active (main thread only), the first SIGINT sets a flag that
+    :meth:`check` turns into ``KeyboardInterrupt`` at the next safe point; the
+    second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopAtEpochEnd:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\nncp-search: stopping at the end of this epoch (Ctrl-C again to "
+                         "stop now)\n")
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float],
+                config: Mapping[str, Any], worker: int, deadline: float | None,
+                after_trial: Callable[[optuna.Study], Any] | None,
+                stop: StopAtEpochEnd) -> None:
+    budget = int(config["budget"]["trials"])
+    finished: list[optuna.trial.FrozenTrial] = []
+    failures_in_a_row = 0
+    while budget_used(study) < budget and (deadline is None or time.time() < deadline):
+        stop.check()
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                       callbacks=[lambda _study, trial: finished.append(trial)])
+        last = finished[-1]
+        failures_in_a_row = failures_in_a_row + 1 if last.state == TrialState.FAIL else 0
+        if after_trial is not None:
+            after_trial(study)
+        if failures_in_a_row >= 3:
+            raise NCPSearchError(
+                f"3 trials in a row failed in worker {worker} (last: trial {last.number}); "
+                "stopping this worker. The errors are logged above; completed trials are kept "
+                "and --resume continues the sweep.")

@@ -1,0 +1,578 @@
+"""The Ray Tune backend of ``ncp-search sweep``: Tuner, scheduler, records, resume.
+
+One Tune trial per configuration, sampled from the config's search space by a
+seeded :class:`~ray.tune.search.BasicVariantGenerator`. The trainable fine-tunes
+with :func:`ncp_search.app.sweep.trial.run_trial` and reports ``val_accuracy``,
+``beta_eff`` and ``epoch`` (0-based, as ``run_trial`` counts) after every epoch
+with ``ray.tune.report``; the scheduler (``NCPScheduler`` by default) stops the
+poor ones. The last epoch is reported after the model is saved, so a trial the
+scheduler stops at its last result still has its model in ``models/``.
+
+The output folder holds the Ray experiment (``ray/<name>``, or under
+``--storage``), the NCPScheduler's state (``ncp_scheduler.pkl``, read back on
+resume), the models of complete trials (``models/trial_<trial_id>.keras``,
+written on the node that ran the trial: the output folder must be shared, or the
+models stay on the workers, when the sweep runs on a multi-node cluster) and
+``trials.jsonl``, the trial records (:mod:`ncp_search.app.sweep.results`), rewritten
+atomically whenever a trial ends and at the end of the sweep.
+
+Trial records (``number`` is the Tune trial index, ``seconds`` Tune's
+``time_total_s``, ``predicted_final`` what an NCP scheduler predicted after each
+epoch); states: COMPLETE (all ``budget.epochs``), PRUNED (stopped by the scheduler
+earlier), FAIL (the trial raised, or it was still running when the sweep was
+interrupted or ran out of ``budget.minutes``; its partial curve is kept).
+
+Resume (``resume=True``) restores the Tune experiment with ``Tuner.restore``:
+finished trials are kept, trials that were running (and failed ones) run again
+from the start; the experiment keeps the ``budget.trials`` and search space it
+started with. A sweep stopped by ``budget.minutes`` cannot start new trials on
+resume (Tune marks its search finished).
+
+Trials do not checkpoint: a trial that Tune pauses (the synchronous ``hyperband``
+scheduler) or restores starts again from its first epoch.
+
+Ctrl-C: Tune stops the experiment and saves its state; the records of what
+finished are written and ``KeyboardInterrupt`` is raised. A second Ctrl-C skips
+Tune's clean-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+try:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import (
+        AsyncHyperBandScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        MedianStoppingRule,
+        TrialScheduler,
+    )
+    from ray.tune.search import BasicVariantGenerator
+except ImportError as error:  # pragma: no cover
+    raise ImportError("the Ray backend of ncp-search sweep needs Ray Tune: "
+                      "pip install 'ncp-search[ray]'") from error
+
+from ncp_search.app.jsonio import strict_json
+from ncp_search.app.sweep.config import SCHEDULERS, ConfigError, describe_choice
+from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
+from ncp_search.app.sweep.results import RAY_TRIALS_FILE
+from ncp_search.errors import NCPSearchError
+from ncp_search.integrations.ray.scheduler import NCPScheduler
+from ncp_search.integrations.ray.trainable import trial_resources
+
+logger = logging.getLogger(__name__)
+METRIC = "val_accuracy"
+MODE = "max"
+TIME_ATTR = "training_iteration"
+STATE_FILE = "ncp_scheduler.pkl"
+MODELS = "models"
+RAY_FOLDER = "ray"
+# Trainable runs share this driver-side state through a key, so that the callback
+# Tune pickles into the experiment (tuner.pkl) finds the live session after restore.
+_SESSIONS: dict[str, _Session] = {}
+
+
+# -- configuration --------------------------------------------------------------------
+def describe_scheduler(config: Mapping[str, Any]) -> str:
+    """The scheduler and its settings in one line (for logs and reports)."""
+    return describe_choice(config["scheduler"], SCHEDULERS)
+
+
+def make_scheduler(config: Mapping[str, Any],
+                   state_path: str | os.PathLike[str] | None = None) -> TrialScheduler:
+    """The Tune scheduler a validated config names (metric and mode come from
+    ``TuneConfig``); ``state_path`` is where an NCPScheduler keeps its state.
+
+    Raises:
+        ConfigError: if ``scheduler.grace_period`` exceeds ``budget.epochs``.
+    """
+    settings = config["scheduler"]
+    name = settings["name"]
+    epochs = int(config["budget"]["epochs"])
+    grace = int(settings["grace_period"])
+    if name in ("ncp", "ncp_asha", "async_hyperband") and grace > epochs:
+        raise ConfigError(f"scheduler.grace_period: {grace} exceeds budget.epochs={epochs}; "
+                          "set grace_period <= budget.epochs.")
+    if name in ("ncp", "ncp_asha"):
+        return NCPScheduler(
+            time_attr=TIME_ATTR, grace_period=grace, max_t=epochs,
+            predictor=settings["predictor"], rule="asha" if name == "ncp_asha" else "percentile",
+            percentile=float(settings["percentile"]),
+            reduction_factor=float(settings["reduction_factor"]),
+            state_path=None if state_path is None else os.path.abspath(state_path))
+    if name == "async_hyperband":
+        return AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace,
+                                       reduction_factor=settings["reduction_factor"])
+    if name == "hyperband":
+        return HyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs,
+                                  reduction_factor=settings["reduction_factor"])
+    if name == "median_stopping":
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace)
+    return FIFOScheduler()
+
+
+def _domain(spec: Any) -> Any:
+    if not isinstance(spec, Mapping):
+        return spec  # a fixed value
+    if spec["type"] == "categorical":
+        return tune.choice(list(spec["choices"]))
+    log = bool(spec.get("log"))
+    if spec["type"] == "int":
+        low, high = int(spec["low"]), int(spec["high"])
+        if low == high:
+            return low
+        # Tune's integer domains exclude ``upper``; the config's ``high`` is inclusive.
+        return tune.lograndint(low, high + 1) if log else tune.randint(low, high + 1)
+    low, high = float(spec["low"]), float(spec["high"])
+    if low == high:
+        return low
+    return tune.loguniform(low, high) if log else tune.uniform(low, high)
+
+
+def param_space(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune domains of the config's search space (fixed values as they are).
+
+    ``int`` ranges include ``high``, like the Optuna backend's ``suggest_int``;
+    sampling is seeded by :func:`make_search_alg`.
+    """
+    return {name: _domain(spec) for name, spec in config["search_space"].items()}
+
+
+def make_search_alg(config: Mapping[str, Any],
+                    max_concurrent: int | None = None) -> BasicVariantGenerator:
+    """Random search over :func:`param_space`, seeded with the config's ``seed``,
+    running at most ``max_concurrent`` trials at once (None: as resources allow)."""
+    return BasicVariantGenerator(random_state=int(config["seed"]),
+                                 max_concurrent=int(max_concurrent or 0))
+
+
+def concurrency(config: Mapping[str, Any], workers: int | None) -> int | None:
+    """Concurrent trials: ``workers`` when above 1, else the config's
+    ``ray.max_concurrent_trials``, else ``workers`` (None: as resources allow)."""
+    configured = config["ray"]["max_concurrent_trials"]
+    if workers is not None and workers > 1:
+        return int(workers)
+    return int(configured) if configured else workers
+
+
+def trial_number(trial_id: str) -> int:
+    """The Tune trial index (``'3f2a1_00007'`` -> 7)."""
+    tail = str(trial_id).rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else zlib.crc32(str(trial_id).encode()) % 1_000_000
+
+
+def _absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with its local paths made absolute (Tune runs trials in their own
+    working directories)."""
+    out = dict(config)
+    source = dict(config["source"])
+    if source.get("file"):
+        source["file"] = os.path.abspath(source["file"])
+    out["source"] = source
+    return out
+
+
+# -- the trainable (runs in a Ray actor) ----------------------------------------------
+def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: str,
+           cache_dir: str | None) -> None:
+    """Fine-tune one configuration; report each epoch to Tune."""
+    from ncp_search.app.sweep.trial import application_input_shape, run_trial
+
+    shape = application_input_shape(sweep)
+    if shape is not None:
+        data = _resized(data, shape)
+    trial_id = tune.get_context().get_trial_id() or "trial_0"
+    epochs = int(sweep["budget"]["epochs"])
+    held: dict[str, Any] = {}
+
+    def on_epoch(epoch: int, value: float, beta: float) -> None:
+        metrics = {METRIC: float(value), "beta_eff": float(beta), "epoch": int(epoch)}
+        if epoch + 1 >= epochs:
+            held.update(metrics)  # reported once the model is saved
+        else:
+            tune.report(metrics)
+
+    model_path = Path(output) / MODELS / f"trial_{trial_id}.keras"
+    record = run_trial(sweep, strict_json(dict(params)), data, on_epoch,
+                       trial_seed=int(sweep["seed"]) * 100_003 + trial_number(trial_id),
+                       model_path=model_path, cache_dir=cache_dir)
+    if held:
+        if record["model_path"]:
+            held["model_path"] = f"{MODELS}/{model_path.name}"
+        tune.report(held)
+
+
+def _resized(data: Any, shape: tuple[int, ...]) -> Any:
+    """The sweep data resized for a ``keras.applications`` source, in the trial's
+    actor (TensorFlow in the driver could take the GPU memory the trials need)."""
+    import dataclasses
+
+    from ncp_search.app.sweep.trial import adapt_images
+
+    task = dataclasses.replace(data.task, x_train=adapt_images(data.task.x_train, shape),
+                               x_val=adapt_images(data.task.x_val, shape))
+    # the probe batch is picked by index, so resizing it after picking is the same
+    return dataclasses.replace(data, task=task, x_probe=adapt_images(data.x_probe, shape))
+
+
+# -- driver-side records and progress -------------------------------------------------
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class _Session:
+    """The records of one run of the sweep (driver side), fed by :class:`_SweepCallback`."""
+
+    def __init__(self, config: Mapping[str, Any], output: Path,
+                 progress: ProgressLine | None) -> None:
+        self.epochs = int(config["budget"]["epochs"])
+        self.path = output / RAY_TRIALS_FILE
+        self.progress = progress
+        self.records: dict[str, dict[str, Any]] = {}
+        self.trials: list[Any] = []
+        name = config["scheduler"]["name"]
+        self._predictor = (make_scheduler(config) if name in ("ncp", "ncp_asha") else None)
+        self._grace = int(config["scheduler"]["grace_period"])
+
+    # records
+    def load(self) -> None:
+        """Take the records of an earlier run back (resume)."""
+        from ncp_search.app.jsonio import read_jsonl as read_table
+
+        for record in read_table(self.path):
+            key = record.get("trial_id") or f"#{record['number']}"
+            self.records[key] = record
+
+    def _record(self, trial: Any) -> dict[str, Any]:
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            record = self.records[trial.trial_id] = {
+                "number": trial_number(trial.trial_id), "trial_id": trial.trial_id,
+                "state": "RUNNING", "params": strict_json(dict(trial.config)),
+                "val_accuracy": [], "beta_eff": [], "predicted_final": [], "final": None,
+                "model_path": None, "seconds": None,
+            }
+        return record
+
+    def start(self, trial: Any) -> None:
+        record = self._record(trial)
+        # A trial that starts again (resume, or a paused trial without checkpoint)
+        # starts from scratch.
+        record.update(state="RUNNING", val_accuracy=[], beta_eff=[], predicted_final=[],
+                      final=None, model_path=None, seconds=None)
+
+    def result(self, trial: Any, result: Mapping[str, Any]) -> None:
+        if METRIC not in result:
+            return
+        record = self._record(trial)
+        epoch = int(result.get("epoch", len(record["val_accuracy"])))
+        for key in ("val_accuracy", "beta_eff", "predicted_final"):
+            del record[key][epoch:]  # a restarted trial reports its epochs again
+        record["val_accuracy"].append(_number(result[METRIC]))
+        record["beta_eff"].append(_number(result.get("beta_eff")))
+        record["predicted_final"].append(self._predict(record))
+        record["final"] = record["val_accuracy"][-1]
+        record["seconds"] = _number(result.get("time_total_s"))
+        if result.get("model_path"):
+            record["model_path"] = str(result["model_path"])
+        record["state"] = "RUNNING"
+
+    def _predict(self, record: Mapping[str, Any]) -> float | None:
+        """What the NCPScheduler predicts from the curve so far (None before its
+        grace period, or for other schedulers)."""
+        values = record["val_accuracy"]
+        if self._predictor is None or len(values) < self._grace:
+            return None
+        history = [(float(i + 1), math.nan if v is None else v,
+                    math.nan if b is None else b)
+                   for i, (v, b) in enumerate(zip(values, record["beta_eff"]))]
+        try:
+            return _number(self._predictor._predict(history))
+        except Exception:  # noqa: BLE001 - a display value; never stop the sweep for it
+            return None
+
+    def end(self, trial: Any, failed: bool) -> None:
+        record = self._record(trial)
+        if failed:
+            record["state"] = "FAIL"
+        else:
+            done = len(record["val_accuracy"])
+            record["state"] = "COMPLETE" if done >= self.epochs else "PRUNED"
+        if record["state"] != "COMPLETE":
+            record["model_path"] = None
+        self.write()
+
+    def reconcile(self, trials: Iterable[Any]) -> None:
+        """Records of finished trials known to Tune but not here (restored trials
+        whose records were lost): read from the trial's ``result.json``."""
+        for trial in trials:
+            if trial.trial_id in self.records or trial.status not in ("TERMINATED", "ERROR"):
+                continue
+            rows = _result_rows(trial)
+            if not rows and trial.status != "ERROR":
+                continue  # never ran (e.g. stopped by the time budget while pending)
+            self._record(trial)
+            for row in rows:
+                self.result(trial, row)
+            self.end(trial, failed=trial.status == "ERROR")
+
+    # output
+    def statuses(self) -> list[TrialStatus]:
+        return [TrialStatus(r["number"], r["state"], len(r["val_accuracy"]),
+                            r["final"] if r["state"] == "COMPLETE" else None)
+                for r in self.records.values()]
+
+    def update_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.statuses())
+
+    def write(self) -> None:
+        """Rewrite ``trials.jsonl`` atomically (strict JSON, sorted by trial number)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in sorted(self.records.values(), key=lambda r: r["number"]):
+                handle.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+        os.replace(tmp, self.path)
+
+    def finish(self) -> None:
+        """End of the run: trials still running were cut (interrupt, time budget)."""
+        self.reconcile(self.trials)
+        for record in self.records.values():
+            if record["state"] in ("RUNNING", "WAITING"):
+                record["state"] = "FAIL"
+                record["model_path"] = None
+        self.write()
+        self.update_progress()
+
+
+def _result_rows(trial: Any) -> list[dict[str, Any]]:
+    for folder in (getattr(trial, "local_path", None), getattr(trial, "path", None)):
+        if not folder:
+            continue
+        path = Path(folder) / "result.json"
+        if not path.exists():
+            continue
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+    return []
+
+
+class _SweepCallback(tune.Callback):
+    """Feeds Tune's trial events to the live :class:`_Session` (found by key: Tune
+    pickles this callback into the experiment, the session stays in the driver)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.key = state["key"]
+
+    def _session(self, trials: list[Any]) -> _Session | None:
+        session = _SESSIONS.get(self.key)
+        if session is None and len(_SESSIONS) == 1:  # restored from a moved output folder
+            session = next(iter(_SESSIONS.values()))
+        if session is not None:
+            session.trials = trials
+        return session
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        session = self._session(trials)
+        if session is not None:
+            session.start(trial)
+            session.update_progress()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        session = self._session(trials)
+        if session is not None:
+            session.result(trial, result)
+            session.update_progress()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any,
+                          **info: Any) -> None:
+        session = self._session(trials)
+        if session is not None and trial.trial_id in session.records:
+            session.end(trial, failed=False)
+            session.update_progress()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        session = self._session(trials)
+        if session is not None:
+            session.end(trial, failed=True)
+            session.update_progress()
+
+
+# -- the run ----------------------------------------------------------------------------
+def _tune_traps_sigint() -> bool:
+    """Whether ``Tuner.fit`` installs its SIGINT handler (see ray.tune.tune)."""
+    return (threading.current_thread() is threading.main_thread()
+            and not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0")))
+
+
+def _storage_path(output: Path, storage_override: str | None) -> str:
+    storage = storage_override or str(output / RAY_FOLDER)
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
+def _init_ray(address: str | None, cpus: int) -> bool:
+    """Start (or connect to) Ray unless it is up; True if this call started it."""
+    if ray.is_initialized():
+        return False
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+    return True
+
+
+def run_ray_sweep(
+    config: Mapping[str, Any],
+    output: str | os.PathLike[str],
+    *,
+    workers: int | None = 1,
+    resume: bool = False,
+    address: str | None = None,
+    progress: ProgressLine | None = None,
+    cache_dir: str | None = None,
+    storage_override: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) the sweep on Ray Tune; return the trial records.
+
+    Args:
+        config: a validated sweep config.
+        output: the sweep's output folder.
+        workers: concurrent trials (see :func:`concurrency`).
+        resume: restore the experiment in the storage folder and finish it.
+        address: a Ray cluster address (None: a local Ray instance with CPUs for the
+            concurrent trials, at least 2, unless Ray is already initialised).
+        progress: the progress line to update.
+        cache_dir: model-zoo cache folder.
+        storage_override: Tune's ``storage_path`` (default ``<output>/ray``).
+
+    Raises:
+        NCPSearchError: with ``resume=True`` when there is nothing to restore.
+        ConfigError: for scheduler settings Tune cannot use.
+        KeyboardInterrupt: after Ctrl-C, once the state and records are saved.
+    """
+    from ncp_search.app.sweep.trial import load_data
+
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    storage = _storage_path(output, storage_override)
+    experiment = f"{storage.rstrip('/')}/{config['name']}"
+    if resume and not tune.Tuner.can_restore(experiment):
+        raise NCPSearchError(f"nothing to resume: no Ray Tune experiment at {experiment}; run "
+                             "the sweep without --resume (or pass the --storage it used).")
+    if not resume:
+        if tune.Tuner.can_restore(experiment):
+            raise NCPSearchError(f"a Ray Tune experiment already exists at {experiment}; pass "
+                                 "--resume to continue it, or use another output folder, "
+                                 "--storage or sweep name.")
+        (output / STATE_FILE).unlink(missing_ok=True)  # a stale NCPScheduler state
+    limit = concurrency(config, workers)
+    scheduler = make_scheduler(config, output / STATE_FILE)
+    ray_settings = config["ray"]
+    cpus = max(2, math.ceil((limit or 1) * float(ray_settings["cpus_per_trial"])))
+    started = _init_ray(address, cpus)
+    key = str(output)
+    session = _Session(config, output, progress)
+    if resume:
+        session.load()
+    fitting = False
+    try:
+        sweep = _absolute_paths(config)
+        data = load_data(sweep)  # once, shipped to the trials through the object store
+        trainable = tune.with_resources(
+            tune.with_parameters(_train, data=data, sweep=sweep, output=str(output),
+                                 cache_dir=None if cache_dir is None
+                                 else os.path.abspath(cache_dir)),
+            trial_resources(float(ray_settings["cpus_per_trial"]),
+                            ray_settings["gpus_per_trial"]))
+        if resume:
+            tuner = tune.Tuner.restore(experiment, trainable=trainable,
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            minutes = config["budget"]["minutes"]
+            tuner = tune.Tuner(
+                trainable, param_space=param_space(config),
+                tune_config=tune.TuneConfig(
+                    metric=METRIC, mode=MODE, num_samples=int(config["budget"]["trials"]),
+                    scheduler=scheduler, search_alg=make_search_alg(config, limit),
+                    time_budget_s=None if minutes is None else 60.0 * float(minutes)),
+                run_config=tune.RunConfig(name=config["name"], storage_path=storage,
+                                          verbose=0, callbacks=[_SweepCallback(key)]),
+            )
+        _SESSIONS[key] = session
+        session.update_progress()
+        fitting = True
+        interrupted = _fit(tuner)
+    finally:
+        _SESSIONS.pop(key, None)
+        try:
+            if fitting:  # the records of what finished, also after an error or Ctrl-C
+                session.finish()
+        finally:
+            if started:
+                ray.shutdown()
+    if interrupted:
+        raise KeyboardInterrupt
+    return [session.records[k] for k in sorted(session.records,
+                                               key=lambda k: session.records[k]["number"])]
+
+
+def _fit(tuner: tune.Tuner) -> bool:
+    """``tuner.fit()``; True if Tune stopped it on SIGINT (or SIGUSR1).
+
+    Tune's handler restores the previous SIGINT handler when it fires and stays
+    installed otherwise; both handlers are put back afterwards.
+    """
+    traps = _tune_traps_sigint()
+    main = threading.current_thread() is threading.main_thread()
+    saved = {}
+    if main:
+        for name in ("SIGINT", "SIGUSR1"):
+            if hasattr(signal, name):
+                saved[name] = signal.getsignal(getattr(signal, name))
+    captured = io.StringIO()
+    try:
+        # Tune prints an experiment table to stdout even with verbose=0; keep stdout
+        # for the caller (the CLI prints the summary there).
+        with contextlib.redirect_stdout(captured):
+            tuner.fit()
+        return traps and signal.getsignal(signal.SIGINT) is saved.get("SIGINT")
+    finally:
+        if captured.getvalue().strip():
+            logger.debug("Ray Tune: %s", captured.getvalue().strip())
+        for name, handler in saved.items():
+            if handler is not None:
+                signal.signal(getattr(signal, name), handler)

@@ -1,0 +1,128 @@
+"""Read a sweep's output folder back as plain trial records, and summarise them.
+
+A trial record::
+
+    {"number": 3, "state": "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING" | "WAITING",
+     "params": {...}, "val_accuracy": [per epoch], "beta_eff": [per epoch],
+     "predicted_final": [per epoch, None where none], "final": float | None,
+     "model_path": "models/trial_0003.keras" | None, "seconds": float | None}
+
+Optuna sweeps are read from their storage (the URL in ``sweep.json``, or the one
+given), Ray sweeps from ``trials.jsonl`` written by the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ncp_search.errors import NCPSearchError
+
+RAY_TRIALS_FILE = "trials.jsonl"
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def optuna_records(study: Any) -> list[dict[str, Any]]:
+    """Trial records of an Optuna study written by the sweep (or any NCPPruner study)."""
+    from ncp_search.app.sweep.optuna_backend import MODEL_ATTR
+    from ncp_search.integrations.optuna.pruner import BETA_ATTR, HISTORY_ATTR
+
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        steps = sorted(trial.intermediate_values)
+        betas = trial.user_attrs.get(BETA_ATTR, {})
+        predicted = trial.user_attrs.get(HISTORY_ATTR, {})
+        values = [_number(trial.intermediate_values[s]) for s in steps]
+        seconds = trial.user_attrs.get("seconds")
+        if seconds is None and trial.datetime_start and trial.datetime_complete:
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        records.append({
+            "number": trial.number, "state": trial.state.name, "params": dict(trial.params),
+            "val_accuracy": values,
+            "beta_eff": [_number(betas.get(str(s))) for s in steps] if betas else [],
+            "predicted_final": ([_number(predicted.get(str(s))) for s in steps]
+                                if predicted else []),
+            "final": values[-1] if values else None,
+            "model_path": trial.user_attrs.get(MODEL_ATTR), "seconds": seconds,
+        })
+    return records
+
+
+def load_trials(output: str | os.PathLike[str],
+                storage: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(meta, trials)`` of a sweep's output folder.
+
+    Raises:
+        NCPSearchError: if the folder holds no sweep, or its storage cannot be read.
+    """
+    folder = Path(output)
+    meta_path = folder / "sweep.json"
+    if not meta_path.exists():
+        raise NCPSearchError(f"{folder} holds no sweep (no sweep.json); run `ncp-search sweep "
+                             "CONFIG` first, or point at the config's output folder.")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta["backend"] == "ray":
+        from ncp_search.app.jsonio import read_jsonl as read_table
+
+        return meta, read_table(folder / RAY_TRIALS_FILE)
+    import optuna
+
+    url = storage or meta["storage"]
+    if "***" in str(url):
+        raise NCPSearchError(f"{meta_path} hides the storage password; pass --storage URL.")
+    try:
+        study = optuna.load_study(study_name=meta["study_name"], storage=url)
+    except KeyError:
+        raise NCPSearchError(f"no study {meta['study_name']!r} in {url}.") from None
+    return meta, optuna_records(study)
+
+
+def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, epochs used against no pruning, and the best complete trial."""
+    epochs = int(meta["epochs"])
+    states = [t["state"] for t in trials]
+    finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+    used = sum(len(t["val_accuracy"]) for t in finished)
+    full = epochs * len(finished)
+    complete = [t for t in trials if t["state"] == "COMPLETE" and t["final"] is not None]
+    best = max(complete, key=lambda t: t["final"], default=None)
+    return {
+        "name": meta["name"], "backend": meta["backend"], "pruner": meta.get("pruner"),
+        "trials": len(trials),
+        **{state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL",
+                                                            "RUNNING")},
+        "epochs_used": used, "epochs_without_pruning": full,
+        "epochs_saved_fraction": (full - used) / full if full else 0.0,
+        "best": None if best is None else {
+            "number": best["number"], "final": best["final"], "params": best["params"],
+            "model_path": best["model_path"]},
+    }
+
+
+def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> str:
+    """The end-of-sweep lines the CLI prints."""
+    lines = [
+        f"{summary['name']} [{summary['backend']}, {summary['pruner']}]: {summary['trials']} "
+        f"trials: {summary['complete']} complete, {summary['pruned']} pruned, "
+        f"{summary['fail']} failed",
+        f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
+        f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",
+    ]
+    best = summary["best"]
+    if best is None:
+        lines.append("no complete trial yet")
+    else:
+        model = (f"model {Path(output) / best['model_path']}" if best["model_path"]
+                 else "model not saved")
+        lines.append(f"best: trial {best['number']} val_accuracy {best['final']:.4f} "
+                     f"{json.dumps(best['params'])}; {model}")
+    return "\n".join(lines)

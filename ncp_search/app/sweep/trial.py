@@ -1,0 +1,177 @@
+"""One trial of a sweep: load the source model, build, fine-tune epoch by epoch.
+
+Framework-free: the backends (Optuna, Ray Tune) pass an ``on_epoch`` hook that
+reports the epoch's validation accuracy and ``beta_eff`` to their host and may
+raise to stop the trial (``optuna.TrialPruned``) or return ``True`` to stop it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EpochHook = Callable[[int, float, float], Any]
+
+
+@dataclass
+class SweepData:
+    """The target task, adapted to the source model's input shape, and its probe batch."""
+
+    task: Any
+    x_probe: np.ndarray
+    y_probe: np.ndarray
+
+
+def adapt_images(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Resize NHWC images to ``shape`` (height, width, channels), repeating a single
+    channel when the model wants three.
+
+    Raises:
+        ValueError: if the channels cannot be matched.
+    """
+    height, width, channels = (int(v) for v in shape)
+    if x.shape[1:] == (height, width, channels):
+        return x
+    if x.shape[-1] not in (1, channels):
+        raise ValueError(f"cannot feed images with {x.shape[-1]} channels to a model that "
+                         f"expects input shape {tuple(shape)}.")
+    import tensorflow as tf
+
+    out = tf.image.resize(x, (height, width)).numpy()
+    if out.shape[-1] != channels:
+        out = np.repeat(out, channels, axis=-1)
+    return out.astype("float32")
+
+
+def load_data(config: Mapping[str, Any], input_shape: tuple[int, ...] | None = None) -> SweepData:
+    """The config's target task (seeded split), resized to ``input_shape`` if given."""
+    from ncp_search.app.data import load_task
+
+    data = config["data"]
+    sizes = {k: data[k] for k in ("n_train", "n_val") if data[k] is not None}
+    task = load_task(data["target"], seed=config["seed"], **sizes)
+    if input_shape is not None:
+        task = dataclasses.replace(task, x_train=adapt_images(task.x_train, input_shape),
+                                   x_val=adapt_images(task.x_val, input_shape))
+    probe = config["probe"]
+    n_probe = min(int(probe["batch"]), len(task.y_train) // 2)
+    x_probe, y_probe = task.probe_batch(n_probe, seed=int(probe["seed"]))
+    return SweepData(task=task, x_probe=x_probe, y_probe=y_probe)
+
+
+def application_input_shape(config: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The input shape a ``keras.applications`` source needs (None for other sources)."""
+    source = config["source"]
+    if source["application"] is None:
+        return None
+    return tuple(source["input_shape"] or (32, 32, 3))
+
+
+def load_source(config: Mapping[str, Any], params: Mapping[str, Any], num_classes: int,
+                cache_dir: str | None = None) -> Any:
+    """A fresh source model for one trial: from the zoo (``params['source_model']``
+    overrides ``source.zoo``), a saved ``.keras`` file, or ``keras.applications``."""
+    import keras
+
+    source = config["source"]
+    zoo_name = params.get("source_model", source["zoo"])
+    if "source_model" in params or source["zoo"] is not None:
+        from ncp_search.app.zoo import load_source_model
+
+        return load_source_model(zoo_name, source=source["task"], epochs=source["epochs"],
+                                 cache_dir=cache_dir)
+    if source["file"] is not None:
+        return keras.models.load_model(source["file"])
+    build = getattr(keras.applications, source["application"])
+    weights = source["weights"]
+    return build(weights=weights, input_shape=application_input_shape(config),
+                 include_top=True, classes=1000 if weights == "imagenet" else num_classes)
+
+
+def check_input_shape(model: Any, task: Any, what: str) -> None:
+    """Raise ``ValueError`` when the model cannot take the task's images."""
+    expected = tuple(model.inputs[0].shape[1:])
+    got = tuple(task.x_train.shape[1:])
+    if any(e is not None and e != g for e, g in zip(expected, got)) or len(expected) != len(got):
+        raise ValueError(f"{what} expects inputs of shape {expected}, but the target task "
+                         f"{task.name} has images of shape {got}; pick a source model trained "
+                         "on the same dataset (source.task) or set source.input_shape.")
+
+
+def run_trial(
+    config: Mapping[str, Any],
+    params: Mapping[str, Any],
+    data: SweepData,
+    on_epoch: EpochHook,
+    *,
+    trial_seed: int,
+    model_path: str | Path | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune one configuration for up to ``budget.epochs`` epochs.
+
+    Args:
+        config: a validated sweep config.
+        params: the trial's sampled parameters.
+        data: from :func:`load_data`.
+        on_epoch: called after each epoch as ``on_epoch(epoch, val_accuracy,
+            beta_eff)`` (0-based epoch); may raise to abort the trial (the
+            exception propagates) or return ``True`` to stop training early.
+        trial_seed: seeds the trial's weights and data order.
+        model_path: where the trained model is saved when the trial runs all its
+            epochs (``None``: not saved).
+        cache_dir: model-zoo cache folder.
+
+    Returns:
+        ``{"val_accuracy": [...], "beta_eff": [...], "epochs": n, "seconds": s,
+        "model_path": str | None}``.
+    """
+    import keras
+
+    from ncp_search.engine.capacitance import BetaEffMeter
+    from ncp_search.engine.finetune import build_trial_models, compile_trial, schedule_callback
+
+    keras.backend.clear_session()
+    task = data.task
+    source = load_source(config, params, task.num_classes, cache_dir)
+    check_input_shape(source, task, "the source model")
+    keras.utils.set_random_seed(trial_seed)  # after loading: a cold zoo cache reseeds
+    probe = config["probe"]
+    models = build_trial_models(source, task.num_classes, params, mode=config["mode"],
+                                hidden=tuple(probe["hidden"]), probe_seed=int(probe["seed"]))
+    compile_trial(models.trained, params)
+    meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
+    epochs = int(config["budget"]["epochs"])
+    record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "model_path": None}
+
+    def end_of_epoch(epoch: int, logs: dict[str, Any]) -> None:
+        value = float(logs.get("val_accuracy", math.nan))
+        beta = float(meter().beta_eff)
+        record["val_accuracy"].append(value)
+        record["beta_eff"].append(beta)
+        if on_epoch(epoch, value, beta) is True:
+            models.trained.stop_training = True
+
+    started = time.perf_counter()
+    models.trained.fit(
+        task.x_train, task.y_train, validation_data=(task.x_val, task.y_val), epochs=epochs,
+        batch_size=int(params.get("batch_size", 64)), verbose=0,
+        callbacks=[schedule_callback(params, epochs),
+                   keras.callbacks.LambdaCallback(on_epoch_end=end_of_epoch)],
+    )
+    record["epochs"] = len(record["val_accuracy"])
+    record["seconds"] = time.perf_counter() - started
+    if model_path is not None and record["epochs"] == epochs:
+        Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(model_path).with_suffix(".partial.keras")
+        models.trained.save(partial)
+        partial.replace(model_path)  # atomic: a killed save leaves no broken model file
+        record["model_path"] = str(model_path)
+    return record

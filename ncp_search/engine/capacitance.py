@@ -1,0 +1,466 @@
+"""Neural capacitance ``beta_eff`` of a frozen probe, without materialising P.
+
+Notation (Jiang et al. 2024, Methods): the probe is a bias-free ReLU MLP with
+weight matrices ``W_1 .. W_L`` on features ``z_0``; ``C`` is the mean softmax
+cross-entropy on a batch. ``P`` is the square matrix over all probe weights whose
+only non-zero blocks are ``(l, l+1) = d2C / dW_l dW_{l+1}``. With
+``delta_in = P 1`` and ``delta_out = 1^T P`` (Eq. 7),
+
+    beta_eff = (delta_out . delta_in) / (1^T P 1)                        (Eq. 2)
+
+How it is computed (no N x N matrix is ever formed): write ``s_m`` for the sum of
+the entries of ``dC/dW_m``. Then ``d s_m / dW_{m-1}`` is the row-sum vector of
+block ``(m-1, m)`` (``delta_in`` on layer ``m-1``) and ``d s_m / dW_{m+1}`` is the
+column-sum vector of block ``(m, m+1)`` (``delta_out`` on layer ``m+1``): each is
+one Hessian-vector product, i.e. one extra backward pass. ``1^T P 1`` is the sum of
+all ``delta_in`` entries.
+
+With softmax cross-entropy the gradient with respect to the logits sums to zero
+over classes, so ``s_L = 0`` identically and ``delta_in`` on layer ``L-1`` is
+exactly zero (METHOD.md fact 2). That term is set to an exact 0 instead of being
+computed as round-off; consequently a 3-layer probe has ``beta_eff == 0.0``
+exactly, and 4 weight layers are the minimum for an informative value.
+
+References:
+    Jiang et al., "Network properties determine neural network performance",
+    Nature Communications 15, 5718 (2024): Eq. 2 (beta_eff), Eq. 7 (P),
+    Algorithm 1 (probe).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ncp_search.engine.probe import split_probe
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EPS = 1e-12
+_PRECISIONS = {"float32": tf.float32, "float64": tf.float64}
+
+
+@dataclass(frozen=True)
+class BetaEffTerms:
+    """``beta_eff`` with the parts it is made of and cheap diagnostics of the batch.
+
+    Attributes:
+        beta_eff: ``numerator / (denominator + eps)`` (Eq. 2); NaN if not computable.
+        numerator: ``delta_out . delta_in`` (``1^T P delta_in``).
+        denominator: ``1^T P 1`` (a signed sum; it can cross zero).
+        loss: mean cross-entropy of the probe on the batch.
+        accuracy: probe accuracy on the batch.
+        feature_norm: mean L2 norm of the features entering the probe.
+        dead_fraction: fraction of hidden probe units that are zero on every sample.
+        delta_in_norm: L2 norm of ``delta_in`` over all probe weights.
+        delta_out_norm: L2 norm of ``delta_out`` over all probe weights.
+    """
+
+    beta_eff: float
+    numerator: float
+    denominator: float
+    loss: float
+    accuracy: float
+    feature_norm: float
+    dead_fraction: float
+    delta_in_norm: float
+    delta_out_norm: float
+
+    def as_dict(self) -> dict[str, float]:
+        """The terms as a plain ``dict`` of floats (for logs and JSON)."""
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+_FIELDS = tuple(BetaEffTerms.__dataclass_fields__)
+NAN_TERMS = BetaEffTerms(**{name: float("nan") for name in _FIELDS})
+
+
+def _probe_forward(
+    kernels: Sequence[tf.Tensor], features: tf.Tensor
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    z = features
+    hidden = []
+    for kernel in kernels[:-1]:
+        z = tf.nn.relu(tf.matmul(z, kernel))
+        hidden.append(z)
+    return tf.matmul(z, kernels[-1]), hidden
+
+
+def _terms_graph(kernels: list[tf.Tensor], features: tf.Tensor, labels: tf.Tensor, eps: tf.Tensor):
+    """All of Eq. 2's terms as tensors; ``kernels`` are plain tensors (not variables)."""
+    n_layers = len(kernels)
+    with tf.GradientTape(persistent=True) as outer:
+        outer.watch(kernels)
+        with tf.GradientTape() as inner:
+            inner.watch(kernels)
+            logits, hidden = _probe_forward(kernels, features)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
+        grads = inner.gradient(loss, kernels)
+        # s_m for m = 0 .. L-2 (s_{L-1} is identically zero, see module docstring).
+        sums = [tf.reduce_sum(g) for g in grads[:-1]]
+
+    zero = tf.constant(0.0, dtype=features.dtype)
+    numerator = zero
+    denominator = zero
+    in_sq = zero
+    out_sq = zero
+    # delta_in on layer m-1 and delta_out on layer m+1 from one HVP each (m = 0 .. L-2).
+    delta_in: dict[int, tf.Tensor] = {}
+    delta_out: dict[int, tf.Tensor] = {}
+    for m in range(n_layers - 1):
+        targets = {}
+        if m >= 1 and m - 1 <= n_layers - 3:
+            targets["in"] = m - 1
+        if m + 1 <= n_layers - 1:
+            targets["out"] = m + 1
+        if not targets:
+            continue
+        names = list(targets)
+        parts = outer.gradient(
+            sums[m],
+            [kernels[targets[name]] for name in names],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        for name, part in zip(names, parts):
+            (delta_in if name == "in" else delta_out)[targets[name]] = part
+    del outer
+    for layer, d_in in delta_in.items():
+        denominator += tf.reduce_sum(d_in)
+        in_sq += tf.reduce_sum(tf.square(d_in))
+        if layer in delta_out:
+            numerator += tf.reduce_sum(d_in * delta_out[layer])
+    for d_out in delta_out.values():
+        out_sq += tf.reduce_sum(tf.square(d_out))
+
+    beta = numerator / (denominator + eps)
+    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+    accuracy = tf.reduce_mean(tf.cast(tf.equal(predictions, labels), features.dtype))
+    feature_norm = tf.reduce_mean(tf.norm(features, axis=-1))
+    if hidden:
+        dead = [tf.reduce_all(tf.equal(h, 0.0), axis=0) for h in hidden]
+        dead_fraction = tf.reduce_mean(tf.cast(tf.concat(dead, axis=0), features.dtype))
+    else:
+        dead_fraction = zero
+    return tf.stack(
+        [
+            beta,
+            numerator,
+            denominator,
+            loss,
+            accuracy,
+            feature_norm,
+            dead_fraction,
+            tf.sqrt(in_sq),
+            tf.sqrt(out_sq),
+        ]
+    )
+
+
+_compiled_terms = tf.function(_terms_graph, reduce_retracing=True)
+
+
+def _check_precision(precision: str) -> tf.DType:
+    if precision not in _PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {sorted(_PRECISIONS)}, but got precision={precision!r}."
+        )
+    return _PRECISIONS[precision]
+
+
+def _sparse_labels(labels: Any, n_samples: int, num_classes: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+        if not np.all(np.isfinite(y)):
+            raise ValueError(
+                "labels contain NaN or inf; pass integer class labels or one-hot rows."
+            )
+        y = np.argmax(y, axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            "labels must be integer class ids of shape (n,) or one-hot of shape "
+            f"(n, {num_classes}), but got shape {y.shape}."
+        )
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"labels and inputs must have the same number of samples, but got {y.shape[0]} labels "
+            f"for {n_samples} inputs."
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError("labels must be integer class ids; got non-integer values.")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes - 1}] for a probe with {num_classes} outputs, "
+            f"but got values in [{y.min()}, {y.max()}]."
+        )
+    return y
+
+
+def _to_terms(values: np.ndarray, context: str) -> BetaEffTerms:
+    terms = BetaEffTerms(**{name: float(v) for name, v in zip(_FIELDS, values)})
+    if not np.isfinite(terms.beta_eff):
+        warnings.warn(
+            f"beta_eff is not finite ({context}: numerator={terms.numerator}, "
+            f"denominator={terms.denominator}, loss={terms.loss}); returning NaN. "
+            "The model has probably diverged.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return BetaEffTerms(**{**terms.as_dict(), "beta_eff": float("nan")})
+    return terms
+
+
+def beta_eff_terms_from_weights(
+    kernels: Sequence[Any],
+    features: Any,
+    labels: Any,
+    *,
+    precision: str = "float64",
+    eps: float = DEFAULT_EPS,
+    compiled: bool = True,
+) -> BetaEffTerms:
+    """Eq. 2 and its parts for explicit probe weights and features.
+
+    Args:
+        kernels: the probe's weight matrices ``W_1 .. W_L`` (arrays, tensors or
+            variables), shapes ``(d_0, d_1), (d_1, d_2), ..., (d_{L-1}, classes)``.
+        features: ``(n, d_0)`` features entering the probe.
+        labels: ``(n,)`` integer class ids or ``(n, classes)`` one-hot rows.
+        precision: ``"float64"`` (reference) or ``"float32"`` (fast).
+        eps: added to the denominator against 0/0.
+        compiled: run the ``tf.function``-compiled graph (else eager).
+
+    Returns:
+        The terms; ``beta_eff`` is NaN (with a ``RuntimeWarning``) when the inputs
+        or the result are not finite.
+
+    Raises:
+        ValueError: on inconsistent shapes, fewer than 2 layers, or bad labels.
+
+    References:
+        Jiang et al. 2024, Eq. 2 and Eq. 7.
+    """
+    dtype = _check_precision(precision)
+    if len(kernels) < 2:
+        raise ValueError(f"a probe needs at least 2 weight layers, but got {len(kernels)}.")
+    mats = [np.asarray(k) for k in kernels]
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(f"features must have shape (n, d), but got shape {x.shape}.")
+    expected = x.shape[1]
+    for index, mat in enumerate(mats):
+        if mat.ndim != 2 or mat.shape[0] != expected:
+            raise ValueError(
+                f"kernel {index} must have shape ({expected}, units), but got shape {mat.shape}."
+            )
+        expected = mat.shape[1]
+    y = _sparse_labels(labels, x.shape[0], expected)
+    if not (np.all(np.isfinite(x)) and all(np.all(np.isfinite(m)) for m in mats)):
+        warnings.warn(
+            "features or probe weights contain NaN/inf; returning beta_eff=NaN.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return NAN_TERMS
+    fn = _compiled_terms if compiled else _terms_graph
+    values = fn(
+        [tf.constant(m, dtype=dtype) for m in mats],
+        tf.constant(x, dtype=dtype),
+        tf.constant(y),
+        tf.constant(eps, dtype=dtype),
+    )
+    return _to_terms(values.numpy(), "explicit weights")
+
+
+def beta_eff_from_weights(
+    kernels: Sequence[Any],
+    features: Any,
+    labels: Any,
+    *,
+    precision: str = "float64",
+    eps: float = DEFAULT_EPS,
+) -> float:
+    """``beta_eff`` (Eq. 2) for explicit probe weights and features.
+
+    See :func:`beta_eff_terms_from_weights` for the arguments.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> ks = [rng.normal(size=s) for s in [(5, 4), (4, 4), (4, 4), (4, 3)]]
+        >>> b = beta_eff_from_weights(ks, rng.normal(size=(8, 5)), rng.integers(0, 3, 8))
+    """
+    return beta_eff_terms_from_weights(
+        kernels, features, labels, precision=precision, eps=eps
+    ).beta_eff
+
+
+class BetaEffMeter:
+    """Computes ``beta_eff`` of a probed model on one fixed batch, compiled once.
+
+    This is the fast path for use during training: the feature extractor and the
+    HVPs run in a single ``tf.function`` that reads the model's current weights, so
+    each call costs one forward pass of the bottom on the batch plus ``L - 1``
+    Hessian-vector products on the probe.
+
+    Args:
+        model: a model returned by :func:`ncp_search.attach_probe`.
+        x: the fixed probe batch (inputs of ``model``).
+        y: its labels (integer ids or one-hot).
+        precision: ``"float32"`` (default, fast) or ``"float64"``.
+        eps: added to the denominator of Eq. 2.
+
+    NaN and edge cases:
+        Non-finite features, weights or results give ``beta_eff = NaN`` and a
+        ``RuntimeWarning``; the meter never raises during training for them.
+
+    Example:
+        >>> meter = BetaEffMeter(probed, x_probe, y_probe)
+        >>> meter().beta_eff  # after each epoch
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        x: Any,
+        y: Any,
+        *,
+        precision: str = "float32",
+        eps: float = DEFAULT_EPS,
+    ) -> None:
+        dtype = _check_precision(precision)
+        parts = split_probe(model)
+        self._parts = parts
+        self._source = (x, y, precision, eps)
+        self._x = _as_model_input(x)
+        n = int(tf.nest.flatten(self._x)[0].shape[0])
+        if n < 1:
+            raise ValueError("the probe batch is empty; pass at least one sample.")
+        self._y = tf.constant(_sparse_labels(y, n, parts.num_classes))
+        self._eps = tf.constant(eps, dtype=dtype)
+        self._dtype = dtype
+        self._fn = tf.function(self._graph, reduce_retracing=True)
+
+    def measures(self, x: Any, y: Any, precision: str, eps: float) -> bool:
+        """Whether this meter was built for exactly these batch objects and settings."""
+        sx, sy, sp, se = self._source
+        return sx is x and sy is y and sp == precision and se == eps
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples in the probe batch."""
+        return int(self._y.shape[0])
+
+    def _graph(self):
+        features = self._parts.feature_model(self._x, training=False)
+        features = tf.cast(tf.reshape(features, [tf.shape(features)[0], -1]), self._dtype)
+        kernels = [tf.cast(tf.convert_to_tensor(k), self._dtype) for k in self._parts.kernels]
+        # A diverged bottom can still emit finite features (ReLU maps NaN to 0 on some
+        # kernels), so its weights are checked too: one cheap pass over the parameters.
+        finite = tf.reduce_all(tf.math.is_finite(features))
+        bottom = [tf.convert_to_tensor(w) for w in self._parts.feature_model.weights]
+        for weight in [*kernels, *bottom]:
+            if weight.dtype.is_floating:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(weight)))
+        values = _terms_graph(kernels, features, self._y, self._eps)
+        return finite, values
+
+    def __call__(self) -> BetaEffTerms:
+        """``beta_eff`` and its terms with the model's current weights."""
+        finite, values = self._fn()
+        if not bool(finite):
+            warnings.warn(
+                "features or probe weights contain NaN/inf (diverged model?); "
+                "returning beta_eff=NaN.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return NAN_TERMS
+        return _to_terms(values.numpy(), "probed model")
+
+
+def _as_model_input(x: Any) -> Any:
+    if isinstance(x, (list, tuple)):
+        return [tf.constant(np.asarray(part)) for part in x]
+    if isinstance(x, dict):
+        return {k: tf.constant(np.asarray(v)) for k, v in x.items()}
+    return tf.constant(np.asarray(x))
+
+
+_meters: weakref.WeakKeyDictionary[Any, BetaEffMeter] = weakref.WeakKeyDictionary()
+
+
+def _weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def beta_eff_terms(
+    model: Any, x: Any, y: Any, *, precision: str = "float32", eps: float = DEFAULT_EPS
+) -> BetaEffTerms:
+    """``beta_eff`` (Eq. 2) and its parts for a model returned by ``attach_probe``.
+
+    Repeated calls with the same model and the same batch object reuse one compiled
+    :class:`BetaEffMeter`; for a loop over epochs prefer holding a meter yourself.
+
+    Args:
+        model: a probed model (see :func:`ncp_search.attach_probe`).
+        x: inputs of the batch.
+        y: labels of the batch (integer ids or one-hot).
+        precision: ``"float32"`` (compiled fast path) or ``"float64"`` (reference).
+        eps: added to the denominator.
+
+    Raises:
+        ncp_search.ProbeError: if ``model`` carries no probe.
+        ValueError: on bad labels or shapes.
+    """
+    meter = _meters.get(model) if _weakrefable(model) else None
+    if meter is None or not meter.measures(x, y, precision, eps):
+        meter = BetaEffMeter(model, x, y, precision=precision, eps=eps)
+        if _weakrefable(model):
+            _meters[model] = meter
+    return meter()
+
+
+def beta_eff(
+    model: Any, x: Any, y: Any, *, precision: str = "float32", eps: float = DEFAULT_EPS
+) -> float:
+    """``beta_eff`` (Eq. 2) of a probed model on a batch.
+
+    Args:
+        model: a model returned by :func:`ncp_search.attach_probe`.
+        x: inputs of the batch (e.g. 256 training samples, fixed across epochs).
+        y: labels of the batch.
+        precision: ``"float32"`` (compiled fast path) or ``"float64"`` (reference).
+        eps: added to the denominator against 0/0.
+
+    Returns:
+        The value, or NaN with a ``RuntimeWarning`` if it cannot be computed
+        (non-finite inputs, diverged model).
+
+    Raises:
+        ncp_search.ProbeError: if ``model`` carries no probe.
+        ValueError: on bad labels or shapes.
+
+    Example:
+        >>> probed = ncp_search.attach_probe(source_model, num_classes=5)
+        >>> ncp_search.engine.capacitance(probed, x_probe, y_probe)
+
+    References:
+        Jiang et al. 2024, Eq. 2 and Eq. 7; Algorithm 1.
+    """
+    return beta_eff_terms(model, x, y, precision=precision, eps=eps).beta_eff

@@ -1,0 +1,94 @@
+"""Ray Tune trainables that report ``beta_eff``, and trial resources.
+
+- :class:`KerasProbeTrainable`: a class trainable whose actor holds the Keras model
+  and computes ``beta_eff`` in a method (:meth:`KerasProbeTrainable.beta_eff`) after
+  every epoch; subclass it and implement :meth:`build`.
+- :func:`report_beta_eff_to_tune`: for function trainables, reports the metrics
+  together with ``beta_eff`` through ``ray.tune.report`` (Ray 2.60 raises on
+  ``ray.train.report`` inside Tune).
+- :func:`trial_resources`: one GPU share per trial when Ray sees GPUs, CPUs
+  otherwise, for ``tune.with_resources``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:
+    import ray
+    from ray import tune
+except ImportError as error:  # pragma: no cover
+    raise ImportError("ncp_search's Ray helpers need Ray Tune: pip install 'ray[tune]'") from error
+
+
+def report_beta_eff_to_tune(metrics: dict[str, Any], meter: Any) -> dict[str, Any]:
+    """Report ``metrics`` plus ``beta_eff`` from ``meter`` (a :class:`BetaEffMeter`)
+    with ``ray.tune.report``; returns what was reported."""
+    reported = {**metrics, "beta_eff": float(meter().beta_eff)}
+    tune.report(reported)
+    return reported
+
+
+def trial_resources(cpus: float = 1.0, gpus_per_trial: float | None = None) -> dict[str, float]:
+    """Resources for one trial: ``gpus_per_trial`` (default 1) GPUs when the Ray
+    cluster has GPUs, else CPUs only. Fractional GPUs pack several trials per GPU.
+
+    Raises:
+        ValueError: for non-positive amounts.
+    """
+    if cpus <= 0:
+        raise ValueError(f"cpus must be > 0, but got cpus={cpus}.")
+    if gpus_per_trial is not None and gpus_per_trial <= 0:
+        raise ValueError(f"gpus_per_trial must be > 0, but got gpus_per_trial={gpus_per_trial}.")
+    available = ray.cluster_resources() if ray.is_initialized() else {}
+    if available.get("GPU", 0) > 0:
+        return {"cpu": cpus, "gpu": 1.0 if gpus_per_trial is None else gpus_per_trial}
+    return {"cpu": cpus}
+
+
+class KerasProbeTrainable(tune.Trainable):
+    """A Tune class trainable: one epoch per ``step``, ``beta_eff`` from the actor.
+
+    Subclasses implement :meth:`build`, returning a dict with ``trained`` (the
+    compiled model to fit), ``probed`` (the model carrying the probe; the same
+    model in probe-as-head mode), ``x``, ``y``, ``x_val``, ``y_val``, ``x_probe``,
+    ``y_probe`` and optionally ``batch_size`` and ``epochs_per_step``.
+    Each step reports the Keras epoch logs (``loss``, ``val_accuracy``, ...) and
+    ``beta_eff``.
+    """
+
+    def build(self, config: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError("subclass KerasProbeTrainable and implement build(config)")
+
+    def setup(self, config: dict[str, Any]) -> None:
+        from ncp_search.engine.capacitance import BetaEffMeter
+
+        parts = self.build(config)
+        missing = {"trained", "probed", "x", "y", "x_val", "y_val", "x_probe", "y_probe"} - set(
+            parts
+        )
+        if missing:
+            raise ValueError(f"build() must return {sorted(missing)} as well.")
+        self.parts = parts
+        self.meter = BetaEffMeter(parts["probed"], parts["x_probe"], parts["y_probe"])
+
+    def beta_eff(self) -> float:
+        """``beta_eff`` of the actor's model on the fixed probe batch (an actor method)."""
+        return float(self.meter().beta_eff)
+
+    def step(self) -> dict[str, Any]:
+        parts = self.parts
+        history = parts["trained"].fit(
+            parts["x"], parts["y"], validation_data=(parts["x_val"], parts["y_val"]),
+            epochs=int(parts.get("epochs_per_step", 1)),
+            batch_size=int(parts.get("batch_size", 64)), verbose=0,
+        )
+        logs = {key: float(values[-1]) for key, values in history.history.items()}
+        return {**logs, "beta_eff": self.beta_eff()}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.parts["trained"].save_weights(os.path.join(checkpoint_dir, "model.weights.h5"))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        self.parts["trained"].load_weights(os.path.join(checkpoint_dir, "model.weights.h5"))

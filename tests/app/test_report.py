@@ -1,0 +1,191 @@
+"""The sweep's HTML report: contents, escaping, edge cases, rendering in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ncp_search.app.report.html import FIGURES, write_report
+
+EPOCHS = 8
+META = {
+    "name": "quick <&> sweep",
+    "backend": "optuna",
+    "metric": "val_accuracy",
+    "direction": "maximize",
+    "epochs": EPOCHS,
+    "pruner": "ncp (predictor=best, percentile=50)",
+    "storage": None,
+    "created": "2026-11-24T18:30:00Z",
+}
+EVIL = "<script>alert(1)</script>"
+
+
+def _trial(number, state, n, rate, *, beta=True, predictions=True, **extra):
+    """A synthetic trial: accuracy rising towards ``rate``, beta_eff falling."""
+    epochs = np.arange(1, n + 1)
+    val = [float(rate * (1 - 0.6 * math.exp(-e / 2))) for e in epochs]
+    trial = {
+        "number": number,
+        "state": state,
+        "params": {"learning_rate": 10.0 ** -(2 + number % 3), "optimizer": "adam"},
+        "val_accuracy": val,
+        "beta_eff": [float(4 - 0.3 * e + rate) for e in epochs] if beta else [],
+        "predicted_final": ([None] + [v + 0.05 for v in val[1:]]) if predictions else [],
+        "final": val[-1] if val else None,
+        "model_path": f"models/trial_{number:04d}.keras" if state == "COMPLETE" else None,
+        "seconds": 1.5 * n,
+    }
+    trial.update(extra)
+    return trial
+
+
+def _sweep():
+    trials = [
+        _trial(0, "COMPLETE", EPOCHS, 0.80),
+        _trial(1, "PRUNED", 3, 0.50),
+        _trial(2, "COMPLETE", EPOCHS, 0.90),  # the best
+        _trial(3, "PRUNED", 4, 0.60),
+        _trial(4, "COMPLETE", EPOCHS, 0.70),
+        _trial(5, "FAIL", 2, 0.40),
+        _trial(6, "RUNNING", 0, 0.50),  # no epoch yet
+        _trial(7, "COMPLETE", EPOCHS, 0.85),
+    ]
+    trials[2]["params"] = {"learning_rate": 0.001, "optimizer": EVIL}
+    trials[5]["val_accuracy"][1] = None  # NaN in the middle of the data
+    trials[5]["beta_eff"][0] = float("nan")
+    trials[5]["final"] = None
+    return trials[::-1]  # any order
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_full_report(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "trial_0002.keras").write_bytes(b"")
+    path = write_report(META, _sweep(), tmp_path)
+    assert path == tmp_path / "report.html"
+    page = path.read_text(encoding="utf-8")
+    for name in FIGURES:
+        assert (tmp_path / "report" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    images = _images(page)
+    assert len(images) == len(FIGURES)
+    assert all(image.startswith(b"\x89PNG") for image in images)
+    # Best configuration: trial 2, its params (escaped) and its model path.
+    best = page.split("<h2>Best configuration</h2>")[1].split("<h2>")[0]
+    assert "Trial 2:" in best and "0.001" in best
+    assert "models/trial_0002.keras" in best and "file not found" not in best
+    assert EVIL not in page and html_escaped(EVIL) in page
+    assert "<title>ncp-search report: quick &lt;&amp;&gt; sweep</title>" in page
+    # Epochs: 4 complete x 8 + 3 + 4 pruned + 2 failed + 0 running; no pruning: 6 x 8 + 2.
+    assert "<td>epochs trained</td><td>41</td>" in page
+    assert "<td>epochs without pruning</td><td>50</td>" in page
+    assert "<td>saved</td><td>18.0%</td>" in page
+    assert "<td>pruned trials</td><td>2</td>" in page
+    assert "Kendall tau" in page and "<script" not in page and "http" not in page
+    rows = page.split("<h2>All trials</h2>")[1]
+    assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", rows)] == list(range(8))
+
+
+def html_escaped(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def test_minimize_picks_the_lowest_final_and_flags_a_missing_model(tmp_path):
+    page = write_report({**META, "direction": "minimize"}, _sweep(), tmp_path).read_text()
+    best = page.split("<h2>Best configuration</h2>")[1].split("<h2>")[0]
+    assert "Trial 4:" in best and "file not found" in best
+
+
+def test_no_complete_trial(tmp_path):
+    trials = [t for t in _sweep() if t["state"] != "COMPLETE"]
+    page = write_report(META, trials, tmp_path).read_text()
+    assert "No complete trial: there is no best configuration." in page
+    assert "No prediction for a complete trial." not in page  # pruned predictions are drawn
+    assert (tmp_path / "report" / "history.png").exists()
+
+
+def test_no_trials(tmp_path):
+    write_report(META, _sweep(), tmp_path)  # an earlier report's figures must go
+    page = write_report(META, [], tmp_path).read_text()
+    assert "No trials recorded" in page
+    assert _images(page) == []
+    assert list((tmp_path / "report").iterdir()) == []
+
+
+def test_without_beta_predictions_or_metadata(tmp_path):
+    trials = [_trial(n, "COMPLETE", 3, 0.5 + 0.1 * n, beta=False, predictions=False)
+              for n in range(3)]
+    trials.append({"number": 3, "state": "PRUNED"})  # nothing else at all
+    page = write_report({}, trials, tmp_path / "new" / "dir").read_text()
+    assert "No beta_eff recorded" in page
+    assert "No prediction for a complete trial." in page
+    assert len(_images(page)) == 2  # history and epochs saved
+    assert "Trial 2:" in page
+
+
+def test_zero_epoch_and_nan_trials_only(tmp_path):
+    trials = [{"number": 0, "state": "COMPLETE", "params": {}, "val_accuracy": [],
+               "beta_eff": [], "predicted_final": [], "final": None, "seconds": None},
+              {"number": 1, "state": "COMPLETE", "params": {"x": 1},
+               "val_accuracy": [float("nan"), None], "beta_eff": [None, None],
+               "predicted_final": [None, float("nan")], "final": float("nan")}]
+    page = write_report(META, trials, tmp_path).read_text()
+    assert "No complete trial" in page and "No trial has a final value." in page
+    assert len(_images(page)) == 1  # epochs saved only
+
+
+def test_importing_the_package_does_not_import_matplotlib():
+    code = ("import sys, ncp_search, ncp_search.app.report.html; "
+            "assert 'matplotlib' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH "
+                    "(Debian package: chromium)")
+    import matplotlib.image
+
+    page = write_report(META, _sweep(), tmp_path / "sweep")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,3000"]
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<title>ncp-search report: quick &lt;&amp;&gt; sweep</title>" in dom.stdout
+    assert "<h2>Best configuration</h2>" in dom.stdout
+    assert len(re.findall(r'<img src="data:image/png;base64,', dom.stdout)) == len(FIGURES)
+    assert "<script" not in dom.stdout  # the escaped parameter stays text
+
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (3000, 1200)
+    assert pixels.min() < pixels.max()  # not blank
+    # The figures were decoded: their state colours (not used by the page's CSS) show.
+    rgb = np.round(pixels * 255).astype(int)
+    for color in ("#1f77b4", "#ff7f0e"):
+        target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(rgb - target).max(axis=-1) <= 12).sum() > 200, color

@@ -1,0 +1,209 @@
+"""``ncp-search sweep`` end to end on the embedded default (SQLite), resume after a
+kill -9, several worker processes, and PostgreSQL with 3 workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from ncp_search.app.cli import main
+from ncp_search.app.sweep.optuna_backend import RETRY_ATTR
+
+POSTGRES_ENV = "NCP_SEARCH_TEST_POSTGRES"
+
+
+def tiny_config(tmp_path: Path, *, trials: int = 4, epochs: int = 3, pruner: dict | None = None,
+                name: str = "tiny") -> Path:
+    config = {
+        "name": name,
+        "seed": 0,
+        "output": str(tmp_path / "out"),
+        "data": {"target": "digits:5-9"},
+        "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
+        "probe": {"hidden": [32, 32, 32], "batch": 128},
+        "search_space": {
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+            "learning_rate": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+        },
+        "budget": {"trials": trials, "epochs": epochs},
+        "pruner": pruner or {"name": "ncp", "n_startup_trials": 1, "n_warmup_steps": 1},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _study(tmp_path: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
+    url = storage or f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ncp_search.app.cli", *args]
+
+
+@pytest.mark.slow
+def test_quick_sweep_end_to_end_then_report_and_resume(tmp_path, capsys) -> None:
+    config = tiny_config(tmp_path)
+    assert main(["sweep", str(config)]) == 0
+    out = capsys.readouterr()
+    assert "best: trial" in out.out and "/4 trials" in out.err  # summary and progress line
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["complete"] + summary["pruned"] == 4 and summary["fail"] == 0
+    assert summary["epochs_without_pruning"] == 12
+    assert summary["epochs_used"] == sum(len(t.intermediate_values)
+                                         for t in _study(tmp_path).trials)
+    assert summary["epochs_used"] < 12 if summary["pruned"] else summary["epochs_used"] == 12
+    best = summary["best"]
+    assert (tmp_path / "out" / best["model_path"]).is_file()
+    study = _study(tmp_path)
+    assert best["final"] == pytest.approx(study.best_value)
+    for trial in study.trials:
+        assert len(trial.user_attrs["ncp_beta_eff"]) == len(trial.intermediate_values)
+
+    # The same output folder again: refused (exit 2) unless --resume.
+    assert main(["sweep", str(config)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # Resuming a finished sweep runs nothing more.
+    assert main(["sweep", str(config), "--resume"]) == 0
+    assert len(_study(tmp_path).trials) == 4
+
+    assert main(["report", str(tmp_path / "out")]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert best["model_path"] in html and "data:image/png;base64," in html
+
+
+@pytest.mark.slow
+def test_kill_9_mid_sweep_then_resume_loses_nothing_and_reruns_nothing(tmp_path) -> None:
+    config = tiny_config(tmp_path, trials=4, epochs=16, pruner={"name": "nop"})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(_cli("sweep", str(config)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        killed_number = _wait_for(tmp_path, proc, complete=2)
+        if killed_number is not None:
+            proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed_number is not None, "the sweep never reached 2 complete trials"
+    stale = [t.number for t in _study(tmp_path).trials if t.state == TrialState.RUNNING]
+    assert stale == [killed_number]
+    before = {t.number: (t.params, t.value) for t in _study(tmp_path).trials
+              if t.state == TrialState.COMPLETE}
+
+    resumed = subprocess.run(_cli("sweep", str(config), "--resume"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"trials [{killed_number}] were interrupted" in resumed.stderr, resumed.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    after = {t.number: (t.params, t.value) for t in trials if t.state == TrialState.COMPLETE}
+    # No completed trial lost or changed.
+    assert all(after[n] == before[n] for n in before)
+    # The killed trial is FAIL with its partial curve kept, and runs again once.
+    killed = trials[killed_number]
+    assert killed.state == TrialState.FAIL and killed.intermediate_values
+    retries = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == killed_number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state == TrialState.COMPLETE
+    # The budget is met exactly and no configuration completed twice.
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    keys = [json.dumps(t.params, sort_keys=True) for t in finished]
+    assert len(set(keys)) == len(keys)
+
+
+def _wait_for(tmp_path: Path, proc: subprocess.Popen, complete: int) -> int | None:
+    """The number of a RUNNING trial with 1-8 of its 16 epochs reported once ``complete``
+    trials are COMPLETE (None if the sweep ends or 300 s pass first)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (tmp_path / "out" / "study.db").exists():
+            continue
+        try:
+            trials = _study(tmp_path).trials
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            continue
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and 1 <= len(t.intermediate_values) <= 8]
+        if len(done) >= complete and running:
+            return running[0].number
+    return None
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_everything(tmp_path) -> None:
+    config = tiny_config(tmp_path, trials=4, epochs=16, pruner={"name": "nop"})
+    proc = subprocess.Popen(_cli("sweep", str(config)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        running = _wait_for(tmp_path, proc, complete=1)
+        assert running is not None, "the sweep never reached 1 complete trial"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err
+    trials = _study(tmp_path).trials
+    assert trials[running].state == TrialState.FAIL and trials[running].intermediate_values
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(len(t.intermediate_values) == 16 for t in complete)
+    assert all((tmp_path / "out" / t.user_attrs["ncp_model_path"]).is_file() for t in complete)
+
+
+def _check_multi_worker(study: optuna.Study, budget: int, workers: int, epochs: int) -> None:
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))  # each recorded once
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == len(trials), [t.state for t in trials]
+    # Workers check the budget before starting a trial: at most workers - 1 extra.
+    assert budget <= len(finished) <= budget + workers - 1
+    assert len({t.user_attrs["ncp_worker"] for t in trials}) >= 2  # work was shared
+    for trial in finished:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(len(steps))) and 1 <= len(steps) <= epochs
+        if trial.state == TrialState.COMPLETE:
+            assert len(steps) == epochs
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_the_sqlite_study(tmp_path) -> None:
+    config = tiny_config(tmp_path, trials=4, epochs=2)
+    result = subprocess.run(_cli("sweep", str(config), "--workers", "2"), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _check_multi_worker(_study(tmp_path), budget=4, workers=2, epochs=2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV),
+                    reason=f"set {POSTGRES_ENV} to a PostgreSQL URL (.ci/run starts one on "
+                    "loopback with .ci/postgres.sh)")
+def test_postgresql_storage_with_three_workers(tmp_path) -> None:
+    url = os.environ[POSTGRES_ENV]
+    name = f"pg_{os.getpid()}_{int(time.time())}"
+    config = tiny_config(tmp_path, trials=6, epochs=2, name=name)
+    result = subprocess.run(_cli("sweep", str(config), "--workers", "3", "--storage", url),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert meta["storage"].startswith("postgresql") and "ncp:ncp@" not in meta["storage"]
+    _check_multi_worker(_study(tmp_path, name, storage=url), budget=6, workers=3, epochs=2)
+    # The report reads the trials back from PostgreSQL (password given again).
+    assert main(["report", str(tmp_path / "out"), "--storage", url]) == 0

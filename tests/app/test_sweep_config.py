@@ -1,0 +1,135 @@
+"""Sweep config validation: every kind of bad config names the file, the key path,
+what was expected and a fix, and the CLI exits with code 2."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from ncp_search.app.cli import main
+from ncp_search.app.sweep.config import ConfigError, load_sweep_config, validate_sweep_config
+
+GOOD = {
+    "name": "t",
+    "data": {"target": "digits:5-9"},
+    "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
+    "search_space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+                     "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]}},
+    "budget": {"trials": 4, "epochs": 3},
+}
+
+
+def _with(path: str, value: object) -> dict:
+    config = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+_DELETE = object()
+
+
+def test_good_config_gets_defaults() -> None:
+    config = validate_sweep_config(GOOD, "good.yaml")
+    assert config["backend"] == "optuna"
+    assert config["pruner"]["name"] == "ncp" and config["pruner"]["predictor"] == "best"
+    assert config["output"].endswith("t")
+    assert config["probe"]["hidden"] == [64, 64, 64]
+    assert config["budget"]["minutes"] is None
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    ("budjet", {"trials": 1}, ["budjet: unknown key", "did you mean 'budget'?"]),
+    ("pruner.percentil", 30, ["pruner.percentil: unknown key", "did you mean 'percentile'?"]),
+    ("pruner", {"name": "hyperband", "percentile": 10},
+     ["pruner.percentile: unknown key (not used by this choice)"]),
+    ("pruner.name", "medain", ["pruner.name: expected one of", "did you mean 'median'?"]),
+    ("budget.trials", "ten", ["budget.trials: expected an integer >= 1", "'ten' (str)"]),
+    ("budget.trials", 0, ["budget.trials: expected an integer >= 1, but got 0 (int)"]),
+    ("budget.epochs", True, ["budget.epochs: expected an integer >= 1", "True (bool)"]),
+    ("budget.epochs", _DELETE, ["budget.epochs: missing; expected an integer >= 1"]),
+    ("data", _DELETE, ["data: missing"]),
+    ("data.target", "cifar:0-4", ["data.target: expected a task spec"]),
+    ("pruner.percentile", 120, ["pruner.percentile: expected a number in [0, 100]",
+                                "got 120 (int)"]),
+    ("pruner.predictor", "bset", ["pruner.predictor: expected a predictor name"]),
+    ("probe.hidden", [64, 64], ["probe.hidden: expected a list of at least 3"]),
+    ("source.zoo", "resnet50", ["source.zoo: expected a model-zoo architecture"]),
+    ("source.file", "missing.keras", ["source: give one of zoo, file or application"]),
+    ("source", {"task": "digits:0-4"}, ["source: missing; expected source.zoo"]),
+    ("source", {"application": "MobileNetV9"},
+     ["source.application: unknown keras.applications model", "did you mean"]),
+    ("source", {"application": "MobileNetV2", "input_shape": [8, 8, 3]},
+     ["source.input_shape: height and width must be >= 32"]),
+    ("search_space.learning_rte", {"type": "float", "low": 0.1, "high": 1.0},
+     ["search_space.learning_rte: not a trial setting", "did you mean 'learning_rate'?"]),
+    ("search_space.learning_rate", {"type": "float", "low": 0.1, "high": 0.01},
+     ["search_space.learning_rate: low must be <= high"]),
+    ("search_space.learning_rate", {"type": "float", "low": 0.0, "high": 0.1, "log": True},
+     ["a log scale needs low > 0"]),
+    ("search_space.optimizer", {"type": "categorical", "choices": ["adamw"]},
+     ["search_space.optimizer: values ['adamw'] are not allowed"]),
+    ("search_space.dropout", {"type": "beta", "low": 0, "high": 1},
+     ["search_space.dropout.type must be one of"]),
+    ("search_space", {}, ["search_space: expected a non-empty mapping"]),
+    ("backend", "dask", ["backend: expected one of ['optuna', 'ray'], but got 'dask'"]),
+    ("ray", {"gpus_per_trial": -1}, ["ray.gpus_per_trial: expected a number > 0 or null"]),
+    ("optuna", {"sampler": "cmaes"}, ["optuna.sampler: expected one of ['tpe', 'random']"]),
+    ("budget.minutes", float("nan"), ["budget.minutes: expected a number > 0 or null"]),
+    ("name", "my sweep", ["name: expected a name of letters"]),
+    ("data.n_train", 500, ["data.n_train: not available for digits"]),
+])
+def test_bad_config_names_key_path_and_fix(path: str, value: object, expected: list[str],
+                                           tmp_path, capsys) -> None:
+    config = _with(path, value)
+    file = tmp_path / "bad.yaml"
+    file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_sweep_config(file)
+    message = str(error.value)
+    assert message.startswith(f"{file}: ")
+    for part in expected:
+        assert part in message, message
+    # The CLI prints the same message and exits with code 2 before anything runs.
+    assert main(["sweep", str(file)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_errors_and_missing_file(tmp_path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: t\ndata: {target: digits:5-9\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML at line \d+"):
+        load_sweep_config(broken)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_sweep_config(tmp_path / "nope.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="must be a mapping at the top level"):
+        load_sweep_config(listed)
+
+
+def test_yaml_is_read_with_the_safe_loader(tmp_path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep_config(evil)
+
+
+def test_shipped_configs_are_valid() -> None:
+    import glob
+
+    shipped = sorted(glob.glob("configs/*.yaml"))
+    sweeps = [p for p in shipped if not p.split("/")[-1].startswith("record_")]
+    assert len(sweeps) >= 4, sweeps
+    for path in sweeps:
+        config = load_sweep_config(path)
+        assert config["budget"]["trials"] >= 1

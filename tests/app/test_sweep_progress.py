@@ -1,0 +1,83 @@
+"""The sweep's progress line and the end-of-sweep summary arithmetic."""
+
+from __future__ import annotations
+
+import io
+
+from ncp_search.app.sweep.progress import ProgressLine, TrialStatus, format_line, summarize
+from ncp_search.app.sweep.results import format_summary, summarize_sweep
+
+
+def _trials() -> list[TrialStatus]:
+    return [TrialStatus(0, "COMPLETE", 6, 0.91), TrialStatus(1, "PRUNED", 2),
+            TrialStatus(2, "COMPLETE", 6, 0.95), TrialStatus(3, "RUNNING", 3),
+            TrialStatus(4, "FAIL", 1), TrialStatus(5, "PRUNED", 3)]
+
+
+def test_summary_counts_best_and_epochs_saved() -> None:
+    summary = summarize(_trials(), epochs=6)
+    assert (summary["complete"], summary["pruned"], summary["running"], summary["failed"]) == (
+        2, 2, 1, 1)
+    assert summary["finished"] == 4
+    assert summary["epochs_used"] == 6 + 2 + 6 + 3 and summary["epochs_full"] == 24
+    assert summary["epochs_saved"] == 7 and abs(summary["saved_fraction"] - 7 / 24) < 1e-12
+    assert summary["best"] == 0.95 and summary["best_trial"] == 2
+    line = format_line(summary, budget=8)
+    assert "4/8 trials (2 pruned, 1 running, 1 failed)" in line
+    assert "best 0.9500 (#2)" in line and "epochs saved 7/24 (29%)" in line
+    assert line.startswith("[##########..........]")
+
+
+def test_empty_and_nan_finals() -> None:
+    summary = summarize([TrialStatus(0, "COMPLETE", 3, float("nan"))], epochs=3)
+    assert summary["best"] is None and summary["saved_fraction"] == 0.0
+    assert "best -" in format_line(summary, budget=2)
+
+
+def test_off_a_terminal_one_line_per_finished_trial() -> None:
+    stream = io.StringIO()
+    progress = ProgressLine(budget=3, epochs=4, stream=stream)
+    progress.update([TrialStatus(0, "RUNNING", 1)])
+    progress.update([TrialStatus(0, "RUNNING", 2)])  # an epoch: no new line
+    progress.update([TrialStatus(0, "COMPLETE", 4, 0.8)])
+    progress.update([TrialStatus(0, "COMPLETE", 4, 0.8), TrialStatus(1, "RUNNING", 1)])
+    progress.update([TrialStatus(0, "COMPLETE", 4, 0.8), TrialStatus(1, "PRUNED", 2)])
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert "1/3 trials" in lines[1] and "2/3 trials (1 pruned" in lines[2]
+
+
+def test_on_a_terminal_the_line_is_rewritten() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    progress = ProgressLine(budget=2, epochs=2, stream=stream)
+    progress.update([TrialStatus(0, "RUNNING", 1)])
+    progress.update([TrialStatus(0, "COMPLETE", 2, 0.5)])
+    progress.close()
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n") and text.count("\n") == 1
+
+
+def test_sweep_summary_and_its_text() -> None:
+    meta = {"name": "s", "backend": "optuna", "pruner": "ncp", "epochs": 4}
+    trials = [
+        {"number": 0, "state": "COMPLETE", "params": {"lr": 0.1}, "val_accuracy": [.5, .6, .7, .8],
+         "final": 0.8, "model_path": "models/trial_0000.keras"},
+        {"number": 1, "state": "PRUNED", "params": {"lr": 0.2}, "val_accuracy": [.2, .3],
+         "final": 0.3, "model_path": None},
+        {"number": 2, "state": "FAIL", "params": {"lr": 0.3}, "val_accuracy": [.1],
+         "final": 0.1, "model_path": None},
+    ]
+    summary = summarize_sweep(meta, trials)
+    assert summary["epochs_used"] == 6 and summary["epochs_without_pruning"] == 8
+    assert summary["epochs_saved_fraction"] == 0.25
+    assert (summary["complete"], summary["pruned"], summary["fail"]) == (1, 1, 1)
+    assert summary["best"]["number"] == 0 and summary["best"]["params"] == {"lr": 0.1}
+    text = format_summary(summary, "runs/s")
+    assert "6 used of 8 without pruning (25% saved)" in text
+    assert "runs/s/models/trial_0000.keras" in text
+    assert "no complete trial yet" in format_summary(summarize_sweep(meta, trials[1:]), "x")

@@ -1,0 +1,322 @@
+"""The Ray Tune backend of ``ncp-search sweep``: domains, schedulers, records, real runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+
+from ray.tune.schedulers import (  # noqa: E402
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+)
+from ray.tune.search.variant_generator import generate_variants  # noqa: E402
+
+from ncp_search.app.sweep.config import ConfigError, validate_sweep_config  # noqa: E402
+from ncp_search.app.sweep.ray_backend import (  # noqa: E402
+    _Session,
+    concurrency,
+    describe_scheduler,
+    make_scheduler,
+    make_search_alg,
+    param_space,
+    trial_number,
+)
+from ncp_search.integrations.ray.scheduler import NCPScheduler  # noqa: E402
+
+ROOT = Path(__file__).parents[2]
+
+
+def make_config(scheduler=None, space=None, **top):
+    raw = {
+        "name": "t", "backend": "ray", "data": {"target": "digits:5-9"},
+        "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
+        "budget": {"trials": 4, "epochs": 3},
+        "search_space": space or {
+            "learning_rate": {"type": "float", "low": 1e-3, "high": 0.3, "log": True},
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        },
+        **top,
+    }
+    if scheduler is not None:
+        raw["scheduler"] = scheduler
+    return validate_sweep_config(raw)
+
+
+# -- describe_scheduler / make_scheduler -----------------------------------------------
+def test_describe_scheduler_names_the_used_settings():
+    assert describe_scheduler(make_config()) == (
+        "ncp (predictor=best, percentile=50.0, grace_period=2)")
+    assert describe_scheduler(make_config({"name": "ncp_asha", "grace_period": 1})) == (
+        "ncp_asha (predictor=best, grace_period=1, reduction_factor=3)")
+    assert describe_scheduler(make_config({"name": "fifo"})) == "fifo"
+
+
+def test_make_scheduler_ncp_rules_and_state_path(tmp_path):
+    config = make_config({"name": "ncp", "grace_period": 1, "percentile": 30})
+    scheduler = make_scheduler(config, tmp_path / "state.pkl")
+    assert type(scheduler) is NCPScheduler
+    assert (scheduler._rule, scheduler._max_t, scheduler._grace_period) == ("percentile", 3, 1)
+    assert scheduler._percentile == 30.0 and scheduler._time_attr == "training_iteration"
+    assert scheduler._state_path == str(tmp_path / "state.pkl")
+    asha = make_scheduler(make_config({"name": "ncp_asha", "reduction_factor": 2}))
+    assert asha._rule == "asha" and asha._rf == 2.0 and asha._state_path is None
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("fifo", FIFOScheduler), ("async_hyperband", AsyncHyperBandScheduler),
+    ("hyperband", HyperBandScheduler), ("median_stopping", MedianStoppingRule),
+])
+def test_make_scheduler_builtin(name, kind):
+    scheduler = make_scheduler(make_config({"name": name}))
+    assert type(scheduler) is kind
+    # metric and mode come from TuneConfig
+    assert scheduler.set_search_properties("val_accuracy", "max")
+
+
+def test_make_scheduler_refuses_a_grace_period_past_the_budget():
+    with pytest.raises(ConfigError, match="grace_period"):
+        make_scheduler(make_config({"name": "ncp", "grace_period": 4}))
+
+
+# -- param_space / search algorithm ------------------------------------------------------
+def _samples(domain, n=400, seed=0):
+    return domain.sample(size=n, random_state=np.random.default_rng(seed))
+
+
+def test_param_space_domains_match_the_config():
+    space = param_space(make_config(space={
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "batch_size": {"type": "int", "low": 16, "high": 18},
+        "head_units": {"type": "int", "low": 2, "high": 9, "log": True},
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "schedule": "cosine",
+        "weight_decay": {"type": "float", "low": 0.01, "high": 0.01},
+    }))
+    lr = np.array(_samples(space["learning_rate"]))
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-1 and np.median(lr) < 0.01  # log scale
+    dropout = np.array(_samples(space["dropout"]))
+    assert dropout.min() >= 0.0 and dropout.max() <= 0.5
+    assert set(_samples(space["batch_size"])) == {16, 17, 18}  # high is inclusive
+    assert set(_samples(space["head_units"], 2000)) == set(range(2, 10))
+    assert set(_samples(space["optimizer"])) == {"sgd", "adam"}
+    assert space["schedule"] == "cosine" and space["weight_decay"] == 0.01
+
+
+def test_param_space_sampling_is_seeded():
+    space = param_space(make_config())
+
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        spec = {"config": space}
+        return [generate_variants(spec, random_state=rng).__next__()[1]["config"]
+                for _ in range(3)]
+
+    assert draw(1) == draw(1) and draw(1) != draw(2)
+    search = make_search_alg(make_config(seed=7), max_concurrent=2)
+    assert search.max_concurrent == 2
+
+
+def test_concurrency_and_trial_numbers():
+    config = make_config(ray={"max_concurrent_trials": 3})
+    assert concurrency(config, 4) == 4
+    assert concurrency(config, 1) == 3  # --workers 1 (the default) defers to the config
+    assert concurrency(make_config(), 1) == 1
+    assert concurrency(make_config(), None) is None
+    assert trial_number("3f2a1_00007") == 7
+    assert isinstance(trial_number("odd"), int)
+
+
+def test_application_sources_are_resized_in_the_trial_as_load_data_would():
+    from ncp_search.app.sweep.ray_backend import _resized
+    from ncp_search.app.sweep.trial import load_data
+
+    config = make_config(probe={"batch": 16})
+    resized = _resized(load_data(config), (32, 32, 3))
+    expected = load_data(config, (32, 32, 3))
+    assert resized.task.x_train.shape == expected.task.x_train.shape
+    assert resized.task.x_train.shape[1:] == (32, 32, 3)
+    np.testing.assert_allclose(resized.task.x_val, expected.task.x_val, atol=1e-5)
+    np.testing.assert_allclose(resized.x_probe, expected.x_probe, atol=1e-5)
+    np.testing.assert_array_equal(resized.y_probe, expected.y_probe)
+
+
+# -- records ------------------------------------------------------------------------------
+def _trial(trial_id, **config):
+    return SimpleNamespace(trial_id=trial_id, config=config, status="RUNNING")
+
+
+def test_session_records_states_restarts_and_strict_json(tmp_path):
+    config = make_config({"name": "ncp", "grace_period": 1})
+    stream = io.StringIO()
+    from ncp_search.app.sweep.progress import ProgressLine
+
+    session = _Session(config, tmp_path, ProgressLine(4, 3, stream))
+    done, pruned, failed, cut = (_trial(f"ab_0000{i}", learning_rate=np.float64(0.1))
+                                 for i in range(4))
+    for trial in (done, pruned, failed, cut):
+        session.start(trial)
+    for epoch, value in enumerate([0.5, 0.6, 0.7]):
+        session.result(done, {"val_accuracy": value, "beta_eff": 1.0, "epoch": epoch,
+                              "time_total_s": 1.0 + epoch})
+    session.result(done, {"val_accuracy": 0.8, "beta_eff": 1.0, "epoch": 2,
+                          "model_path": "models/trial_ab_00000.keras"})  # a restart
+    session.end(done, failed=False)
+    session.result(pruned, {"val_accuracy": float("nan"), "beta_eff": 2.0, "epoch": 0})
+    session.end(pruned, failed=False)
+    session.result(failed, {"val_accuracy": 0.4, "epoch": 0})
+    session.end(failed, failed=True)
+    session.result(cut, {"val_accuracy": 0.3, "beta_eff": 0.5, "epoch": 0})
+    session.finish()
+    lines = (tmp_path / "trials.jsonl").read_text().splitlines()
+    records = {r["number"]: r for r in map(json.loads, lines)}
+    assert [records[i]["state"] for i in range(4)] == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert records[0]["val_accuracy"] == [0.5, 0.6, 0.8] and records[0]["final"] == 0.8
+    assert records[0]["model_path"] == "models/trial_ab_00000.keras"
+    assert records[0]["params"] == {"learning_rate": 0.1}
+    assert len(records[0]["predicted_final"]) == 3
+    assert all(isinstance(p, float) for p in records[0]["predicted_final"])
+    assert records[1]["val_accuracy"] == [None] and records[1]["final"] is None
+    assert records[2]["beta_eff"] == [None]
+    assert records[3]["model_path"] is None
+    assert "NaN" not in "".join(lines)
+    assert "1 failed" not in stream.getvalue() and "2 failed" in stream.getvalue()
+    # resume: the records come back by trial id
+    again = _Session(config, tmp_path, None)
+    again.load()
+    assert set(again.records) == {t.trial_id for t in (done, pruned, failed, cut)}
+
+
+# -- real runs ------------------------------------------------------------------------------
+SWEEP_YAML = """\
+name: ray-e2e
+backend: ray
+seed: 0
+output: {output}
+data: {{target: "digits:5-9"}}
+source: {{zoo: mlp, task: "digits:0-4", epochs: 10}}
+probe: {{hidden: [16, 16, 16], batch: 64}}
+search_space:
+  learning_rate: {{type: float, low: 1.0e-3, high: 0.3, log: true}}
+  optimizer: {{type: categorical, choices: [sgd, adam]}}
+budget: {{trials: {trials}, epochs: {epochs}}}
+scheduler: {{name: ncp, grace_period: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def zoo_cache(tmp_path_factory):
+    from ncp_search.app.zoo import load_source_model
+
+    cache = tmp_path_factory.mktemp("zoo")
+    load_source_model("mlp", source="digits:0-4", epochs=10, cache_dir=cache)  # warm
+    return str(cache)
+
+
+def _write_config(tmp_path, trials=4, epochs=3):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP_YAML.format(output=tmp_path / "out", trials=trials, epochs=epochs))
+    return path
+
+
+def _read_records(output):
+    lines = (Path(output) / "trials.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
+def test_ray_sweep_end_to_end(tmp_path, zoo_cache):
+    from ncp_search.app.sweep.run import run_sweep
+
+    stream = io.StringIO()
+    summary = run_sweep(str(_write_config(tmp_path)), backend="ray", workers=2,
+                        cache_dir=zoo_cache, stream=stream)
+    output = tmp_path / "out"
+    assert summary["trials"] == 4 and summary["backend"] == "ray"
+    assert summary["complete"] + summary["pruned"] + summary["fail"] + summary["running"] == 4
+    assert summary["fail"] == 0 and summary["running"] == 0 and summary["complete"] >= 1
+    records = _read_records(output)
+    assert sorted(r["number"] for r in records) == [0, 1, 2, 3]
+    for record in records:
+        n = len(record["val_accuracy"])
+        assert 1 <= n <= 3 and len(record["beta_eff"]) == n
+        assert record["state"] == ("COMPLETE" if n == 3 else "PRUNED")
+        assert set(record["params"]) == {"learning_rate", "optimizer"}
+        assert record["seconds"] > 0
+    best = summary["best"]
+    assert best is not None and (output / best["model_path"]).is_file()
+    assert (output / "ncp_scheduler.pkl").is_file()
+    assert "4/4 trials" in stream.getvalue()
+
+
+DRIVER = """\
+import sys
+from ncp_search.app.sweep.run import run_sweep
+try:
+    run_sweep(sys.argv[1], workers=2, cache_dir=sys.argv[2])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.slow
+def test_ray_sweep_interrupted_and_resumed(tmp_path, zoo_cache):
+    from ncp_search.app.sweep.run import run_sweep
+
+    config = _write_config(tmp_path, trials=4, epochs=3)
+    output = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(config), zoo_cache], cwd=str(ROOT),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    deadline = time.time() + 240
+    before: list = []
+    try:
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            try:
+                before = [r for r in _read_records(output)
+                          if r["state"] in ("COMPLETE", "PRUNED")]
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            if before:
+                break
+        assert before, "the sweep finished no trial"
+        driver.send_signal(signal.SIGINT)  # Ctrl-C on the driver: Tune saves its state
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 130, err.decode()[-3000:]
+    interrupted = {r["number"]: r for r in _read_records(output)}
+    finished = {n: r for n, r in interrupted.items() if r["state"] in ("COMPLETE", "PRUNED")}
+    assert finished and len(finished) < 4
+    models = {n: os.stat(output / r["model_path"]).st_mtime_ns
+              for n, r in finished.items() if r["model_path"]}
+
+    summary = run_sweep(str(config), workers=2, resume=True, cache_dir=zoo_cache,
+                        stream=io.StringIO())
+    after = {r["number"]: r for r in _read_records(output)}
+    assert sorted(after) == list(range(4)) and summary["trials"] == 4
+    assert summary["fail"] == 0 and summary["running"] == 0
+    for number, record in finished.items():  # kept, not run again
+        assert after[number] == record
+    for number, mtime in models.items():
+        assert os.stat(output / after[number]["model_path"]).st_mtime_ns == mtime
+    assert all(not math.isnan(r["seconds"]) for r in after.values())

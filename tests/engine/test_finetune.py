@@ -1,0 +1,86 @@
+"""Trial models: probe as head vs observer beside the user's head; schedules; settings."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from ncp_search import BetaEffMeter, split_probe
+from ncp_search.engine.finetune import (
+    build_trial_models,
+    compile_trial,
+    learning_rate_at,
+    trial_settings,
+)
+from tests.engine.test_probe import batch, sequential_classifier
+
+
+def test_probe_head_mode_trains_through_the_probe():
+    models = build_trial_models(sequential_classifier(), 3, {"dropout": 0.2}, mode="probe_head",
+                                hidden=(8, 8, 8))
+    assert models.trained is models.probed
+    assert models.trained.output.shape[-1] == 3
+
+
+@pytest.mark.slow
+def test_observer_mode_trains_own_head_and_probe_sees_bottom_changes():
+    models = build_trial_models(sequential_classifier(), 3, {"optimizer": "momentum",
+                                "learning_rate": 0.05}, mode="observer", hidden=(8, 8, 8))
+    assert models.trained is not models.probed
+    kernels = [k.numpy().copy() for k in split_probe(models.probed).kernels]
+    x, y = batch((8, 8, 1), n=64, classes=3)
+    meter = BetaEffMeter(models.probed, x[:16], y[:16])
+    before = meter().beta_eff
+    head = models.trained.get_layer("trial_head").kernel.numpy().copy()
+    compile_trial(models.trained, {"optimizer": "momentum", "learning_rate": 0.05})
+    models.trained.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert not np.array_equal(head, models.trained.get_layer("trial_head").kernel.numpy())
+    assert all(np.array_equal(a, k.numpy()) for a, k in
+               zip(kernels, split_probe(models.probed).kernels))
+    assert meter().beta_eff != before
+
+
+def test_trainable_top_freezes_lower_layers():
+    source = sequential_classifier()
+    models = build_trial_models(source, 3, {"trainable": "top"}, mode="observer",
+                                hidden=(8, 8, 8))
+    trainable = {id(w) for w in models.trained.trainable_weights}
+    assert id(source.layers[0].kernel) not in trainable  # conv frozen
+    assert id(source.layers[2].kernel) in trainable  # last bottom Dense trains
+    assert id(models.trained.get_layer("trial_head").kernel) in trainable
+
+
+def test_schedules():
+    assert learning_rate_at(0, 10, 0.1, "constant") == 0.1
+    assert learning_rate_at(0, 10, 0.1, "warmup") == pytest.approx(0.001)
+    assert learning_rate_at(5, 10, 0.1, "warmup") == pytest.approx(0.1)
+    assert learning_rate_at(6, 10, 0.1, "step") == pytest.approx(0.01)
+    assert learning_rate_at(9, 10, 0.1, "step") == pytest.approx(0.001)
+    assert learning_rate_at(5, 10, 0.1, "cosine") == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"schedule": "cyclic"}, "schedule"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"trainable": "some"}, "trainable"),
+    ],
+)
+def test_bad_settings(config, match):
+    with pytest.raises(ValueError, match=match):
+        trial_settings(config)
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="mode"):
+        build_trial_models(sequential_classifier(), 3, {}, mode="both")
+
+
+def test_compile_uses_weight_decay():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    compile_trial(model, {"optimizer": "adam", "weight_decay": 0.01})
+    assert model.optimizer.weight_decay == pytest.approx(0.01)

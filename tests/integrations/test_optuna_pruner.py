@@ -1,0 +1,268 @@
+"""NCPPruner through Optuna's public ask / report / should_prune / tell protocol."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+
+from ncp_search import NCPPruner, report_beta_eff
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_trial(study, values, betas=None, finish=True):
+    trial = study.ask()
+    for step, value in enumerate(values):
+        if betas is not None:
+            report_beta_eff(trial, step, betas[step], value)
+        else:
+            trial.report(value, step)
+    if finish:
+        study.tell(trial, values[-1])
+    return trial
+
+
+def complete_trials(study, n=5, sign=1.0, steps=6):
+    for i in range(n):
+        base = 0.6 + 0.05 * i
+        run_trial(study, [sign * (base + 0.01 * s) for s in range(steps)])
+
+
+def test_no_pruning_without_completed_trials_or_reports():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_startup_trials=0))
+    trial = study.ask()
+    assert not trial.should_prune()  # no completed trial, no report
+    trial.report(0.01, 5)
+    assert not trial.should_prune()  # still no completed trial
+
+
+def test_startup_trials():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_startup_trials=5,
+                                                                      n_warmup_steps=0))
+    complete_trials(study, n=4)
+    trial = run_trial(study, [0.01, 0.01, 0.01], finish=False)
+    assert not trial.should_prune()
+    complete_trials(study, n=1)
+    assert trial.should_prune()
+
+
+@pytest.mark.parametrize("direction, sign", [("maximize", 1.0), ("minimize", -1.0)])
+def test_prunes_a_clearly_bad_trial_in_both_directions(direction, sign):
+    study = optuna.create_study(direction=direction, pruner=NCPPruner(n_warmup_steps=2))
+    complete_trials(study, sign=sign)
+    bad = run_trial(study, [sign * v for v in (0.1, 0.1, 0.1)], finish=False)
+    assert bad.should_prune()
+    good = run_trial(study, [sign * v for v in (0.9, 0.9, 0.9)], finish=False)
+    assert not good.should_prune()
+
+
+def test_warmup_and_interval():
+    study = optuna.create_study(
+        direction="maximize", pruner=NCPPruner(n_warmup_steps=3, interval_steps=2)
+    )
+    complete_trials(study)
+    trial = study.ask()
+    decisions = []
+    for step in range(8):
+        trial.report(0.05, step)
+        decisions.append(trial.should_prune())
+    assert decisions == [False, False, False, True, False, True, False, True]
+
+
+def test_nan_fails_open():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0))
+    complete_trials(study)
+    trial = run_trial(study, [float("nan")] * 3, finish=False)
+    assert not trial.should_prune()
+
+
+def test_missing_beta_eff_warns_once_and_fails_open():
+    study = optuna.create_study(
+        direction="maximize", pruner=NCPPruner(n_warmup_steps=0, predictor="ncp_raw")
+    )
+    complete_trials(study)
+    trial = run_trial(study, [0.01, 0.01, 0.01], finish=False)
+    with pytest.warns(RuntimeWarning, match="no beta_eff"):
+        assert not trial.should_prune()
+
+
+def test_beta_eff_and_prediction_are_stored_on_the_trial():
+    study = optuna.create_study(
+        direction="maximize", pruner=NCPPruner(n_warmup_steps=1, predictor="ncp_raw")
+    )
+    for i in range(5):
+        run_trial(study, [0.5 + 0.05 * i + 0.01 * s for s in range(4)], betas=[3, 2, 1, 0.5])
+    trial = study.ask()
+    # accuracy = 0.3 - 0.1 * beta: NCP reads h(0) = 0.3
+    for step, beta in enumerate([2.0, 1.5, 1.0]):
+        predicted = report_beta_eff(trial, step, beta, 0.3 - 0.1 * beta)
+    assert predicted == pytest.approx(0.3, abs=0.02)
+    frozen = study.get_trials()[-1]
+    assert frozen.user_attrs["ncp_beta_eff"] == {"0": 2.0, "1": 1.5, "2": 1.0}
+    assert frozen.user_attrs["ncp_predicted_final"]["step"] == 2
+    assert trial.should_prune()  # 0.2-ish raw and 0.3 predicted: below the others
+
+
+def test_running_predictions_enter_the_reference():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0,
+                                                                      n_startup_trials=1))
+    run_trial(study, [0.5, 0.5])
+    strong = []
+    for _ in range(5):
+        trial = study.ask()
+        report_beta_eff(trial, 0, 1.0, 0.9)
+        report_beta_eff(trial, 1, 1.0, 0.9)
+        strong.append(trial)
+    middle = study.ask()
+    report_beta_eff(middle, 0, 1.0, 0.7)
+    report_beta_eff(middle, 1, 1.0, 0.7)
+    # above the only completed trial, but below the median of the running ones
+    assert middle.should_prune()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"percentile": 120}, "percentile"),
+        ({"n_startup_trials": -1}, "n_startup_trials"),
+        ({"n_warmup_steps": -1}, "n_warmup_steps"),
+        ({"interval_steps": 0}, "interval_steps"),
+        ({"n_steps": 0}, "n_steps"),
+        ({"predictor": "oracle"}, "predictor"),
+        ({"predictor": "tse"}, "predictor"),
+        ({"kappa": float("nan")}, "kappa"),
+    ],
+)
+def test_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NCPPruner(**kwargs)
+
+
+def test_pickling():
+    pruner = NCPPruner(percentile=25.0, predictor="pow3")
+    clone = pickle.loads(pickle.dumps(pruner))
+    assert clone.percentile == 25.0 and clone.predictor == "pow3"
+    study = optuna.create_study(direction="maximize", pruner=clone)
+    complete_trials(study)
+
+
+def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
+    from ncp_search.core.predictors import predict
+    from ncp_search.integrations.optuna.pruner import trial_run
+
+    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_curve", n_steps=6)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(7):
+        run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
+    trial = run_trial(study, [0.55, 0.6, 0.62], finish=False)
+    frozen = study.get_trials()[-1]
+    online = pruner.predict_final(study, frozen)
+    runs = [trial_run(t, 1.0) for t in study.get_trials()]
+    offline = predict("xtrial_curve", runs, 3, 6, last_only=True)[0]
+    assert online == pytest.approx(offline)
+    assert len(pruner._models) == 1
+    pruner.predict_final(study, frozen)
+    assert len(pruner._models) == 1  # no refit for the same completed trials
+    study.tell(trial, 0.7)
+
+
+def test_residual_cross_trial_matches_offline():
+    from ncp_search.core.predictors import predict
+    from ncp_search.integrations.optuna.pruner import trial_run
+
+    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_resid_curve", n_steps=6)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(7):
+        run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
+    run_trial(study, [0.55, 0.6, 0.62], finish=False)
+    frozen = study.get_trials()[-1]
+    runs = [trial_run(t, 1.0) for t in study.get_trials()]
+    offline = predict("xtrial_resid_curve", runs, 3, 6, last_only=True)[0]
+    assert pruner.predict_final(study, frozen) == pytest.approx(offline)
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        optuna.pruners.PercentilePruner(50.0, n_startup_trials=3, n_warmup_steps=1),
+        optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(3, 1), patience=0),
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=2),
+        optuna.pruners.HyperbandPruner(min_resource=2, max_resource=6, reduction_factor=2),
+    ],
+    ids=["median", "percentile", "patient", "successive_halving", "hyperband"],
+)
+def test_base_pruner_decides_on_predictions(base):
+    """Raw values say 'excellent', predictions say 'poor': the base pruner on
+    predictions prunes; the same base pruner on raw values does not."""
+    def trials_with(pruner, deceptive_predictions):
+        study = optuna.create_study(direction="maximize", pruner=pruner,
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        for i in range(8):
+            trial = study.ask()
+            for step in range(6):
+                report_beta_eff(trial, step, 1.0, 0.5 + 0.02 * i + 0.01 * step)
+                trial.should_prune()  # lets rung-based pruners record this trial
+            study.tell(trial, 0.5 + 0.02 * i + 0.05)
+        trial = study.ask()
+        decisions = []
+        for step in range(6):
+            report_beta_eff(trial, step, 1.0, 0.99)  # raw value looks excellent
+            if deceptive_predictions:  # overwrite the stored prediction with a poor one
+                history = dict(trial.user_attrs.get("ncp_predicted_history", {}))
+                history[str(step)] = 0.3 - 0.04 * step  # poor and getting worse
+                trial.set_user_attr("ncp_predicted_history", history)
+            decisions.append(trial.should_prune())
+        return any(decisions)
+
+    import copy
+
+    ncp = NCPPruner(predictor="last", base=copy.deepcopy(base))
+    assert trials_with(ncp, deceptive_predictions=True)
+    assert not trials_with(copy.deepcopy(base), deceptive_predictions=False)
+
+
+def test_base_must_be_a_pruner():
+    with pytest.raises(TypeError, match="optuna pruner"):
+        NCPPruner(base="median")
+
+
+def test_report_predicted_final():
+    from ncp_search.integrations.optuna.reporting import report_predicted_final
+
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(predictor="pow3"))
+    complete_trials(study)
+    trial = study.ask()
+    assert report_predicted_final(trial, 0) is None  # nothing predicted yet
+    for step, value in enumerate([0.3, 0.5, 0.6]):
+        predicted = report_beta_eff(trial, step, 1.0, value)
+    assert report_predicted_final(trial, 3) == pytest.approx(predicted)
+    assert study.get_trials()[-1].intermediate_values[3] == pytest.approx(predicted)
+
+
+def test_sampler_benchmark_runs():
+    from research.sampler_bench import compare_sampler
+    from tests.synthetic_runs import make_runs
+
+    runs = make_runs(12, epochs=6)
+    for i, run in enumerate(runs):
+        run["config"]["x"] = i / 11
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    result = compare_sampler(runs, space, seeds=range(2), n_trials=8, predictors=["best"])
+    assert set(result) == {"tpe, no pruning", "ncp:best, raw value to sampler",
+                           "ncp:best, prediction to sampler"}
+    assert result["tpe, no pruning"]["epochs"] == 8 * 6
+    assert result["ncp:best, raw value to sampler"]["epochs"] <= 8 * 6
+
+
+def test_one_pruner_object_serves_two_studies():
+    pruner = NCPPruner(n_warmup_steps=0)
+    low = optuna.create_study(direction="maximize", pruner=pruner)
+    high = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(5):
+        run_trial(low, [0.1 + 0.01 * i] * 3)
+        run_trial(high, [0.9 + 0.01 * i] * 3)
+    assert not run_trial(low, [0.5] * 3, finish=False).should_prune()
+    assert run_trial(high, [0.5] * 3, finish=False).should_prune()
