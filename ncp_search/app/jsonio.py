@@ -33,7 +33,7 @@ def write_json(value: Any, path: str | os.PathLike[str], indent: int = 1) -> Non
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The objects of a JSON-lines file (none if it does not exist); a truncated
     last line (interrupted write) is ignored."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not Path(path).exists():
         return rows
     with open(path, encoding="utf-8") as handle:

@@ -51,7 +51,8 @@ def validate_space(space: Mapping[str, Any], where: str = "search_space") -> Non
                 raise ValueError(f"{path}.choices must be a non-empty list.")
             continue
         low, high = spec.get("low"), spec.get("high")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
+        if not (isinstance(low, (int, float)) and isinstance(high, (int, float))
+                and math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f"{path} needs finite numbers low and high, got {low!r}, {high!r}.")
         if low > high:
             raise ValueError(f"{path}: low must be <= high, but got low={low}, high={high}.")

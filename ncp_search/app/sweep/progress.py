@@ -33,16 +33,16 @@ def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
     finished = [t for t in trials if t.state in ("COMPLETE", "PRUNED")]
     used = sum(t.epochs for t in finished)
     full = epochs * len(finished)
-    complete = [t for t in trials if t.state == "COMPLETE" and t.final is not None
-                and math.isfinite(t.final)]
-    best = max(complete, key=lambda t: t.final, default=None)
+    finals = [(t.final, t.number) for t in trials
+              if t.state == "COMPLETE" and t.final is not None and math.isfinite(t.final)]
+    best = max(finals, key=lambda final_number: final_number[0], default=None)
     return {
         "complete": count["COMPLETE"], "pruned": count["PRUNED"], "running": count["RUNNING"],
         "failed": count["FAIL"], "finished": len(finished), "epochs_used": used,
         "epochs_full": full, "epochs_saved": full - used,
         "saved_fraction": (full - used) / full if full else 0.0,
-        "best": None if best is None else best.final,
-        "best_trial": None if best is None else best.number,
+        "best": None if best is None else best[0],
+        "best_trial": None if best is None else best[1],
     }
 
 

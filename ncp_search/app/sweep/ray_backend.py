@@ -132,11 +132,12 @@ def _domain(spec: Any) -> Any:
         return tune.choice(list(spec["choices"]))
     log = bool(spec.get("log"))
     if spec["type"] == "int":
-        low, high = int(spec["low"]), int(spec["high"])
-        if low == high:
-            return low
+        int_low, int_high = int(spec["low"]), int(spec["high"])
+        if int_low == int_high:
+            return int_low
         # Tune's integer domains exclude ``upper``; the config's ``high`` is inclusive.
-        return tune.lograndint(low, high + 1) if log else tune.randint(low, high + 1)
+        return (tune.lograndint(int_low, int_high + 1) if log
+                else tune.randint(int_low, int_high + 1))
     low, high = float(spec["low"]), float(spec["high"])
     if low == high:
         return low
@@ -251,7 +252,8 @@ class _Session:
         self.records: dict[str, dict[str, Any]] = {}
         self.trials: list[Any] = []
         name = config["scheduler"]["name"]
-        self._predictor = (make_scheduler(config) if name in ("ncp", "ncp_asha") else None)
+        scheduler = make_scheduler(config) if name in ("ncp", "ncp_asha") else None
+        self._predictor = scheduler if isinstance(scheduler, NCPScheduler) else None
         self._grace = int(config["scheduler"]["grace_period"])
 
     # records
@@ -447,11 +449,11 @@ def _init_ray(address: str | None, cpus: int) -> bool:
     """Start (or connect to) Ray unless it is up; True if this call started it."""
     if ray.is_initialized():
         return False
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
-        ray.init(address=address, **quiet)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
-        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
     return True
 
 

@@ -234,11 +234,11 @@ def run_sweep(
                           cache_dir=cache_dir, storage_override=storage)
         finally:
             progress.close()
-    meta, trials = load_trials(output, storage=url)
-    summary = summarize_sweep(meta, trials)
+    meta, records = load_trials(output, storage=url)  # ``trials`` is the budget override
+    summary = summarize_sweep(meta, records)
     from ncp_search.app.report.html import write_report
 
     summary["output"] = str(output)
-    summary["report"] = str(write_report(meta, trials, output))
+    summary["report"] = str(write_report(meta, records, output))
     write_json(summary, output / SUMMARY_FILE, indent=2)
     return summary
