@@ -261,7 +261,13 @@ def _find_idx_folder(path: str | os.PathLike[str] | None) -> tuple[Path | None, 
 
 
 def _read_folder(folder: Path) -> dict[str, np.ndarray]:
-    arrays = {key: read_idx(_idx_file(folder, stem)) for key, stem in _FILES.items()}
+    arrays: dict[str, np.ndarray] = {}
+    for key, stem in _FILES.items():
+        file = _idx_file(folder, stem)
+        if file is None:  # _find_idx_folder saw it; removed since
+            raise DataError(f"{folder} must hold the IDX file {stem} (or {stem}.gz), but it "
+                            "is gone; reinstall the data set.")
+        arrays[key] = read_idx(file)
     for split in ("train", "val"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):

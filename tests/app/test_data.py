@@ -215,6 +215,20 @@ def test_fashion_corrupt_file_is_reported_not_skipped(tmp_path, isolated):
         load_fashion_mnist(path=folder)
 
 
+def test_fashion_file_removed_after_the_search_is_a_data_error(tmp_path, isolated):
+    folder = fake_fashion(tmp_path)
+    find = data_module._find_idx_folder
+
+    def find_then_remove(path):
+        found = find(path)
+        (folder / "t10k-labels-idx1-ubyte").unlink()  # gone between search and read
+        return found
+
+    isolated.setattr(data_module, "_find_idx_folder", find_then_remove)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte \(or .*\.gz\), but it is gone"):
+        load_fashion_mnist(path=folder)
+
+
 @pytest.mark.skipif(
     not Path(data_module.DEBIAN_FASHION_MNIST).exists(),
     reason="the Debian package dataset-fashion-mnist is not installed "
