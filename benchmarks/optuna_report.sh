@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/optuna
 mkdir -p "$out"
-ncp-search bench optuna --table benchmarks/tables/digits_mlp.jsonl \
+python -m research bench optuna --table benchmarks/tables/digits_mlp.jsonl \
     benchmarks/tables/fashion_cnn.jsonl benchmarks/tables/fashion_select.jsonl \
     --seeds 10 --json "$out/replay.json" --plot "$out" | tee "$out/replay.txt"
 for name in digits_mlp fashion_cnn fashion_select; do
-  ncp-search bench sampler --table "benchmarks/tables/$name.jsonl" \
+  python -m research bench sampler --table "benchmarks/tables/$name.jsonl" \
       --config "configs/record_$name.yaml" --seeds 10 --trials 40 \
       --json "$out/sampler_$name.json" | tee "$out/sampler_$name.txt"
 done

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for name in digits_mlp fashion_cnn fashion_select; do
-  ncp-search record "configs/record_${name}.yaml" --out "benchmarks/tables/${name}.jsonl"
+  python -m research record "configs/record_${name}.yaml" --out "benchmarks/tables/${name}.jsonl"
 done

@@ -1,4 +1,4 @@
-"""Markdown tables from a `ncp-search bench predict --json` report.
+"""Markdown tables from a `python -m research bench predict --json` report.
 
 Run:  python benchmarks/summarize_prediction.py docs/prediction/report.json [--k 5]
 Prints, per mode, Kendall tau (95% bootstrap interval) per predictor and workload at

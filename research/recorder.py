@@ -1,6 +1,6 @@
 """Record complete trials of a workload as a table of runs (JSON lines).
 
-``ncp-search record CONFIG`` reads a workload config (YAML), samples its trial
+``python -m research record CONFIG`` reads a workload config (YAML), samples its trial
 configurations with a fixed seed, fine-tunes each one for all its epochs, and
 appends one JSON object per trial and mode to the output file::
 
@@ -205,7 +205,7 @@ def _lock(handle: Any, path: Any) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise NCPSearchError(
-            f"{path} is being written by another `ncp-search record`; wait for it or "
+            f"{path} is being written by another `python -m research record`; wait for it or "
             "record into another file."
         ) from None
 

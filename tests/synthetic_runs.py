@@ -1,4 +1,4 @@
-"""Synthetic recorded runs (the table format of ``ncp-search record``) for tests."""
+"""Synthetic recorded runs (the table format of ``python -m research record``) for tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ncp-search command line: demo (the README's main job), examples, errors."""
+"""The ncp-search command line: its subcommands, demo (the README's main job), examples,
+errors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ import pytest
 import ncp_search.app.cli as cli
 
 ROOT = Path(__file__).parents[2]
+
+
+def test_product_subcommands():
+    # Research tooling (record, bench) lives in ``python -m research``, not in the product.
+    parser = cli.build_parser()
+    (commands,) = [a.choices for a in parser._actions if a.dest == "command"]
+    assert sorted(commands) == ["demo", "report", "sweep", "zoo"]
 
 
 @pytest.mark.slow

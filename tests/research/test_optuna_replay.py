@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-import ncp_search.app.cli as cli
+import research.cli as cli
 from research.optuna_replay import compare, epochs_to_reach, make_pruner, replay
 from tests.synthetic_runs import make_runs
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import ncp_search.app.cli as cli
+import research.cli as cli
 from research.prediction_bench import crossing_share, evaluate, metrics, resolve_ks
 from tests.synthetic_runs import make_runs
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import ncp_search.app.cli as cli
+import research.cli as cli
 import research.recorder as rec
 
 WORKLOAD = """
@@ -105,5 +105,5 @@ def test_second_writer_is_refused(workload, tmp_path):
     table = tmp_path / "runs.jsonl"
     with open(table, "a") as holder:
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(NCPSearchError, match="another `ncp-search record`"):
+        with pytest.raises(NCPSearchError, match="another `python -m research record`"):
             rec.record(workload, table)

@@ -1,0 +1,238 @@
+"""The research command line (``python -m research``): tooling outside the product.
+
+Run from the repository root (``research/`` is not part of the ``ncp-search`` wheel).
+
+Subcommands:
+    record         record complete trials of a workload as a table of runs (JSON lines).
+    bench predict  rank recorded runs by each predictor after K observed epochs.
+    bench optuna   replay recorded runs through Optuna pruners.
+    bench sampler  TPE on a recorded-table surrogate: what the sampler sees of pruned trials.
+
+Example::
+
+    python -m research record configs/record_digits_mlp.yaml --out runs/digits_mlp.jsonl
+    python -m research bench predict --table runs/digits_mlp.jsonl --k 3 25%
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ncp_search.app.jsonio import write_json
+from ncp_search.errors import NCPSearchError
+
+PROG = "python -m research"
+
+
+def _quiet_tensorflow() -> None:
+    # As the product CLI: an application may set TensorFlow's C++ log level (the
+    # library never touches the environment). An explicit user setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from research.recorder import load_workload, record
+
+    workload = load_workload(args.config)
+    out = args.out or f"runs/{workload['name']}.jsonl"
+    print(f"recording {workload['name']!r} into {out} (trials already there are skipped)")
+    runs = record(
+        args.config,
+        out,
+        trials=args.trials,
+        epochs=args.epochs,
+        modes=args.modes,
+        cache_dir=args.cache_dir,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"{len(runs)} runs in {out}")
+    return 0
+
+
+def _cmd_bench_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import research.prediction_bench as bench
+    from research.recorder import read_table
+
+    report: dict = {}
+    for table in args.table:
+        runs = read_table(table)
+        if not runs:
+            raise ValueError(f"{table}: no runs (record some with `python -m research record`).")
+        name = Path(table).stem
+        per_mode = bench.evaluate_table(
+            runs, ks=args.k, predictors=args.predictors or bench.DEFAULT_PREDICTORS,
+            mode=args.mode, target=args.target, n_boot=args.boot,
+        )
+        for label, results in per_mode.items():
+            print(
+                f"\n== {name} [{label}]: {results['n_runs']} runs, {results['epochs']} epochs, "
+                f"{100 * results['curves_cross']:.0f}% of run pairs cross =="
+            )
+            print(bench.format_table(results))
+            if args.plot:
+                folder = Path(args.plot)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{name}_{label.replace(' ', '_').replace('>', '')}.png"
+                bench.plot(results, str(path), title=f"{name} [{label}]")
+                print(f"wrote {path}")
+        transfer = bench.transfer_summary(runs)
+        if transfer:
+            print(
+                f"\n{name}: probe-as-head finals vs ordinary fine-tuning (observer) finals of "
+                f"the same {transfer['n_configs']} configurations: Kendall tau "
+                f"{transfer['kendall_tau']:.3f}, Spearman {transfer['spearman_rho']:.3f}; best "
+                f"configuration {'the same' if transfer['same_best'] else 'different'} (the "
+                f"probe-head winner reaches {100 * transfer['regret_of_probe_winner']:.2f} "
+                "points below the ordinary best)"
+            )
+        report[name] = {"modes": per_mode, "transfer": transfer}
+    if len(report) > 1:
+        print("\n" + bench.format_summary(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_bench_optuna(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import optuna
+
+    import research.optuna_replay as replay
+    from research.recorder import read_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    report = {}
+    for table in args.table:
+        runs = [r for r in read_table(table)
+                if r.get("config", {}).get("mode", "observer") == args.mode]
+        if len(runs) < 6:
+            raise ValueError(f"{table}: needs at least 6 runs of mode {args.mode!r}.")
+        name = Path(table).stem
+        result = replay.compare(
+            runs, pruners=args.pruners or replay.DEFAULT_PRUNERS, seeds=range(args.seeds),
+            tolerance=args.tolerance, progress=lambda line: print(line, flush=True),
+        )
+        print(f"\n== {name} [{args.mode}]: {len(runs)} trials, {args.seeds} seeds ==")
+        print(replay.format_summary(result))
+        report[name] = result
+        if args.plot:
+            Path(args.plot).mkdir(parents=True, exist_ok=True)
+            path = Path(args.plot) / f"optuna_{name}.png"
+            replay.plot(result, str(path), title=f"{name}: Optuna pruners replayed")
+            print(f"wrote {path}")
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_bench_sampler(args: argparse.Namespace) -> int:
+    import optuna
+
+    from research.recorder import load_workload, read_table
+    from research.sampler_bench import compare_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_workload(args.config)["search_space"]
+    runs = [r for r in read_table(args.table)
+            if r.get("config", {}).get("mode", "observer") == "observer"]
+    if len(runs) < 6:
+        raise ValueError(f"{args.table}: needs at least 6 observer runs.")
+    result = compare_sampler(runs, space, seeds=range(args.seeds), n_trials=args.trials,
+                             progress=lambda line: print(line, flush=True))
+    print(f"\n{'variant':<40} {'regret (points)':>16} {'epochs':>8}")
+    for label, row in result.items():
+        print(f"{label:<40} {row['regret_points']:>9.2f} +- {row['regret_sd']:<4.2f} "
+              f"{row['epochs']:>8.0f}")
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Research tooling of ncp_search: recorded runs and benchmarks on them.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rec = sub.add_parser("record", help="record complete trials of a workload (JSON lines)")
+    rec.add_argument("config", help="workload config (YAML), e.g. configs/record_digits_mlp.yaml")
+    rec.add_argument("--out", default=None, help="table file (default runs/<name>.jsonl)")
+    rec.add_argument("--trials", type=int, default=None, help="record only the first N trials")
+    rec.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    rec.add_argument("--modes", nargs="+", choices=["observer", "probe_head"], default=None)
+    rec.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
+    rec.set_defaults(func=_cmd_record)
+
+    bench = sub.add_parser("bench", help="benchmarks on recorded tables")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    pred = bench_sub.add_parser("predict", help="rank recorded runs by each predictor")
+    pred.add_argument("--table", required=True, nargs="+",
+                      help="JSON-lines tables of recorded runs (one per workload)")
+    pred.add_argument("--k", nargs="+", default=["2", "3", "25%", "50%"],
+                      help="observed epochs: integers, fractions (0.25) or percentages (25%%)")
+    pred.add_argument("--predictors", nargs="+", default=None, help="names (default: all)")
+    pred.add_argument("--mode", choices=["observer", "probe_head"], default=None)
+    pred.add_argument("--target", choices=["own", "observer"], default="own",
+                      help="'observer': score probe_head runs against the observer final of "
+                      "the same configuration (how well a probe phase transfers)")
+    pred.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
+    pred.add_argument("--json", default=None)
+    pred.add_argument("--plot", default=None, help="folder for the PNG plots")
+    pred.set_defaults(func=_cmd_bench_predict)
+
+    opt = bench_sub.add_parser("optuna", help="replay recorded runs through Optuna pruners")
+    opt.add_argument("--table", required=True, nargs="+")
+    opt.add_argument("--mode", choices=["observer", "probe_head"], default="observer")
+    opt.add_argument("--pruners", nargs="+", default=None,
+                     help="built-in names or ncp:<predictor> (default: all built-ins and "
+                     "several NCP predictors)")
+    opt.add_argument("--seeds", type=int, default=10)
+    opt.add_argument("--tolerance", type=float, default=0.5, help="accuracy points")
+    opt.add_argument("--json", default=None)
+    opt.add_argument("--plot", default=None, help="folder for the PNG plots")
+    opt.set_defaults(func=_cmd_bench_optuna)
+
+    smp = bench_sub.add_parser(
+        "sampler", help="TPE on a recorded-table surrogate: raw vs predicted values of "
+        "pruned trials for the sampler")
+    smp.add_argument("--table", required=True)
+    smp.add_argument("--config", required=True, help="the workload config (search space)")
+    smp.add_argument("--seeds", type=int, default=10)
+    smp.add_argument("--trials", type=int, default=40)
+    smp.add_argument("--json", default=None)
+    smp.set_defaults(func=_cmd_bench_sampler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m research``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    _quiet_tensorflow()
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError, NCPSearchError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
