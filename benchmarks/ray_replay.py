@@ -8,8 +8,9 @@ epochs), trials stopped, final regret of the best completed trial in accuracy po
 below the table's best (mean and max over seeds), epochs until within --tolerance
 points, seconds per Tune run; and the issue's targets for each NCP scheduler.
 
-Run:  python benchmarks/ray_replay.py --table benchmarks/tables/fashion_select.jsonl \\
-          --seeds 10 --json out.json --plot out/
+Run from the repository root (with ``-m``, so that ``research`` is importable):
+    python -m benchmarks.ray_replay --table benchmarks/tables/fashion_select.jsonl \\
+        --seeds 10 --json out.json --plot out/
 """
 
 from __future__ import annotations

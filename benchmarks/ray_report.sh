@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/ray
 mkdir -p "$out"
-"${PYTHON:-python}" benchmarks/ray_replay.py --table benchmarks/tables/digits_mlp.jsonl \
+"${PYTHON:-python}" -m benchmarks.ray_replay --table benchmarks/tables/digits_mlp.jsonl \
     benchmarks/tables/fashion_cnn.jsonl benchmarks/tables/fashion_select.jsonl \
     --seeds 10 --concurrency 4 --json "$out/replay.json" --plot "$out" | tee "$out/replay.txt"
