@@ -35,7 +35,7 @@ def make_pruner(name: str, n_steps: int) -> optuna.pruners.BasePruner:
         # "ncp:<predictor>" (percentile rule) or "ncp/<built-in>:<predictor>"
         head, _, predictor = name.partition(":")
         base = make_pruner(head[4:], n_steps) if head.startswith("ncp/") else None
-        return NCPPruner(n_steps=n_steps, predictor=predictor, base=base, **warm)
+        return NCPPruner(max_step=n_steps - 1, predictor=predictor, base=base, **warm)
     factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
         "nop": optuna.pruners.NopPruner,
         "median": lambda: optuna.pruners.MedianPruner(**warm),

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from ncp_search.core.predictors import PREDICTORS, SCORE_ONLY, predict, uses_beta
+from ncp_search.core.predictors import PREDICTORS, SCORE_ONLY
+from research.table_predict import predict, uses_beta
 
 METRICS = ("kendall_tau", "spearman_rho", "mae", "top1_regret", "false_prune_rate")
 DEFAULT_PREDICTORS = tuple(PREDICTORS)

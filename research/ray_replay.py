@@ -148,6 +148,11 @@ class HyperBandFixed(_TrialPathOnAdd, HyperBandScheduler):
         return super().choose_trial_to_run(tune_controller)
 
 
+# Settings of the NCPScheduler variants beyond its defaults (the tests lower the
+# start-up guard to replay 4-trial tables by hand).
+NCP_SETTINGS: dict[str, Any] = {}
+
+
 def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     """A scheduler by name; the settings follow the Optuna replay's pruners.
 
@@ -166,7 +171,8 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     head, _, predictor = name.partition(":")
     if head in ("ncp", "ncp_asha") and predictor:
         return _NCP(max_t=n_steps, predictor=predictor,
-                    rule="asha" if head == "ncp_asha" else "percentile", **common)
+                    rule="asha" if head == "ncp_asha" else "percentile", **common,
+                    **NCP_SETTINGS)
     factories: dict[str, Callable[[], TrialScheduler]] = {
         "fifo": lambda: _FIFO(),
         "async_hyperband": lambda: _ASHA(

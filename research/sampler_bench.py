@@ -69,7 +69,7 @@ def tpe_study(
         return float(run["final_val_accuracy"])
 
     pruner: optuna.pruners.BasePruner = (
-        NCPPruner(n_steps=n_steps, predictor=predictor) if predictor
+        NCPPruner(max_step=n_steps - 1, predictor=predictor) if predictor
         else optuna.pruners.NopPruner()
     )
     study = optuna.create_study(direction="maximize", pruner=pruner,

@@ -4,7 +4,7 @@ Jiang et al. (2024) fit a Bayesian ridge regression ``acc = h(beta_eff)`` on the
 first K epochs of a run and read the predicted final accuracy at ``h(0)``, since
 ``beta_eff -> 0`` as training converges (Theorem 1). This module wraps
 scikit-learn's :class:`~sklearn.linear_model.BayesianRidge` for that; it does not
-re-implement it.
+re-implement it (scikit-learn is imported on the first fit).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.linear_model import BayesianRidge
 
 
 class FinalAccuracy(NamedTuple):
@@ -75,6 +74,8 @@ class AccuracyPredictor:
                 f"fitting needs at least 2 observations, but got {x.shape[0]}. "
                 "Observe more epochs before predicting."
             )
+        from sklearn.linear_model import BayesianRidge
+
         self.model_ = BayesianRidge(**self.bayesian_ridge_kwargs).fit(x[:, None], y)
         self.n_observations_ = int(x.shape[0])
         return self

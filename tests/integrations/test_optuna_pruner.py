@@ -129,7 +129,8 @@ def test_running_predictions_enter_the_reference():
         ({"n_startup_trials": -1}, "n_startup_trials"),
         ({"n_warmup_steps": -1}, "n_warmup_steps"),
         ({"interval_steps": 0}, "interval_steps"),
-        ({"n_steps": 0}, "n_steps"),
+        ({"max_step": -1}, "max_step"),
+        ({"predictor": "ncp_two_batch"}, "beta_eff_batch2"),
         ({"predictor": "oracle"}, "predictor"),
         ({"predictor": "tse"}, "predictor"),
         ({"kappa": float("nan")}, "kappa"),
@@ -148,18 +149,25 @@ def test_pickling():
     complete_trials(study)
 
 
-def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
-    from ncp_search.core.predictors import predict
-    from ncp_search.integrations.optuna.pruner import trial_run
+def as_table_run(trial):
+    """A frozen trial (steps 0, 1, ...) as a recorded-table row (epochs 1, 2, ...)."""
+    curve = [{"step": 0}] + [{"step": s + 1, "val_accuracy": v}
+                             for s, v in sorted(trial.intermediate_values.items())]
+    final = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+    return {"curve": curve, "final_val_accuracy": final}
 
-    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_curve", n_steps=6)
+
+def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
+    from research.table_predict import predict
+
+    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_curve", max_step=5)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(7):
         run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
     trial = run_trial(study, [0.55, 0.6, 0.62], finish=False)
     frozen = study.get_trials()[-1]
     online = pruner.predict_final(study, frozen)
-    runs = [trial_run(t, 1.0) for t in study.get_trials()]
+    runs = [as_table_run(t) for t in study.get_trials()]
     offline = predict("xtrial_curve", runs, 3, 6, last_only=True)[0]
     assert online == pytest.approx(offline)
     assert len(pruner._models) == 1
@@ -169,16 +177,15 @@ def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
 
 
 def test_residual_cross_trial_matches_offline():
-    from ncp_search.core.predictors import predict
-    from ncp_search.integrations.optuna.pruner import trial_run
+    from research.table_predict import predict
 
-    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_resid_curve", n_steps=6)
+    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_resid_curve", max_step=5)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(7):
         run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
     run_trial(study, [0.55, 0.6, 0.62], finish=False)
     frozen = study.get_trials()[-1]
-    runs = [trial_run(t, 1.0) for t in study.get_trials()]
+    runs = [as_table_run(t) for t in study.get_trials()]
     offline = predict("xtrial_resid_curve", runs, 3, 6, last_only=True)[0]
     assert pruner.predict_final(study, frozen) == pytest.approx(offline)
 

@@ -38,7 +38,8 @@ def finished(scheduler, name, values, metric="acc"):
 
 @pytest.mark.parametrize("mode, sign", [("max", 1.0), ("min", -1.0)])
 def test_percentile_rule_stops_a_bad_trial_in_both_modes(mode, sign):
-    scheduler = NCPScheduler(metric="acc", mode=mode, max_t=6, grace_period=2)
+    scheduler = NCPScheduler(metric="acc", mode=mode, max_t=6, grace_period=2,
+                             n_startup_trials=4)
     for i in range(4):
         finished(scheduler, f"done{i}", [sign * (0.6 + 0.05 * i)] * 6)
     bad, good = Trial("bad"), Trial("good")
@@ -50,7 +51,8 @@ def test_percentile_rule_stops_a_bad_trial_in_both_modes(mode, sign):
 
 def test_a_stopped_trial_is_not_counted_as_a_final():
     # Tune calls on_trial_complete for trials the scheduler stopped, too.
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, grace_period=2)
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, grace_period=2,
+                             n_startup_trials=3)
     for i in range(3):
         finished(scheduler, f"done{i}", [0.8 + 0.01 * i] * 6)
     bad = Trial("bad")
@@ -58,8 +60,10 @@ def test_a_stopped_trial_is_not_counted_as_a_final():
     assert feed(scheduler, bad, [0.1] * 2) == [CONTINUE, STOP]
     scheduler.on_trial_complete(None, bad, {"training_iteration": 2, "acc": 0.1})
     scheduler.on_trial_remove(None, bad)
-    assert "bad" not in scheduler._finals and len(scheduler._finals) == 3
-    assert scheduler._predictions["bad"] == pytest.approx(0.1)  # its prediction stays
+    tracks = scheduler.state()["tracks"]
+    assert tracks["bad"]["final"] is None
+    assert sum(t["final"] is not None for t in tracks.values()) == 3
+    assert tracks["bad"]["predictions"][-1][1] == pytest.approx(0.1)  # its prediction stays
 
 
 def test_grace_period_and_first_trial():
@@ -87,7 +91,7 @@ def test_missing_metric_and_beta_fail_open_with_one_warning():
         finished(scheduler, f"d{i}", [0.8] * 6)
     trial = Trial("x")
     scheduler.on_trial_add(None, trial)
-    with pytest.warns(RuntimeWarning, match="lack"):
+    with pytest.warns(RuntimeWarning, match="missing or non-numeric"):
         assert scheduler.on_trial_result(None, trial, {"training_iteration": 1}) == CONTINUE
     with pytest.warns(RuntimeWarning, match="beta_eff"):
         decisions = feed(scheduler, trial, [0.1] * 4, beta=None)
@@ -122,18 +126,17 @@ def test_save_restore_round_trip(tmp_path):
     running = Trial("running")
     scheduler.on_trial_add(None, running)
     feed(scheduler, running, [0.5, 0.55])
-    path = tmp_path / "scheduler.pkl"
+    path = tmp_path / "scheduler.json"
     scheduler.save(str(path))
-    restored = NCPScheduler()
+    restored = NCPScheduler(metric="acc", mode="max", max_t=6)
     restored.restore(str(path))
-    assert restored._histories == scheduler._histories
-    assert restored._finals == scheduler._finals
+    assert restored.state() == scheduler.state()
     # the restored scheduler decides exactly as the original
     assert feed(restored, running, [0.1], start=3) == feed(scheduler, running, [0.1], start=3)
 
 
 def test_state_path_brings_histories_back(tmp_path):
-    path = tmp_path / "exp" / "ncp_scheduler.pkl"
+    path = tmp_path / "exp" / "ncp_scheduler.jsonl"
     scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
     for i in range(3):
         finished(scheduler, f"d{i}", [0.7 + 0.05 * i] * 6)
@@ -143,12 +146,15 @@ def test_state_path_brings_histories_back(tmp_path):
     # what Tuner.restore hands back: the scheduler as configured, with empty state
     fresh = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
     fresh.on_trial_add(None, running)
-    assert fresh._histories == scheduler._histories and fresh._finals == scheduler._finals
-    corrupt = tmp_path / "bad.pkl"
-    corrupt.write_bytes(b"not a pickle")
+    assert fresh.state() == scheduler.state()
+    # and decides exactly as the original
+    assert feed(fresh, running, [0.1], start=3) == feed(scheduler, running, [0.1], start=3)
+    corrupt = tmp_path / "bad.jsonl"
+    corrupt.write_bytes(b"not a journal")
     empty = NCPScheduler(metric="acc", mode="max", state_path=str(corrupt))
     empty.on_trial_add(None, Trial("a"))
-    assert empty._finals == {}
+    assert empty.state()["tracks"] == {"a": empty.state()["tracks"]["a"]}
+    assert corrupt.read_bytes() == b"not a journal"  # not written over
 
 
 def test_a_restarted_trial_does_not_double_its_history():
@@ -157,8 +163,9 @@ def test_a_restarted_trial_does_not_double_its_history():
     scheduler.on_trial_add(None, trial)
     feed(scheduler, trial, [0.5, 0.6, 0.7])
     feed(scheduler, trial, [0.55, 0.65], start=2)  # restored from its step-1 checkpoint
-    assert [h[0] for h in scheduler._histories["t"]] == [1.0, 2.0, 3.0]
-    assert [h[1] for h in scheduler._histories["t"]] == [0.5, 0.55, 0.65]
+    track = scheduler.state()["tracks"]["t"]
+    assert track["t"] == [1.0, 2.0, 3.0]
+    assert track["values"] == [0.5, 0.55, 0.65]
 
 
 def test_trial_resources_without_ray_running():

@@ -49,8 +49,12 @@ def ray_session():
 @pytest.fixture(scope="module")
 def designed(ray_session):
     table = _designed_table(CURVES, seed=3)
-    return ray_replay.compare(table, schedulers=["fifo", "ncp:best"], seeds=[3],
-                              concurrency=1)
+    ray_replay.NCP_SETTINGS["n_startup_trials"] = 1  # 4 trials: decide after the first
+    try:
+        return ray_replay.compare(table, schedulers=["fifo", "ncp:best"], seeds=[3],
+                                  concurrency=1)
+    finally:
+        ray_replay.NCP_SETTINGS.clear()
 
 
 def test_fifo_consumes_every_epoch_and_regret_by_hand(designed):

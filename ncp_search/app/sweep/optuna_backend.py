@@ -59,8 +59,8 @@ def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     warm = {k: settings[k] for k in ("n_startup_trials", "n_warmup_steps")}
     epochs = int(config["budget"]["epochs"])
     if name == "ncp":
-        return NCPPruner(settings["percentile"], n_steps=epochs, predictor=settings["predictor"],
-                         kappa=settings["kappa"], **warm)
+        return NCPPruner(settings["percentile"], max_step=epochs - 1,
+                         predictor=settings["predictor"], kappa=settings["kappa"], **warm)
     if name == "median":
         return optuna.pruners.MedianPruner(**warm)
     if name == "percentile":
@@ -174,8 +174,8 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, config["search_space"])
 
-        def report(epoch: int, value: float, beta: float) -> None:
-            report_beta_eff(trial, epoch, beta, value)
+        def report(epoch: int, value: float, beta: float, terms: dict[str, float]) -> None:
+            report_beta_eff(trial, epoch, beta, value, terms=terms)
             if on_epoch is not None:
                 on_epoch()
             if trial.should_prune():

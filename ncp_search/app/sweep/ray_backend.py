@@ -70,6 +70,8 @@ from ncp_search.app.jsonio import strict_json
 from ncp_search.app.sweep.config import SCHEDULERS, ConfigError, describe_choice
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
+from ncp_search.core.history import TrialHistory
+from ncp_search.core.predictors import predict_final
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.ray.scheduler import NCPScheduler
 from ncp_search.integrations.ray.trainable import trial_resources
@@ -200,8 +202,9 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     epochs = int(sweep["budget"]["epochs"])
     held: dict[str, Any] = {}
 
-    def on_epoch(epoch: int, value: float, beta: float) -> None:
-        metrics = {METRIC: float(value), "beta_eff": float(beta), "epoch": int(epoch)}
+    def on_epoch(epoch: int, value: float, beta: float, terms: dict[str, float]) -> None:
+        metrics = {METRIC: float(value), "beta_eff": float(beta), "epoch": int(epoch),
+                   **{k: float(v) for k, v in terms.items()}}
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
         else:
@@ -252,8 +255,7 @@ class _Session:
         self.records: dict[str, dict[str, Any]] = {}
         self.trials: list[Any] = []
         name = config["scheduler"]["name"]
-        scheduler = make_scheduler(config) if name in ("ncp", "ncp_asha") else None
-        self._predictor = scheduler if isinstance(scheduler, NCPScheduler) else None
+        self._predictor = config["scheduler"]["predictor"] if name in ("ncp", "ncp_asha") else None
         self._grace = int(config["scheduler"]["grace_period"])
 
     # records
@@ -305,11 +307,14 @@ class _Session:
         values = record["val_accuracy"]
         if self._predictor is None or len(values) < self._grace:
             return None
-        history = [(float(i + 1), math.nan if v is None else v,
-                    math.nan if b is None else b)
-                   for i, (v, b) in enumerate(zip(values, record["beta_eff"]))]
+        # The same public prediction NCPScheduler decides on (epochs as its time_attr;
+        # the scheduler alone sees the probe terms and other trials, so a predictor
+        # that needs them shows None here).
+        history = TrialHistory.from_reports(
+            [(i + 1, v) for i, v in enumerate(values)],
+            series={"beta_eff": {i + 1: b for i, b in enumerate(record["beta_eff"])}})
         try:
-            return _number(self._predictor._predict(history))
+            return _number(predict_final(self._predictor, history, horizon=self.epochs))
         except Exception:  # noqa: BLE001 - a display value; never stop the sweep for it
             return None
 

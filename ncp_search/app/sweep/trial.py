@@ -122,8 +122,10 @@ def run_trial(
         params: the trial's sampled parameters.
         data: from :func:`load_data`.
         on_epoch: called after each epoch as ``on_epoch(epoch, val_accuracy,
-            beta_eff)`` (0-based epoch); may raise to abort the trial (the
-            exception propagates) or return ``True`` to stop training early.
+            beta_eff, terms)`` (0-based epoch; ``terms``: the probe terms as
+            ``probe_<name>`` and ``train_loss``, what the predictors read); may
+            raise to abort the trial (the exception propagates) or return ``True``
+            to stop training early.
         trial_seed: seeds the trial's weights and data order.
         model_path: where the trained model is saved when the trial runs all its
             epochs (``None``: not saved).
@@ -153,10 +155,13 @@ def run_trial(
 
     def end_of_epoch(epoch: int, logs: dict[str, Any]) -> None:
         value = float(logs.get("val_accuracy", math.nan))
-        beta = float(meter().beta_eff)
+        measured = meter()
+        beta = float(measured.beta_eff)
+        terms = {f"probe_{k}": v for k, v in measured.as_dict().items() if k != "beta_eff"}
+        terms["train_loss"] = float(logs.get("loss", math.nan))
         record["val_accuracy"].append(value)
         record["beta_eff"].append(beta)
-        if on_epoch(epoch, value, beta) is True:
+        if on_epoch(epoch, value, beta, terms) is True:
             models.trained.stop_training = True
 
     started = time.perf_counter()

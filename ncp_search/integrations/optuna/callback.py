@@ -78,8 +78,11 @@ class NCPCallback(keras.callbacks.Callback):
                 "another monitor."
             )
         assert self._meter is not None
-        beta = self._meter().beta_eff
-        report_beta_eff(self.trial, epoch, beta, float(logs[self.monitor]))
+        terms = self._meter().as_dict()
+        if "loss" in logs:
+            terms["train_loss"] = logs["loss"]
+        report_beta_eff(self.trial, epoch, terms["beta_eff"], float(logs[self.monitor]),
+                        terms=terms)
         if self.trial.should_prune():
             self.model.stop_training = True
             if self.report_prediction_on_prune:

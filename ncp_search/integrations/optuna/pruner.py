@@ -2,14 +2,17 @@
 
 Usage::
 
-    study = optuna.create_study(direction="maximize", pruner=ncp_search.NCPPruner(n_steps=20))
+    study = optuna.create_study(direction="maximize", pruner=ncp_search.NCPPruner())
 
-and report ``beta_eff`` next to the metric each epoch, with
+and report ``beta_eff`` (and the probe terms) next to the metric each epoch, with
 :class:`ncp_search.NCPCallback` (Keras) or :func:`ncp_search.report_beta_eff`.
 
-Everything the pruner reads lives in the study's storage (intermediate values and
-user attributes), so it works unchanged with in-memory, RDB and Journal storages
-and with several workers.
+This module only translates: a ``FrozenTrial`` becomes a
+:class:`~ncp_search.core.history.TrialHistory` (:func:`trial_history`), the
+prediction comes from :mod:`ncp_search.core.predictors` and the decision from
+:mod:`ncp_search.core.rules`. Everything it reads lives in the study's storage
+(intermediate values and user attributes), so it works unchanged with in-memory,
+RDB and Journal storages and with several workers.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import math
 import threading
 import warnings
 from typing import Any
-
-import numpy as np
 
 try:
     import optuna
@@ -32,21 +33,37 @@ except ImportError as error:  # pragma: no cover - exercised without optuna only
         "ncp_search.NCPPruner needs Optuna: pip install 'ncp-search[optuna]'"
     ) from error
 
+from ncp_search.core import rules
+from ncp_search.core.history import REPORTED_SERIES, TrialHistory, as_number
 from ncp_search.core.predictors import (
-    PREDICTORS,
-    SCORE_ONLY,
-    feature_matrix,
+    CrossTrialModel,
+    check_feedable,
     fit_cross_trial,
-    is_cross_trial,
-    predict,
-    uses_beta,
+    missing_inputs,
+    predict_final,
 )
 
 logger = logging.getLogger(__name__)
 
-BETA_ATTR = "ncp_beta_eff"
-PREDICTION_ATTR = "ncp_predicted_final"
-HISTORY_ATTR = "ncp_predicted_history"
+BETA_ATTR = "ncp_beta_eff"  # {step: beta_eff}
+TERMS_ATTR = "ncp_probe_terms"  # {step: {series name: value}} (probe terms, train_loss)
+PREDICTION_ATTR = "ncp_predicted_final"  # {"step": s, "value": v} (the latest)
+HISTORY_ATTR = "ncp_predicted_history"  # {step: predicted final}
+
+
+def trial_history(trial: FrozenTrial, sign: float) -> TrialHistory:
+    """A frozen trial as a :class:`TrialHistory` (metric made "higher is better" by
+    ``sign``): its intermediate values at their own steps, ``beta_eff`` and the
+    probe terms stored by :func:`ncp_search.report_beta_eff`, and its final value
+    if it is complete."""
+    series: dict[str, dict[Any, Any]] = {"beta_eff": trial.user_attrs.get(BETA_ATTR) or {}}
+    for step, terms in (trial.user_attrs.get(TERMS_ATTR) or {}).items():
+        if isinstance(terms, dict):
+            for name, value in terms.items():
+                series.setdefault(name, {})[step] = value
+    final = trial.value if trial.state == TrialState.COMPLETE and trial.values else None
+    return TrialHistory.from_reports(trial.intermediate_values, sign=sign, series=series,
+                                     final=final)
 
 
 def predicted_view(trial: FrozenTrial) -> FrozenTrial:
@@ -57,8 +74,9 @@ def predicted_view(trial: FrozenTrial) -> FrozenTrial:
         return trial
     values = dict(trial.intermediate_values)
     for step, value in history.items():
-        if value is not None and int(step) in values:
-            values[int(step)] = float(value)
+        number = as_number(value)
+        if math.isfinite(number) and int(step) in values:
+            values[int(step)] = number
     return FrozenTrial(
         number=trial.number, state=trial.state, value=trial.value if trial.values else None,
         datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
@@ -87,61 +105,52 @@ class PredictedStudy:
         return self.get_trials()
 
 
-def trial_run(trial: FrozenTrial, sign: float) -> dict[str, Any]:
-    """A frozen trial as a run of the recorded-table format (metric made "higher is
-    better" by ``sign``)."""
-    betas = trial.user_attrs.get(BETA_ATTR, {})
-    curve = [{"step": 0, "val_accuracy": None}]
-    for step in sorted(trial.intermediate_values):
-        value = trial.intermediate_values[step]
-        beta = betas.get(str(step))
-        curve.append(
-            {
-                "step": step + 1,
-                "val_accuracy": sign * value if value is not None else float("nan"),
-                "beta_eff": float("nan") if beta is None else float(beta),
-            }
-        )
-    final = trial.value if trial.state == TrialState.COMPLETE else None
-    return {
-        "trial": str(trial.number),
-        "curve": curve,
-        "final_val_accuracy": float("nan") if final is None else sign * final,
-    }
-
-
 class NCPPruner(BasePruner):
     """Prune a trial whose predicted final value is worse than a percentile of the others.
 
     The reference is the ``percentile`` of (i) the final values of the completed
     trials and (ii) the latest predicted finals of the running and pruned trials
     (stored by :class:`ncp_search.NCPCallback` / :func:`ncp_search.report_beta_eff`).
+    The rule itself is :func:`ncp_search.core.rules.percentile_rule`.
 
     Args:
         percentile: keep trials predicted to land in the best ``percentile`` percent
             (50 is a median rule), 0..100.
-        n_startup_trials: no pruning until this many trials have completed.
-        n_warmup_steps: no pruning before this many reports (steps ``0 .. n-1``).
-        interval_steps: check every this many steps after warm-up (>= 1).
-        n_steps: the number of steps a complete trial runs (needed by extrapolating
-            predictors such as ``pow3``); default: the longest completed trial.
-        predictor: a name from :data:`ncp_search.core.predictors.PREDICTORS`.
-        kappa: decide on ``mean + kappa * spread`` where ``spread`` is the standard
-            deviation of the completed trials' errors between their last stored
-            prediction and their final value (``kappa > 0`` prunes less eagerly).
-            0 decides on the mean.
+        n_startup_trials: no pruning until this many trials have completed (at
+            least one always).
+        n_warmup_steps: no pruning at steps below this (steps as reported).
+        interval_steps: check at the first report of every ``interval_steps`` steps
+            after warm-up (>= 1); strided or gapped steps are fine.
+        max_step: the step a complete trial reports last (extrapolating predictors
+            such as ``pow3`` predict the value there); default: the largest last
+            step of the completed trials.
+        predictor: a name from :data:`ncp_search.core.predictors.PREDICTORS` that
+            this pruner can feed (``ncp_two_batch`` needs a second probe batch no
+            reporting helper stores; ``tse`` is a score, not a value).
+        kappa: decide on ``prediction + kappa * spread``, where ``spread`` is the
+            standard deviation of ``final - prediction`` over completed trials, each
+            prediction taken at the step being decided (``kappa > 0`` prunes less
+            eagerly). 0 decides on the prediction.
         base: run this built-in Optuna pruner (Median, Percentile,
             SuccessiveHalving, Hyperband, Patient, ...) on the predicted finals
             instead of the raw intermediate values; the percentile rule above is
             then not used. Needs the prediction history that
             :func:`ncp_search.report_beta_eff` stores.
 
+    Raises:
+        ValueError: for an argument out of range or a predictor it cannot feed.
+
     NaN and edge cases:
         Fail open (never prune) with fewer than ``n_startup_trials`` completed
         trials, before ``n_warmup_steps``, without reports, when the prediction is
-        NaN, or when a ``beta_eff`` predictor gets no ``beta_eff`` (warned once).
-        A minimised objective (error) is handled by flipping its sign once, here.
+        not a number (a NaN, inf or missing value at the latest step of ``last``),
+        or when a ``beta_eff`` predictor gets no ``beta_eff``/probe terms (warned
+        once). Completed trials with a non-finite final are left out of the
+        reference. A minimised objective is handled by flipping its sign once,
+        in :func:`trial_history`.
     """
+
+    FEEDS = REPORTED_SERIES
 
     def __init__(
         self,
@@ -150,7 +159,7 @@ class NCPPruner(BasePruner):
         n_warmup_steps: int = 2,
         interval_steps: int = 1,
         *,
-        n_steps: int | None = None,
+        max_step: int | None = None,
         predictor: str = "best",
         kappa: float = 0.0,
         base: BasePruner | None = None,
@@ -170,33 +179,31 @@ class NCPPruner(BasePruner):
             raise ValueError(
                 f"interval_steps must be >= 1, but got interval_steps={interval_steps}."
             )
-        if n_steps is not None and n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, but got n_steps={n_steps}.")
-        if predictor not in PREDICTORS or predictor in SCORE_ONLY:
-            usable = sorted(set(PREDICTORS) - set(SCORE_ONLY))
-            raise ValueError(f"predictor must be one of {usable}, but got predictor={predictor!r}.")
+        if max_step is not None and max_step < 0:
+            raise ValueError(f"max_step must be >= 0, but got max_step={max_step}.")
         if not math.isfinite(kappa):
             raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
+        if base is not None and not isinstance(base, BasePruner):
+            raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
+        self._predictor = check_feedable(predictor, self.FEEDS, "NCPPruner")
         self.percentile = float(percentile)
         self.n_startup_trials = int(n_startup_trials)
         self.n_warmup_steps = int(n_warmup_steps)
         self.interval_steps = int(interval_steps)
-        self.n_steps = n_steps
+        self.max_step = max_step
         self.predictor = predictor
         self.kappa = float(kappa)
-        if base is not None and not isinstance(base, BasePruner):
-            raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
         self.base = base
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self._models: dict[tuple[int, tuple[int, ...]], Any] = {}
-        self._finals: tuple[tuple[str, int, float], list[float]] | None = None
+        self._models: dict[tuple[float, tuple[int, ...]], CrossTrialModel | None] = {}
+        self._peers: tuple[tuple[str, int, float], list[TrialHistory]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
         state["_models"] = {}
-        state["_finals"] = None
+        state["_peers"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -214,6 +221,7 @@ class NCPPruner(BasePruner):
     def _sign(study: optuna.study.Study) -> float:
         return 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
 
+    # ---------------------------------------------------------------- prediction
     def predict_final(
         self,
         study: optuna.study.Study,
@@ -224,58 +232,69 @@ class NCPPruner(BasePruner):
 
         ``completed`` (the study's completed trials) saves a storage read when the
         caller already has them."""
-        if not trial.intermediate_values:
-            return float("nan")
         sign = self._sign(study)
-        run = trial_run(trial, sign)
-        if uses_beta(self.predictor) and not trial.user_attrs.get(BETA_ATTR):
+        history = trial_history(trial, sign)
+        if not len(history):
+            return math.nan
+        missing = missing_inputs(self._predictor, history)
+        if missing:
             self._warn_once(
-                "beta",
-                f"trial {trial.number} reports no beta_eff but predictor={self.predictor!r} "
-                "needs it; not pruning (use NCPCallback or report_beta_eff).",
+                "inputs",
+                f"trial {trial.number} reports no {', '.join(missing)}, which predictor="
+                f"{self.predictor!r} needs; not pruning (report with NCPCallback or "
+                "report_beta_eff(..., terms=...)).",
             )
-            return float("nan")
-        k = len(run["curve"]) - 1
-        total = self.n_steps or 0
-        if is_cross_trial(self.predictor) or self.n_steps is None:
+            return math.nan
+        needs_peers = self._predictor.cross_trial or (
+            self._predictor.needs_horizon and self.max_step is None)
+        peers: list[TrialHistory] = []
+        if needs_peers:
             if completed is None:
                 completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if self.n_steps is None:
-                total = max([len(t.intermediate_values) for t in completed] + [k])
-        if is_cross_trial(self.predictor):
-            scores = [self._cross_trial_score(run, k, total, completed or [], sign)]
-        else:
-            scores = predict(self.predictor, [run], k, total, last_only=True)
-        value = float(scores[-1])
-        return sign * value if math.isfinite(value) else float("nan")
+            peers = self._completed_histories(study.study_name, completed, sign)
+        horizon = self.max_step
+        if horizon is None:
+            horizon = max([p.last_step for p in peers if len(p)] + [history.last_step])
+        model: CrossTrialModel | None | bool = False
+        if self._predictor.cross_trial:
+            model = self._cross_trial_model(history.last_step, peers)
+        value = predict_final(self._predictor, history, horizon=horizon, peers=peers,
+                              model=model)
+        return sign * value if math.isfinite(value) else math.nan
 
-    def _cross_trial_score(
-        self, run: dict[str, Any], k: int, total: int, completed: list[FrozenTrial], sign: float
-    ) -> float:
-        """Cross-trial prediction; the fitted model is cached per (k, set of completed
-        trials that reached step k), so it is refitted only when a trial completes."""
-        peers = [t for t in completed if len(t.intermediate_values) >= k]
-        key = (k, tuple(sorted(t.number for t in peers)))
+    def _completed_histories(
+        self, study_name: str, completed: list[FrozenTrial], sign: float
+    ) -> list[TrialHistory]:
+        """Histories of the completed trials, cached by study and count (a completed
+        trial never changes, so the count identifies the set)."""
+        key = (study_name, len(completed), sign)
         with self._lock:
-            fitted = self._models.get(key, False)
-        if fitted is False:
-            chosen = PREDICTORS[self.predictor]
-            fitted = fit_cross_trial(
-                chosen.featurize,  # type: ignore[attr-defined]
-                [trial_run(t, sign) for t in peers],
-                k,
-                residual=chosen.residual,  # type: ignore[attr-defined]
-            )
-            with self._lock:
-                self._models = {kk: v for kk, v in self._models.items() if kk[0] != k}
-                self._models[key] = fitted
-        last = float(predict("last", [run], k, total, last_only=True)[0])
-        if fitted is None:
-            return last
-        chosen = PREDICTORS[self.predictor]
-        value = fitted.predict(feature_matrix(chosen.featurize, [run], k)[0])  # type: ignore[attr-defined]
-        return value + last if chosen.residual else value  # type: ignore[attr-defined]
+            cached = self._peers
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        histories = [trial_history(t, sign) for t in sorted(completed, key=lambda t: t.number)]
+        with self._lock:
+            self._peers = (key, histories)
+        return histories
 
+    def _cross_trial_model(
+        self, step: float, peers: list[TrialHistory]
+    ) -> CrossTrialModel | None:
+        """The cross-trial model at ``step``, cached per (step, completed trials that
+        reached it): refitted only when a trial completes."""
+        reached = tuple(i for i, p in enumerate(peers)
+                        if p.is_complete and len(p) and p.last_step >= step)
+        key = (step, reached)
+        with self._lock:
+            if key in self._models:
+                return self._models[key]
+        model = fit_cross_trial(self._predictor, peers, step)
+        with self._lock:
+            self._models = {k: v for k, v in self._models.items() if k[0] != step}
+            self._models[key] = model
+        return model
+
+    # ---------------------------------------------------------------- decision
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         if self.base is not None:
             if HISTORY_ATTR not in trial.user_attrs and trial.intermediate_values:
@@ -285,51 +304,48 @@ class NCPPruner(BasePruner):
                     "report_beta_eff / NCPCallback); the base pruner sees raw values.",
                 )
             return self.base.prune(PredictedStudy(study), predicted_view(trial))  # type: ignore[arg-type]
+        return self.decide(study, trial).stop
+
+    def decide(self, study: optuna.study.Study, trial: FrozenTrial) -> rules.Decision:
+        """The decision for ``trial`` at its latest step, with the reason (what
+        :meth:`prune` returns as ``decision.stop``)."""
         step = trial.last_step
-        if step is None or step < self.n_warmup_steps:
-            return False
-        if (step - self.n_warmup_steps) % self.interval_steps:
-            return False
+        if step is None:
+            return rules.Decision(False, "no_reports")
+        if rules.in_warmup(step, self.n_warmup_steps):
+            return rules.Decision(False, "warmup")
+        if not rules.is_check_step(step, trial.intermediate_values, self.n_warmup_steps,
+                                   self.interval_steps):
+            return rules.Decision(False, "interval")
         trials = study.get_trials(deepcopy=False)  # one storage read for everything below
         completed = [t for t in trials if t.state == TrialState.COMPLETE]
-        if len(completed) == 0 or len(completed) < self.n_startup_trials:
-            return False
-        predicted = self.predict_final(study, trial, completed)
-        if math.isnan(predicted):
-            return False
         sign = self._sign(study)
-        others = list(self._completed_finals(study.study_name, completed, sign))
+        finals = [sign * as_number(t.value) for t in completed if t.values]
+        guard = rules.percentile_rule(math.nan, finals=finals,
+                                      n_startup_trials=self.n_startup_trials)
+        if guard.reason == "startup":
+            return guard
+        predicted = self.predict_final(study, trial, completed)
+        others = []
         for other in trials:
             if other.state not in (TrialState.RUNNING, TrialState.PRUNED):
                 continue
-            value = other.user_attrs.get(PREDICTION_ATTR, {}).get("value")
-            if other.number != trial.number and value is not None and math.isfinite(value):
-                others.append(sign * value)
-        reference = float(np.percentile(others, 100.0 - self.percentile))
-        return sign * predicted + self.kappa * self._spread(completed, sign) < reference
+            if other.number == trial.number:
+                continue
+            stored = other.user_attrs.get(PREDICTION_ATTR) or {}
+            others.append(sign * as_number(stored.get("value")))
+        return rules.percentile_rule(
+            sign * predicted, finals=finals, others=others, percentile=self.percentile,
+            n_startup_trials=self.n_startup_trials, kappa=self.kappa,
+            spread=self._spread(completed, step, sign),
+        )
 
-    def _completed_finals(
-        self, study_name: str, completed: list[FrozenTrial], sign: float
-    ) -> list[float]:
-        """Signed final values of the completed trials, cached by study and count (a
-        completed trial never changes, so the count identifies the set)."""
-        key = (study_name, len(completed), sign)
-        with self._lock:
-            cached = self._finals
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        finals = [sign * t.value for t in completed if t.value is not None]
-        with self._lock:
-            self._finals = (key, finals)
-        return finals
-
-    def _spread(self, completed: list[FrozenTrial], sign: float) -> float:
+    def _spread(self, completed: list[FrozenTrial], step: int, sign: float) -> float:
         if self.kappa == 0.0:
             return 0.0
-        errors = [
-            sign * (t.value - t.user_attrs[PREDICTION_ATTR]["value"])
-            for t in completed
-            if t.value is not None and PREDICTION_ATTR in t.user_attrs
-            and t.user_attrs[PREDICTION_ATTR].get("value") is not None
-        ]
-        return float(np.std(errors)) if len(errors) >= 2 else 0.0
+        pairs = []
+        for t in completed:
+            stored = t.user_attrs.get(HISTORY_ATTR) or {}
+            history = {float(s): sign * as_number(v) for s, v in stored.items()}
+            pairs.append((rules.prediction_at(history, step), sign * as_number(t.value)))
+        return rules.prediction_spread(pairs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ncp_search.core.predictors import PREDICTORS, predict, shuffled, uses_beta
+from ncp_search.core.predictors import PREDICTORS
+from research.table_predict import predict, shuffled, uses_beta
 from tests.synthetic_runs import make_runs
 
 

@@ -1,0 +1,169 @@
+"""The stop rules: the only place where ncp_search decides to stop a trial.
+
+Adapters (the Optuna pruner, the Ray scheduler) gather what the host knows into
+plain numbers ("higher is better", see :class:`ncp_search.core.history.TrialHistory`)
+and call these functions; they add nothing to the decision but their host's own
+units for warm-up and grace.
+
+Every function returns a :class:`Decision` whose ``reason`` says which guard or
+comparison decided, so a log line, a report or a test can tell why a trial ran on.
+Guards come first and fail open (the trial continues); the comparison is last.
+
+NaN and edge cases:
+    A non-finite prediction continues the trial. Non-finite finals and predictions
+    of other trials are left out of the reference (they never disable the rule for
+    the others). An empty reference continues.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+RULES = ("percentile", "asha")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A stop decision and why.
+
+    Attributes:
+        stop: whether to stop the trial.
+        reason: the guard or comparison that decided (``"startup"``, ``"warmup"``,
+            ``"interval"``, ``"no_prediction"``, ``"empty_reference"``,
+            ``"no_rung"``, ``"already_at_rung"``, ``"last_step"``, ``"below"``,
+            ``"not_below"``).
+        value: the value compared (prediction, shifted by ``kappa * spread`` for the
+            percentile rule); NaN where no comparison was made.
+        threshold: the reference it was compared with; NaN where none.
+    """
+
+    stop: bool
+    reason: str
+    value: float = math.nan
+    threshold: float = math.nan
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+# ---------------------------------------------------------------- guards
+def in_warmup(step: float, n_warmup_steps: float) -> bool:
+    """Whether ``step`` is before the warm-up ends (no decision; Optuna's
+    ``n_warmup_steps``, Ray's ``grace_period``, both in the host's step units)."""
+    return step < n_warmup_steps
+
+
+def is_check_step(
+    step: float, reported_steps: Iterable[float], n_warmup_steps: float, interval_steps: int
+) -> bool:
+    """Whether ``step`` is the first reported step of its interval after warm-up.
+
+    Intervals are ``[n_warmup_steps + i * interval_steps, ... + interval_steps)``;
+    with strided or gapped reports the first report inside an interval is checked
+    (as Optuna's own pruners do), so ``interval_steps`` never skips every report.
+    """
+    if interval_steps <= 1:
+        return True
+    offset = step - n_warmup_steps
+    start = n_warmup_steps + (offset // interval_steps) * interval_steps
+    earlier = [s for s in reported_steps if start <= s < step]
+    return not earlier
+
+
+def prediction_spread(pairs: Iterable[tuple[float, float]]) -> float:
+    """Standard deviation of ``final - prediction`` over completed trials, each
+    prediction made at the step now being decided (0 with fewer than 2 pairs).
+
+    With ``kappa`` this widens the percentile rule by the predictor's own error at
+    this horizon: the error of a prediction made early is larger than at the end.
+    """
+    errors = [f - p for p, f in pairs if math.isfinite(p) and math.isfinite(f)]
+    return float(np.std(errors)) if len(errors) >= 2 else 0.0
+
+
+def prediction_at(history: dict[float, float], step: float) -> float:
+    """The prediction stored at the latest step <= ``step`` (NaN if none)."""
+    earlier = [s for s in history if s <= step]
+    return float(history[max(earlier)]) if earlier else math.nan
+
+
+# ---------------------------------------------------------------- percentile
+def percentile_rule(
+    prediction: float,
+    *,
+    finals: Sequence[float],
+    others: Sequence[float] = (),
+    percentile: float = 50.0,
+    n_startup_trials: int = 5,
+    kappa: float = 0.0,
+    spread: float = 0.0,
+) -> Decision:
+    """Stop when the prediction is below the ``100 - percentile`` percentile of the
+    completed finals and the other trials' latest predictions.
+
+    Args:
+        prediction: this trial's predicted final.
+        finals: final values of the completed trials.
+        others: latest predictions of the other running and stopped trials.
+        percentile: keep trials predicted to land in the best ``percentile`` percent.
+        n_startup_trials: continue until this many completed trials have a finite
+            final (at least 1: a rule over predictions only compares a first wave
+            of trials with each other).
+        kappa, spread: decide on ``prediction + kappa * spread`` (see
+            :func:`prediction_spread`).
+    """
+    done = _finite(finals)
+    if len(done) < max(1, n_startup_trials):
+        return Decision(False, "startup")
+    if not math.isfinite(prediction):
+        return Decision(False, "no_prediction")
+    reference = done + _finite(others)
+    threshold = float(np.percentile(reference, 100.0 - percentile))
+    value = prediction + kappa * spread
+    return Decision(value < threshold, "below" if value < threshold else "not_below",
+                    value, threshold)
+
+
+# ---------------------------------------------------------------- ASHA
+def asha_rungs(grace: float, reduction_factor: float, max_t: float) -> list[float]:
+    """Rung milestones ``grace * reduction_factor**k`` below ``max_t``, ascending
+    (grace 1, factor 3, max_t 20: 1, 3, 9)."""
+    if grace <= 0 or reduction_factor <= 1:
+        raise ValueError("asha_rungs needs grace > 0 and reduction_factor > 1, but got "
+                         f"grace={grace}, reduction_factor={reduction_factor}.")
+    rungs = []
+    milestone = float(grace)
+    while milestone < max_t:
+        rungs.append(milestone)
+        milestone *= reduction_factor
+    return rungs
+
+
+def current_rung(t: float, rungs: Sequence[float]) -> float | None:
+    """The highest rung ``<= t`` (None before the first)."""
+    reached = [r for r in rungs if r <= t]
+    return reached[-1] if reached else None
+
+
+def asha_rule(
+    prediction: float,
+    *,
+    recorded: Sequence[float],
+    reduction_factor: float,
+) -> Decision:
+    """At a rung: stop when the prediction is below the ``100 * (1 - 1/rf)``
+    percentile of the predictions already recorded at that rung (an empty rung
+    continues). The caller records the prediction at the rung either way."""
+    if not math.isfinite(prediction):
+        return Decision(False, "no_prediction")
+    reference = _finite(recorded)
+    if not reference:
+        return Decision(False, "empty_reference", prediction)
+    threshold = float(np.percentile(reference, 100.0 * (1.0 - 1.0 / reduction_factor)))
+    stop = prediction < threshold
+    return Decision(stop, "below" if stop else "not_below", prediction, threshold)
