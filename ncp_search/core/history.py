@@ -184,18 +184,20 @@ class TrialHistory:
         )
 
     def elapsed(self, horizon: float | None = None) -> tuple[np.ndarray, float]:
-        """Training progress at each step and at ``horizon``, counted so that the
-        first report is at ``stride`` (the median step gap; 1 with one report).
+        """Training progress at each step and at ``horizon``, in reports: the first
+        report is at 1 and one ``stride`` (the median step gap; 1 with one report)
+        counts 1.
 
-        For steps 0..k-1 or 1..k this is 1..k; for 0, 10, 20 it is 10, 20, 30.
-        Extrapolating predictors (power laws in time) use it.
+        For steps 0..k-1, 1..k or 0, 10, ..., 10(k-1) this is 1..k, so an
+        extrapolating predictor (a power law in time) fits the same curve whatever
+        the numbering.
         """
         if not len(self):
             return _empty(), math.nan
         stride = float(np.median(np.diff(self.steps))) if len(self) > 1 else 1.0
         origin = self.steps[0] - stride
         target = self.last_step if horizon is None else max(float(horizon), self.last_step)
-        return self.steps - origin, target - origin
+        return (self.steps - origin) / stride, (target - origin) / stride
 
 
 def _step_key(key: Any) -> Any:

@@ -19,7 +19,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.mark.slow
-def test_keras_study_with_callback_prunes_and_completes(tmp_path):
+@pytest.mark.parametrize(("interval", "predictor"), [(1, "best"), (2, "ncp_feature_norm")])
+def test_keras_study_with_callback_prunes_and_completes(tmp_path, interval, predictor):
+    # interval=2 made every trial FAIL before (steps 1, 3, 5 against reports counted).
     task = load_task("digits:5-9")
     x_probe, y_probe = task.probe_batch(64)
     cache = tmp_path / "zoo"
@@ -34,7 +36,8 @@ def test_keras_study_with_callback_prunes_and_completes(tmp_path):
         source = load_source_model("mlp", source="digits:0-4", epochs=1, cache_dir=cache)
         models = build_trial_models(source, 5, config, mode="observer", hidden=(16, 16, 16))
         compile_trial(models.trained, config)
-        callback = NCPCallback(trial, x_probe, y_probe, probed_model=models.probed)
+        callback = NCPCallback(trial, x_probe, y_probe, probed_model=models.probed,
+                               interval=interval)
         history = models.trained.fit(
             task.x_train, task.y_train, validation_data=(task.x_val, task.y_val),
             epochs=6, batch_size=64, verbose=0, callbacks=[callback],
@@ -44,16 +47,20 @@ def test_keras_study_with_callback_prunes_and_completes(tmp_path):
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0),
-        pruner=NCPPruner(n_startup_trials=3, n_warmup_steps=1, n_steps=6),
+        pruner=NCPPruner(n_startup_trials=3, n_warmup_steps=1, max_step=5,
+                         predictor=predictor),
         storage=f"sqlite:///{tmp_path / 'study.db'}",
     )
     keras.utils.set_random_seed(0)
     study.optimize(objective, n_trials=10)
     states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.FAIL not in states
     assert states.count(optuna.trial.TrialState.PRUNED) >= 1
     assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
     for trial in study.trials:
         assert set(trial.user_attrs["ncp_beta_eff"]) == {str(s) for s in trial.intermediate_values}
+        assert set(trial.user_attrs["ncp_probe_terms"]) == set(trial.user_attrs["ncp_beta_eff"])
+        assert min(trial.intermediate_values) == interval - 1
 
 
 def test_missing_monitor_lists_available_metrics():

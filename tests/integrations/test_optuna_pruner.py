@@ -273,3 +273,116 @@ def test_one_pruner_object_serves_two_studies():
         run_trial(high, [0.9 + 0.01 * i] * 3)
     assert not run_trial(low, [0.5] * 3, finish=False).should_prune()
     assert run_trial(high, [0.5] * 3, finish=False).should_prune()
+
+
+# -- steps as the user reports them, and the other inputs the old pruner broke on ------
+def report_at(study, steps, values, betas=None, terms=None):
+    trial = study.ask()
+    for i, (step, value) in enumerate(zip(steps, values)):
+        if betas is None:
+            trial.report(value, step)
+        else:
+            report_beta_eff(trial, step, betas[i], value,
+                            terms=None if terms is None else terms[i])
+    return trial
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [[0, 1, 2, 3], [1, 2, 3, 4], [0, 10, 20, 30], [0, 1, 5, 6], [3, 0, 2, 1]],
+    ids=["0-based", "1-based", "strided", "gaps", "out-of-order"],
+)
+def test_any_step_numbering_prunes_the_bad_and_keeps_the_good(steps):
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0))
+    for i in range(5):
+        trial = report_at(study, steps, [0.6 + 0.05 * i] * 4)
+        study.tell(trial, 0.6 + 0.05 * i)
+    bad = report_at(study, steps, [0.1] * 4)
+    assert bad.should_prune()  # was: ValueError (zero-size array) for 1-based steps
+    good = report_at(study, steps, [0.95] * 4)
+    assert not good.should_prune()
+
+
+def test_strided_steps_follow_the_latest_value():
+    # Was: the prediction froze at the first report (k counted reports, steps were 0, 10,
+    # 20), so the trial that becomes the best was pruned at step 20.
+    pruner = NCPPruner(n_warmup_steps=0, predictor="last")
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(5):
+        study.tell(report_at(study, [0, 10, 20], [0.5, 0.6 + 0.02 * i, 0.7 + 0.02 * i]),
+                   0.7 + 0.02 * i)
+    riser = report_at(study, [0, 10, 20], [0.1, 0.5, 0.95])
+    assert pruner.predict_final(study, study.get_trials()[-1]) == pytest.approx(0.95)
+    assert not riser.should_prune()
+
+
+def test_reports_every_second_epoch_with_beta_eff():
+    # What NCPCallback(interval=2) reports (steps 1, 3, 5): every trial FAILed before.
+    pruner = NCPPruner(n_warmup_steps=0, predictor="ncp_raw")
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(5):
+        final = 0.7 + 0.04 * i
+        study.tell(report_at(study, [1, 3, 5], [final - 0.2, final - 0.1, final],
+                             betas=[3.0, 2.0, 1.0]), final)
+    trial = report_at(study, [1, 3, 5], [0.2, 0.25, 0.3], betas=[3.0, 2.0, 1.0])
+    predicted = study.get_trials()[-1].user_attrs["ncp_predicted_final"]["value"]
+    assert predicted == pytest.approx(0.35, abs=0.02)  # h(0) of a straight line
+    assert trial.should_prune()
+
+
+def test_kappa_is_measured_at_the_step_being_decided():
+    # Completed trials all stood at 0.35 at step 1 and ended anywhere in 0.5..0.95: the
+    # error of a step-1 prediction is large. At their last step best-so-far equals the
+    # final, so a spread measured there (as before) is 0 and kappa did nothing.
+    def study_with(kappa):
+        pruner = NCPPruner(n_warmup_steps=0, n_startup_trials=5, kappa=kappa)
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for final in (0.5, 0.6, 0.75, 0.85, 0.95):
+            curve = [0.3, 0.35, 0.4, final]
+            study.tell(report_at(study, range(4), curve, betas=[1.0] * 4), final)
+        return study
+    assert report_at(study_with(0.0), range(2), [0.32, 0.33], betas=[1.0] * 2).should_prune()
+    assert not report_at(study_with(3.0), range(2), [0.32, 0.33],
+                         betas=[1.0] * 2).should_prune()
+
+
+def test_probe_terms_feed_the_predictors_that_read_them():
+    from ncp_search.core.history import TrialHistory
+    from ncp_search.core.predictors import predict_final
+
+    pruner = NCPPruner(n_warmup_steps=0, predictor="ncp_feature_norm", n_startup_trials=1)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study.tell(report_at(study, range(3), [0.5, 0.6, 0.7]), 0.8)
+    betas, norms = [4.0, 2.0, 1.0], [1.0, 1.5, 2.0]
+    report_at(study, range(3), [0.5, 0.6, 0.7], betas=betas,
+              terms=[{"feature_norm": n, "loss": 0.3} for n in norms])
+    frozen = study.get_trials()[-1]
+    assert frozen.user_attrs["ncp_probe_terms"]["2"] == {"probe_feature_norm": 2.0,
+                                                         "probe_loss": 0.3}
+    expected = predict_final("ncp_feature_norm", TrialHistory.from_reports(
+        dict(enumerate([0.5, 0.6, 0.7])),
+        series={"beta_eff": dict(enumerate(betas)),
+                "probe_feature_norm": dict(enumerate(norms))}))
+    assert pruner.predict_final(study, frozen) == pytest.approx(expected)
+    assert expected != pytest.approx(0.7)  # not the silent last-value fallback
+    with pytest.warns(RuntimeWarning, match="probe_feature_norm"):
+        bare = report_at(study, range(3), [0.1] * 3, betas=[1.0] * 3)  # no probe terms
+        assert not bare.should_prune()
+
+
+def test_pow3_extrapolates_a_minimised_objective_online():
+    pruner = NCPPruner(n_warmup_steps=0, predictor="pow3", max_step=39)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    trial = report_at(study, range(8), [0.2 + 1.0 / (s + 1) for s in range(8)])
+    predicted = pruner.predict_final(study, study.get_trials()[-1])
+    assert predicted == pytest.approx(0.2 + 1.0 / 40, abs=0.02)  # was: the last value
+    study.tell(trial, 0.3)
+
+
+def test_decide_says_why():
+    pruner = NCPPruner(n_warmup_steps=2, n_startup_trials=1)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    trial = report_at(study, [0], [0.5])
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "warmup"
+    trial.report(0.5, 2)
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "startup"

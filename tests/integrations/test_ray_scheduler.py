@@ -187,3 +187,150 @@ def test_trial_resources_with_gpus(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
     assert trial_resources() == {"cpu": 1.0, "gpu": 1.0}
     assert trial_resources(gpus_per_trial=0.25) == {"cpu": 1.0, "gpu": 0.25}
+
+
+# -- the inputs and restarts the old scheduler broke on -----------------------------------
+def test_no_stop_before_startup_trials_completed():
+    # Was: 4 trials running, none completed: 3 of the first wave stopped by comparing
+    # them with each other.
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=10, grace_period=1)
+    wave = [Trial(f"w{i}") for i in range(4)]
+    for trial in wave:
+        scheduler.on_trial_add(None, trial)
+    decisions = []
+    for step in range(1, 6):
+        for i, trial in enumerate(wave):
+            decisions.append(feed(scheduler, trial, [0.2 * (i + 1)], start=step)[0])
+    assert set(decisions) == {CONTINUE}
+
+
+def test_a_nan_final_leaves_the_rule_on_for_the_others():
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=3)
+    for i in range(3):
+        finished(scheduler, f"d{i}", [0.8 + 0.01 * i] * 6)
+    broken = Trial("nan")
+    scheduler.on_trial_add(None, broken)
+    feed(scheduler, broken, [0.85] * 6)
+    with pytest.warns(RuntimeWarning, match="without a finite"):
+        scheduler.on_trial_complete(None, broken, {"training_iteration": 6, "acc": float("nan")})
+    bad = Trial("bad")
+    scheduler.on_trial_add(None, bad)
+    assert STOP in feed(scheduler, bad, [0.1] * 3)
+
+
+@pytest.mark.parametrize("bad_value", [None, "0.9", float("inf"), [0.1]])
+def test_non_numeric_metrics_fail_open_and_never_raise(bad_value):
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=3)
+    for i in range(3):
+        finished(scheduler, f"d{i}", [0.8] * 6)
+    trial = Trial("x")
+    scheduler.on_trial_add(None, trial)
+    with pytest.warns(RuntimeWarning, match="non-numeric"):
+        assert feed(scheduler, trial, [bad_value] * 3) == [CONTINUE] * 3
+        scheduler.on_trial_complete(None, trial, {"training_iteration": 3, "acc": bad_value})
+    later = Trial("later")
+    scheduler.on_trial_add(None, later)
+    assert STOP in feed(scheduler, later, [0.1] * 3)  # the rule still works for others
+
+
+def test_a_completed_trial_rerun_after_restore_is_never_judged_by_its_own_final():
+    # Was: after Tuner.restore a COMPLETE 0.982 trial re-run by Tune was compared with its
+    # own earlier final and stopped (and lost its model).
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=3)
+    for i in range(2):
+        finished(scheduler, f"d{i}", [0.5] * 6)
+    finished(scheduler, "star", [0.7, 0.8, 0.9, 0.95, 0.97, 0.982])
+    star = Trial("star")
+    scheduler.on_trial_add(None, star)
+    assert feed(scheduler, star, [0.3, 0.35, 0.4, 0.6, 0.8, 0.982]) == [CONTINUE] * 6
+    track = scheduler.state()["tracks"]["star"]
+    assert track["completed_once"] and track["final"] is None  # out of the pool until done
+    scheduler.on_trial_complete(None, star, {"training_iteration": 6, "acc": 0.982})
+    assert scheduler.state()["tracks"]["star"]["final"] == pytest.approx(0.982)
+
+
+def test_grace_period_counts_time_attr_not_results():
+    scheduler = NCPScheduler(metric="acc", mode="max", time_attr="epoch", grace_period=15,
+                             max_t=100, n_startup_trials=1)
+    done = Trial("d")
+    scheduler.on_trial_add(None, done)
+    for t in (10, 20, 30):
+        scheduler.on_trial_result(None, done, {"epoch": t, "acc": 0.9})
+    scheduler.on_trial_complete(None, done, {"epoch": 30, "acc": 0.9})
+    bad = Trial("b")
+    scheduler.on_trial_add(None, bad)
+    decisions = [scheduler.on_trial_result(None, bad, {"epoch": t, "acc": 0.1})
+                 for t in (10, 20)]
+    assert decisions == [CONTINUE, STOP]  # was: no decision before the second result... of 2
+
+
+def test_no_stop_at_the_last_step():
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=3, grace_period=1,
+                             n_startup_trials=1)
+    finished(scheduler, "d", [0.9] * 3)
+    late = Trial("late")
+    scheduler.on_trial_add(None, late)
+    assert scheduler.decide("late", {"training_iteration": 3, "acc": 0.1}).reason == "last_step"
+
+
+def test_kappa_and_cross_trial_predictors_are_fed():
+    def scheduler_with(**kwargs):
+        scheduler = NCPScheduler(metric="acc", mode="max", max_t=4, grace_period=1,
+                                 n_startup_trials=5, **kwargs)
+        for i, final in enumerate((0.5, 0.6, 0.75, 0.85, 0.95)):
+            finished(scheduler, f"d{i}", [0.3, 0.35, 0.4 + 0.01 * i, final])
+        return scheduler
+
+    plain, relaxed = scheduler_with(), scheduler_with(kappa=3.0)
+    for scheduler, expected in ((plain, [STOP]), (relaxed, [CONTINUE])):
+        trial = Trial("x")
+        scheduler.on_trial_add(None, trial)
+        assert feed(scheduler, trial, [0.33]) == expected
+    xtrial = scheduler_with(predictor="xtrial_curve")
+    decision = xtrial.decide("y", {"training_iteration": 3, "acc": 0.43})
+    assert decision.reason in ("below", "not_below")
+    assert decision.value != pytest.approx(0.43)  # learnt from the 5 peers, not `last`
+
+
+def test_probe_terms_are_read_from_results_and_unfeedable_predictors_refused():
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, grace_period=2,
+                             predictor="ncp_feature_norm", n_startup_trials=1)
+    finished(scheduler, "d", [0.9] * 6)
+    trial = Trial("t")
+    scheduler.on_trial_add(None, trial)
+    for t, (acc, beta, norm) in enumerate([(0.5, 4.0, 1.0), (0.6, 2.0, 1.5)], start=1):
+        decision = scheduler.decide("t", {"training_iteration": t, "acc": acc,
+                                          "beta_eff": beta, "probe_feature_norm": norm})
+    assert decision.reason in ("below", "not_below") and decision.value != 0.6
+    with pytest.raises(ValueError, match="beta_eff_batch2"):
+        NCPScheduler(predictor="ncp_two_batch")
+
+
+def test_a_planted_pickle_at_state_path_runs_no_code(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("ran",))
+
+    planted = tmp_path / "ncp_scheduler.jsonl"
+    planted.write_bytes(pickle.dumps(Payload()))
+    scheduler = NCPScheduler(metric="acc", mode="max", state_path=str(planted))
+    scheduler.on_trial_add(None, Trial("a"))
+    feed(scheduler, Trial("a"), [0.5, 0.6])
+    assert not marker.exists()
+    assert planted.read_bytes() == pickle.dumps(Payload())  # not appended to either
+
+
+def test_the_journal_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "ncp_scheduler.jsonl"
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    finished(scheduler, "d", [0.8] * 6)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"e": "result", "id": "x", "t": 1')  # killed mid-write
+    fresh = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    fresh.on_trial_add(None, Trial("y"))
+    assert fresh.state()["tracks"]["d"]["final"] == pytest.approx(0.8)
+    assert "x" not in fresh.state()["tracks"]

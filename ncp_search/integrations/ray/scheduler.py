@@ -325,12 +325,8 @@ class NCPScheduler(FIFOScheduler):
                 "Report them with ncp_search's Ray helpers."
             )
             return rules.Decision(False, "no_prediction"), nan
-        if self._rule == "percentile":
-            finals = [t.final for t in self._tracks.values() if t.final is not None]
-            guard = rules.percentile_rule(math.nan, finals=finals,
-                                          n_startup_trials=self._n_startup)
-            if guard.reason == "startup":
-                return guard, nan
+        # Predicted (and recorded) in start-up too: kappa needs the completed trials'
+        # predictions at every step.
         prediction = self._predict(history)
         if self._rule == "asha":
             rung = rules.current_rung(now, self._rung_steps)
@@ -341,6 +337,7 @@ class NCPScheduler(FIFOScheduler):
                 return rules.Decision(False, "already_at_rung", prediction), prediction
             return rules.asha_rule(prediction, recorded=list(recorded.values()),
                                    reduction_factor=self._rf), prediction
+        finals = [t.final for t in self._tracks.values() if t.final is not None]
         others = [t.latest_prediction for k, t in self._tracks.items()
                   if k != trial_id and t.final is None and not t.removed]
         return rules.percentile_rule(
