@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-EpochHook = Callable[[int, float, float], Any]
+EpochHook = Callable[[int, float, float, dict[str, float]], Any]
 
 
 @dataclass

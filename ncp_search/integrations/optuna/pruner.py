@@ -252,9 +252,8 @@ class NCPPruner(BasePruner):
             if completed is None:
                 completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             peers = self._completed_histories(study.study_name, completed, sign)
-        horizon = self.max_step
-        if horizon is None:
-            horizon = max([p.last_step for p in peers if len(p)] + [history.last_step])
+        horizon = (float(self.max_step) if self.max_step is not None
+                   else max([p.last_step for p in peers if len(p)] + [history.last_step]))
         model: CrossTrialModel | None | bool = False
         if self._predictor.cross_trial:
             model = self._cross_trial_model(history.last_step, peers)

@@ -277,6 +277,9 @@ class NCPScheduler(FIFOScheduler):
         """Record ``result`` for ``trial_id`` and decide (what ``on_trial_result``
         returns as STOP/CONTINUE), with the reason."""
         self._load_once()
+        if self._metric is None:
+            raise ValueError("NCPScheduler needs a metric; pass metric= or set it in "
+                             "tune.TuneConfig(metric=..., mode=...).")
         value = as_number(result.get(self._metric))
         now = as_number(result.get(self._time_attr))
         if math.isnan(now) or math.isnan(value):

@@ -90,5 +90,6 @@ class KerasProbeTrainable(tune.Trainable):
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.parts["trained"].save_weights(os.path.join(checkpoint_dir, "model.weights.h5"))
 
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
+    # Tune passes the checkpoint directory here; its stub says dict | None.
+    def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
         self.parts["trained"].load_weights(os.path.join(checkpoint_dir, "model.weights.h5"))
