@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from ncp_search.core import rules
@@ -71,3 +72,29 @@ def test_check_steps_for_every_numbering(steps, warmup, interval, checked):
                 step, steps[:i + 1], warmup, interval):
             seen.append(step)
     assert seen == checked
+
+
+def test_incumbent_rule_bounds_the_final_conformally():
+    finals = [0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    best = [0.5] * 6
+    assert rules.incumbent_min_completed(0.3) == 3
+    few = rules.incumbent_rule(0.1, peers_best=best[:2], peers_final=finals[:2], alpha=0.3)
+    assert few.reason == "startup"
+    hopeless = rules.incumbent_rule(0.1, peers_best=best, peers_final=finals, alpha=0.3)
+    assert hopeless.stop and hopeless.threshold == 0.95
+    residuals = [f - 0.5 for f in finals]
+    loo = sorted(r - float(np.median([x for j, x in enumerate(residuals) if j != i]))
+                 for i, r in enumerate(residuals))
+    assert hopeless.value == pytest.approx(0.1 + np.median(residuals) + loo[4])  # rank 5
+    # as good as every completed trial was at this step: the bound (0.925) is still
+    # below the incumbent, which only 1 of 6 such trials beat
+    level = rules.incumbent_rule(0.5, peers_best=best, peers_final=finals, alpha=0.3)
+    assert level.stop and level.value == pytest.approx(0.925)
+    promising = rules.incumbent_rule(0.6, peers_best=best, peers_final=finals, alpha=0.3)
+    assert not promising.stop and promising.value > 0.95
+    # a smaller alpha is more careful: a higher quantile, so a higher bound
+    careful = rules.incumbent_rule(0.1, peers_best=best, peers_final=finals, alpha=0.15)
+    assert careful.value >= hopeless.value
+    nan = rules.incumbent_rule(0.1, peers_best=[0.5, float("nan")] + best,
+                               peers_final=[float("nan"), 0.9] + finals, alpha=0.3)
+    assert nan.stop  # pairs with a NaN are left out

@@ -386,3 +386,85 @@ def test_decide_says_why():
     assert pruner.decide(study, study.get_trials()[-1]).reason == "warmup"
     trial.report(0.5, 2)
     assert pruner.decide(study, study.get_trials()[-1]).reason == "startup"
+
+
+# -- ASHA on predictions and the incumbent test --------------------------------------------
+def test_asha_rule_prunes_at_rungs_only_and_never_at_the_last_step():
+    pruner = NCPPruner(rule="asha", reduction_factor=2, min_resource=1, max_step=4)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    decisions = {}
+    for value in (0.9, 0.8, 0.7, 0.95):
+        trial = study.ask()
+        steps = []
+        for step in range(5):
+            trial.report(value, step)
+            steps.append(trial.should_prune())
+            if steps[-1]:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, value)
+        decisions[value] = steps
+    # rungs at steps 1 and 2 (4 is the last step): the first trial meets empty rungs,
+    # the worse ones are cut at rung 1, the best continues; steps 0, 3, 4 never prune
+    assert decisions[0.9] == [False] * 5
+    assert decisions[0.8] == [False, True]
+    assert decisions[0.7] == [False, True]
+    assert decisions[0.95] == [False] * 5
+
+
+def test_asha_reads_stored_predictions_or_computes_them_the_same():
+    def decisions(with_beta):
+        pruner = NCPPruner(rule="asha", reduction_factor=3, max_step=9)
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        out = []
+        for i in range(6):
+            trial = study.ask()
+            for step in range(10):
+                value = 0.8 - 0.05 * ((i * 5) % 6) + 0.01 * step
+                if with_beta:
+                    report_beta_eff(trial, step, 1.0, value)
+                else:
+                    trial.report(value, step)
+                if trial.should_prune():
+                    out.append((i, step))
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, value)
+        return out
+    assert decisions(True) == decisions(False) and decisions(True)
+
+
+def test_asha_decides_at_the_first_report_past_a_rung():
+    pruner = NCPPruner(rule="asha", reduction_factor=3, min_resource=5, max_step=100)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study.tell(report_at(study, [0, 10, 20, 30], [0.9] * 4), 0.9)
+    trial = report_at(study, [0], [0.1])
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "no_rung"
+    trial.report(0.1, 10)  # first report past rung 5
+    assert trial.should_prune()
+    trial.report(0.1, 12)
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "already_at_rung"
+
+
+def test_incumbent_test_stops_a_hopeless_trial_the_rule_keeps():
+    def study_with(alpha):
+        pruner = NCPPruner(rule="asha", min_resource=8, max_step=9, incumbent_alpha=alpha)
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for final in (0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
+            curve = [0.5] * 9 + [final]
+            study.tell(report_at(study, range(10), curve), final)
+        return study
+    assert not report_at(study_with(None), range(3), [0.1] * 3).should_prune()
+    hopeless = report_at(study_with(0.3), range(3), [0.1] * 3)
+    assert hopeless.should_prune()
+    assert not report_at(study_with(0.3), range(3), [0.6] * 3).should_prune()
+
+
+def test_new_argument_errors():
+    for kwargs, match in [({"rule": "bohb"}, "rule"), ({"reduction_factor": 1}, "reduction"),
+                          ({"min_resource": 0}, "min_resource"),
+                          ({"incumbent_alpha": 1.5}, "incumbent_alpha")]:
+        with pytest.raises(ValueError, match=match):
+            NCPPruner(**kwargs)

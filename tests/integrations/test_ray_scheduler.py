@@ -334,3 +334,20 @@ def test_the_journal_survives_a_torn_last_line(tmp_path):
     fresh.on_trial_add(None, Trial("y"))
     assert fresh.state()["tracks"]["d"]["final"] == pytest.approx(0.8)
     assert "x" not in fresh.state()["tracks"]
+
+
+def test_incumbent_test_in_ray():
+    def scheduler_with(alpha):
+        scheduler = NCPScheduler(metric="acc", mode="max", max_t=10, grace_period=1,
+                                 rule="asha", reduction_factor=9, incumbent_alpha=alpha)
+        for i, final in enumerate((0.6, 0.7, 0.8, 0.85, 0.9, 0.95)):
+            finished(scheduler, f"d{i}", [0.5] * 9 + [final])
+        return scheduler
+    for alpha, expected in ((None, CONTINUE), (0.3, STOP)):
+        scheduler = scheduler_with(alpha)
+        trial = Trial("x")
+        scheduler.on_trial_add(None, trial)
+        assert feed(scheduler, trial, [0.1] * 3, start=2)[-1] == expected
+    scheduler = scheduler_with(0.3)
+    scheduler.on_trial_add(None, Trial("y"))
+    assert feed(scheduler, Trial("y"), [0.6] * 3, start=2) == [CONTINUE] * 3

@@ -37,6 +37,7 @@ from ncp_search.core import rules
 from ncp_search.core.history import REPORTED_SERIES, TrialHistory, as_number
 from ncp_search.core.predictors import (
     CrossTrialModel,
+    best_so_far,
     check_feedable,
     fit_cross_trial,
     missing_inputs,
@@ -106,12 +107,23 @@ class PredictedStudy:
 
 
 class NCPPruner(BasePruner):
-    """Prune a trial whose predicted final value is worse than a percentile of the others.
+    """Prune a trial whose predicted final value is poor.
 
-    The reference is the ``percentile`` of (i) the final values of the completed
-    trials and (ii) the latest predicted finals of the running and pruned trials
-    (stored by :class:`ncp_search.NCPCallback` / :func:`ncp_search.report_beta_eff`).
-    The rule itself is :func:`ncp_search.core.rules.percentile_rule`.
+    Two rules (``rule=``), both in :mod:`ncp_search.core.rules`:
+
+    - ``"percentile"``: prune when the prediction is below the ``percentile`` of
+      (i) the final values of the completed trials and (ii) the latest predicted
+      finals of the running and pruned trials (stored by
+      :class:`ncp_search.NCPCallback` / :func:`ncp_search.report_beta_eff`);
+    - ``"asha"``: asynchronous successive halving on the predictions: rungs at
+      steps ``min_resource * reduction_factor**k`` below ``max_step``; at the first
+      report at or past a rung, prune when the prediction is below the
+      ``100 * (1 - 1/reduction_factor)`` percentile of the predictions the other
+      trials had there (read from their stored prediction history, or computed
+      from their curves). An empty rung continues; no start-up trials needed.
+
+    Either rule can add the conformal incumbent test (``incumbent_alpha``, see
+    :func:`ncp_search.core.rules.incumbent_rule`).
 
     Args:
         percentile: keep trials predicted to land in the best ``percentile`` percent
@@ -121,9 +133,11 @@ class NCPPruner(BasePruner):
         n_warmup_steps: no pruning at steps below this (steps as reported).
         interval_steps: check at the first report of every ``interval_steps`` steps
             after warm-up (>= 1); strided or gapped steps are fine.
-        max_step: the step a complete trial reports last (extrapolating predictors
-            such as ``pow3`` predict the value there); default: the largest last
-            step of the completed trials.
+        max_step: the step a complete trial reports last: extrapolating predictors
+            such as ``pow3`` predict the value there, ASHA's rungs lie below it, and
+            no trial is pruned at or after it (it has used its budget; pruning would
+            only hide its final). Default: the largest last step of the completed
+            trials (no last-step guard then).
         predictor: a name from :data:`ncp_search.core.predictors.PREDICTORS` that
             this pruner can feed (``ncp_two_batch`` needs a second probe batch no
             reporting helper stores; ``tse`` is a score, not a value).
@@ -131,6 +145,16 @@ class NCPPruner(BasePruner):
             standard deviation of ``final - prediction`` over completed trials, each
             prediction taken at the step being decided (``kappa > 0`` prunes less
             eagerly). 0 decides on the prediction.
+        rule: ``"percentile"`` or ``"asha"``. With ``"asha"``, ``percentile``,
+            ``n_startup_trials``, ``n_warmup_steps`` and ``interval_steps`` do not
+            apply (the rungs say when to decide).
+        reduction_factor: ASHA keeps the best ``1/reduction_factor`` at each rung (> 1).
+        min_resource: the first ASHA rung, in steps as reported (like Optuna's
+            SuccessiveHalvingPruner: with 0-based epochs, 1 means after the second
+            epoch; report epochs from 1 to put it after the first).
+        incumbent_alpha: also prune when even the conformal upper bound at level
+            ``incumbent_alpha`` of the trial's final is below the best completed
+            final; ``None`` (default) turns the test off.
         base: run this built-in Optuna pruner (Median, Percentile,
             SuccessiveHalving, Hyperband, Patient, ...) on the predicted finals
             instead of the raw intermediate values; the percentile rule above is
@@ -162,6 +186,10 @@ class NCPPruner(BasePruner):
         max_step: int | None = None,
         predictor: str = "best",
         kappa: float = 0.0,
+        rule: str = "percentile",
+        reduction_factor: float = 3.0,
+        min_resource: int = 1,
+        incumbent_alpha: float | None = None,
         base: BasePruner | None = None,
     ) -> None:
         if not 0.0 <= percentile <= 100.0:
@@ -183,6 +211,16 @@ class NCPPruner(BasePruner):
             raise ValueError(f"max_step must be >= 0, but got max_step={max_step}.")
         if not math.isfinite(kappa):
             raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
+        if rule not in rules.RULES:
+            raise ValueError(f"rule must be one of {rules.RULES}, but got rule={rule!r}.")
+        if not reduction_factor > 1.0:
+            raise ValueError("reduction_factor must be > 1, but got "
+                             f"reduction_factor={reduction_factor}.")
+        if min_resource < 1:
+            raise ValueError(f"min_resource must be >= 1, but got min_resource={min_resource}.")
+        if incumbent_alpha is not None and not 0.0 < incumbent_alpha < 1.0:
+            raise ValueError("incumbent_alpha must be in (0, 1) or None, but got "
+                             f"incumbent_alpha={incumbent_alpha}.")
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
         self._predictor = check_feedable(predictor, self.FEEDS, "NCPPruner")
@@ -193,6 +231,10 @@ class NCPPruner(BasePruner):
         self.max_step = max_step
         self.predictor = predictor
         self.kappa = float(kappa)
+        self.rule = rule
+        self.reduction_factor = float(reduction_factor)
+        self.min_resource = int(min_resource)
+        self.incumbent_alpha = incumbent_alpha
         self.base = base
         self._warned: set[str] = set()
         self._lock = threading.Lock()
@@ -311,14 +353,34 @@ class NCPPruner(BasePruner):
         step = trial.last_step
         if step is None:
             return rules.Decision(False, "no_reports")
+        trials = study.get_trials(deepcopy=False)  # one storage read for everything below
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        sign = self._sign(study)
+        if self.max_step is not None and step >= self.max_step:
+            return rules.Decision(False, "last_step")
+        last = self.max_step if self.max_step is not None else max(
+            [t.last_step for t in completed if t.last_step is not None], default=None)
+        if self.rule == "asha":
+            decision = self._asha(study, trial, trials, completed, sign, last)
+        else:
+            decision = self._percentile(study, trial, trials, completed, sign)
+        if decision.stop or self.incumbent_alpha is None:
+            return decision
+        if decision.reason in ("warmup", "interval"):
+            return decision
+        incumbent = self._incumbent(study, trial, completed, sign)
+        return incumbent if incumbent.stop else decision
+
+    def _percentile(self, study: optuna.study.Study, trial: FrozenTrial,
+                    trials: list[FrozenTrial], completed: list[FrozenTrial],
+                    sign: float) -> rules.Decision:
+        step = trial.last_step
+        assert step is not None
         if rules.in_warmup(step, self.n_warmup_steps):
             return rules.Decision(False, "warmup")
         if not rules.is_check_step(step, trial.intermediate_values, self.n_warmup_steps,
                                    self.interval_steps):
             return rules.Decision(False, "interval")
-        trials = study.get_trials(deepcopy=False)  # one storage read for everything below
-        completed = [t for t in trials if t.state == TrialState.COMPLETE]
-        sign = self._sign(study)
         finals = [sign * as_number(t.value) for t in completed if t.values]
         guard = rules.percentile_rule(math.nan, finals=finals,
                                       n_startup_trials=self.n_startup_trials)
@@ -339,6 +401,55 @@ class NCPPruner(BasePruner):
             spread=self._spread(completed, step, sign),
         )
 
+    def _asha(self, study: optuna.study.Study, trial: FrozenTrial,
+              trials: list[FrozenTrial], completed: list[FrozenTrial], sign: float,
+              last: float | None) -> rules.Decision:
+        step = trial.last_step
+        assert step is not None
+        ceiling = last if last is not None else step + 1
+        rung = rules.current_rung(step, rules.asha_rungs(self.min_resource,
+                                                         self.reduction_factor, ceiling))
+        if rung is None:
+            return rules.Decision(False, "no_rung")
+        if _first_step_at(trial, rung) != step:
+            return rules.Decision(False, "already_at_rung")
+        predicted = self.predict_final(study, trial, completed)
+        recorded = [self._rung_value(study, other, rung, sign, completed)
+                    for other in trials
+                    if other.number != trial.number and other.state in (
+                        TrialState.RUNNING, TrialState.PRUNED, TrialState.COMPLETE)]
+        return rules.asha_rule(sign * predicted, recorded=recorded,
+                               reduction_factor=self.reduction_factor)
+
+    def _rung_value(self, study: optuna.study.Study, trial: FrozenTrial, rung: float,
+                    sign: float, completed: list[FrozenTrial]) -> float:
+        """A trial's prediction when it reached ``rung`` ("higher is better"; NaN if it
+        has not): the stored one, else computed from its curve up to there."""
+        at = _first_step_at(trial, rung)
+        if at is None:
+            return math.nan
+        stored = (trial.user_attrs.get(HISTORY_ATTR) or {}).get(str(at))
+        if stored is not None:
+            return sign * as_number(stored)
+        if self._predictor.uses_beta_eff or self._predictor.cross_trial:
+            return math.nan  # no stored prediction to trust; leave it out
+        history = trial_history(trial, sign).until(at)
+        horizon = self.max_step if self.max_step is not None else max(
+            [t.last_step for t in completed if t.last_step is not None] + [at])
+        return predict_final(self._predictor, history, horizon=horizon)
+
+    def _incumbent(self, study: optuna.study.Study, trial: FrozenTrial,
+                   completed: list[FrozenTrial], sign: float) -> rules.Decision:
+        assert self.incumbent_alpha is not None
+        step = trial.last_step
+        assert step is not None
+        peers = self._completed_histories(study.study_name, completed, sign)
+        best_at = [best_so_far(p.until(step), step) for p in peers]
+        finals = [p.final for p in peers]
+        best_now = best_so_far(trial_history(trial, sign), step)
+        return rules.incumbent_rule(best_now, peers_best=best_at, peers_final=finals,
+                                    alpha=self.incumbent_alpha)
+
     def _spread(self, completed: list[FrozenTrial], step: int, sign: float) -> float:
         if self.kappa == 0.0:
             return 0.0
@@ -348,3 +459,9 @@ class NCPPruner(BasePruner):
             history = {float(s): sign * as_number(v) for s, v in stored.items()}
             pairs.append((rules.prediction_at(history, step), sign * as_number(t.value)))
         return rules.prediction_spread(pairs)
+
+
+def _first_step_at(trial: FrozenTrial, rung: float) -> int | None:
+    """The trial's first reported step at or past ``rung`` (None if none)."""
+    reached = [s for s in trial.intermediate_values if s >= rung]
+    return min(reached) if reached else None

@@ -73,9 +73,7 @@ class _Track:
             sign=sign,
         )
 
-    @property
-    def latest_prediction(self) -> float:
-        return self.predictions[max(self.predictions)] if self.predictions else math.nan
+    latest_prediction: float = math.nan  # the prediction at the latest step
 
     def as_json(self) -> dict[str, Any]:
         return {"t": self.t, "values": _nulls(self.values),
@@ -91,6 +89,8 @@ class _Track:
             values=[as_number(v) for v in data["values"]],
             series={str(k): [as_number(v) for v in s] for k, s in data["series"].items()},
             predictions={float(t): as_number(p) for t, p in data["predictions"]},
+            latest_prediction=as_number(data["predictions"][-1][1]) if data["predictions"]
+            else math.nan,
             final=None if data["final"] is None else as_number(data["final"]),
             stopped=bool(data["stopped"]), completed_once=bool(data["completed_once"]),
             removed=bool(data.get("removed", False)),
@@ -124,6 +124,10 @@ class NCPScheduler(FIFOScheduler):
         kappa: for the percentile rule, decide on ``prediction + kappa * spread``
             (the spread of completed trials' ``final - prediction`` at this
             ``time_attr``).
+        incumbent_alpha: also stop when even the conformal upper bound at level
+            ``incumbent_alpha`` of the trial's final is below the best completed
+            final (:func:`ncp_search.core.rules.incumbent_rule`); ``None`` (default)
+            turns the test off.
         beta_key: the result key holding ``beta_eff``.
         state_path: a JSON-lines journal where the scheduler appends every change of
             its state (one line per result; a torn last line is ignored). Ray Tune
@@ -160,6 +164,7 @@ class NCPScheduler(FIFOScheduler):
         n_startup_trials: int = 5,
         reduction_factor: float = 3.0,
         kappa: float = 0.0,
+        incumbent_alpha: float | None = None,
         beta_key: str = "beta_eff",
         state_path: str | None = None,
     ) -> None:
@@ -186,6 +191,10 @@ class NCPScheduler(FIFOScheduler):
             )
         if not math.isfinite(kappa):
             raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
+        if incumbent_alpha is not None and not 0.0 < incumbent_alpha < 1.0:
+            raise ValueError("incumbent_alpha must be in (0, 1) or None, but got "
+                             f"incumbent_alpha={incumbent_alpha}.")
+        self._incumbent_alpha = incumbent_alpha
         self._chosen = check_feedable(predictor, self.FEEDS, "NCPScheduler")
         self._metric = metric
         self._mode = mode
@@ -296,6 +305,11 @@ class NCPScheduler(FIFOScheduler):
                                  "v": self._sign * value, "s": _nulls_dict(series)}
         track = self._apply(event)
         decision, prediction = self._judge(trial_id, track, now)
+        if (self._incumbent_alpha is not None and not decision.stop
+                and decision.reason not in ("completed_before_restore", "warmup",
+                                            "last_step")):
+            incumbent = self._incumbent(track, now)
+            decision = incumbent if incumbent.stop else decision
         if math.isfinite(prediction) or decision.stop:
             update: dict[str, Any] = {"e": "decision", "id": trial_id, "t": now,
                                       "p": _null(prediction), "stop": decision.stop}
@@ -364,6 +378,17 @@ class NCPScheduler(FIFOScheduler):
         return predict_final(self._chosen, history, horizon=self._max_t, peers=peers,
                              model=model)
 
+    def _incumbent(self, track: _Track, now: float) -> rules.Decision:
+        assert self._incumbent_alpha is not None
+        peers = [t for t in self._tracks.values() if t.final is not None]
+        best_at = [max((v for tt, v in zip(t.t, t.values) if tt <= now and math.isfinite(v)),
+                       default=math.nan) for t in peers]
+        finals = [math.nan if t.final is None else t.final for t in peers]
+        best_now = max((v for v in track.values if math.isfinite(v)), default=math.nan)
+        return rules.incumbent_rule(best_now, peers_best=best_at,
+                                    peers_final=finals,
+                                    alpha=self._incumbent_alpha)
+
     def _spread(self, now: float) -> float:
         return rules.prediction_spread(
             (rules.prediction_at(t.predictions, now), t.final)
@@ -395,6 +420,7 @@ class NCPScheduler(FIFOScheduler):
             prediction = as_number(event.get("p"))
             if math.isfinite(prediction):
                 track.predictions[float(event["t"])] = prediction
+                track.latest_prediction = prediction
             if event.get("rung") is not None:
                 self._rungs.setdefault(float(event["rung"]), {})[trial_id] = prediction
             if event.get("stop"):
@@ -419,6 +445,8 @@ class NCPScheduler(FIFOScheduler):
         track.values = [track.values[i] for i in keep]
         track.series = {k: [v[i] for i in keep] for k, v in track.series.items()}
         track.predictions = {t: p for t, p in track.predictions.items() if t < now}
+        track.latest_prediction = (track.predictions[max(track.predictions)]
+                                   if track.predictions else math.nan)
         if track.final is not None:
             track.completed_once = True
             track.final = None
