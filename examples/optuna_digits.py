@@ -45,7 +45,7 @@ def main() -> None:
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=0),
-        pruner=ncp_search.NCPPruner(n_steps=args.epochs, predictor=args.predictor),
+        pruner=ncp_search.NCPPruner(max_step=args.epochs - 1, predictor=args.predictor),
     )
     study.optimize(objective, n_trials=args.trials)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ncp_search.core.history import TrialHistory
+from ncp_search.core.predictors import PREDICTORS, predict_final
 from ncp_search.core.regression import AccuracyPredictor, FinalAccuracy
+from ncp_search.core.rules import Decision
 from ncp_search.errors import DataError, NCPSearchError, ProbeError
 
 __version__ = "0.1.0"
@@ -36,11 +39,13 @@ _LAZY = {
 }
 
 __all__ = [
+    "PREDICTORS",
     "AccuracyPredictor",
     "BetaEffLogger",
     "BetaEffMeter",
     "BetaEffTerms",
     "DataError",
+    "Decision",
     "FinalAccuracy",
     "NCPCallback",
     "NCPPruner",
@@ -48,10 +53,12 @@ __all__ = [
     "NCPSearchError",
     "ProbeError",
     "ProbeParts",
+    "TrialHistory",
     "attach_probe",
     "beta_eff",
     "beta_eff_from_weights",
     "beta_eff_terms",
+    "predict_final",
     "report_beta_eff",
     "split_probe",
 ]

@@ -68,11 +68,11 @@ def test_describe_scheduler_names_the_used_settings():
 
 def test_make_scheduler_ncp_rules_and_state_path(tmp_path):
     config = make_config({"name": "ncp", "grace_period": 1, "percentile": 30})
-    scheduler = make_scheduler(config, tmp_path / "state.pkl")
+    scheduler = make_scheduler(config, tmp_path / "state.jsonl")
     assert type(scheduler) is NCPScheduler
     assert (scheduler._rule, scheduler._max_t, scheduler._grace_period) == ("percentile", 3, 1)
     assert scheduler._percentile == 30.0 and scheduler._time_attr == "training_iteration"
-    assert scheduler._state_path == str(tmp_path / "state.pkl")
+    assert scheduler._state_path == str(tmp_path / "state.jsonl")
     asha = make_scheduler(make_config({"name": "ncp_asha", "reduction_factor": 2}))
     assert asha._rule == "asha" and asha._rf == 2.0 and asha._state_path is None
 
@@ -260,7 +260,7 @@ def test_ray_sweep_end_to_end(tmp_path, zoo_cache):
         assert record["seconds"] > 0
     best = summary["best"]
     assert best is not None and (output / best["model_path"]).is_file()
-    assert (output / "ncp_scheduler.pkl").is_file()
+    assert (output / "ncp_scheduler.jsonl").is_file()
     assert "4/4 trials" in stream.getvalue()
 
 

@@ -47,7 +47,7 @@ def main(address: str, storage: str, out: str) -> None:
     try:
         context = ray.get_runtime_context()
         resources = trial_resources()
-        state_path = os.path.join(storage, "ncp", "ncp_scheduler.pkl")
+        state_path = os.path.join(storage, "ncp", "ncp_scheduler.jsonl")
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"quality": tune.grid_search(QUALITIES)},

@@ -9,7 +9,7 @@ poor ones. The last epoch is reported after the model is saved, so a trial the
 scheduler stops at its last result still has its model in ``models/``.
 
 The output folder holds the Ray experiment (``ray/<name>``, or under
-``--storage``), the NCPScheduler's state (``ncp_scheduler.pkl``, read back on
+``--storage``), the NCPScheduler's state (``ncp_scheduler.jsonl``, read back on
 resume), the models of complete trials (``models/trial_<trial_id>.keras``,
 written on the node that ran the trial: the output folder must be shared, or the
 models stay on the workers, when the sweep runs on a multi-node cluster) and
@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 METRIC = "val_accuracy"
 MODE = "max"
 TIME_ATTR = "training_iteration"
-STATE_FILE = "ncp_scheduler.pkl"
+STATE_FILE = "ncp_scheduler.jsonl"
 MODELS = "models"
 RAY_FOLDER = "ray"
 # Trainable runs share this driver-side state through a key, so that the callback
