@@ -17,22 +17,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
+from ncp_search.app.cli import run_command
 from ncp_search.app.jsonio import write_json
-from ncp_search.errors import NCPSearchError
 
 PROG = "python -m research"
-
-
-def _quiet_tensorflow() -> None:
-    # As the product CLI: an application may set TensorFlow's C++ log level (the
-    # library never touches the environment). An explicit user setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -218,20 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m research``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    _quiet_tensorflow()
-    try:
-        return int(args.func(args))
-    except (ValueError, OSError, NCPSearchError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser().parse_args(argv), PROG)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ncp_search.core.history import TrialHistory
+from ncp_search.core.history import PROBE_TERMS, TrialHistory
 from ncp_search.core.predictors import (
     PREDICTORS,
     fit_cross_trial,
@@ -34,18 +34,7 @@ from ncp_search.core.predictors import (
 
 Run = dict[str, Any]
 # Per-step fields that come from the probe (replaced in shuffled controls).
-BETA_FIELDS = (
-    "beta_eff",
-    "beta_eff_batch2",
-    "probe_numerator",
-    "probe_denominator",
-    "probe_loss",
-    "probe_accuracy",
-    "probe_feature_norm",
-    "probe_dead_fraction",
-    "probe_delta_in_norm",
-    "probe_delta_out_norm",
-)
+BETA_FIELDS = ("beta_eff", "beta_eff_batch2", *PROBE_TERMS)
 _SIDE = (*BETA_FIELDS, "train_loss")
 
 

@@ -189,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ncp-search`` console script."""
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace, prog: str) -> int:
+    """Run a parsed subcommand (``args.func``): logging set up, TensorFlow quiet, and
+    bad input, file errors and Ctrl-C turned into one line and an exit code (2, 130)."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -200,11 +200,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, OSError, NCPSearchError) as error:
-        print(f"ncp-search: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ncp-search: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ncp-search`` console script."""
+    return run_command(build_parser().parse_args(argv), "ncp-search")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,37 @@ def _finite(values: Iterable[float]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
+def check_settings(
+    *,
+    rule: str,
+    percentile: float,
+    n_startup_trials: int,
+    reduction_factor: float,
+    kappa: float,
+    incumbent_alpha: float | None,
+) -> None:
+    """Check the rule settings both adapters share (Optuna-style messages).
+
+    Raises:
+        ValueError: naming the argument, what must hold and what was received.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, but got rule={rule!r}.")
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
+    if n_startup_trials < 0:
+        raise ValueError("n_startup_trials must be non-negative, but got "
+                         f"n_startup_trials={n_startup_trials}.")
+    if not reduction_factor > 1.0:
+        raise ValueError(
+            f"reduction_factor must be > 1, but got reduction_factor={reduction_factor}.")
+    if not math.isfinite(kappa):
+        raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
+    if incumbent_alpha is not None and not 0.0 < incumbent_alpha < 1.0:
+        raise ValueError("incumbent_alpha must be in (0, 1) or None, but got "
+                         f"incumbent_alpha={incumbent_alpha}.")
+
+
 # ---------------------------------------------------------------- guards
 def in_warmup(step: float, n_warmup_steps: float) -> bool:
     """Whether ``step`` is before the warm-up ends (no decision; Optuna's

@@ -192,13 +192,10 @@ class NCPPruner(BasePruner):
         incumbent_alpha: float | None = None,
         base: BasePruner | None = None,
     ) -> None:
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
-        if n_startup_trials < 0:
-            raise ValueError(
-                "n_startup_trials must be non-negative, but got "
-                f"n_startup_trials={n_startup_trials}."
-            )
+        rules.check_settings(rule=rule, percentile=percentile,
+                             n_startup_trials=n_startup_trials,
+                             reduction_factor=reduction_factor, kappa=kappa,
+                             incumbent_alpha=incumbent_alpha)
         if n_warmup_steps < 0:
             raise ValueError(
                 f"n_warmup_steps must be non-negative, but got n_warmup_steps={n_warmup_steps}."
@@ -209,18 +206,8 @@ class NCPPruner(BasePruner):
             )
         if max_step is not None and max_step < 0:
             raise ValueError(f"max_step must be >= 0, but got max_step={max_step}.")
-        if not math.isfinite(kappa):
-            raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
-        if rule not in rules.RULES:
-            raise ValueError(f"rule must be one of {rules.RULES}, but got rule={rule!r}.")
-        if not reduction_factor > 1.0:
-            raise ValueError("reduction_factor must be > 1, but got "
-                             f"reduction_factor={reduction_factor}.")
         if min_resource < 1:
             raise ValueError(f"min_resource must be >= 1, but got min_resource={min_resource}.")
-        if incumbent_alpha is not None and not 0.0 < incumbent_alpha < 1.0:
-            raise ValueError("incumbent_alpha must be in (0, 1) or None, but got "
-                             f"incumbent_alpha={incumbent_alpha}.")
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
         self._predictor = check_feedable(predictor, self.FEEDS, "NCPPruner")

@@ -178,22 +178,10 @@ class NCPScheduler(FIFOScheduler):
                 f"max_t must be >= grace_period, but got max_t={max_t}, "
                 f"grace_period={grace_period}."
             )
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, but got rule={rule!r}.")
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
-        if n_startup_trials < 0:
-            raise ValueError("n_startup_trials must be non-negative, but got "
-                             f"n_startup_trials={n_startup_trials}.")
-        if reduction_factor <= 1.0:
-            raise ValueError(
-                f"reduction_factor must be > 1, but got reduction_factor={reduction_factor}."
-            )
-        if not math.isfinite(kappa):
-            raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
-        if incumbent_alpha is not None and not 0.0 < incumbent_alpha < 1.0:
-            raise ValueError("incumbent_alpha must be in (0, 1) or None, but got "
-                             f"incumbent_alpha={incumbent_alpha}.")
+        rules.check_settings(rule=rule, percentile=percentile,
+                             n_startup_trials=n_startup_trials,
+                             reduction_factor=reduction_factor, kappa=kappa,
+                             incumbent_alpha=incumbent_alpha)
         self._incumbent_alpha = incumbent_alpha
         self._chosen = check_feedable(predictor, self.FEEDS, "NCPScheduler")
         self._metric = metric
