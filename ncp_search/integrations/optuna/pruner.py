@@ -227,12 +227,17 @@ class NCPPruner(BasePruner):
         self._lock = threading.Lock()
         self._models: dict[tuple[float, tuple[int, ...]], CrossTrialModel | None] = {}
         self._peers: tuple[tuple[str, int, float], list[TrialHistory]] | None = None
+        # (study, trial number, rung step) -> its value there: fixed once reported.
+        self._rung_cache: dict[tuple[str, int, int], float] = {}
+        self._incumbent_cache: tuple[Any, list[float], list[float]] = (None, [], [])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
         state["_models"] = {}
         state["_peers"] = None
+        state["_rung_cache"] = {}
+        state["_incumbent_cache"] = (None, [], [])
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -415,6 +420,19 @@ class NCPPruner(BasePruner):
         at = _first_step_at(trial, rung)
         if at is None:
             return math.nan
+        key = (study.study_name, trial.number, at)
+        with self._lock:
+            cached = self._rung_cache.get(key)
+        if cached is not None:
+            return cached
+        value = self._rung_value_at(trial, at, sign, completed)
+        if trial.state != TrialState.RUNNING or math.isfinite(value):
+            with self._lock:
+                self._rung_cache[key] = value
+        return value
+
+    def _rung_value_at(self, trial: FrozenTrial, at: int, sign: float,
+                       completed: list[FrozenTrial]) -> float:
         stored = (trial.user_attrs.get(HISTORY_ATTR) or {}).get(str(at))
         if stored is not None:
             return sign * as_number(stored)
@@ -430,9 +448,16 @@ class NCPPruner(BasePruner):
         assert self.incumbent_alpha is not None
         step = trial.last_step
         assert step is not None
-        peers = self._completed_histories(study.study_name, completed, sign)
-        best_at = [best_so_far(p.until(step), step) for p in peers]
-        finals = [p.final for p in peers]
+        key = (study.study_name, len(completed), sign, step)
+        with self._lock:
+            cached = self._incumbent_cache if self._incumbent_cache[0] == key else None
+        if cached is None:
+            peers = self._completed_histories(study.study_name, completed, sign)
+            cached = (key, [best_so_far(p.until(step), step) for p in peers],
+                      [p.final for p in peers])
+            with self._lock:
+                self._incumbent_cache = cached
+        _, best_at, finals = cached
         best_now = best_so_far(trial_history(trial, sign), step)
         return rules.incumbent_rule(best_now, peers_best=best_at, peers_final=finals,
                                     alpha=self.incumbent_alpha)
