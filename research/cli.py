@@ -7,6 +7,9 @@ Subcommands:
     bench predict  rank recorded runs by each predictor after K observed epochs.
     bench optuna   replay recorded runs through Optuna pruners.
     bench sampler  TPE on a recorded-table surrogate: what the sampler sees of pruned trials.
+    bench budget   every stop rule against every built-in: epochs, seconds, regret, prune
+                   rates, on recorded tables and public Taskset curves (Optuna and Ray).
+    taskset        convert the public Taskset curves into tables of recorded runs.
 
 Example::
 
@@ -149,6 +152,32 @@ def _cmd_bench_sampler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_budget(args: argparse.Namespace) -> int:
+    import optuna
+
+    from research.budget_bench import command
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return command(args)
+
+
+def _cmd_taskset(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from research.taskset import convert, diverged, task_files, taskset_folder, write_table
+
+    folder = Path(args.folder) if args.folder else taskset_folder()
+    if folder is None or not task_files(folder):
+        raise ValueError("no Taskset files (*.json.gz): pass --folder or set "
+                         "NCP_SEARCH_TASKSET (default ../shared/data/taskset).")
+    for path in task_files(folder):
+        rows = convert(path)
+        out = Path(args.out) / f"{rows[0]['workload']}.jsonl"
+        write_table(rows, out)
+        print(f"{path.name}: {len(rows)} runs ({diverged(rows)} diverged) -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -204,6 +233,45 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--trials", type=int, default=40)
     smp.add_argument("--json", default=None)
     smp.set_defaults(func=_cmd_bench_sampler)
+
+    bud = bench_sub.add_parser(
+        "budget", help="every stop rule against every built-in in real Optuna studies (and "
+        "Tune runs): epochs and seconds shares, regret, prune rates, the issue's targets")
+    bud.add_argument("--table", nargs="*", default=[
+        "benchmarks/tables/digits_mlp.jsonl", "benchmarks/tables/fashion_cnn.jsonl",
+        "benchmarks/tables/fashion_select.jsonl"], help="recorded-run tables (accuracy)")
+    bud.add_argument("--taskset", default=None,
+                     help="Taskset folder (default $NCP_SEARCH_TASKSET or "
+                     "../shared/data/taskset); 'none' leaves Taskset out")
+    bud.add_argument("--tasks", type=int, default=None, help="only the first N Taskset tasks")
+    bud.add_argument("--draw", type=int, default=100, help="Taskset configurations per study")
+    bud.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (trial orders)")
+    bud.add_argument("--taskset-seeds", type=int, default=None,
+                     help="seeds for Taskset studies (default --seeds)")
+    bud.add_argument("--concurrency", type=int, nargs="+", default=[1, 4],
+                     help="trials in flight (1: sequential)")
+    bud.add_argument("--rules", nargs="+", default=None, help="rule names (default: all)")
+    bud.add_argument("--beta-rules", nargs="+", default=None,
+                     help="beta_eff rules for tables that carry beta_eff (default: all)")
+    bud.add_argument("--no-beta", action="store_true", help="leave the beta_eff rules out")
+    bud.add_argument("--tolerance", type=float, default=0.5, help="accuracy points")
+    bud.add_argument("--loss-tolerance", type=float, default=0.01, help="loss units (Taskset)")
+    bud.add_argument("--ray-seeds", type=int, default=0,
+                     help="seeds of real Tune runs on the recorded tables (0: none)")
+    bud.add_argument("--ray-alpha", type=float, default=0.3,
+                     help="incumbent_alpha of the NCPScheduler variant with the test")
+    bud.add_argument("--processes", type=int, default=1, help="worker processes (Optuna part)")
+    bud.add_argument("--scoped", nargs="*", default=None,
+                     help="notes on what was scoped down, printed and kept in the JSON")
+    bud.add_argument("--json", default=None)
+    bud.add_argument("--plot", default=None, help="folder for the Pareto PNGs")
+    bud.set_defaults(func=_cmd_bench_budget)
+
+    tsk = sub.add_parser("taskset", help="convert the public Taskset curves into tables")
+    tsk.add_argument("--folder", default=None, help="default: $NCP_SEARCH_TASKSET or "
+                     "../shared/data/taskset")
+    tsk.add_argument("--out", default="runs/taskset", help="folder for <task>.jsonl")
+    tsk.set_defaults(func=_cmd_taskset)
     return parser
 
 

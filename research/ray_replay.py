@@ -74,7 +74,7 @@ except ImportError as error:  # pragma: no cover
     raise ImportError("research.ray_replay needs Ray Tune: pip install 'ray[tune]'") from error
 
 from ncp_search.integrations.ray.scheduler import NCPScheduler
-from research.replay_common import epochs_to_reach, plot_anytime_regret, step_value
+from research.replay_common import epochs_to_reach, parse_spec, plot_anytime_regret, step_value
 
 # Driver-side settings for the replays: two PENDING trials at a time (by default Tune
 # creates up to 200 trials at once and requests an actor for each, and trials then start
@@ -148,6 +148,7 @@ class HyperBandFixed(_TrialPathOnAdd, HyperBandScheduler):
         return super().choose_trial_to_run(tune_controller)
 
 
+_OPTIONS = ("rf", "grace", "alpha")  # ",key=value" options of a scheduler name
 # Settings of the NCPScheduler variants beyond its defaults (the tests lower the
 # start-up guard to replay 4-trial tables by hand).
 NCP_SETTINGS: dict[str, Any] = {}
@@ -164,38 +165,59 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     MedianPruner with 5 start-up trials and 2 warm-up steps), ``ncp:<predictor>``
     (NCPScheduler, percentile rule) and ``ncp_asha:<predictor>`` (NCPScheduler, ASHA
     on the predictions), both with the scheduler's defaults (grace period 2, 50th
-    percentile, reduction factor 3). Each is the Tune class with
+    percentile, reduction factor 3). Options after the name change a setting:
+    ``,rf=3`` (reduction factor), ``,grace=1`` (grace period) and, for NCP,
+    ``,alpha=0.3`` (``incumbent_alpha``), e.g. ``async_hyperband,rf=3`` or
+    ``ncp_asha:best,grace=1,rf=3,alpha=0.3``. Each is the Tune class with
     :class:`_TrialPathOnAdd` mixed in (a work-around that changes no decision).
     """
     common = {"metric": METRIC, "mode": "max", "time_attr": "training_iteration"}
-    head, _, predictor = name.partition(":")
-    if head in ("ncp", "ncp_asha") and predictor:
-        return _NCP(max_t=n_steps, predictor=predictor,
-                    rule="asha" if head == "ncp_asha" else "percentile", **common,
-                    **NCP_SETTINGS)
+    spec = parse_spec(name)
+    options = spec.options
+    unknown = set(options) - set(_OPTIONS)
+    if spec.shuffled or unknown:
+        raise ValueError(f"scheduler {name!r}: the Ray replay takes the options "
+                         f"{list(_OPTIONS)} (',key=value'), no '+shuffled'.")
+    rf = options.get("rf")
+    if spec.head in ("ncp", "ncp_asha") and spec.predictor:
+        settings = dict(NCP_SETTINGS)
+        if rf is not None:
+            settings["reduction_factor"] = rf
+        if "grace" in options:
+            settings["grace_period"] = int(options["grace"])
+        if "alpha" in options:
+            settings["incumbent_alpha"] = options["alpha"]
+        return _NCP(max_t=n_steps, predictor=spec.predictor,
+                    rule="asha" if spec.head == "ncp_asha" else "percentile", **common,
+                    **settings)
+    grace = int(options.get("grace", 1))
     factories: dict[str, Callable[[], TrialScheduler]] = {
         "fifo": lambda: _FIFO(),
         "async_hyperband": lambda: _ASHA(
-            max_t=n_steps, grace_period=1, reduction_factor=4, **common),
-        "hyperband": lambda: HyperBandFixed(max_t=n_steps, reduction_factor=3, **common),
+            max_t=n_steps, grace_period=grace, reduction_factor=rf or 4, **common),
+        "hyperband": lambda: HyperBandFixed(max_t=n_steps, reduction_factor=rf or 3, **common),
         "median_stopping": lambda: _Median(grace_period=2, min_samples_required=5, **common),
     }
-    if name not in factories:
+    if spec.head not in factories or spec.predictor:
         raise ValueError(
             f"unknown scheduler {name!r}; available: {list(factories)}, 'ncp:<predictor>' "
-            "and 'ncp_asha:<predictor>'."
+            "and 'ncp_asha:<predictor>', each with options ',rf=R', ',grace=G' and (NCP) "
+            "',alpha=A'."
         )
-    return factories[name]()
+    return factories[spec.head]()
 
 
 def slim(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What a trial needs of each recorded run: accuracy and beta_eff per epoch."""
+    """What a trial needs of each recorded run: accuracy, beta_eff and the recorded
+    training seconds (NaN where not recorded) per epoch."""
     n_steps = min(len(r["curve"]) - 1 for r in runs)
     return [
         {
             "val_accuracy": [step_value(r["curve"][s], "val_accuracy")
                              for s in range(1, n_steps + 1)],
             "beta_eff": [step_value(r["curve"][s], "beta_eff") for s in range(1, n_steps + 1)],
+            "epoch_seconds": [step_value(r["curve"][s], "epoch_seconds")
+                              for s in range(1, n_steps + 1)],
             "final": float(r["final_val_accuracy"]),
         }
         for r in runs
@@ -251,6 +273,8 @@ class _Ledger(tune.Callback):
 
     def __init__(self, runs: Sequence[dict[str, Any]]) -> None:
         self.finals = [r["final"] for r in runs]
+        self.epoch_seconds = [r.get("epoch_seconds") for r in runs]
+        self.trained_seconds = 0.0  # recorded seconds of the epochs replayed
         self.n_steps = len(runs[0]["val_accuracy"])
         self.best_possible = max(self.finals)
         self.epochs = 0
@@ -263,6 +287,7 @@ class _Ledger(tune.Callback):
         self.active: set[str] = set()  # trials that reported and have not ended
         self.active_sum = 0
         self.n_stopped = 0
+        self.stopped_runs: list[int] = []  # run indices of the trials stopped early
         self.n_starts = 0
         self.restarts = 0
         self.errors = 0
@@ -279,6 +304,9 @@ class _Ledger(tune.Callback):
         self.active.add(trial.trial_id)
         self.active_sum += len(self.active)
         epoch = int(result["epoch"])
+        recorded = self.epoch_seconds[int(trial.config["run_index"])]
+        if recorded and 1 <= epoch <= len(recorded) and math.isfinite(recorded[epoch - 1]):
+            self.trained_seconds += recorded[epoch - 1]
         if epoch != self.last_epoch.get(trial.trial_id, 0) + 1:
             self.restarts += 1  # a trial that resumed without its checkpoint
         self.last_epoch[trial.trial_id] = epoch
@@ -292,6 +320,7 @@ class _Ledger(tune.Callback):
             self.best = max(self.best, self.finals[int(trial.config["run_index"])])
         else:
             self.n_stopped += 1
+            self.stopped_runs.append(int(trial.config["run_index"]))
         self.curve.append((self.epochs, 100.0 * (self.best_possible - self.best)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -346,7 +375,7 @@ def replay(
             tune.with_resources(tune.with_parameters(replay_trainable, runs=data),
                                 {"cpu": cpus}),
             param_space={"run_index": tune.grid_search(order),
-                         "checkpoint": scheduler_name.split(":")[0] in PAUSING,
+                         "checkpoint": parse_spec(scheduler_name).head in PAUSING,
                          "barrier": os.path.join(folder, "barrier"),
                          "wave": min(concurrency, len(runs))},
             tune_config=tune.TuneConfig(
@@ -375,6 +404,9 @@ def replay(
         "epochs_tune": int(sum(r.metrics.get("training_iteration", 0) for r in results)),
         "final_regret": 100.0 * (ledger.best_possible - ledger.best),
         "curve": ledger.curve,
+        # the recorded training seconds of the epochs replayed (0 without recorded times)
+        "trained_seconds": ledger.trained_seconds,
+        "stopped_runs": ledger.stopped_runs,
         "n_stopped": ledger.n_stopped,
         "n_trials": len(results),
         "resumes": ledger.n_starts - len(ledger.started),

@@ -1,11 +1,13 @@
 """What the Optuna and the Ray Tune replay benchmarks share: reading a recorded
-step, the epochs until the regret falls to a tolerance, and the anytime-regret plot."""
+step, the epochs until the regret falls to a tolerance, the anytime-regret plot and
+the names of rules with their options."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,3 +66,38 @@ def plot_anytime_regret(report: dict[str, Any], path: str, *, group_key: str, ti
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule name of the replay benchmarks, parsed: ``<head>[:<predictor>][+shuffled]``
+    followed by ``,key=value`` options, e.g. ``ncp_asha:best,rf=3,alpha=0.2``,
+    ``successive_halving,rf=4`` or ``ncp_asha:ncp_raw+shuffled,rf=3``."""
+
+    head: str
+    predictor: str = ""
+    shuffled: bool = False
+    options: dict[str, float] = field(default_factory=dict)
+
+
+def parse_spec(name: str) -> RuleSpec:
+    """Parse a rule name (see :class:`RuleSpec`).
+
+    Raises:
+        ValueError: for an option that is not ``key=number``.
+    """
+    main, *pairs = name.split(",")
+    head, _, predictor = main.partition(":")
+    predictor, plus, suffix = predictor.partition("+")
+    if plus and suffix != "shuffled":
+        raise ValueError(f"rule {name!r}: the only suffix is '+shuffled', but got '+{suffix}'.")
+    options: dict[str, float] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        try:
+            options[key.strip()] = float(value)
+        except ValueError:
+            equals = ""
+        if not equals:
+            raise ValueError(f"rule {name!r}: options are ',key=number', but got {pair!r}.")
+    return RuleSpec(head, predictor, bool(plus), options)

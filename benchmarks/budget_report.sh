@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates docs/budget/ (budget.txt, budget.json, pareto_<workload>.png): every stop
+# rule against every built-in in real Optuna studies (sequential and 4 in flight) on the
+# three recorded tables and the six public Taskset tasks (../shared/data/taskset, or
+# $NCP_SEARCH_TASKSET; left out with a note when absent), plus real Tune runs on the
+# recorded tables. About 50 minutes on 2 busy CPU cores; run it with `nice -n 10`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/budget
+mkdir -p "$out"
+ray_seeds=${RAY_SEEDS:-3}
+"${PYTHON:-python}" -m research bench budget --seeds "${SEEDS:-20}" --concurrency 1 4 \
+    --ray-seeds "$ray_seeds" --ray-alpha 0.3 --processes "${PROCESSES:-2}" \
+    --scoped "Ray Tune runs: $ray_seeds seeds (not 20) and the recorded tables only (no Taskset): one Tune run took 15-38 s on 2 shared cores (7 schedulers x 3 tables is about 9 minutes per seed), so 20 seeds would take about 3 hours" \
+             "beta_eff rules: ASHA rf 3 without the incumbent test only (the incumbent test reads best-so-far values, not the predictor, so its effect does not depend on beta_eff)" \
+             "latency targets (T4): not re-measured here; quoted from docs/optuna/prune_latency.txt and docs/ray/scheduler_latency.txt" \
+    --json "$out/budget.json" --plot "$out" | tee "$out/budget.txt"
