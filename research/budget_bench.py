@@ -605,38 +605,57 @@ def format_table(rows: dict[str, Any], digits: int = 2) -> str:
     return "\n".join(lines)
 
 
+LABELLED = (*BUILT_IN, "iepoch,i=1", TODAY, "ncp_asha:best,rf=3", "ncp_asha:best,rf=4",
+            "ncp_asha:best,rf=3,alpha=0.3", *NAN_PRUNED, "ncp_asha:xtrial_resid_ncp,rf=3")
+
+
+def _family(name: str) -> str:
+    spec = parse_spec(name)
+    if name in BUILT_IN:
+        return "Optuna built-in"
+    if spec.head == "iepoch":
+        return "i-Epoch"
+    if spec.options.get("nan"):
+        return "NCP + NaN pruned (research)"
+    if spec.predictor != "best":
+        return "NCP beta_eff / cross-trial"
+    return "NCP (curve, best so far)"
+
+
+FAMILY_COLORS = {"Optuna built-in": "tab:blue", "i-Epoch": "tab:green",
+                 "NCP (curve, best so far)": "tab:red", "NCP + NaN pruned (research)": "tab:orange",
+                 "NCP beta_eff / cross-trial": "tab:purple"}
+
+
 def plot_pareto(entry: dict[str, Any], path: str, title: str) -> None:
-    """Mean regret (worst seed as a bar) against epochs share, one point per rule and
-    mode, with each mode's Pareto front."""
+    """Mean regret (a bar up to the worst seed) against epochs share, one point per
+    rule, one panel per mode, with each mode's Pareto front (lowest mean regret at
+    each cost) and the oracle's epochs share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.6))
-    colors = {"built-in": "tab:blue", "i-Epoch": "tab:green", "NCP": "tab:red",
-              "NCP beta_eff": "tab:purple"}
-    markers = {1: "o", 4: "s"}
-    top = 0.0
-    for mode, bench in entry["modes"].items():
-        concurrency = bench["concurrency"]
+    modes = list(entry["modes"].items())
+    fig, axes = plt.subplots(1, len(modes), figsize=(7.2 * len(modes), 5.4), sharey=True,
+                             squeeze=False)
+    top = entry["tolerance"]
+    for ax, (mode, bench) in zip(axes[0], modes):
         points = []
-        for name, row in bench["summary"].items():
-            spec = parse_spec(name)
-            family = ("built-in" if name in BUILT_IN else "i-Epoch" if spec.head == "iepoch"
-                      else "NCP beta_eff" if (uses_beta(spec) or spec.predictor != "best")
-                      else "NCP")
+        rows = sorted(bench["summary"].items(), key=lambda kv: kv[1]["epochs_share"])
+        for rank, (name, row) in enumerate(rows):
             x, y, worst = row["epochs_share"], row["regret_mean"], row["regret_worst"]
             if not (math.isfinite(y) and math.isfinite(worst)):
                 continue
             points.append((x, y))
             top = max(top, worst)
-            face = colors[family] if concurrency == 1 else "none"
-            ax.errorbar([x], [y], yerr=[[0], [worst - y]], fmt=markers.get(concurrency, "^"),
-                        color=colors[family], mfc=face, ms=6, lw=0.6, capsize=0)
-            if concurrency == 1:
-                ax.annotate(row["label"], (x, y), fontsize=5.5, xytext=(3, 2),
-                            textcoords="offset points")
+            color = FAMILY_COLORS[_family(name)]
+            ax.errorbar([x], [y], yerr=[[0], [worst - y]], fmt="o", color=color, ms=5,
+                        lw=0.7, capsize=2, alpha=0.9)
+            if name in LABELLED:
+                ax.annotate(row["label"], (x, y), fontsize=6, rotation=35,
+                            xytext=(3, 4 + 9 * (rank % 3)), textcoords="offset points",
+                            color=color)
         points.sort()
         front, low = [], math.inf
         for x, y in points:
@@ -644,24 +663,42 @@ def plot_pareto(entry: dict[str, Any], path: str, title: str) -> None:
                 front.append((x, y))
                 low = y
         if front:
-            ax.step([p[0] for p in front], [p[1] for p in front], where="post",
-                    color="grey", lw=0.8, ls="-" if concurrency == 1 else "--",
-                    label=f"Pareto front, {mode}")
-    for family, color in colors.items():
-        ax.plot([], [], "o", color=color, label=family)
-    ax.plot([], [], "o", color="black", mfc="black", label="sequential (filled)")
-    ax.plot([], [], "s", color="black", mfc="none", label="4 in flight (hollow)")
-    ax.axhline(entry["tolerance"], color="grey", lw=0.6, ls=":")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(bottom=-0.02 * max(top, entry["tolerance"]))
-    ax.set_xlabel("epochs, share of no pruning (mean over seeds)")
-    ax.set_ylabel(f"regret ({entry['unit']})\nmean over seeds; bar up to the worst seed")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="upper right")
+            xs = [p[0] for p in front] + [1.0]
+            ys = [p[1] for p in front] + [front[-1][1]]
+            ax.step(xs, ys, where="post", color="grey", lw=0.9, label="Pareto front")
+        ax.axvline(entry["oracle_share"], color="black", lw=0.7, ls="--",
+                   label=f"oracle ({entry['oracle_share']:.3f})")
+        ax.axhline(entry["tolerance"], color="grey", lw=0.6, ls=":",
+                   label=f"tolerance ({entry['tolerance']:g})")
+        ax.set_xscale("log")
+        ax.set_xlim(0.8 * min(entry["oracle_share"], min(p[0] for p in points)), 1.15)
+        ax.set_xlabel("epochs, share of no pruning (mean over seeds, log scale)")
+        ax.set_title(f"{mode}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    for family, color in FAMILY_COLORS.items():
+        axes[0][0].plot([], [], "o", color=color, label=family)
+    axes[0][0].legend(fontsize=6.5, loc="upper left")
+    axes[0][0].set_ylabel(f"regret ({entry['unit']})\nmean over seeds; bar up to the worst seed")
+    axes[0][0].set_ylim(-0.03 * top, 1.25 * top)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_all(report: dict[str, Any], folder: str) -> list[str]:
+    """One Pareto PNG per workload (``pareto_<workload>.png``); returns the paths."""
+    from pathlib import Path
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for workload, entry in report["workloads"].items():
+        path = out / f"pareto_{workload}.png"
+        plot_pareto(entry, str(path), f"{workload}: regret against epochs ({entry['seeds']} "
+                    f"seeds, {entry['n_trials']} trials x {entry['n_steps']} epochs per study)")
+        paths.append(str(path))
+    return paths
 
 
 # ---------------------------------------------------------------- the command
@@ -1003,6 +1040,15 @@ def command(args: Any) -> int:
     def say(line: str) -> None:
         print(f"{line} [{time.perf_counter() - started:.0f} s]", flush=True)
 
+    if args.replot:  # the plots again from a report's JSON (nothing is replayed)
+        import json
+
+        with open(args.replot, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        for path in plot_all(saved, args.plot or str(Path(args.replot).parent)):
+            say(f"wrote {path}")
+        return 0
+
     rules = list(args.rules or DEFAULT_RULES)
     beta_rules = [] if args.no_beta else list(args.beta_rules or BETA)
     for name in [*rules, *beta_rules]:
@@ -1052,13 +1098,7 @@ def command(args: Any) -> int:
     print(format_report(report), flush=True)
     print(f"\nwall time: {report['wall_seconds']:.0f} s", flush=True)
     if args.plot:
-        out = Path(args.plot)
-        out.mkdir(parents=True, exist_ok=True)
-        for workload, entry in report["workloads"].items():
-            path = out / f"pareto_{workload}.png"
-            plot_pareto(entry, str(path), f"{workload}: regret against epochs "
-                        f"({entry['seeds']} seeds, {entry['n_trials']} trials x "
-                        f"{entry['n_steps']} epochs)")
+        for path in plot_all(report, args.plot):
             say(f"wrote {path}")
     if args.json:
         write_json(report, args.json)

@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="notes on what was scoped down, printed and kept in the JSON")
     bud.add_argument("--json", default=None)
     bud.add_argument("--plot", default=None, help="folder for the Pareto PNGs")
+    bud.add_argument("--replot", default=None, metavar="JSON",
+                     help="only draw the Pareto PNGs again from a report's JSON")
     bud.set_defaults(func=_cmd_bench_budget)
 
     tsk = sub.add_parser("taskset", help="convert the public Taskset curves into tables")

@@ -216,3 +216,7 @@ def test_command_writes_the_report_and_plots(tmp_path, capsys):
     assert set(entry["modes"]) == {"sequential", "4 in flight"}
     assert "ncp_asha:ncp_raw+shuffled,rf=3" in entry["modes"]["sequential"]["summary"]
     assert os.path.getsize(tmp_path / "pareto_synthetic.png") > 1000
+    again = tmp_path / "again"
+    assert cli.main(["bench", "budget", "--replot", str(tmp_path / "out.json"),
+                     "--plot", str(again)]) == 0
+    assert os.path.getsize(again / "pareto_synthetic.png") > 1000
