@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
@@ -9,7 +17,9 @@ pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tun
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from ncp_search.integrations.ray.scheduler import NCPScheduler  # noqa: E402
+import tests.integrations.ray_sweep as sweep  # noqa: E402
+from ncp_search.integrations.ray.scheduler import STATE_FORMAT, NCPScheduler  # noqa: E402
+from tests.integrations.test_ray_scheduler import Trial  # noqa: E402
 
 
 def trainable(config):
@@ -42,45 +52,71 @@ def test_tuner_with_ncp_scheduler_stops_some_trials(tmp_path):
     assert best.config["quality"] == 0.9 and best.metrics["training_iteration"] == 8
 
 
-@pytest.mark.slow
-def test_interrupted_sweep_restores_with_histories(tmp_path):
-    import os
-    import pickle
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import ray.cloudpickle
-
-    import tests.integrations.ray_sweep as sweep
-
-    storage, state = str(tmp_path / "runs"), str(tmp_path / "ncp_scheduler.pkl")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tests.integrations.ray_sweep", storage, state],
-        cwd=str(Path(__file__).parents[2]), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
-    )
-    deadline = time.time() + 300
-    before = {}
-    while time.time() < deadline:
-        time.sleep(0.5)
+def _journal_events(path: Path, strict: bool = False) -> list[dict]:
+    """The journal's events after its header; a torn last line is skipped unless
+    ``strict``."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0]) == {"format": STATE_FORMAT}
+    events = []
+    for number, line in enumerate(lines[1:], start=2):
         try:
-            before = pickle.loads(Path(state).read_bytes())
-        except (FileNotFoundError, EOFError, pickle.UnpicklingError):
-            continue
-        if len(before["_finals"]) >= 2:
-            time.sleep(2.5)  # let Tune write its experiment state once more
-            before = pickle.loads(Path(state).read_bytes())
-            break
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if strict or number < len(lines):
+                raise
+    return events
+
+
+def _sweep_progress(events: list[dict]) -> tuple[set[str], set[str], set[str]]:
+    """Trial ids (completed, stopped, running) as the journal tells them."""
+    completed = {e["id"] for e in events if e["e"] == "complete"}
+    stopped = {e["id"] for e in events if e["e"] == "decision" and e["stop"]}
+    running = {e["id"] for e in events if e["e"] == "result"} - completed - stopped
+    return completed, stopped, running
+
+
+def _replay_through_hooks(events: list[dict], path: Path) -> Path:
+    """Feed a journal's results, completions and removals to a new sweep scheduler
+    through Tune's hooks; returns the journal it writes at ``path``."""
+    scheduler = sweep.make_scheduler(metric="val_accuracy", mode="max", state_path=str(path))
+    for event in events:
+        trial = Trial(event["id"])
+        if event["e"] == "result":
+            scheduler.on_trial_add(None, trial)  # what Tune does first; idempotent
+            scheduler.on_trial_result(None, trial, {**event["s"], "val_accuracy": event["v"],
+                                                    "training_iteration": event["t"]})
+        elif event["e"] == "complete":
+            scheduler.on_trial_complete(None, trial, {"val_accuracy": event["final"]})
+        elif event["e"] == "remove":
+            scheduler.on_trial_remove(None, trial)
+    return path
+
+
+def _tune_completed(path: Path) -> tuple[dict[str, float], bool]:
+    """From the experiment state Tune saved: the trials TERMINATED after all their
+    steps (id: final value), and whether any trial was left unfinished."""
+    try:
+        trials = tune.ExperimentAnalysis(str(path)).trials
+    except Exception:  # noqa: BLE001 - no state saved yet, or being written
+        return {}, True
+    done = {t.trial_id: t.last_result["val_accuracy"] for t in trials
+            if t.status == "TERMINATED" and t.last_result.get("training_iteration") == sweep.STEPS}
+    return done, any(t.status != "TERMINATED" for t in trials)
+
+
+def _kill_with_its_ray(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver's session and the Ray processes it started (GCS, raylet,
+    workers), without touching any other Ray instance on the machine (no `ray stop`)."""
     import psutil  # ray ships it
 
-    # The driver's own Ray processes (GCS, raylet, workers), to clean up after the kill
-    # without touching any other Ray instance on the machine (no `ray stop`).
-    family = psutil.Process(driver.pid).children(recursive=True)
-    os.killpg(driver.pid, signal.SIGKILL)  # the sweep dies mid-way, no clean shutdown
+    try:
+        family = psutil.Process(driver.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)  # no clean shutdown
+    except ProcessLookupError:
+        pass
     driver.wait()
     for process in family:
         try:
@@ -88,28 +124,81 @@ def test_interrupted_sweep_restores_with_histories(tmp_path):
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(family, timeout=30)
-    assert len(before.get("_finals", {})) >= 2, "the sweep made no progress"
+
+
+@pytest.mark.slow
+def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
+    import ray.cloudpickle
+
+    storage = str(tmp_path / "runs")
+    path, journal = Path(storage) / sweep.NAME, Path(sweep.state_path(storage))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.integrations.ray_sweep", storage],
+        cwd=str(Path(__file__).parents[2]), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
+    )
+    # Kill once two trials completed, one was stopped and one runs (the journal says)
+    # and Tune saved a completed trial as TERMINATED.
+    progress: tuple[set[str], ...] = (set(), set(), set())
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.1)
+            if journal.exists():
+                progress = _sweep_progress(_journal_events(journal))
+                completed, stopped, running = progress
+                if len(completed) >= 2 and stopped and running and _tune_completed(path)[0]:
+                    break
+    finally:
+        _kill_with_its_ray(driver)  # no clean shutdown
+    completed, stopped, running = progress
+    assert len(completed) >= 2 and stopped and running, f"no kill mid-sweep: {progress}"
+    # What the scheduler had seen complete, and what Tune had saved as complete; Tune
+    # runs again the trials it had not saved as finished, from scratch.
+    journaled = _journal_events(journal)
+    finished = {e["id"]: e["final"] for e in journaled if e["e"] == "complete"}
+    done_before, unfinished = _tune_completed(path)
+    assert done_before and unfinished, (done_before, unfinished)
+    assert done_before.items() <= finished.items()
 
     ray.cloudpickle.register_pickle_by_value(sweep)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        path = str(Path(storage) / "sweep")
-        assert tune.Tuner.can_restore(path)
-        tuner = tune.Tuner.restore(path, trainable=tune.with_resources(sweep.trainable,
-                                                                      {"cpu": 1}),
-                                   resume_unfinished=True, resume_errored=True)
+        assert tune.Tuner.can_restore(str(path))
+        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
+            sweep.trainable, {"cpu": 1}), resume_unfinished=True, resume_errored=True)
         results = tuner.fit()
     finally:
         ray.shutdown()
-    after = pickle.loads(Path(state).read_bytes())
     assert len(results) == len(sweep.QUALITIES) and not results.errors
-    # the scheduler kept the histories of the trials seen before the kill, and a
-    # trial that Tune ran again was not counted twice
-    assert set(before["_histories"]) <= set(after["_histories"])
-    for history in after["_histories"].values():
-        steps = [h[0] for h in history]
-        assert steps == sorted(set(steps))
-    assert results.get_best_result().config["quality"] == 0.9
+    assert sorted(r.config["quality"] for r in results) == sorted(sweep.QUALITIES)
+    after = {r.metrics["trial_id"]: r.metrics for r in results}
+    for trial_id, final in finished.items():
+        assert after[trial_id]["training_iteration"] == sweep.STEPS, trial_id
+        assert after[trial_id]["val_accuracy"] == final, trial_id
+
+    # The journal: JSON lines under its header; nothing new for the trials Tune kept
+    # as complete; replayed, one track per trial with steps strictly increasing, and
+    # the completed trials complete, never stopped, with their final.
+    events = _journal_events(journal, strict=True)
+    rerun = {e["id"] for e in events[len(journaled):] if e["e"] == "result"}
+    assert not rerun & set(done_before), f"completed trials ran again: {rerun}"
+    # The restored scheduler went on from the journal: fed the same hook calls, one
+    # that was never killed writes the same journal (decisions and predictions).
+    assert _journal_events(_replay_through_hooks(events, tmp_path / "replay.jsonl"),
+                           strict=True) == events
+    scheduler = NCPScheduler(metric="val_accuracy", mode="max", state_path=str(journal))
+    scheduler.on_trial_add(None, Trial(next(iter(done_before))))  # replays the journal
+    tracks = scheduler.state()["tracks"]
+    assert set(tracks) == set(after), "a trial has no track, or two"
+    for trial_id, track in tracks.items():
+        assert all(a < b for a, b in zip(track["t"], track["t"][1:])), (trial_id, track["t"])
+    for trial_id, final in finished.items():
+        track = tracks[trial_id]
+        assert track["t"] == [float(s) for s in range(1, sweep.STEPS + 1)], trial_id
+        assert track["final"] == final and not track["stopped"], (trial_id, track)
+        assert track["completed_once"] == (trial_id in rerun), (trial_id, track)
 
 
 @pytest.mark.slow
