@@ -220,3 +220,18 @@ def test_command_writes_the_report_and_plots(tmp_path, capsys):
     assert cli.main(["bench", "budget", "--replot", str(tmp_path / "out.json"),
                      "--plot", str(again)]) == 0
     assert os.path.getsize(again / "pareto_synthetic.png") > 1000
+
+
+def test_ray_scheduler_names_take_options():
+    pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+    import research.ray_replay as ray_replay
+
+    asha = ray_replay.make_scheduler("async_hyperband,rf=3", 20)
+    assert asha._reduction_factor == 3
+    assert ray_replay.make_scheduler("async_hyperband", 20)._reduction_factor == 4
+    ncp = ray_replay.make_scheduler("ncp_asha:best,grace=1,rf=3,alpha=0.3", 20)
+    assert (ncp._grace_period, ncp._incumbent_alpha, ncp._rung_steps) == (1, 0.3, [1, 3, 9])
+    with pytest.raises(ValueError, match="options"):
+        ray_replay.make_scheduler("fifo,kappa=1", 20)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        ray_replay.make_scheduler("fifo:best", 20)
