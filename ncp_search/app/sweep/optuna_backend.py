@@ -4,18 +4,35 @@ Storage: the config's ``optuna.storage`` or ``--storage`` (e.g.
 ``postgresql://user@host/db`` shared by workers on several machines), else a
 SQLite file ``study.db`` in the output folder (the embedded default).
 
-Every worker runs one trial at a time through ``study.optimize(n_trials=1)``
-until the budget (``budget.trials`` COMPLETE + PRUNED + RUNNING trials, or
-``budget.minutes``) is used, so a killed worker loses at most its running trial.
+Settings: the driver (``ncp-search sweep``) stores the effective settings of
+each run (the validated config with the command line's overrides, the output
+folder and the ``budget.minutes`` deadline) in the study's user attribute
+:data:`SWEEP_ATTR` (:func:`publish_run`); every worker reads them from there
+(:func:`read_run`), never from the YAML, so ``--trials`` and ``--epochs`` hold
+for every worker, also for workers started by hand on other machines.
+
+Budget: every worker runs one trial at a time through
+``study.optimize(n_trials=1)`` while fewer than ``budget.trials`` trials are
+COMPLETE, PRUNED or RUNNING (or until ``budget.minutes`` pass), so a killed
+worker loses at most its running trial. Workers sharing an output folder on one
+host check the budget and create their trial under a file lock
+(:data:`BUDGET_LOCK`), so they never start more than ``budget.trials`` trials;
+a worker started elsewhere (another host or output folder) checks the budget
+before each trial, so each such worker can start at most one trial over it. A
+worker that finds the budget used waits while other trials still run (one may
+fail and free its slot) and exits when none does.
+
 Each trial records its worker (``host:pid``) and a heartbeat: a trial left
-RUNNING by a dead worker is marked FAIL (on this host at once when the sweep is
-resumed, elsewhere once its heartbeat is 2 minutes old), keeping its partial
-curve, and its configuration is queued to run again from the start as a new
-trial (user attribute ``retry_of``). Completed trials are never run again.
+RUNNING by a dead worker is marked FAIL (on this host at once, by any worker or
+when the sweep is resumed; elsewhere once its heartbeat is 2 minutes old),
+keeping its partial curve, and its configuration is queued to run again from the
+start as a new trial (user attribute ``retry_of``). Completed trials are never
+run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -25,7 +42,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +59,11 @@ logger = logging.getLogger(__name__)
 WORKER_ATTR = "ncp_worker"
 MODEL_ATTR = "ncp_model_path"
 RETRY_ATTR = "retry_of"
+SWEEP_ATTR = "ncp_sweep"
+"""Study user attribute: the effective settings of the current run of the sweep."""
+BUDGET_LOCK = ".budget.lock"
+"""File in the output folder that local workers lock to check the budget."""
+WAIT_S = 2.0  # a worker with no budget left polls this often while others run
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 HEARTBEAT_S = 10
 GRACE_S = 120
@@ -164,6 +186,88 @@ def budget_used(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
+def publish_run(study: optuna.Study, config: Mapping[str, Any], output: Path,
+                deadline: float | None) -> None:
+    """Store the effective settings of this run in the study (:data:`SWEEP_ATTR`),
+    where every worker reads them (storage URLs masked)."""
+    from ncp_search.app.jsonio import strict_json
+    from ncp_search.app.sweep.secrets import mask_url
+
+    settings = dict(config)
+    settings["optuna"] = {**config["optuna"], "storage": mask_url(config["optuna"]["storage"])}
+    study.set_user_attr(SWEEP_ATTR, strict_json({
+        "config": settings, "output": str(Path(output).resolve()), "deadline": deadline}))
+
+
+def read_run(storage_url: str, study_name: str) -> dict[str, Any]:
+    """The settings :func:`publish_run` stored: ``{"config", "output", "deadline"}``.
+
+    Raises:
+        NCPSearchError: if there is no such study, or no sweep was started on it.
+    """
+    from ncp_search.app.sweep.secrets import mask_url
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        raise NCPSearchError(f"no study named {study_name!r} in {mask_url(storage_url)}; "
+                             "start the sweep with `ncp-search sweep CONFIG` first.") from None
+    run = study.user_attrs.get(SWEEP_ATTR)
+    if not isinstance(run, dict) or "config" not in run:
+        raise NCPSearchError(f"study {study_name!r} holds no sweep settings; workers take "
+                             "them from the sweep's driver: run `ncp-search sweep CONFIG` "
+                             "(with the same --storage) first.")
+    return run
+
+
+class BudgetLock:
+    """An exclusive lock on a file (``fcntl.flock``; nothing where that is missing),
+    taken to check the budget and create a trial as one step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        if self._handle is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a")  # noqa: SIM115 - held across calls
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        import fcntl
+
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark FAIL (and queue again) the RUNNING trials whose worker is gone: on this
+    host at once (its pid is dead), elsewhere once the heartbeat is older than
+    :data:`GRACE_S`."""
+    fail_dead_local_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # calls _retry for each
+
+
 def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
                    on_epoch: Callable[[], Any] | None = None,
                    cache_dir: str | None = None) -> Callable[[optuna.Trial], float]:
@@ -201,12 +305,12 @@ def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, wor
                after_trial: Callable[[optuna.Study], Any] | None = None,
                on_epoch: Callable[[], Any] | None = None, cache_dir: str | None = None) -> None:
     """Run trials one at a time until the budget is used (or ``deadline``, a
-    ``time.time()`` value, passes).
+    ``time.time()`` value, passes); see the module docstring for the budget.
 
-    Interrupts: a first SIGINT (Ctrl-C) stops the running trial at the end of its
-    current epoch, so no storage write is cut in half; a second one stops at once.
-    Either way ``KeyboardInterrupt`` marks the running trial FAIL (its reported
-    epochs kept) and propagates.
+    Interrupts: a first SIGINT (Ctrl-C) or SIGTERM stops the running trial at the
+    end of its current epoch, so no storage write is cut in half; a second one
+    stops at once. Either way ``KeyboardInterrupt`` marks the running trial FAIL
+    (its reported epochs kept) and propagates.
     """
     from ncp_search.app.sweep.trial import application_input_shape, load_data
 
@@ -220,26 +324,32 @@ def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, wor
             stop.check()
 
         objective = make_objective(config, data, output, epoch_done, cache_dir)
-        _run_trials(study, objective, config, worker, deadline, after_trial, stop)
+        _run_trials(study, objective, config, worker, deadline, after_trial, stop,
+                    BudgetLock(Path(output) / BUDGET_LOCK))
 
 
 class StopAtEpochEnd:
-    """While active (main thread only), the first SIGINT sets a flag that
+    """While active (main thread only), the first SIGINT or SIGTERM sets a flag that
     :meth:`check` turns into ``KeyboardInterrupt`` at the next safe point; the
-    second SIGINT interrupts at once."""
+    second interrupts at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopAtEpochEnd:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)
+        self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -256,14 +366,30 @@ class StopAtEpochEnd:
 def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float],
                 config: Mapping[str, Any], worker: int, deadline: float | None,
                 after_trial: Callable[[optuna.Study], Any] | None,
-                stop: StopAtEpochEnd) -> None:
+                stop: StopAtEpochEnd, lock: BudgetLock) -> None:
     budget = int(config["budget"]["trials"])
     finished: list[optuna.trial.FrozenTrial] = []
     failures_in_a_row = 0
-    while budget_used(study) < budget and (deadline is None or time.time() < deadline):
+
+    def locked_objective(trial: optuna.Trial) -> float:
+        lock.release()  # the trial exists (RUNNING): it counts against the budget now
+        return objective(trial)
+
+    while deadline is None or time.time() < deadline:
         stop.check()
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
-                       callbacks=[lambda _study, trial: finished.append(trial)])
+        fail_stale_trials(study)
+        with lock.held():
+            if budget_used(study) < budget:
+                study.optimize(locked_objective, n_trials=1, catch=(Exception,),
+                               gc_after_trial=True,
+                               callbacks=[lambda _study, trial: finished.append(trial)])
+            else:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not running:
+                    return
+                lock.release()
+                _wait(WAIT_S, stop)  # a running trial may fail and free its slot
+                continue
         last = finished[-1]
         failures_in_a_row = failures_in_a_row + 1 if last.state == TrialState.FAIL else 0
         if after_trial is not None:
@@ -273,3 +399,10 @@ def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float],
                 f"3 trials in a row failed in worker {worker} (last: trial {last.number}); "
                 "stopping this worker. The errors are logged above; completed trials are kept "
                 "and --resume continues the sweep.")
+
+
+def _wait(seconds: float, stop: StopAtEpochEnd) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        stop.check()
+        time.sleep(min(0.2, max(0.0, end - time.time())))

@@ -87,19 +87,25 @@ def optuna_status(study: Any) -> list[TrialStatus]:
     return out
 
 
-def _spawn_workers(config_path: str, storage: str, output: Path, n: int,
-                   deadline: float | None, cache_dir: str | None) -> list[subprocess.Popen]:
+def _spawn_workers(study_name: str, storage: str, output: Path, n: int,
+                   cache_dir: str | None) -> list[subprocess.Popen]:
+    """Start ``n`` worker processes. They read the effective settings from the study
+    (:func:`~ncp_search.app.sweep.optuna_backend.publish_run`), get the storage URL
+    in the environment (never on the command line, which ``ps`` shows to every user)
+    and stop when this process dies."""
+    from ncp_search.app.sweep.secrets import STORAGE_ENV
+
+    env = {**os.environ, STORAGE_ENV: storage}
     procs = []
     for worker in range(n):
-        command = [sys.executable, "-m", "ncp_search.app.sweep.worker", config_path,
-                   "--storage", storage, "--output", str(output), "--worker", str(worker)]
-        if deadline is not None:
-            command += ["--deadline", repr(deadline)]
+        command = [sys.executable, "-m", "ncp_search.app.sweep.worker", "--study", study_name,
+                   "--output", str(output), "--worker", str(worker),
+                   "--parent", str(os.getpid())]
         if cache_dir:
             command += ["--cache-dir", cache_dir]
         # Own session: a terminal's Ctrl-C reaches the driver only, which passes one
         # SIGINT on to each worker (stop at the end of the epoch).
-        procs.append(subprocess.Popen(command, start_new_session=True))
+        procs.append(subprocess.Popen(command, start_new_session=True, env=env))
     return procs
 
 
@@ -121,6 +127,7 @@ def _run_optuna(config: dict[str, Any], config_path: str, storage: str, output: 
     import ncp_search.app.sweep.optuna_backend as sweep_optuna
 
     study = sweep_optuna.open_study(config, storage, create=True)
+    sweep_optuna.publish_run(study, config, output, deadline)
     if resume:
         failed = sweep_optuna.fail_dead_local_trials(study)
         if failed:
@@ -136,7 +143,7 @@ def _run_optuna(config: dict[str, Any], config_path: str, storage: str, output: 
         finally:
             progress.update(optuna_status(study))
         return
-    procs = _spawn_workers(config_path, storage, output, workers, deadline, cache_dir)
+    procs = _spawn_workers(study.study_name, storage, output, workers, cache_dir)
     try:
         while any(proc.poll() is None for proc in procs):
             progress.update(optuna_status(study))
