@@ -245,6 +245,7 @@ def test_a_completed_trial_rerun_after_restore_is_never_judged_by_its_own_final(
     assert feed(scheduler, star, [0.3, 0.35, 0.4, 0.6, 0.8, 0.982]) == [CONTINUE] * 6
     track = scheduler.state()["tracks"]["star"]
     assert track["completed_once"] and track["final"] is None  # out of the pool until done
+    assert scheduler.num_stopped == 0
     scheduler.on_trial_complete(None, star, {"training_iteration": 6, "acc": 0.982})
     assert scheduler.state()["tracks"]["star"]["final"] == pytest.approx(0.982)
 
@@ -351,3 +352,13 @@ def test_incumbent_test_in_ray():
     scheduler = scheduler_with(0.3)
     scheduler.on_trial_add(None, Trial("y"))
     assert feed(scheduler, Trial("y"), [0.6] * 3, start=2) == [CONTINUE] * 3
+
+
+def test_a_trial_stopped_again_after_a_restart_counts_once():
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=1)
+    finished(scheduler, "d", [0.9] * 6)
+    bad = Trial("bad")
+    scheduler.on_trial_add(None, bad)
+    assert feed(scheduler, bad, [0.1] * 2)[-1] == STOP
+    assert feed(scheduler, bad, [0.1] * 2)[-1] == STOP  # restarted from scratch, stopped again
+    assert scheduler.num_stopped == 1 and "num_stopped=1" in scheduler.debug_string()

@@ -199,7 +199,6 @@ class NCPScheduler(FIFOScheduler):
         self._rung_steps = rules.asha_rungs(self._grace_period, self._rf, self._max_t)
         self._tracks: dict[str, _Track] = {}
         self._rungs: dict[float, dict[str, float]] = {}
-        self._num_stopped = 0
         self._warned: set[str] = set()
         self._models: dict[tuple[float, tuple[str, ...]], CrossTrialModel | None] = {}
         self._state_path = state_path
@@ -267,7 +266,13 @@ class NCPScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return (f"Using NCPScheduler ({self._rule}, predictor={self._predictor}): "
-                f"num_stopped={self._num_stopped}")
+                f"num_stopped={self.num_stopped}")
+
+    @property
+    def num_stopped(self) -> int:
+        """Trials stopped by this scheduler (a trial re-run after a restore and stopped
+        again counts once)."""
+        return sum(t.stopped for t in self._tracks.values())
 
     # -- decisions ------------------------------------------------------------------
     def decide(self, trial_id: str, result: dict[str, Any]) -> rules.Decision:
@@ -413,7 +418,6 @@ class NCPScheduler(FIFOScheduler):
                 self._rungs.setdefault(float(event["rung"]), {})[trial_id] = prediction
             if event.get("stop"):
                 track.stopped = True
-                self._num_stopped += 1
         elif kind == "complete":
             final = event.get("final")
             track.final = None if final is None else as_number(final)
@@ -476,7 +480,7 @@ class NCPScheduler(FIFOScheduler):
                            "and not writing to it", self._state_path)
             self._state_path = None
             return
-        self._tracks, self._rungs, self._num_stopped = {}, {}, 0
+        self._tracks, self._rungs = {}, {}
         skipped = 0
         for number, line in enumerate(lines[1:], start=2):
             event = _parse(line)
@@ -498,7 +502,7 @@ class NCPScheduler(FIFOScheduler):
         return {"format": STATE_FORMAT,
                 "tracks": {k: t.as_json() for k, t in self._tracks.items()},
                 "rungs": [[r, v] for r, v in self._rungs.items()],
-                "num_stopped": self._num_stopped}
+                "num_stopped": self.num_stopped}
 
     def save(self, checkpoint_path: str) -> None:
         tmp = f"{checkpoint_path}.tmp"
@@ -514,7 +518,6 @@ class NCPScheduler(FIFOScheduler):
         self._tracks = {str(k): _Track.from_json(v) for k, v in state["tracks"].items()}
         self._rungs = {float(r): {str(k): as_number(p) for k, p in v.items()}
                        for r, v in state["rungs"]}
-        self._num_stopped = int(state["num_stopped"])
 
 
 def _null(value: float) -> float | None:
