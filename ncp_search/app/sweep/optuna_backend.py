@@ -50,6 +50,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ncp_search.app.search_space import suggest
+from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import SweepData, run_trial
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.optuna.pruner import NCPPruner
@@ -108,7 +109,9 @@ def make_sampler(config: Mapping[str, Any], worker: int,
     """A seeded sampler. Each worker, and each start of a resumed sweep (``existing``
     trials already in the study), gets its own seed: otherwise a resumed sweep would
     draw the same first configurations again."""
-    seed = (int(config["seed"]) * 1000 + worker) * 100_003 + existing
+    from ncp_search.app.sweep.seeds import sampler_seed
+
+    seed = sampler_seed(int(config["seed"]), worker, existing)  # in [0, 2**32 - 1]
     if config["optuna"]["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
@@ -286,8 +289,9 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
         model_path = output / "models" / f"trial_{trial.number:04d}.keras"
-        record = run_trial(config, params, data, report, trial_seed=int(config["seed"]) * 100_003
-                           + trial.number, model_path=model_path, cache_dir=cache_dir)
+        record = run_trial(config, params, data, report,
+                           trial_seed=trial_seed(int(config["seed"]), trial.number),
+                           model_path=model_path, cache_dir=cache_dir)
         trial.set_user_attr("seconds", record["seconds"])
         if record["model_path"]:
             trial.set_user_attr(MODEL_ATTR, os.path.relpath(record["model_path"], output))

@@ -70,6 +70,7 @@ from ncp_search.app.jsonio import strict_json
 from ncp_search.app.sweep.config import SCHEDULERS, ConfigError, describe_choice
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
+from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
 from ncp_search.core.history import TrialHistory
 from ncp_search.core.predictors import predict_final
 from ncp_search.errors import NCPSearchError
@@ -159,7 +160,7 @@ def make_search_alg(config: Mapping[str, Any],
                     max_concurrent: int | None = None) -> BasicVariantGenerator:
     """Random search over :func:`param_space`, seeded with the config's ``seed``,
     running at most ``max_concurrent`` trials at once (None: as resources allow)."""
-    return BasicVariantGenerator(random_state=int(config["seed"]),
+    return BasicVariantGenerator(random_state=reduce_seed(int(config["seed"])),
                                  max_concurrent=int(max_concurrent or 0))
 
 
@@ -212,7 +213,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
 
     model_path = Path(output) / MODELS / f"trial_{trial_id}.keras"
     record = run_trial(sweep, strict_json(dict(params)), data, on_epoch,
-                       trial_seed=int(sweep["seed"]) * 100_003 + trial_number(trial_id),
+                       trial_seed=trial_seed(int(sweep["seed"]), trial_number(trial_id)),
                        model_path=model_path, cache_dir=cache_dir)
     if held:
         if record["model_path"]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ncp_search.app.sweep.seeds import reduce_seed
+
 EpochHook = Callable[[int, float, float, dict[str, float]], Any]
 
 
@@ -56,13 +58,13 @@ def load_data(config: Mapping[str, Any], input_shape: tuple[int, ...] | None = N
 
     data = config["data"]
     sizes = {k: data[k] for k in ("n_train", "n_val") if data[k] is not None}
-    task = load_task(data["target"], seed=config["seed"], **sizes)
+    task = load_task(data["target"], seed=reduce_seed(config["seed"]), **sizes)
     if input_shape is not None:
         task = dataclasses.replace(task, x_train=adapt_images(task.x_train, input_shape),
                                    x_val=adapt_images(task.x_val, input_shape))
     probe = config["probe"]
     n_probe = min(int(probe["batch"]), len(task.y_train) // 2)
-    x_probe, y_probe = task.probe_batch(n_probe, seed=int(probe["seed"]))
+    x_probe, y_probe = task.probe_batch(n_probe, seed=reduce_seed(probe["seed"]))
     return SweepData(task=task, x_probe=x_probe, y_probe=y_probe)
 
 
@@ -147,7 +149,8 @@ def run_trial(
     keras.utils.set_random_seed(trial_seed)  # after loading: a cold zoo cache reseeds
     probe = config["probe"]
     models = build_trial_models(source, task.num_classes, params, mode=config["mode"],
-                                hidden=tuple(probe["hidden"]), probe_seed=int(probe["seed"]))
+                                hidden=tuple(probe["hidden"]),
+                                probe_seed=reduce_seed(probe["seed"]))
     compile_trial(models.trained, params)
     meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
     epochs = int(config["budget"]["epochs"])
