@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from ncp_search.app.report.html import FIGURES, write_report
+from ncp_search.app.report.html import FIGURES, MIN_TAU_TRIALS, write_report
 
 EPOCHS = 8
 META = {
@@ -58,6 +58,7 @@ def _sweep():
         _trial(6, "RUNNING", 0, 0.50),  # no epoch yet
         _trial(7, "COMPLETE", EPOCHS, 0.85),
     ]
+    trials[1]["stop"] = {"epoch": 3, "reason": "below", "value": 0.46, "threshold": 0.71}
     trials[2]["params"] = {"learning_rate": 0.001, "optimizer": EVIL}
     trials[5]["val_accuracy"][1] = None  # NaN in the middle of the data
     trials[5]["beta_eff"][0] = float("nan")
@@ -69,7 +70,17 @@ def _images(page: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
 
 
+def _section(page: str, heading: str) -> str:
+    return page.split(f"<h2>{heading}")[1].split("<h2>")[0]
+
+
+def _row(page: str, number: int) -> str:
+    rows = page.split("<h2>All trials</h2>")[1]
+    return rows.split(f"<tr><td>{number}</td>")[1].split("</tr>")[0]
+
+
 def test_full_report(tmp_path):
+    assert {"learning_curves", "trial_curves"} <= set(FIGURES)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "trial_0002.keras").write_bytes(b"")
     path = write_report(META, _sweep(), tmp_path)
@@ -100,6 +111,96 @@ def html_escaped(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def test_final_column_is_empty_for_trials_that_never_finished(tmp_path):
+    page = write_report(META, _sweep(), tmp_path).read_text()
+    val_1 = _trial(1, "PRUNED", 3, 0.50)["val_accuracy"][-1]
+    assert f"<td>&ndash; (pruned at epoch 3: {val_1:.4g})</td>" in _row(page, 1)
+    assert "<td>&ndash; (failed at epoch 2: " in _row(page, 5)
+    assert "<td>&ndash; (running before its first epoch)</td>" in _row(page, 6)
+    final_0 = _trial(0, "COMPLETE", EPOCHS, 0.80)["final"]
+    assert f"<td>{final_0:.4g}</td>" in _row(page, 0)
+    # The optimisation history draws a pruned trial's last value as "not a final".
+    assert (tmp_path / "report" / "history.png").exists()
+
+
+def test_stop_points_and_recorded_thresholds(tmp_path):
+    page = write_report(META, _sweep(), tmp_path).read_text()
+    assert "prediction 0.46 &lt; threshold 0.71" in _row(page, 1)
+    assert "threshold not recorded" in _row(page, 3)  # trial 3 has no stored decision
+    curves = _section(page, "Learning curves and stops")
+    assert "recorded for 1 of the 2 stops" in curves
+    assert 'alt="learning curves with stop points"' in curves
+    assert 'alt="one panel per trial"' in curves
+    for name in ("learning_curves", "trial_curves"):
+        assert (tmp_path / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_what_decided_says_beta_eff_did_not_decide_for_a_curve_predictor(tmp_path):
+    page = write_report(META, _sweep(), tmp_path).read_text()
+    decided = _section(page, "What decided")
+    assert "NCPPruner, percentile rule" in decided and "50th percentile" in decided
+    assert "<code>best</code>" in decided and "played no part in any decision" in decided
+    assert "Stopped early: 2 of 8 trials (2 by predicted final below the rule's threshold)" \
+        in decided
+    assert "For 1 of them the trial record holds no decision" in decided
+    assert "1 failed" in decided and "4 ran all their epochs" in decided
+    assert "<h2>beta_eff trajectories (recorded, not used to decide)</h2>" in page
+
+
+def test_what_decided_with_a_beta_eff_predictor(tmp_path):
+    meta = {**META, "pruner": "ncp (predictor=ncp_raw, percentile=25)"}
+    page = write_report(meta, _sweep(), tmp_path).read_text()
+    decided = _section(page, "What decided")
+    assert "<code>ncp_raw</code>" in decided and "it reads beta_eff" in decided
+    assert "75th percentile" in decided
+    assert "<h2>beta_eff trajectories (an input of the decisions)</h2>" in page
+
+
+def test_what_decided_from_the_config_of_a_ray_sweep(tmp_path):
+    config = {"scheduler": {"name": "ncp_asha", "predictor": "pow3", "grace_period": 2,
+                            "reduction_factor": 3, "percentile": 50}}
+    meta = {**META, "backend": "ray", "pruner": "ignored", "config": config}
+    decided = _section(write_report(meta, _sweep(), tmp_path).read_text(), "What decided")
+    assert "NCPScheduler, ASHA on predictions" in decided and "67th percentile" in decided
+    assert "<code>pow3</code>" in decided and "played no part" in decided
+
+
+def test_builtin_pruner_makes_no_prediction(tmp_path):
+    trials = [{**t, "predicted_final": []} for t in _sweep()]
+    page = write_report({**META, "pruner": "median (n_startup_trials=5)"}, trials,
+                        tmp_path).read_text()
+    assert "Optuna's MedianPruner decides on the raw val_accuracy" in _section(
+        page, "What decided")
+    assert "No predictions recorded" in _section(page, "Predicted vs actual")
+    assert "recorded, not used to decide" in page
+    assert not (tmp_path / "report" / "predicted_vs_actual.png").exists()
+
+
+def test_predicted_vs_actual_counts_complete_trials_and_hides_tau_below_ten(tmp_path):
+    page = write_report(META, _sweep(), tmp_path).read_text()
+    section = _section(page, "Predicted vs actual")
+    assert "complete trials only</strong> (n = 4 with a prediction" in section
+    assert "survivors of pruning" in section
+    assert section.count(f"&ndash; (n &lt; {MIN_TAU_TRIALS})") == 3  # k = 2, 4, 6
+    many = [_trial(n, "COMPLETE", EPOCHS, 0.5 + 0.03 * n) for n in range(12)]
+    for n, trial in enumerate(many):  # predictions that rank the finals exactly
+        trial["predicted_final"] = [0.1 * n] * EPOCHS
+    section = _section(write_report(META, many, tmp_path / "many").read_text(),
+                       "Predicted vs actual")
+    assert "(n = 12 with a prediction" in section and "n &lt;" not in section.split(
+        "</table>")[0]
+    assert "<td>1</td></tr>" in section  # Kendall tau 1 at every k
+
+
+def test_seconds_saved_is_an_estimate_from_complete_trials(tmp_path):
+    page = write_report(META, _sweep(), tmp_path).read_text()
+    saved = _section(page, "Epochs and seconds saved")
+    # 9 epochs saved; complete trials take 1.5 s per epoch.
+    assert "<td>seconds saved</td><td>14 s (estimate: 9 epochs x 1.5 s" in saved
+    trained = sum(1.5 * n for n in (EPOCHS, 3, EPOCHS, 4, EPOCHS, 2, 0, EPOCHS))
+    assert f"<td>seconds trained</td><td>{trained:.0f} s</td>" in saved
+
+
 def test_minimize_picks_the_lowest_final_and_flags_a_missing_model(tmp_path):
     page = write_report({**META, "direction": "minimize"}, _sweep(), tmp_path).read_text()
     best = page.split("<h2>Best configuration</h2>")[1].split("<h2>")[0]
@@ -110,7 +211,9 @@ def test_no_complete_trial(tmp_path):
     trials = [t for t in _sweep() if t["state"] != "COMPLETE"]
     page = write_report(META, trials, tmp_path).read_text()
     assert "No complete trial: there is no best configuration." in page
-    assert "No prediction for a complete trial." not in page  # pruned predictions are drawn
+    # A stopped trial has no final: nothing to put against its prediction.
+    assert "No prediction for a complete trial." in page
+    assert not (tmp_path / "report" / "predicted_vs_actual.png").exists()
     assert (tmp_path / "report" / "history.png").exists()
 
 
@@ -128,8 +231,8 @@ def test_without_beta_predictions_or_metadata(tmp_path):
     trials.append({"number": 3, "state": "PRUNED"})  # nothing else at all
     page = write_report({}, trials, tmp_path / "new" / "dir").read_text()
     assert "No beta_eff recorded" in page
-    assert "No prediction for a complete trial." in page
-    assert len(_images(page)) == 2  # history and epochs saved
+    assert "No predictions recorded" in page
+    assert len(_images(page)) == 4  # curves, panels, history and epochs saved
     assert "Trial 2:" in page
 
 
@@ -158,6 +261,14 @@ def _chromium() -> str | None:
     return None
 
 
+def _colour_pixels(shot, color: str) -> int:
+    import matplotlib.image
+
+    rgb = np.round(matplotlib.image.imread(shot)[..., :3] * 255).astype(int)
+    target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).max(axis=-1) <= 12).sum())
+
+
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path):
     browser = _chromium()
@@ -174,6 +285,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<title>ncp-search report: quick &lt;&amp;&gt; sweep</title>" in dom.stdout
     assert "<h2>Best configuration</h2>" in dom.stdout
+    assert "<h2>What decided</h2>" in dom.stdout
     assert len(re.findall(r'<img src="data:image/png;base64,', dom.stdout)) == len(FIGURES)
     assert "<script" not in dom.stdout  # the escaped parameter stays text
 
@@ -185,7 +297,20 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels.min() < pixels.max()  # not blank
     # The figures were decoded: their state colours (not used by the page's CSS) show.
-    rgb = np.round(pixels * 255).astype(int)
     for color in ("#1f77b4", "#ff7f0e"):
-        target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
-        assert (np.abs(rgb - target).max(axis=-1) <= 12).sum() > 200, color
+        assert _colour_pixels(shot, color) > 200, color
+
+    # Each new figure on its own (the others hidden by CSS): Chromium decodes it and
+    # draws its curves in the state colours; a broken image would show neither.
+    html_text = page.read_text(encoding="utf-8")
+    for alt in ("learning curves with stop points", "one panel per trial"):
+        alone = page.with_name(f"alone_{alt.split()[0]}.html")
+        alone.write_text(html_text.replace(
+            "</style>", f'body *{{visibility:hidden}} img[alt="{alt}"]{{visibility:visible;'
+            "position:absolute;top:0;left:0;width:1100px}</style>"), encoding="utf-8")
+        shot = tmp_path / f"{alone.stem}.png"
+        done = subprocess.run(flags + [f"--screenshot={shot}", alone.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+        for color in ("#1f77b4", "#ff7f0e", "#c51b7d"):  # complete, pruned, threshold
+            assert _colour_pixels(shot, color) > 20, (alt, color)

@@ -3,6 +3,17 @@
 :func:`write_report` writes ``report.html`` (figures embedded as base64 PNG, inline
 CSS, no script, no external resource) and the same figures as PNG files in
 ``report/``. Matplotlib and SciPy are imported only when a report is written.
+
+What it shows: what decided (pruner or scheduler, rule, predictor, whether that
+predictor reads ``beta_eff``, how many trials each reason stopped), the best
+configuration, epochs and seconds saved, per-trial learning curves with the points
+where trials were stopped (and the rule's threshold there, where the trial record
+has it: ``record["stop"] = {"epoch": 1-based, "reason": ..., "value": compared
+prediction, "threshold": ...}`` in the metric's own units), predicted vs actual
+final values over complete trials only (with their number and the survivorship
+caveat; Kendall tau from :data:`MIN_TAU_TRIALS` trials on), ``beta_eff``
+trajectories labelled by whether they decided, the optimisation history and a
+table of all trials whose "final" column is empty for trials that never finished.
 """
 
 from __future__ import annotations
@@ -17,8 +28,19 @@ from typing import Any
 import numpy as np
 
 import ncp_search.app.report.plots as report_plots
+from ncp_search.app.report.decider import (
+    STOP_REASONS,
+    Decider,
+    beta_eff_heading,
+    describe,
+    predictor_sentence,
+    rule_sentence,
+)
 
-FIGURES = ("predicted_vs_actual", "beta_eff", "history", "epochs_saved")
+FIGURES = ("learning_curves", "trial_curves", "predicted_vs_actual", "beta_eff", "history",
+           "epochs_saved")
+MIN_TAU_TRIALS = 10  # below this Kendall tau is not shown (see _tau_note)
+MAX_PANELS = 30  # per-trial panels drawn
 _CSS = """
 body{font-family:sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;margin-top:1.8em}
@@ -40,28 +62,54 @@ def _array(values: Any) -> np.ndarray:
     return np.array([_float(v) for v in (values or [])], dtype=float)
 
 
-def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
-    val = _array(trial.get("val_accuracy"))
-    final = _float(trial.get("final"))
-    if math.isnan(final) and np.isfinite(val).any():
-        final = float(val[np.isfinite(val)][-1])
-    number = trial.get("number")
-    return {
-        "number": int(number) if isinstance(number, (int, float)) else index,
-        "state": str(trial.get("state") or "UNKNOWN").upper(),
-        "params": dict(trial.get("params") or {}),
-        "val": val,
-        "beta": _array(trial.get("beta_eff")),
-        "pred": _array(trial.get("predicted_final")),
-        "final": final,
-        "model_path": trial.get("model_path"),
-        "seconds": _float(trial.get("seconds")),
-    }
-
-
 def _last(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite[-1]) if len(finite) else math.nan
+
+
+def _stop(trial: dict[str, Any], state: str, val: np.ndarray,
+          pred: np.ndarray) -> dict[str, Any] | None:
+    """Where a PRUNED trial stopped: its last epoch and value there, and the decision
+    (compared value, threshold, reason) where its record holds one."""
+    if state != "PRUNED" or not len(val):
+        return None
+    raw = trial.get("stop")
+    stored: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    epoch = stored.get("epoch")
+    epoch = int(epoch) if isinstance(epoch, (int, float)) and 1 <= epoch <= len(val) else len(val)
+    value = _float(stored.get("value"))
+    if math.isnan(value) and len(pred) >= epoch:
+        value = _float(pred[epoch - 1])
+    reason = stored.get("reason")
+    return {"epoch": epoch, "at": _float(val[epoch - 1]), "value": value,
+            "threshold": _float(stored.get("threshold")),
+            "reason": str(reason) if reason else None}
+
+
+def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
+    val = _array(trial.get("val_accuracy"))
+    pred = _array(trial.get("predicted_final"))
+    state = str(trial.get("state") or "UNKNOWN").upper()
+    last = _last(val)
+    final = math.nan
+    if state == "COMPLETE":  # only a trial that ran to the end has a final value
+        final = _float(trial.get("final"))
+        if math.isnan(final):
+            final = last
+    number = trial.get("number")
+    return {
+        "number": int(number) if isinstance(number, (int, float)) else index,
+        "state": state,
+        "params": dict(trial.get("params") or {}),
+        "val": val,
+        "beta": _array(trial.get("beta_eff")),
+        "pred": pred,
+        "final": final,
+        "last": last,
+        "stop": _stop(trial, state, val, pred),
+        "model_path": trial.get("model_path"),
+        "seconds": _float(trial.get("seconds")),
+    }
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -141,13 +189,143 @@ def _best_section(best: dict | None, out_dir: Path, metric: str) -> str:
             + f"<p>Model (relative to the output directory): {where}</p>")
 
 
+def _final_text(trial: dict[str, Any]) -> str:
+    """The "final" cell: the final value of a COMPLETE trial; for the others, a dash
+    and where they stopped (their last value is not a final)."""
+    if trial["state"] == "COMPLETE":
+        return _fmt(trial["final"])
+    n = len(trial["val"])
+    word = {"PRUNED": "pruned", "FAIL": "failed"}.get(trial["state"], trial["state"].lower())
+    if not n:
+        return f"&ndash; ({html.escape(word)} before its first epoch)"
+    if trial["state"] in ("PRUNED", "FAIL"):
+        return f"&ndash; ({html.escape(word)} at epoch {n}: {_fmt(trial['last'])})"
+    return f"&ndash; ({html.escape(word)}, epoch {n}: {_fmt(trial['last'])})"
+
+
+def _decision_text(trial: dict[str, Any]) -> str:
+    """The decision at a PRUNED trial's stop, as far as the record tells."""
+    stop = trial["stop"]
+    if stop is None:
+        return ""
+    value, threshold = stop["value"], stop["threshold"]
+    if math.isfinite(threshold):
+        compared = f"prediction {_fmt(value)}" if math.isfinite(value) else "value"
+        text = f"{compared} &lt; threshold {_fmt(threshold)}"
+    elif math.isfinite(value):
+        text = f"prediction {_fmt(value)}; threshold not recorded"
+    else:
+        text = "threshold not recorded"
+    if stop["reason"] and stop["reason"] != "below":
+        text += f" ({html.escape(stop['reason'])})"
+    return text
+
+
 def _trials_table(trials: list[dict]) -> str:
-    rows = [[str(t["number"]), html.escape(t["state"]), str(len(t["val"])), _fmt(t["final"]),
-             _fmt(_last(t["pred"])), _fmt(t["seconds"], 3),
+    rows = [[str(t["number"]), html.escape(t["state"]), str(len(t["val"])), _final_text(t),
+             _fmt(_last(t["pred"])), _decision_text(t), _fmt(t["seconds"], 3),
              html.escape(", ".join(f"{k}={v}" for k, v in t["params"].items()))]
             for t in trials]
-    header = ["trial", "state", "epochs", "final", "last prediction", "seconds", "params"]
+    header = ["trial", "state", "epochs", "final", "last prediction", "decision at the stop",
+              "seconds", "params"]
     return _table(rows, header)
+
+
+def _seconds_per_epoch(trials: list[dict]) -> tuple[float, str]:
+    """Median seconds per epoch, over COMPLETE trials when any has its time, else
+    over every trial that has one; with the group it was taken over."""
+    for group, label in (([t for t in trials if t["state"] == "COMPLETE"], "complete trials"),
+                         (trials, "trials")):
+        rates = [t["seconds"] / len(t["val"]) for t in group
+                 if math.isfinite(t["seconds"]) and len(t["val"])]
+        if rates:
+            return float(np.median(rates)), label
+    return math.nan, ""
+
+
+def _stop_reasons(trials: list[dict], decider: Decider) -> tuple[dict[str, int], int]:
+    """``{reason in words: count}`` over PRUNED trials, and how many reasons were
+    inferred from the rule (the record held none) rather than read."""
+    counts: dict[str, int] = {}
+    inferred = 0
+    for t in trials:
+        if t["state"] != "PRUNED":
+            continue
+        reason = t["stop"]["reason"] if t["stop"] else None
+        if reason is None:
+            reason = decider.single_stop_reason()
+            inferred += reason is not None
+        if reason is not None:
+            words = STOP_REASONS.get(reason, reason)
+        elif decider.known and not decider.is_ncp:
+            words = f"{decider.host}'s own rule on the raw value"
+        else:
+            words = "reason not recorded"
+        counts[words] = counts.get(words, 0) + 1
+    return counts, inferred
+
+
+def _what_decided(trials: list[dict], decider: Decider, metric: str) -> str:
+    states = [t["state"] for t in trials]
+    counts, inferred = _stop_reasons(trials, decider)
+    pruned = states.count("PRUNED")
+    parts = [f"<p>{rule_sentence(decider, metric)} {predictor_sentence(decider)}</p>"]
+    if pruned:
+        listed = "; ".join(f"{n} by {html.escape(words, quote=False)}"
+                           for words, n in counts.items())
+        line = f"Stopped early: {pruned} of {len(trials)} trials ({listed})."
+        if inferred:
+            line += (f" For {inferred} of them the trial record holds no decision: that "
+                     "reason is the only way this rule stops a trial.")
+    else:
+        line = f"No trial was stopped early ({len(trials)} trials)."
+    rest = [f"{states.count('COMPLETE')} ran all their epochs"]
+    if states.count("FAIL"):
+        rest.append(f"{states.count('FAIL')} failed (an error or an interruption, not a "
+                    "pruning decision)")
+    others = len(states) - pruned - states.count("COMPLETE") - states.count("FAIL")
+    if others:
+        rest.append(f"{others} still running or waiting")
+    parts.append(f"<p>{line} Of the others, {', '.join(rest)}.</p>")
+    return "\n".join(parts)
+
+
+def _tau_cell(predicted: np.ndarray, actual: np.ndarray) -> str:
+    if len(predicted) < MIN_TAU_TRIALS:
+        return f"&ndash; (n &lt; {MIN_TAU_TRIALS})"
+    return _fmt(_kendall(predicted, actual), 3)
+
+
+def _predicted_section(trials: list[dict], points: dict[int, tuple[np.ndarray, np.ndarray]],
+                       decider: Decider, metric: str, figure: str) -> str:
+    if not any(np.isfinite(t["pred"]).any() for t in trials):
+        host = html.escape(decider.host, quote=False)
+        why = (f"{host} decides on the raw {html.escape(metric)} and makes no prediction"
+               if decider.known and not decider.is_ncp
+               else "the trial records hold no prediction")
+        return f'<p class="note">No predictions recorded: {why}. Nothing to compare.</p>'
+    complete = sum(1 for t in trials if t["state"] == "COMPLETE")
+    n = max((len(p) for p, _ in points.values()), default=0)
+    rows = [[str(k), str(len(p)),
+             _fmt(float(np.mean(np.abs(p - a))) if len(p) else math.nan, 3),
+             _tau_cell(p, a)] for k, (p, a) in points.items()]
+    text = [
+        f"<p>The last prediction made up to epoch k against the final value, over "
+        f"<strong>complete trials only</strong> (n = {n} with a prediction, of {complete} "
+        f"complete and {len(trials)} trials): a stopped trial never reports a final.</p>",
+        '<p class="note">Caveat: the complete trials are the survivors of pruning. The '
+        "trials the rule stopped are not here, so this cannot show whether they would "
+        "have ended worse than predicted; it shows how well the predictions matched the "
+        "trials that were allowed to finish.</p>",
+        _table(rows, ["k", "complete trials", "mean |predicted - actual|", "Kendall tau"]),
+        f'<p class="note">Kendall tau is shown from {MIN_TAU_TRIALS} complete trials on. '
+        "With n trials one swapped pair moves it by 4 / (n (n - 1)) (0.2 at n = 5), and its "
+        "standard error when there is no association at all is about "
+        "sqrt(2 (2n + 5) / (9 n (n - 1))) (0.41 at n = 5, 0.25 at n = 10): with fewer "
+        "trials a tau says next to nothing about ranking.</p>",
+    ]
+    return "\n".join(text) + (figure or '<p class="note">No prediction for a complete '
+                               "trial.</p>")
 
 
 def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: str | Path) -> Path:
@@ -155,10 +333,14 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
 
     Args:
         meta: the sweep's description (``name``, ``backend``, ``metric``,
-            ``direction``, ``epochs``, ``pruner``, ``storage``, ``created``).
+            ``direction``, ``epochs``, ``pruner``, ``storage``, ``created`` and the
+            validated ``config``, whose pruner or scheduler section says what
+            decided).
         trials: one dict per trial (``number``, ``state``, ``params``,
             ``val_accuracy``, ``beta_eff``, ``predicted_final``, ``final``,
-            ``model_path``, ``seconds``); None or NaN values are missing values.
+            ``model_path``, ``seconds``, optionally ``stop``: ``{"epoch",
+            "reason", "value", "threshold"}``); None or NaN values are missing
+            values.
         out_dir: the sweep's output directory (created if needed).
 
     Returns:
@@ -174,6 +356,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
     maximize = str(meta.get("direction") or "maximize").lower() != "minimize"
     epochs = _float(meta.get("epochs"))
     epochs = max([int(epochs) if math.isfinite(epochs) else 0] + [len(t["val"]) for t in rows])
+    decider = describe(meta)
     title = f"ncp-search report: {meta.get('name') or 'sweep'}"
     keys = ("name", "backend", "metric", "direction", "epochs", "pruner", "storage", "created")
     parts = [f"<h1>{html.escape(title)}</h1>",
@@ -186,31 +369,62 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         used, total = sum(len(t["val"]) for t in rows), sum(budget)
         states = [t["state"] for t in rows]
         saved = f"{100.0 * (total - used) / total:.1f}%" if total else "&ndash;"
+        per_epoch, over = _seconds_per_epoch(rows)
+        trained_s = sum(t["seconds"] for t in rows if math.isfinite(t["seconds"]))
+        saved_s = ("&ndash; (no trial time recorded)" if math.isnan(per_epoch) else
+                   f"{(total - used) * per_epoch:.0f} s (estimate: {total - used} epochs x "
+                   f"{per_epoch:.3g} s, the median per epoch of the {over})")
         points = _prediction_points(rows, epochs)
-        pruned = np.array([p for p in (_last(t["pred"]) for t in rows if t["state"] == "PRUNED")
-                           if math.isfinite(p)])
-        taus = [[str(k), str(len(p)), _fmt(_kendall(p, a), 3)] for k, (p, a) in points.items()]
+        stopped = [t for t in rows if t["stop"]]
+        with_threshold = sum(1 for t in stopped if math.isfinite(t["stop"]["threshold"]))
+        beta_heading, beta_note = beta_eff_heading(decider)
+        curves_note = ""
+        if stopped and not with_threshold:
+            curves_note = ('<p class="note">No threshold is recorded for these stops (the '
+                           "trial records of this sweep do not keep the rule's decision): "
+                           "the curves show the stop points only.</p>")
+        elif with_threshold < len(stopped):
+            curves_note = ('<p class="note">The rule\'s threshold is recorded for '
+                           f"{with_threshold} of the {len(stopped)} stops; the others show "
+                           "the stop point only.</p>")
+        panels_note = (f'<p class="note">Panels: the first {MAX_PANELS} of {len(rows)} '
+                       "trials.</p>" if len(rows) > MAX_PANELS else "")
         parts += [
+            "<h2>What decided</h2>", _what_decided(rows, decider, metric),
             "<h2>Best configuration</h2>", _best_section(best, out_dir, metric),
-            "<h2>Epochs saved</h2>",
+            "<h2>Epochs and seconds saved</h2>",
             _table([["epochs trained", str(used)], ["epochs without pruning", str(total)],
-                    ["saved", saved], ["pruned trials", str(states.count("PRUNED"))],
+                    ["saved", saved], ["seconds trained", f"{trained_s:.0f} s"],
+                    ["seconds saved", saved_s],
+                    ["pruned trials", str(states.count("PRUNED"))],
                     ["complete trials", str(states.count("COMPLETE"))],
                     ["failed trials", str(states.count("FAIL"))]]),
             _figure("epochs_saved", report_plots.epochs_saved(rows, budget), figure_dir,
                     "epochs trained and saved per trial"),
+            "<h2>Learning curves and stops</h2>",
+            f"<p>Validation {html.escape(metric)} per epoch, coloured by state. X: where a "
+            "trial was stopped (its value at that epoch); where recorded, the magenta bar is "
+            "the rule's threshold at that stop and the circle the prediction it compared "
+            "(dashed in the panels: the predicted final after each epoch).</p>",
+            curves_note,
+            _figure("learning_curves", report_plots.learning_curves(rows, metric), figure_dir,
+                    "learning curves with stop points")
+            or '<p class="note">No trial has a value yet.</p>',
+            _figure("trial_curves", report_plots.trial_curves(rows, metric, MAX_PANELS),
+                    figure_dir, "one panel per trial"),
+            panels_note,
             "<h2>Predicted vs actual final value</h2>",
-            "<p>Last prediction made up to epoch k, complete trials only. Kendall tau "
-            "between predicted and actual final values (&ndash; with fewer than two pairs "
-            "or constant values):</p>",
-            _table(taus, ["k", "trials", "Kendall tau"]),
-            _figure("predicted_vs_actual",
-                    report_plots.predicted_vs_actual(points, pruned, metric), figure_dir,
-                    "predicted vs actual final value")
-            or '<p class="note">No prediction for a complete trial.</p>',
-            "<h2>beta_eff trajectories</h2>",
-            _figure("beta_eff", report_plots.beta_trajectories(rows), figure_dir,
-                    "beta_eff per epoch")
+            _predicted_section(rows, points, decider, metric,
+                               _figure("predicted_vs_actual",
+                                       report_plots.predicted_vs_actual(points, metric),
+                                       figure_dir, "predicted vs actual final value")),
+            f"<h2>{beta_heading}</h2>", f"<p>{beta_note}</p>",
+            _figure("beta_eff", report_plots.beta_trajectories(
+                rows, "beta_eff per epoch" + (" (input of the predictor)"
+                                              if decider.uses_beta_eff else
+                                              " (recorded, not used to decide)"
+                                              if decider.known else "")),
+                    figure_dir, "beta_eff per epoch")
             or '<p class="note">No beta_eff recorded (backend without beta_eff).</p>',
             "<h2>Optimisation history</h2>",
             _figure("history", report_plots.optimisation_history(rows, steps, metric),
@@ -220,7 +434,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         ]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+            + "\n".join(p for p in parts if p) + "\n</body></html>\n")
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

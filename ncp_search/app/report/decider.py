@@ -1,0 +1,228 @@
+"""What decided which trials stopped, in words, from a sweep's description.
+
+The report reads the pruner (Optuna) or scheduler (Ray) section of the validated
+config stored in ``sweep.json`` (``meta["config"]``), or, for an older or foreign
+``meta``, the one-line description ``meta["pruner"]`` such as
+``ncp (predictor=best, percentile=50)``. :func:`describe` turns it into a
+:class:`Decider`: the host class, the rule, the predictor and whether that
+predictor reads ``beta_eff`` (``PREDICTORS[name].uses_beta_eff``), so no section
+of the report implies that ``beta_eff`` decided when it did not.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTUNA_HOSTS = {
+    "ncp": "NCPPruner",
+    "median": "Optuna's MedianPruner",
+    "percentile": "Optuna's PercentilePruner",
+    "successive_halving": "Optuna's SuccessiveHalvingPruner",
+    "hyperband": "Optuna's HyperbandPruner",
+    "nop": "no pruner (Optuna's NopPruner)",
+}
+RAY_HOSTS = {
+    "ncp": "NCPScheduler",
+    "ncp_asha": "NCPScheduler",
+    "fifo": "no early stopping (Tune's FIFOScheduler)",
+    "async_hyperband": "Tune's AsyncHyperBandScheduler",
+    "hyperband": "Tune's HyperBandScheduler",
+    "median_stopping": "Tune's MedianStoppingRule",
+}
+NO_STOPPING = ("nop", "fifo")
+# The reasons of ncp_search.core.rules.Decision that stop a trial, in words.
+STOP_REASONS = {
+    "below": "predicted final below the rule's threshold",
+    "below_incumbent": "upper bound on the final below the best completed final "
+                       "(incumbent test)",
+}
+
+
+@dataclass(frozen=True)
+class Decider:
+    """The pruner or scheduler of a sweep, as far as its description tells.
+
+    Attributes:
+        name: the config's pruner or scheduler name (``"ncp"``, ``"median"``, ...),
+            ``""`` when unknown.
+        host: the class that made the decisions, in words.
+        backend: ``"optuna"`` or ``"ray"``.
+        rule: ``"percentile"`` or ``"asha"`` for the NCP adapters, else ``None``.
+        predictor: the NCP predictor's name, else ``None``.
+        predictor_summary: its one-line summary (``""`` if unknown).
+        uses_beta_eff: whether that predictor reads ``beta_eff`` or probe terms;
+            ``False`` for the built-in pruners and schedulers (they read the raw
+            metric), ``None`` when the predictor is unknown.
+        settings: the section's settings.
+    """
+
+    name: str
+    host: str
+    backend: str
+    rule: str | None = None
+    predictor: str | None = None
+    predictor_summary: str = ""
+    uses_beta_eff: bool | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ncp(self) -> bool:
+        return self.rule is not None
+
+    @property
+    def known(self) -> bool:
+        return bool(self.name)
+
+    @property
+    def stops(self) -> bool:
+        """Whether it can stop a trial at all."""
+        return self.name not in NO_STOPPING
+
+    def single_stop_reason(self) -> str | None:
+        """The one :class:`~ncp_search.core.rules.Decision` reason by which this
+        decider can stop a trial, when there is exactly one (the NCP rules without
+        the incumbent test stop only on ``"below"``); else ``None``."""
+        if not self.is_ncp or self.settings.get("incumbent_alpha") is not None:
+            return None
+        if self.settings.get("base") is not None:
+            return None
+        return "below"
+
+
+def _parse_line(text: str) -> tuple[str, dict[str, Any]]:
+    """``"ncp (predictor=best, percentile=50)"`` -> ``("ncp", {...})``."""
+    match = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*(?:\((.*)\))?\s*", text)
+    if match is None:
+        return "", {}
+    settings: dict[str, Any] = {}
+    for part in (match.group(2) or "").split(","):
+        key, _, value = part.partition("=")
+        if key.strip() and value.strip():
+            raw = value.strip()
+            try:
+                settings[key.strip()] = float(raw) if re.fullmatch(r"[-+0-9.eE]+", raw) else raw
+            except ValueError:
+                settings[key.strip()] = raw
+    return match.group(1), settings
+
+
+def describe(meta: Mapping[str, Any]) -> Decider:
+    """The :class:`Decider` of a sweep's ``meta`` (see the module docstring)."""
+    from ncp_search.core.predictors import PREDICTORS
+
+    backend = str(meta.get("backend") or "optuna").lower()
+    config = meta.get("config")
+    section = None
+    if isinstance(config, Mapping):
+        section = config.get("scheduler" if backend == "ray" else "pruner")
+    if isinstance(section, Mapping) and section.get("name"):
+        name, settings = str(section["name"]), dict(section)
+    elif meta.get("pruner"):
+        name, settings = _parse_line(str(meta["pruner"]))
+    else:
+        name, settings = "", {}
+    hosts = RAY_HOSTS if backend == "ray" else OPTUNA_HOSTS
+    if not name:
+        return Decider("", "the pruner (not recorded)", backend)
+    host = hosts.get(name, name)
+    if name not in ("ncp", "ncp_asha"):
+        return Decider(name, host, backend, uses_beta_eff=False, settings=settings)
+    rule = str(settings.get("rule") or ("asha" if name == "ncp_asha" else "percentile"))
+    predictor = str(settings.get("predictor") or "best")
+    spec = PREDICTORS.get(predictor)
+    return Decider(name, host, backend, rule=rule, predictor=predictor,
+                   predictor_summary=spec.summary if spec else "",
+                   uses_beta_eff=spec.uses_beta_eff if spec else None, settings=settings)
+
+
+def _text(value: Any) -> str:
+    """Text for an HTML body (quotes kept: "Optuna's", not "Optuna&#x27;s")."""
+    return html.escape(str(value), quote=False)
+
+
+def _number(value: Any) -> str:
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return _text(str(value))
+
+
+def rule_sentence(decider: Decider, metric: str) -> str:
+    """How the decider stops a trial, in one or two sentences (escaped HTML)."""
+    metric = _text(metric)
+    s = decider.settings
+    if not decider.known:
+        return "The sweep does not record which pruner or scheduler it used."
+    if not decider.stops:
+        return f"{_text(decider.host)}: every trial runs all its epochs."
+    if not decider.is_ncp:
+        return (f"{_text(decider.host)} decides on the raw {metric} of each trial: "
+                "it makes no prediction and does not read beta_eff.")
+    if decider.rule == "asha":
+        rf = float(s.get("reduction_factor") or 3)
+        where = (f"at epochs {_number(s.get('grace_period', 1))} x {rf:g}^k"
+                 if decider.backend == "ray" else "at its rungs")
+        text = (f"{decider.host}, ASHA on predictions: {where}, it stops a trial whose "
+                f"predicted final is below the {100 * (1 - 1 / rf):.0f}th percentile of "
+                "the predictions the other trials had at that rung (the threshold).")
+    else:
+        keep = float(s.get("percentile", 50))
+        text = (f"{decider.host}, percentile rule: it stops a trial whose predicted final "
+                f"is below the threshold, the {100 - keep:g}th percentile of the completed "
+                "trials' finals and the other trials' latest predictions")
+        guards = []
+        if decider.backend == "ray" and s.get("grace_period") is not None:
+            guards.append(f"before epoch {_number(s['grace_period'])}")
+        if decider.backend != "ray" and s.get("n_startup_trials") is not None:
+            guards.append(f"before {_number(s['n_startup_trials'])} trials have completed")
+        if decider.backend != "ray" and s.get("n_warmup_steps") is not None:
+            try:  # the sweep reports 0-based epochs as Optuna steps
+                guards.append(f"before epoch {int(float(s['n_warmup_steps'])) + 1}")
+            except (TypeError, ValueError):
+                guards.append(f"before step {_text(s['n_warmup_steps'])}")
+        text += f"; no decision {', nor '.join(guards)}." if guards else "."
+        kappa = s.get("kappa")
+        if kappa not in (None, 0, 0.0, "0", "0.0"):
+            text += (f" It compares prediction + {_number(kappa)} x the spread of its past "
+                     "errors, not the bare prediction.")
+    return text
+
+
+def predictor_sentence(decider: Decider) -> str:
+    """Which predictor made the predictions and whether it reads beta_eff (HTML)."""
+    if not decider.is_ncp:
+        return ""
+    name = _text(str(decider.predictor))
+    summary = f" ({_text(decider.predictor_summary)})" if decider.predictor_summary else ""
+    if decider.uses_beta_eff is None:
+        return (f"Predictor <code>{name}</code>: not a known predictor; whether it reads "
+                "beta_eff is unknown.")
+    if decider.uses_beta_eff:
+        return (f"Predictor <code>{name}</code>{summary}: it reads beta_eff, so beta_eff "
+                "shaped the predictions the rule compared.")
+    return (f"Predictor <code>{name}</code>{summary}: it reads only the learning curve; "
+            "beta_eff was recorded but played no part in any decision.")
+
+
+def beta_eff_heading(decider: Decider) -> tuple[str, str]:
+    """The beta_eff section's heading and a one-line note (both HTML)."""
+    if decider.is_ncp and decider.uses_beta_eff:
+        return ("beta_eff trajectories (an input of the decisions)",
+                f"The predictor <code>{_text(str(decider.predictor))}</code> reads "
+                "beta_eff: these values went into its predictions.")
+    if decider.is_ncp and decider.uses_beta_eff is False:
+        return ("beta_eff trajectories (recorded, not used to decide)",
+                f"The predictor <code>{_text(str(decider.predictor))}</code> does not "
+                "read beta_eff: these values are shown for inspection and did not decide "
+                "anything.")
+    if decider.known:
+        return ("beta_eff trajectories (recorded, not used to decide)",
+                f"{_text(decider.host)} does not read beta_eff: these values are shown "
+                "for inspection and did not decide anything.")
+    return ("beta_eff trajectories (recorded)",
+            "Which predictor decided is not recorded, so whether beta_eff took part is "
+            "unknown.")
