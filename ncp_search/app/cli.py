@@ -10,6 +10,16 @@ Subcommands:
 Only the standard library is imported at module level (besides ``ncp_search.errors``):
 each subcommand imports what it needs (TensorFlow, Optuna, Ray, matplotlib) inside
 its function, so ``ncp-search --help`` and argument errors stay fast.
+
+Quiet by default: TensorFlow's start-up lines (``oneDNN custom operations are on``,
+``Could not find cuda drivers``, ``failed call to cuInit``, the absl
+``All log messages before absl::InitializeLog()`` banner) and its and Keras'
+Python warnings are hidden; ``--verbose`` (before or after the subcommand) shows
+them, with debug logging. TensorFlow 2.21 writes those lines from C++ through absl
+before any log level applies (``TF_CPP_MIN_LOG_LEVEL`` no longer hides them), so
+while a command runs the CLI passes file descriptor 2 through a filter that drops
+exactly those lines (:class:`NativeLogFilter`); everything else reaches stderr
+unchanged, at once.
 """
 
 from __future__ import annotations
@@ -17,18 +27,144 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import select
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
+from types import TracebackType
 
 from ncp_search.errors import NCPSearchError
 
+# absl / TensorFlow C++ log lines: "I0000 00:00:1796125544.665569    6919 port.cc:153] ...",
+# possibly behind a Ray worker prefix "(pid=123) " or "(Trainable pid=123, ip=...) ".
+_PREFIX = rb"(?:\([^)\n]*pid=\d+[^)\n]*\)\s*)?"
+_NATIVE_LINE = re.compile(_PREFIX + rb"(?:[IW]\d{4} \d[\d:.]* +\d+ [^\s\]]+:\d+\] "
+                          rb"|E\d{4} \d[\d:.]* +\d+ [^\s\]]+:\d+\] .*"
+                          rb"(?:cuda|cuInit|cuDNN|cuFFT|cuBLAS|TensorRT|GPU)"
+                          rb"|WARNING: All log messages before absl::InitializeLog\(\))")
+# A partial line starting so may be a log line: held until its end (at most 0.2 s).
+_MAYBE_NATIVE = re.compile(rb"[(IWE]")
 
-def _quiet_tensorflow() -> None:
-    # The CLI is an application: it may choose TensorFlow's C++ log level (the
-    # library never touches the environment). An explicit user setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+class NativeLogFilter:
+    """While active, drop TensorFlow's native start-up log lines from file
+    descriptor 2 (and so from the processes started meanwhile, which inherit it).
+
+    Info and warning lines in absl's format, error lines about CUDA, cuDNN and
+    GPUs on a machine without them, and absl's pre-initialisation banner are
+    dropped; every other byte is copied to the real stderr as soon as it is
+    written (a partial line that may be the start of a log line waits at most
+    0.2 s). A fatal line (``F...``) and any other error line pass.
+
+    NaN and edge cases:
+        If the pipe cannot be set up, nothing is filtered. A child process still
+        holding the pipe at exit keeps it open: the copier is then left to run
+        (a daemon thread) instead of blocking the exit.
+    """
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> NativeLogFilter:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            read_end, write_end = os.pipe()
+        except (OSError, ValueError, AttributeError):
+            return self
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._saved = saved
+        self._thread = threading.Thread(target=self._copy, args=(read_end, saved),
+                                        name="ncp-search-stderr-filter", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._saved is None:
+            return
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self._saved, 2)  # closes this process' write end of the pipe
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self._saved = None
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
+        while data:
+            try:
+                written = os.write(fd, data)
+            except OSError:
+                return  # the real stderr is gone: drop, never block the writers
+            data = data[written:]
+
+    @classmethod
+    def keep(cls, line: bytes) -> bool:
+        """Whether a complete line (without its newline) passes the filter."""
+        return _NATIVE_LINE.match(line.lstrip(b"\r")) is None
+
+    def _copy(self, read_end: int, target: int) -> None:
+        pending = b""
+        try:
+            while True:
+                ready, _, _ = select.select([read_end], [], [], 0.2)
+                if not ready:
+                    if pending:
+                        self._write(target, pending)
+                        pending = b""
+                    continue
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = b"".join(line + b"\n" for line in lines if self.keep(line))
+                if pending and not _MAYBE_NATIVE.match(pending.rsplit(b"\r", 1)[-1]):
+                    out, pending = out + pending, b""
+                if out:
+                    self._write(target, out)
+            if pending and self.keep(pending):
+                self._write(target, pending)
+        except Exception:  # noqa: BLE001 - never leave the writers blocked on a full pipe
+            while True:
+                try:
+                    chunk = os.read(read_end, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self._write(target, chunk)
+        finally:
+            os.close(read_end)
+            os.close(target)
+
+
+def _quiet_tensorflow(verbose: bool = False) -> None:
+    """TensorFlow's and Keras' start-up chatter off (unless ``verbose``).
+
+    The CLI is an application: it may choose TensorFlow's C++ log level (the
+    library never touches the environment); an explicit user setting wins.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow < 2.18 honours it
     # One BetaEffMeter per trial means one trace per trial: expected, not a leak.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _ignore_tensorflow_warnings() -> None:
+    """Python warnings raised inside TensorFlow, Keras and their helpers: ignored
+    (call inside ``warnings.catch_warnings()``)."""
+    for module in ("tensorflow", "keras", "tf_keras", "absl", "google.protobuf", "h5py"):
+        warnings.filterwarnings("ignore", module=rf"{re.escape(module)}(\.|$)")
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -95,7 +231,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         logging.getLogger("ncp_search").setLevel(logging.DEBUG)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose
+                                 else optuna.logging.WARNING)
     try:
         summary = run_sweep(args.config, backend=args.backend, storage=args.storage,
                             workers=args.workers, resume=args.resume, address=args.address,
@@ -136,10 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ncp-search",
         description="Hyperparameter-search pruning from the neural capacitance beta_eff.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbose_help = ("debug logging, and TensorFlow's start-up lines and warnings (hidden "
+                    "by default)")
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    common = argparse.ArgumentParser(add_help=False)  # --verbose after the subcommand too
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="embedded default job: probe, beta_eff, prediction")
+    demo = sub.add_parser("demo", parents=[common],
+                          help="embedded default job: probe, beta_eff, prediction")
     demo.add_argument("--source-model", default="cnn_small", help="zoo architecture")
     demo.add_argument("--source", default="digits:0-4", help="source task of the zoo model")
     demo.add_argument("--target", default="digits:5-9", help="target task to fine-tune on")
@@ -153,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", default=None, help="also write the figures to this JSON file")
     demo.set_defaults(func=_cmd_demo)
 
-    zoo = sub.add_parser("zoo", help="pre-train and cache the model zoo")
+    zoo = sub.add_parser("zoo", parents=[common], help="pre-train and cache the model zoo")
     zoo.add_argument("names", nargs="*", help="architectures (default: all)")
     zoo.add_argument("--source", default="fashion_mnist:0-4", help="source task")
     zoo.add_argument("--epochs", type=int, default=3)
@@ -162,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--retrain", action="store_true", help="ignore cached models")
     zoo.set_defaults(func=_cmd_zoo)
 
-    swp = sub.add_parser("sweep", help="run a config-driven sweep with pruning")
+    swp = sub.add_parser("sweep", parents=[common], help="run a config-driven sweep with pruning")
     swp.add_argument("config", help="sweep config (YAML), e.g. configs/quick.yaml")
     swp.add_argument("--backend", choices=["optuna", "ray"], default=None,
                      help="default: the config's backend (optuna)")
@@ -180,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
     swp.set_defaults(func=_cmd_sweep)
 
-    rep = sub.add_parser("report", help="HTML report (and PNGs) of a sweep's output folder")
+    rep = sub.add_parser("report", parents=[common],
+                         help="HTML report (and PNGs) of a sweep's output folder")
     rep.add_argument("output", help="the sweep's output folder")
     rep.add_argument("--storage", default=None,
                      help="Optuna storage URL when sweep.json hides its password")
@@ -190,15 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace, prog: str) -> int:
-    """Run a parsed subcommand (``args.func``): logging set up, TensorFlow quiet, and
-    bad input, file errors and Ctrl-C turned into one line and an exit code (2, 130)."""
+    """Run a parsed subcommand (``args.func``): logging set up, TensorFlow quiet
+    unless ``args.verbose``, and bad input, file errors and Ctrl-C turned into one
+    line and an exit code (2, 130)."""
+    verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    _quiet_tensorflow()
+    _quiet_tensorflow(verbose)
     try:
-        return int(args.func(args))
+        if verbose:
+            return int(args.func(args))
+        with NativeLogFilter(), warnings.catch_warnings():
+            _ignore_tensorflow_warnings()
+            return int(args.func(args))
     except (ValueError, OSError, NCPSearchError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
