@@ -5,7 +5,9 @@ each trial's model and a Bayesian ridge regression (Jiang et al., Nature
 Communications 15, 5718, 2024).
 
 Importing this package is cheap and silent: TensorFlow/Keras are imported on first
-use of a name that needs them, and Optuna and Ray are never imported here.
+use of a name that needs them, Optuna and Ray on first use of their adapters
+(``NCPPruner``, ``NCPCallback``, ``report_beta_eff``; ``NCPScheduler``,
+``NCPTuneCallback``, ``report_beta_eff_to_tune``), never here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "attach_probe": "ncp_search.engine.probe",
     "split_probe": "ncp_search.engine.probe",
+    "observer_probe": "ncp_search.engine.probe",
+    "probe_batch": "ncp_search.engine.batch",
     "ProbeParts": "ncp_search.engine.probe",
     "beta_eff": "ncp_search.engine.capacitance",
     "beta_eff_terms": "ncp_search.engine.capacitance",
@@ -36,6 +40,8 @@ _LAZY = {
     "NCPCallback": "ncp_search.integrations.optuna.callback",
     "report_beta_eff": "ncp_search.integrations.optuna.reporting",
     "NCPScheduler": "ncp_search.integrations.ray.scheduler",
+    "NCPTuneCallback": "ncp_search.integrations.ray.callback",
+    "report_beta_eff_to_tune": "ncp_search.integrations.ray.trainable",
 }
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
     "NCPPruner",
     "NCPScheduler",
     "NCPSearchError",
+    "NCPTuneCallback",
     "ProbeError",
     "ProbeParts",
     "TrialHistory",
@@ -58,12 +65,16 @@ __all__ = [
     "beta_eff",
     "beta_eff_from_weights",
     "beta_eff_terms",
+    "observer_probe",
     "predict_final",
+    "probe_batch",
     "report_beta_eff",
+    "report_beta_eff_to_tune",
     "split_probe",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ncp_search.engine.batch import probe_batch
     from ncp_search.engine.callbacks import BetaEffLogger
     from ncp_search.engine.capacitance import (
         BetaEffMeter,
@@ -72,11 +83,13 @@ if TYPE_CHECKING:  # pragma: no cover
         beta_eff_from_weights,
         beta_eff_terms,
     )
-    from ncp_search.engine.probe import ProbeParts, attach_probe, split_probe
+    from ncp_search.engine.probe import ProbeParts, attach_probe, observer_probe, split_probe
     from ncp_search.integrations.optuna.callback import NCPCallback
     from ncp_search.integrations.optuna.pruner import NCPPruner
     from ncp_search.integrations.optuna.reporting import report_beta_eff
+    from ncp_search.integrations.ray.callback import NCPTuneCallback
     from ncp_search.integrations.ray.scheduler import NCPScheduler
+    from ncp_search.integrations.ray.trainable import report_beta_eff_to_tune
 
 
 def __getattr__(name: str) -> Any:

@@ -29,17 +29,21 @@ References:
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from ncp_search.engine.probe import split_probe
+from ncp_search.engine.probe import ProbeParts, split_probe
 
 logger = logging.getLogger(__name__)
 
@@ -314,16 +318,36 @@ class BetaEffMeter:
     each call costs one forward pass of the bottom on the batch plus ``L - 1``
     Hessian-vector products on the probe.
 
+    The compiled function is shared by every meter on a model of the same
+    architecture (layer types and settings, weight shapes, batch shape, probe
+    shapes, precision) in the process: the weights are its arguments, so the
+    second trial of a search, which builds a new model, does not trace again and
+    its first call costs about as much as any later one. Only the first meter on
+    each architecture pays the tracing (about half a second on a CPU).
+
     Args:
-        model: a model returned by :func:`ncp_search.attach_probe`.
+        model: a model returned by :func:`ncp_search.attach_probe` or
+            :func:`ncp_search.observer_probe`.
         x: the fixed probe batch (inputs of ``model``).
         y: its labels (integer ids or one-hot).
         precision: ``"float32"`` (default, fast) or ``"float64"``.
         eps: added to the denominator of Eq. 2.
+        share_trace: reuse the compiled function of an earlier meter on the same
+            architecture (default). ``False`` traces a function for this meter
+            alone (the behaviour before; for layers whose computation is not
+            described by their configuration).
+
+    Raises:
+        ncp_search.ProbeError: if ``model`` carries no probe.
+        ValueError: on an empty batch, labels that do not fit the probe, or inputs
+            whose shape does not match the model's.
 
     NaN and edge cases:
         Non-finite features, weights or results give ``beta_eff = NaN`` and a
         ``RuntimeWarning``; the meter never raises during training for them.
+        A model whose architecture cannot be described (a layer without a
+        serialisable configuration) gets its own compiled function, as with
+        ``share_trace=False``.
 
     Example:
         >>> meter = BetaEffMeter(probed, x_probe, y_probe)
@@ -338,6 +362,7 @@ class BetaEffMeter:
         *,
         precision: str = "float32",
         eps: float = DEFAULT_EPS,
+        share_trace: bool = True,
     ) -> None:
         dtype = _check_precision(precision)
         parts = split_probe(model)
@@ -347,10 +372,17 @@ class BetaEffMeter:
         n = int(tf.nest.flatten(self._x)[0].shape[0])
         if n < 1:
             raise ValueError("the probe batch is empty; pass at least one sample.")
+        _check_input_shapes(parts.feature_model, self._x)
         self._y = tf.constant(_sparse_labels(y, n, parts.num_classes))
         self._eps = tf.constant(eps, dtype=dtype)
         self._dtype = dtype
-        self._fn = tf.function(self._graph, reduce_retracing=True)
+        self._variables = tuple(parts.feature_model.variables)
+        self._local: Any = None
+        self._shared: _SharedTrace | None = None
+        if share_trace:
+            key = _architecture_key(parts, self._variables, self._x, self._y, dtype)
+            if key is not None:
+                self._shared = _shared_trace(key, parts.feature_model, self._variables, dtype)
 
     def measures(self, x: Any, y: Any, precision: str, eps: float) -> bool:
         """Whether this meter was built for exactly these batch objects and settings."""
@@ -362,23 +394,48 @@ class BetaEffMeter:
         """Number of samples in the probe batch."""
         return int(self._y.shape[0])
 
+    @property
+    def shares_trace(self) -> bool:
+        """Whether this meter runs a compiled function shared with other meters."""
+        return self._shared is not None
+
+    @property
+    def traces(self) -> int:
+        """How often the compiled function this meter runs was traced, by any meter
+        that shares it (0 before the first call). Stays 1 across the trials of one
+        architecture."""
+        fn = self._shared.fn if self._shared is not None else self._local
+        return 0 if fn is None else int(fn.experimental_get_tracing_count())
+
     def _graph(self):
         features = self._parts.feature_model(self._x, training=False)
-        features = tf.cast(tf.reshape(features, [tf.shape(features)[0], -1]), self._dtype)
-        kernels = [tf.cast(tf.convert_to_tensor(k), self._dtype) for k in self._parts.kernels]
-        # A diverged bottom can still emit finite features (ReLU maps NaN to 0 on some
-        # kernels), so its weights are checked too: one cheap pass over the parameters.
-        finite = tf.reduce_all(tf.math.is_finite(features))
         bottom = [tf.convert_to_tensor(w) for w in self._parts.feature_model.weights]
-        for weight in [*kernels, *bottom]:
-            if weight.dtype.is_floating:
-                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(weight)))
-        values = _terms_graph(kernels, features, self._y, self._eps)
-        return finite, values
+        kernels = [tf.convert_to_tensor(k) for k in self._parts.kernels]
+        return _checked_terms(features, bottom, kernels, self._y, self._eps, self._dtype)
+
+    def _run(self) -> tuple[Any, Any]:
+        shared = self._shared
+        if shared is not None:
+            weights = [_variable_value(v) for v in self._variables]
+            kernels = [_variable_value(k) for k in self._parts.kernels]
+            try:
+                return shared.fn(weights, kernels, self._x, self._y, self._eps)
+            except Exception as error:  # noqa: BLE001 - fall back to a trace of our own
+                if shared.ran:
+                    raise
+                _drop_shared(shared)
+                self._shared = None
+                logger.debug("shared beta_eff trace failed (%r); tracing this meter alone",
+                             error)
+        if self._local is None:
+            self._local = tf.function(self._graph, reduce_retracing=True)
+        return self._local()
 
     def __call__(self) -> BetaEffTerms:
         """``beta_eff`` and its terms with the model's current weights."""
-        finite, values = self._fn()
+        finite, values = self._run()
+        if self._shared is not None:
+            self._shared.ran = True
         if not bool(finite):
             warnings.warn(
                 "features or probe weights contain NaN/inf (diverged model?); "
@@ -388,6 +445,191 @@ class BetaEffMeter:
             )
             return NAN_TERMS
         return _to_terms(values.numpy(), "probed model")
+
+
+def _checked_terms(
+    features: Any, bottom: Sequence[Any], kernels: Sequence[Any], labels: Any, eps: Any,
+    dtype: tf.DType,
+) -> tuple[Any, Any]:
+    """Eq. 2's terms on ``features`` and whether everything they depend on is finite."""
+    features = tf.cast(tf.reshape(features, [tf.shape(features)[0], -1]), dtype)
+    kernels = [tf.cast(k, dtype) for k in kernels]
+    # A diverged bottom can still emit finite features (ReLU maps NaN to 0 on some
+    # kernels), so its weights are checked too: one cheap pass over the parameters.
+    finite = tf.reduce_all(tf.math.is_finite(features))
+    for weight in [*kernels, *bottom]:
+        if weight.dtype.is_floating:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(weight)))
+    return finite, _terms_graph(kernels, features, labels, eps)
+
+
+@dataclass
+class _SharedTrace:
+    """One compiled ``beta_eff`` function per architecture: it runs the layer code of
+    ``template`` (the first feature model seen with that architecture) on weights
+    passed as arguments, in the order of ``variables`` (the template's)."""
+
+    key: str
+    template: Any
+    variables: tuple[Any, ...]
+    fn: Any
+    ran: bool = False
+
+
+_SHARED_MAX = 16  # architectures kept per process (each keeps its template alive)
+_shared: OrderedDict[str, _SharedTrace] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def _shared_trace(
+    key: str, template: Any, variables: tuple[Any, ...], dtype: tf.DType
+) -> _SharedTrace:
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is not None:
+            _shared.move_to_end(key)
+            return found
+
+        def graph(weights, kernels, x, labels, eps):
+            mapping = list(zip(variables, weights))
+            with keras.StatelessScope(state_mapping=mapping):
+                features = template(x, training=False)
+            bottom = [tf.convert_to_tensor(w) for w in weights]
+            kernels = [tf.convert_to_tensor(k) for k in kernels]
+            return _checked_terms(features, bottom, kernels, labels, eps, dtype)
+
+        entry = _SharedTrace(key, template, variables, tf.function(graph))
+        _shared[key] = entry
+        while len(_shared) > _SHARED_MAX:
+            _shared.popitem(last=False)
+        return entry
+
+
+def _drop_shared(entry: _SharedTrace) -> None:
+    with _shared_lock:
+        if _shared.get(entry.key) is entry:
+            del _shared[entry.key]
+
+
+def _variable_value(variable: Any) -> Any:
+    """The backend variable behind a Keras variable (read inside the graph, no copy)."""
+    return getattr(variable, "value", variable)
+
+
+def _all_layers(model: Any) -> list[Any]:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        if getattr(layer, "layers", None):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def _canonical_config(config: Any) -> Any:
+    """A model configuration with its layer names replaced by their order of first
+    appearance: two models of the same architecture built one after the other
+    (``dense``, then ``dense_1``) get the same canonical configuration."""
+    tokens: dict[str, str] = {}
+
+    def token(name: Any) -> Any:
+        return tokens.setdefault(name, f"#{len(tokens)}") if isinstance(name, str) else name
+
+    def refs(obj: Any) -> Any:  # [name, node, tensor] triples, possibly nested
+        if isinstance(obj, (list, tuple)):
+            if len(obj) == 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
+                return [token(obj[0]), obj[1], obj[2]]
+            return [refs(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: refs(v) for k, v in obj.items()}
+        return obj
+
+    def history(obj: Any) -> Any:  # keras_history[0] inside inbound nodes
+        if isinstance(obj, dict):
+            return {k: ([token(v[0]), *v[1:]] if k == "keras_history"
+                        and isinstance(v, (list, tuple)) and v else history(v))
+                    for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [history(v) for v in obj]
+        return obj
+
+    def layer_entry(entry: Any) -> Any:
+        if not isinstance(entry, dict):
+            return entry
+        out = dict(entry)
+        if "name" in out:
+            out["name"] = token(out["name"])
+        inner = out.get("config")
+        if isinstance(inner, dict):
+            if isinstance(inner.get("layers"), list):
+                out["config"] = model_config(inner)
+            elif "name" in inner:
+                out["config"] = {**inner, "name": token(inner["name"])}
+        if "inbound_nodes" in out:
+            out["inbound_nodes"] = history(out["inbound_nodes"])
+        return out
+
+    def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
+        out = dict(cfg)
+        if "name" in out:
+            out["name"] = token(out["name"])
+        if isinstance(out.get("layers"), list):
+            out["layers"] = [layer_entry(e) for e in out["layers"]]
+        for name in ("input_layers", "output_layers"):
+            if name in out:
+                out[name] = refs(out[name])
+        return out
+
+    return model_config(config) if isinstance(config, dict) else config
+
+
+def _architecture_key(
+    parts: ProbeParts, variables: tuple[Any, ...], x: Any, y: Any, dtype: tf.DType
+) -> str | None:
+    """What a compiled ``beta_eff`` function depends on besides the weights' values,
+    as a string (``None`` when the model cannot be described: no sharing then)."""
+    try:
+        model = parts.feature_model
+        config = _canonical_config(model.get_config())
+        classes = [f"{type(layer).__module__}.{type(layer).__qualname__}@{id(type(layer))}"
+                   for layer in _all_layers(model)]
+        weights = [(tuple(v.shape), str(v.dtype)) for v in variables]
+        kernels = [(tuple(k.shape), str(k.dtype)) for k in parts.kernels]
+        inputs = [(tuple(t.shape), t.dtype.name) for t in tf.nest.flatten(x)]
+        structure = repr(tf.nest.map_structure(lambda _: 0, x))
+        return json.dumps(
+            [config, classes, weights, kernels, inputs, structure, tuple(y.shape),
+             y.dtype.name, dtype.name],
+            sort_keys=True,
+        )
+    except Exception as error:  # noqa: BLE001 - an undescribable model just does not share
+        logger.debug("no shared beta_eff trace for this model (%r)", error)
+        return None
+
+
+def _check_input_shapes(feature_model: Any, x: Any) -> None:
+    """Refuse a probe batch whose shape does not fit the model's inputs (dicts of
+    inputs are left to Keras)."""
+    if isinstance(x, dict):
+        return
+    try:
+        expected = [tuple(t.shape) for t in feature_model.inputs]
+    except (AttributeError, TypeError):
+        return
+    given = [tuple(t.shape) for t in tf.nest.flatten(x)]
+    if len(expected) != len(given):
+        raise ValueError(
+            f"the model takes {len(expected)} inputs, but the probe batch has {len(given)} "
+            "arrays; pass x_probe in the same structure as the x you pass to fit()."
+        )
+    for want, got in zip(expected, given):
+        if len(want) != len(got) or any(
+            w is not None and w != g for w, g in zip(want[1:], got[1:])
+        ):
+            raise ValueError(
+                f"the probe batch has shape {got}, but the model takes inputs of shape "
+                f"{want}; draw it from the data you pass to fit(), e.g. "
+                "ncp_search.probe_batch(x_train, y_train)."
+            )
 
 
 def _as_model_input(x: Any) -> Any:

@@ -30,7 +30,10 @@ from typing import Any
 
 import keras
 
-from ncp_search.engine.probe import attach_probe, classifier_features
+from ncp_search.engine.probe import attach_probe, classifier_features, observer_probe
+
+__all__ = ["build_trial_models", "compile_trial", "learning_rate_at", "observer_probe",
+           "schedule_callback", "trial_settings", "TrialModels"]
 
 MODES = ("probe_head", "observer")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "adagrad")
@@ -141,15 +144,6 @@ def build_trial_models(
         return TrialModels(trained=probed, probed=probed)
     probed = observer_probe(source, num_classes, hidden=hidden, seed=probe_seed)
     return TrialModels(trained=classifier, probed=probed)
-
-
-def observer_probe(
-    source: Any, num_classes: int, *, hidden: Sequence[int] = (64, 64, 64), seed: int = 0
-) -> Any:
-    """A probe on ``source``'s features (before any trial dropout) that only observes:
-    it shares the bottom's layers, so it sees every update of the trained model."""
-    feature_layer = classifier_features(source)._keras_history[0].name
-    return attach_probe(source, num_classes, hidden=hidden, seed=seed, feature_layer=feature_layer)
 
 
 def compile_trial(model: Any, config: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ recognised by :func:`split_probe`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,6 +195,12 @@ def attach_probe(
         features = classifier_features(model)
     else:
         features = _named_features(model, feature_layer)
+    return _attach(model, features, int(num_classes), widths, seed)
+
+
+def _attach(model: Any, features: Any, num_classes: int, widths: tuple[int, ...],
+            seed: int) -> Any:
+    """A model with ``model``'s inputs and a frozen probe on ``features``."""
     if len(features.shape) > 2:
         features = keras.layers.Flatten(name=FLATTEN_NAME)(features)
     if features.shape[-1] is None:
@@ -202,7 +209,7 @@ def attach_probe(
             "the probe needs a fixed feature size."
         )
     x = keras.layers.Identity(name=FEATURES_NAME)(features)
-    sizes = widths + (int(num_classes),)
+    sizes = widths + (num_classes,)
     for index, units in enumerate(sizes, start=1):
         last = index == len(sizes)
         x = keras.layers.Dense(
@@ -214,6 +221,185 @@ def attach_probe(
             name=f"{DENSE_PREFIX}{index}",
         )(x)
     return keras.Model(inputs=_inputs(model), outputs=x, name=f"{model.name}_ncp_probe")
+
+
+def carries_probe(model: Any) -> bool:
+    """Whether ``model`` has a probe from :func:`attach_probe` (a layer named
+    ``ncp_probe_features``)."""
+    return any(getattr(layer, "name", None) == FEATURES_NAME
+               for layer in getattr(model, "layers", []))
+
+
+def observer_probe(
+    model: Any,
+    num_classes: int | None = None,
+    *,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    feature_layer: str | None = None,
+    seed: int = 0,
+) -> Any:
+    """A frozen probe beside a classifier's own head, that only observes.
+
+    The returned model shares ``model``'s layers up to the features (the input of
+    its output layer, or ``feature_layer``'s output) and puts the frozen probe on
+    them; ``model`` itself is not changed and keeps training its own head, and the
+    probe sees every update of the shared layers. This is the observer mode of
+    the README: what :class:`ncp_search.NCPCallback`, :class:`ncp_search.NCPTuneCallback`
+    and :class:`ncp_search.BetaEffLogger` attach to a plain model.
+
+    Args:
+        model: a built Keras classifier, Sequential or functional, whose output
+            layer is a Dense softmax (or linear, logits) layer with >= 2 units,
+            optionally followed by Softmax/Activation/Dropout.
+        num_classes: the probe's number of outputs; default: the output layer's units.
+        hidden: widths of the probe's hidden ReLU layers (at least 3).
+        feature_layer: put the probe on this layer's output instead (for a model
+            that is not a classifier in the sense above; ``num_classes`` is then
+            required unless the model is one).
+        seed: seed of the probe's random initialisation.
+
+    Returns:
+        A ``keras.Model`` with ``model``'s inputs and the probe's softmax as output,
+        to pass where a probed model is expected (``probed_model=``,
+        :class:`ncp_search.BetaEffMeter`).
+
+    Raises:
+        ncp_search.ProbeError: when no probe can be attached (no symbolic graph, not
+            a classifier and no ``feature_layer``, or features that come straight
+            from the inputs, with no layer that training changes); the message says
+            how to fix it.
+        ValueError: on bad ``num_classes`` or ``hidden``.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, "relu"),
+        ...                           keras.layers.Dense(10, "softmax")])
+        >>> probed = observer_probe(model)   # probe on the 32 hidden units, 10 outputs
+
+    References:
+        Jiang et al. 2024, Algorithm 1, steps 1-2 (the probe), used beside the head.
+    """
+    _check_backend()
+    widths = _check_hidden(hidden)
+    _require_graph(model)
+    head_units: int | None = None
+    if feature_layer is None:
+        try:
+            features = classifier_features(model)
+        except ProbeError as error:
+            raise ProbeError(
+                f"{error} For a model that is not a softmax/logits classifier, put the probe "
+                "on a layer yourself: feature_layer=<name>, num_classes=<number of classes>."
+            ) from None
+        head_units = _head_units(model)
+    else:
+        features = _named_features(model, feature_layer)
+        try:
+            classifier_features(model)
+            head_units = _head_units(model)
+        except ProbeError:
+            head_units = None
+    if num_classes is None:
+        if head_units is None:
+            raise ProbeError(
+                f"model {model.name!r} is not a softmax/logits classifier, so the number of "
+                "classes cannot be read off its output layer; pass num_classes=<number of "
+                "classes>."
+            )
+        num_classes = head_units
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(
+            f"num_classes must be an integer >= 2, but got num_classes={num_classes!r}."
+        )
+    _require_learned_features(model, features)
+    return _attach(model, features, int(num_classes), widths, seed)
+
+
+def _require_graph(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise ProbeError(
+            f"a probe needs a keras.Model, but got {type(model).__name__}."
+        )
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    if not outputs:
+        raise ProbeError(
+            f"model {model.name!r} ({type(model).__name__}) has no symbolic graph to attach a "
+            "probe to: a subclassed keras.Model, or a Sequential model that was never built. "
+            "Build it on an input, e.g. keras.Sequential([keras.Input(shape), ...]) or the "
+            "functional API, or pass probed_model=<a functional model that shares its layers "
+            "and ends in ncp_search.attach_probe's probe>."
+        )
+
+
+def _head_units(model: Any) -> int:
+    """Units of the output Dense of a classifier (``classifier_features`` passed)."""
+    layer = _producer(_output_tensor(model))
+    while isinstance(layer, _PASS_THROUGH):
+        layer = _producer(layer.input)
+    return int(layer.units)
+
+
+def _require_learned_features(model: Any, features: Any) -> None:
+    """Refuse features that no weight of the model influences (the head sits on the
+    inputs): beta_eff would never change during training."""
+    bottom = keras.Model(inputs=_inputs(model), outputs=features)
+    if not bottom.weights:
+        names = [lay.name for lay in model.layers]
+        raise ProbeError(
+            f"model {model.name!r} has no weighted layer below its output layer (layers: "
+            f"{names}): the probe would see the raw inputs, which training never changes, so "
+            "beta_eff would be constant. Add a hidden layer (e.g. "
+            "keras.layers.Dense(64, activation='relu')) before the output layer, or put the "
+            "probe on a deeper layer with feature_layer=<name>."
+        )
+    if not bottom.trainable_weights:
+        warnings.warn(
+            f"every layer below the probe of model {model.name!r} is frozen: beta_eff will not "
+            "change until some are made trainable.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def probe_for(
+    model: Any,
+    x_probe: Any = None,
+    *,
+    probed_model: Any = None,
+    num_classes: int | None = None,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    feature_layer: str | None = None,
+    seed: int = 0,
+) -> Any:
+    """The probed model to measure ``beta_eff`` on while ``model`` trains.
+
+    ``probed_model`` when given; ``model`` itself when it carries a probe (from
+    :func:`attach_probe`, the probe as its head); otherwise an
+    :func:`observer_probe` on ``model``. A Sequential model without an ``Input``
+    that was not built yet is built from ``x_probe``'s shape first (as Keras
+    would on its first batch).
+
+    Raises:
+        ncp_search.ProbeError: as :func:`observer_probe`.
+    """
+    if probed_model is not None:
+        return probed_model
+    if carries_probe(model):
+        return model
+    if (isinstance(model, keras.Sequential) and not _has_outputs(model)
+            and x_probe is not None and not isinstance(x_probe, (list, tuple, dict))):
+        model.build((None, *np.shape(x_probe)[1:]))
+    return observer_probe(model, num_classes, hidden=hidden, feature_layer=feature_layer,
+                          seed=seed)
+
+
+def _has_outputs(model: Any) -> bool:
+    try:
+        return bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def _inputs(model: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -15,30 +16,53 @@ except ImportError as error:  # pragma: no cover
     ) from error
 
 from ncp_search.engine.capacitance import BetaEffMeter
+from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
 from ncp_search.integrations.optuna.reporting import report_beta_eff, report_predicted_final
 
 
 class NCPCallback(keras.callbacks.Callback):
     """Each ``interval`` epochs: beta_eff on the probe batch, report, maybe prune.
 
+    Works on the user's own compiled Keras classifier (Sequential or functional,
+    ending in a softmax or logits Dense layer): at the start of ``fit`` it attaches
+    a frozen probe beside the model's head, on the features that head reads
+    (:func:`ncp_search.observer_probe`). The model keeps training its own head;
+    the probe only observes the shared layers. A model that already carries a
+    probe (:func:`ncp_search.attach_probe`, the probe as its head) is measured
+    as it is, and ``probed_model`` names the probed model explicitly.
+
     Args:
         trial: the Optuna trial.
-        x_probe: fixed probe batch (inputs of the probed model).
+        x_probe: fixed probe batch (inputs of the model), e.g. from
+            :func:`ncp_search.probe_batch`.
         y_probe: its labels.
         monitor: the epoch-log metric reported to Optuna (e.g. ``"val_accuracy"``).
         interval: measure and report every ``interval`` epochs.
         probed_model: the model carrying the probe when it is not the trained model
-            (observer mode: :func:`ncp_search.engine.finetune.observer_probe`); default:
-            the trained model itself.
+            (e.g. :func:`ncp_search.engine.finetune.build_trial_models`' ``probed``);
+            default: as described above.
         report_prediction_on_prune: before raising ``TrialPruned``, report the
             predicted final value as one more step, so the sampler sees the
             prediction rather than the raw value (see the README's sampler
             benchmark for whether it helps).
+        num_classes: the probe's outputs; default: the model's output units.
+        hidden: widths of the observer probe's hidden layers (at least 3).
+        feature_layer: put the observer probe on this layer's output instead of the
+            output layer's input.
+        probe_seed: seed of the observer probe's initialisation.
 
     Raises:
         optuna.TrialPruned: when the pruner says so (training is stopped first).
         ValueError: if ``monitor`` is missing from the logs (the message lists the
-            available keys).
+            available keys), or for a bad ``interval``.
+        ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached
+            (a subclassed model, no hidden layer, not a classifier); the message
+            says how to fix it.
+
+    Example:
+        >>> x_probe, y_probe = ncp_search.probe_batch(x_train, y_train)
+        >>> model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=20,
+        ...           callbacks=[ncp_search.NCPCallback(trial, x_probe, y_probe)])
     """
 
     def __init__(
@@ -51,6 +75,10 @@ class NCPCallback(keras.callbacks.Callback):
         *,
         probed_model: Any = None,
         report_prediction_on_prune: bool = False,
+        num_classes: int | None = None,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        feature_layer: str | None = None,
+        probe_seed: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(interval, (int, np.integer)) or interval < 1:
@@ -62,10 +90,24 @@ class NCPCallback(keras.callbacks.Callback):
         self.interval = int(interval)
         self.probed_model = probed_model
         self.report_prediction_on_prune = report_prediction_on_prune
+        self._probe_options: dict[str, Any] = {
+            "num_classes": num_classes, "hidden": tuple(hidden),
+            "feature_layer": feature_layer, "seed": probe_seed,
+        }
         self._meter: BetaEffMeter | None = None
+        self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
+
+    @property
+    def probed(self) -> Any:
+        """The model ``beta_eff`` is read from (known once ``fit`` has started)."""
+        return None if self._probed is None else self._probed[1]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._meter = BetaEffMeter(self.probed_model or self.model, self.x_probe, self.y_probe)
+        if self._probed is None or self._probed[0] is not self.model:
+            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
+                               **self._probe_options)
+            self._probed = (self.model, probed)
+        self._meter = BetaEffMeter(self._probed[1], self.x_probe, self.y_probe)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.interval:

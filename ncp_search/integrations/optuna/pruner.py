@@ -255,6 +255,28 @@ class NCPPruner(BasePruner):
     def _sign(study: optuna.study.Study) -> float:
         return 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
 
+    def settings(self) -> dict[str, Any]:
+        """This pruner's class and settings as JSON values: what
+        :func:`ncp_search.report_beta_eff` stores as the study user attribute
+        ``ncp_pruner``, with ``uses_beta_eff`` (whether the predictor reads anything
+        the probe measures) and ``base`` (the class name of ``base``, or ``None``)."""
+        return {
+            "class": type(self).__name__,
+            "rule": self.rule,
+            "predictor": self.predictor,
+            "uses_beta_eff": self._predictor.uses_beta_eff,
+            "percentile": self.percentile,
+            "n_startup_trials": self.n_startup_trials,
+            "n_warmup_steps": self.n_warmup_steps,
+            "interval_steps": self.interval_steps,
+            "max_step": self.max_step,
+            "kappa": self.kappa,
+            "reduction_factor": self.reduction_factor,
+            "min_resource": self.min_resource,
+            "incumbent_alpha": self.incumbent_alpha,
+            "base": None if self.base is None else type(self.base).__name__,
+        }
+
     # ---------------------------------------------------------------- prediction
     def predict_final(
         self,

@@ -1,8 +1,18 @@
-"""Store beta_eff and predictions on an Optuna trial (no Keras needed)."""
+"""Store beta_eff and predictions on an Optuna trial (no Keras needed).
+
+Besides the per-step dictionaries the pruner reads, it stores what a dashboard can
+sort by (``ncp_beta_eff_last``, ``ncp_predicted_final_last``, ``ncp_last_step``:
+plain numbers on the trial) and what decides (the study user attribute
+``ncp_pruner``: the pruner's class and settings, and whether its predictor uses
+``beta_eff``), and logs once per study and process which predictor and rule decide.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ncp_search.core.history import PROBE_TERMS, as_number
+from ncp_search.core.predictors import PREDICTORS
 from ncp_search.integrations.optuna.pruner import (
     BETA_ATTR,
     HISTORY_ATTR,
@@ -17,6 +28,68 @@ from ncp_search.integrations.optuna.pruner import (
     TERMS_ATTR,
     NCPPruner,
 )
+
+logger = logging.getLogger(__name__)
+
+PRUNER_ATTR = "ncp_pruner"  # study: the pruner's class and settings
+BETA_LAST_ATTR = "ncp_beta_eff_last"  # trial: latest beta_eff (float, None for NaN)
+PREDICTION_LAST_ATTR = "ncp_predicted_final_last"  # trial: latest prediction (float/None)
+STEP_LAST_ATTR = "ncp_last_step"  # trial: the step of the two above (int)
+
+_recorded: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_recorded_lock = threading.Lock()
+
+
+def pruner_settings(pruner: Any) -> dict[str, Any]:
+    """What decides, as JSON values: :meth:`NCPPruner.settings` for an NCPPruner,
+    else the pruner's class with ``uses_beta_eff: False`` (a built-in pruner reads
+    the reported values only)."""
+    if isinstance(pruner, NCPPruner):
+        return pruner.settings()
+    return {"class": type(pruner).__name__, "uses_beta_eff": False}
+
+
+def describe_pruner(pruner: Any) -> str:
+    """One sentence naming the rule and predictor that decide and whether they use
+    ``beta_eff`` (what is logged once per study)."""
+    if not isinstance(pruner, NCPPruner):
+        return (f"{type(pruner).__name__} decides from the reported values alone; beta_eff "
+                "is recorded but does not decide.")
+    settings = pruner.settings()
+    predictor = PREDICTORS[pruner.predictor]
+    if settings["base"] is not None:
+        rule = f"{settings['base']} run on the predicted finals"
+    elif pruner.rule == "asha":
+        rule = (f"rule='asha' (rungs from step {pruner.min_resource}, reduction_factor="
+                f"{pruner.reduction_factor:g})")
+    else:
+        rule = (f"rule='percentile' (percentile={pruner.percentile:g}, n_startup_trials="
+                f"{pruner.n_startup_trials}, n_warmup_steps={pruner.n_warmup_steps})")
+    if predictor.uses_beta_eff:
+        reads = ", ".join(predictor.requires)
+        signal = f"it uses beta_eff (reads {reads})"
+    else:
+        signal = ("it does not use beta_eff: beta_eff is recorded, but the decisions come "
+                  "from the reported values alone")
+    return (f"NCPPruner decides with {rule} on predictor={pruner.predictor!r} "
+            f"({predictor.summary}); {signal}.")
+
+
+def _record_pruner(study: Any) -> None:
+    """Store the pruner's settings on the study and log what decides, once per study
+    and pruner object in this process."""
+    pruner = study.pruner
+    name = study.study_name
+    try:
+        with _recorded_lock:
+            seen = _recorded.setdefault(pruner, set())
+            if name in seen:
+                return
+            seen.add(name)
+    except TypeError:  # a pruner that cannot be weakly referenced: record every time
+        pass
+    study.set_user_attr(PRUNER_ATTR, pruner_settings(pruner))
+    logger.info("study %r: %s", name, describe_pruner(pruner))
 
 
 def _frozen(trial: optuna.Trial) -> Any:
@@ -57,7 +130,13 @@ def report_beta_eff(
     probe terms need; the prediction into ``ncp_predicted_final``
     (``{"step": ..., "value": ...}``) and its history into ``ncp_predicted_history``
     (``{step: value}``), so all survive RDB/Journal storage and show in
-    optuna-dashboard. Call ``trial.should_prune()`` afterwards as usual.
+    optuna-dashboard. The latest values are also stored as plain numbers, which
+    the dashboard can sort trials by: ``ncp_beta_eff_last``,
+    ``ncp_predicted_final_last`` (``None`` for NaN) and ``ncp_last_step``. On the
+    first call in a process the study gets the user attribute ``ncp_pruner``
+    (:func:`pruner_settings`) and one ``logging`` INFO line says which rule and
+    predictor decide and whether they use ``beta_eff`` (:func:`describe_pruner`).
+    Call ``trial.should_prune()`` afterwards as usual.
 
     Raises:
         ValueError: if ``step`` is negative.
@@ -70,12 +149,15 @@ def report_beta_eff(
     number = as_number(beta_eff)
     betas[str(int(step))] = number if math.isfinite(number) else None
     trial.set_user_attr(BETA_ATTR, betas)
+    trial.set_user_attr(BETA_LAST_ATTR, betas[str(int(step))])
+    trial.set_user_attr(STEP_LAST_ATTR, int(step))
     if terms is not None:
         stored_terms = dict(trial.user_attrs.get(TERMS_ATTR, {}))
         stored_terms[str(int(step))] = _terms_dict(terms)
         trial.set_user_attr(TERMS_ATTR, stored_terms)
     if value is not None:
         trial.report(float(value), int(step))
+    _record_pruner(trial.study)
     pruner = trial.study.pruner
     if not isinstance(pruner, NCPPruner):
         return None
@@ -85,6 +167,7 @@ def report_beta_eff(
     predicted = pruner.predict_final(trial.study, frozen)
     stored = float(predicted) if math.isfinite(predicted) else None
     trial.set_user_attr(PREDICTION_ATTR, {"step": int(step), "value": stored})
+    trial.set_user_attr(PREDICTION_LAST_ATTR, stored)
     history = dict(trial.user_attrs.get(HISTORY_ATTR, {}))
     history[str(int(step))] = stored
     trial.set_user_attr(HISTORY_ATTR, history)

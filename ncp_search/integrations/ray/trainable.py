@@ -3,9 +3,10 @@
 - :class:`KerasProbeTrainable`: a class trainable whose actor holds the Keras model
   and computes ``beta_eff`` in a method (:meth:`KerasProbeTrainable.beta_eff`) after
   every epoch; subclass it and implement :meth:`build`.
-- :func:`report_beta_eff_to_tune`: for function trainables, reports the metrics
-  together with ``beta_eff`` through ``ray.tune.report`` (Ray 2.60 raises on
-  ``ray.train.report`` inside Tune).
+- :func:`report_beta_eff_to_tune`: for function trainables with a loop of their
+  own, reports the metrics together with ``beta_eff`` through ``ray.tune.report``
+  (Ray 2.60 raises on ``ray.train.report`` inside Tune). With ``model.fit``, use
+  :class:`ncp_search.NCPTuneCallback` instead.
 - :func:`trial_resources`: one GPU share per trial when Ray sees GPUs, CPUs
   otherwise, for ``tune.with_resources``.
 """
@@ -22,11 +23,46 @@ except ImportError as error:  # pragma: no cover
     raise ImportError("ncp_search's Ray helpers need Ray Tune: pip install 'ray[tune]'") from error
 
 
-def report_beta_eff_to_tune(metrics: dict[str, Any], meter: Any) -> dict[str, Any]:
-    """Report ``metrics`` plus ``beta_eff`` from ``meter`` (a :class:`BetaEffMeter`)
-    with ``ray.tune.report``; returns what was reported."""
-    reported = {**metrics, "beta_eff": float(meter().beta_eff)}
-    tune.report(reported)
+def tune_metrics(terms: Any) -> dict[str, float]:
+    """``beta_eff`` and the probe terms of one measurement (a ``BetaEffTerms`` or its
+    ``as_dict()``) under the result keys :class:`ncp_search.NCPScheduler` reads:
+    ``beta_eff`` and ``probe_<name>``."""
+    raw = terms.as_dict() if hasattr(terms, "as_dict") else dict(terms)
+    return {("beta_eff" if name == "beta_eff" else f"probe_{name}"): float(value)
+            for name, value in raw.items()}
+
+
+def report_beta_eff_to_tune(
+    metrics: dict[str, Any], meter: Any, *, checkpoint: Any = None
+) -> dict[str, Any]:
+    """Measure ``beta_eff`` with ``meter`` (a :class:`ncp_search.BetaEffMeter`) and
+    report it with ``metrics`` through ``ray.tune.report``, inside a function
+    trainable (Ray 2.60 raises on ``ray.train.report`` inside Tune).
+
+    The result holds ``metrics``, ``beta_eff`` and the probe terms as
+    ``probe_<name>`` (``probe_feature_norm``, ...), the names
+    :class:`ncp_search.NCPScheduler` and its predictors read.
+
+    Args:
+        metrics: the trial's metrics for this step (e.g. ``{"val_accuracy": 0.93}``).
+        meter: the trial's meter, built once on the fixed probe batch.
+        checkpoint: a ``ray.tune.Checkpoint`` to report with them, or ``None``.
+
+    Returns:
+        What was reported.
+
+    Example:
+        >>> meter = ncp_search.BetaEffMeter(ncp_search.observer_probe(model), x_probe, y_probe)
+        >>> for epoch in range(epochs):
+        ...     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=1, verbose=0)
+        ...     ncp_search.report_beta_eff_to_tune(
+        ...         {"val_accuracy": history.history["val_accuracy"][-1]}, meter)
+    """
+    reported = {**metrics, **tune_metrics(meter())}
+    if checkpoint is None:
+        tune.report(reported)
+    else:
+        tune.report(reported, checkpoint=checkpoint)
     return reported
 
 
@@ -54,8 +90,8 @@ class KerasProbeTrainable(tune.Trainable):
     compiled model to fit), ``probed`` (the model carrying the probe; the same
     model in probe-as-head mode), ``x``, ``y``, ``x_val``, ``y_val``, ``x_probe``,
     ``y_probe`` and optionally ``batch_size`` and ``epochs_per_step``.
-    Each step reports the Keras epoch logs (``loss``, ``val_accuracy``, ...) and
-    ``beta_eff``.
+    Each step reports the Keras epoch logs (``loss``, ``val_accuracy``, ...),
+    ``beta_eff`` and the probe terms (``probe_<name>``).
     """
 
     def build(self, config: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover
@@ -85,7 +121,7 @@ class KerasProbeTrainable(tune.Trainable):
             batch_size=int(parts.get("batch_size", 64)), verbose=0,
         )
         logs = {key: float(values[-1]) for key, values in history.history.items()}
-        return {**logs, "beta_eff": self.beta_eff()}
+        return {**logs, **tune_metrics(self.meter())}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.parts["trained"].save_weights(os.path.join(checkpoint_dir, "model.weights.h5"))

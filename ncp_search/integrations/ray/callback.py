@@ -1,0 +1,171 @@
+"""Feed Ray Tune from Keras training: the NCPTuneCallback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+
+try:
+    from ray.tune.integration.keras import TuneReportCheckpointCallback
+except ImportError as error:  # pragma: no cover
+    raise ImportError(
+        "ncp_search.NCPTuneCallback needs Ray Tune: pip install 'ray[tune]'"
+    ) from error
+
+from ncp_search.core.history import PROBE_TERMS
+from ncp_search.engine.capacitance import BetaEffMeter
+from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
+from ncp_search.integrations.ray.trainable import tune_metrics
+
+REPORTED = ("beta_eff", *PROBE_TERMS)  # what this callback adds to every report
+CHECKPOINT_HOOKS = ("epoch_end", "train_end")
+
+
+class NCPTuneCallback(keras.callbacks.Callback):
+    """Each epoch: ``beta_eff`` on the probe batch, reported with the metrics to Tune.
+
+    For a function trainable that calls ``model.fit``: at the end of every epoch it
+    measures ``beta_eff`` (and the probe terms) on the fixed batch, writes them into
+    the epoch logs as ``beta_eff`` and ``probe_<name>`` (the keys
+    :class:`ncp_search.NCPScheduler` reads), and reports ``metrics`` with them
+    through ``ray.tune.report``, with a checkpoint of the model, exactly as Ray's
+    own ``TuneReportCheckpointCallback`` does (it does the reporting and
+    checkpointing: the model saved to a temporary folder, reported, the folder
+    removed). ``checkpoint_on=None`` reports without a checkpoint, which saves the
+    time of saving the model every epoch when nothing restores it.
+
+    Where ``beta_eff`` is read: as :class:`ncp_search.NCPCallback` (an observer
+    probe attached beside a plain model's own head; the model itself when it carries
+    a probe; ``probed_model`` when given).
+
+    Args:
+        x_probe: fixed probe batch (inputs of the model), e.g. from
+            :func:`ncp_search.probe_batch`.
+        y_probe: its labels.
+        metrics: the Keras log keys to report, as in Ray's callback: ``None`` (all
+            logs), a key, a list of keys, or ``{reported name: log key}``.
+            ``beta_eff`` and the probe terms are always added.
+        checkpoint_on: when to save and report a checkpoint: ``"epoch_end"`` (Ray's
+            default), ``"train_end"`` (one more report with the final model), both,
+            or ``None`` (never).
+        probed_model: the model carrying the probe, when it is not the model being fit.
+        num_classes, hidden, feature_layer, probe_seed: how the observer probe is
+            attached (see :func:`ncp_search.observer_probe`).
+        precision: ``"float32"`` (default) or ``"float64"``.
+
+    Raises:
+        ValueError: for an unknown ``checkpoint_on``; during ``fit``, if a requested
+            metric is not in the epoch logs (the message lists the available keys).
+        ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached;
+            the message says how to fix it.
+
+    NaN and edge cases:
+        A diverged model reports ``beta_eff = NaN`` (with a ``RuntimeWarning``);
+        NCPScheduler lets such trials run on what else they report.
+
+    Example:
+        >>> def train(config):
+        ...     model = build_model(config)   # the user's own compiled classifier
+        ...     model.fit(x, y, validation_data=(x_val, y_val), epochs=20, verbose=0,
+        ...               callbacks=[ncp_search.NCPTuneCallback(x_probe, y_probe,
+        ...                                                     metrics=["val_accuracy"])])
+    """
+
+    def __init__(
+        self,
+        x_probe: Any,
+        y_probe: Any,
+        metrics: str | Sequence[str] | Mapping[str, str] | None = None,
+        *,
+        checkpoint_on: str | Sequence[str] | None = "epoch_end",
+        probed_model: Any = None,
+        num_classes: int | None = None,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        feature_layer: str | None = None,
+        probe_seed: int = 0,
+        precision: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.x_probe = x_probe
+        self.y_probe = y_probe
+        self.metrics = metrics
+        self.probed_model = probed_model
+        self.precision = precision
+        self._probe_options: dict[str, Any] = {
+            "num_classes": num_classes, "hidden": tuple(hidden),
+            "feature_layer": feature_layer, "seed": probe_seed,
+        }
+        self._wanted = _wanted_keys(metrics)
+        checkpoints = [] if checkpoint_on is None else (
+            [checkpoint_on] if isinstance(checkpoint_on, str) else list(checkpoint_on))
+        unknown = [hook for hook in checkpoints if hook not in CHECKPOINT_HOOKS]
+        if unknown:
+            raise ValueError(
+                f"checkpoint_on must be None or among {list(CHECKPOINT_HOOKS)}, but got "
+                f"checkpoint_on={checkpoint_on!r}."
+            )
+        self._report = TuneReportCheckpointCallback(
+            metrics=_with_probe_keys(metrics), report_metrics_on="epoch_end",
+            checkpoint_on=checkpoints,
+        )
+        self._meter: BetaEffMeter | None = None
+        self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
+
+    @property
+    def probed(self) -> Any:
+        """The model ``beta_eff`` is read from (known once ``fit`` has started)."""
+        return None if self._probed is None else self._probed[1]
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        self._report.set_model(model)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._probed is None or self._probed[0] is not self.model:
+            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
+                               **self._probe_options)
+            self._probed = (self.model, probed)
+        self._meter = BetaEffMeter(self._probed[1], self.x_probe, self.y_probe,
+                                   precision=self.precision)
+        self._report.on_train_begin(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = {} if logs is None else logs
+        missing = [key for key in self._wanted if key not in logs]
+        if missing:
+            raise ValueError(
+                f"NCPTuneCallback reports {missing}, which are not in the epoch logs; "
+                f"available: {sorted(logs)}. Pass validation_data to fit() or choose other "
+                "metrics."
+            )
+        if self._meter is None:
+            self.on_train_begin()
+        assert self._meter is not None
+        logs.update(tune_metrics(self._meter()))
+        self._report.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._report.on_train_end(logs)
+
+
+def _wanted_keys(metrics: Any) -> list[str]:
+    """The log keys ``metrics`` asks for (none for ``None``: all logs)."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, str):
+        return [metrics]
+    if isinstance(metrics, Mapping):
+        return [key for key in metrics.values() if key not in REPORTED]
+    return [key for key in metrics if key not in REPORTED]
+
+
+def _with_probe_keys(metrics: Any) -> Any:
+    if metrics is None:
+        return None
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if isinstance(metrics, Mapping):
+        return {**dict(metrics), **{key: key for key in REPORTED}}
+    return list(dict.fromkeys([*metrics, *REPORTED]))
