@@ -60,6 +60,7 @@ def _sweep():
     ]
     trials[1]["stop"] = {"epoch": 3, "reason": "below", "value": 0.46, "threshold": 0.71}
     trials[2]["params"] = {"learning_rate": 0.001, "optimizer": EVIL}
+    trials[3]["params"] = {"learning_rate": 0.01247042763432578, "optimizer": "adam"}
     trials[5]["val_accuracy"][1] = None  # NaN in the middle of the data
     trials[5]["beta_eff"][0] = float("nan")
     trials[5]["final"] = None
@@ -94,6 +95,7 @@ def test_full_report(tmp_path):
     # Best configuration: trial 2, its params (escaped) and its model path.
     best = page.split("<h2>Best configuration</h2>")[1].split("<h2>")[0]
     assert "Trial 2:" in best and "0.001" in best
+    assert "learning_rate=0.01247, optimizer=adam" in _row(page, 3)  # 4 digits
     assert "models/trial_0002.keras" in best and "file not found" not in best
     assert EVIL not in page and html_escaped(EVIL) in page
     assert "<title>ncp-search report: quick &lt;&amp;&gt; sweep</title>" in page
@@ -165,6 +167,19 @@ def test_what_decided_from_the_config_of_a_ray_sweep(tmp_path):
     assert "<code>pow3</code>" in decided and "played no part" in decided
 
 
+def test_what_decided_from_the_settings_stored_in_the_study(tmp_path):
+    stored = {"class": "NCPPruner", "rule": "percentile", "predictor": "xtrial_ncp",
+              "uses_beta_eff": True, "percentile": 50.0, "n_startup_trials": 3,
+              "n_warmup_steps": 1, "kappa": 0.0, "incumbent_alpha": 0.2}
+    meta = {**META, "pruner_settings": stored}
+    decided = _section(write_report(meta, _sweep(), tmp_path).read_text(), "What decided")
+    assert "<code>xtrial_ncp</code>" in decided and "it reads beta_eff" in decided
+    assert "before 3 trials have completed, nor before epoch 2" in decided
+    # With the incumbent test on, a stop's reason cannot be inferred from the rule.
+    assert "1 by predicted final below the rule's threshold; 1 by reason not recorded" \
+        in decided
+
+
 def test_builtin_pruner_makes_no_prediction(tmp_path):
     trials = [{**t, "predicted_final": []} for t in _sweep()]
     page = write_report({**META, "pruner": "median (n_startup_trials=5)"}, trials,
@@ -198,7 +213,7 @@ def test_seconds_saved_is_an_estimate_from_complete_trials(tmp_path):
     # 9 epochs saved; complete trials take 1.5 s per epoch.
     assert "<td>seconds saved</td><td>14 s (estimate: 9 epochs x 1.5 s" in saved
     trained = sum(1.5 * n for n in (EPOCHS, 3, EPOCHS, 4, EPOCHS, 2, 0, EPOCHS))
-    assert f"<td>seconds trained</td><td>{trained:.0f} s</td>" in saved
+    assert f"<td>seconds in trials</td><td>{trained:.0f} s</td>" in saved
 
 
 def test_minimize_picks_the_lowest_final_and_flags_a_missing_model(tmp_path):

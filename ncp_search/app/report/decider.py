@@ -1,9 +1,10 @@
 """What decided which trials stopped, in words, from a sweep's description.
 
-The report reads the pruner (Optuna) or scheduler (Ray) section of the validated
-config stored in ``sweep.json`` (``meta["config"]``), or, for an older or foreign
-``meta``, the one-line description ``meta["pruner"]`` such as
-``ncp (predictor=best, percentile=50)``. :func:`describe` turns it into a
+The report reads, first found first: the settings an NCP pruner stored in its study
+(``meta["pruner_settings"]``, as ``NCPPruner.settings()`` returns them), the pruner
+(Optuna) or scheduler (Ray) section of the validated config stored in
+``sweep.json`` (``meta["config"]``), or the one-line description
+``meta["pruner"]`` such as ``ncp (predictor=best, percentile=50)``. :func:`describe` turns it into a
 :class:`Decider`: the host class, the rule, the predictor and whether that
 predictor reads ``beta_eff`` (``PREDICTORS[name].uses_beta_eff``), so no section
 of the report implies that ``beta_eff`` decided when it did not.
@@ -89,7 +90,7 @@ class Decider:
         if not self.is_ncp or self.settings.get("incumbent_alpha") is not None:
             return None
         if self.settings.get("base") is not None:
-            return None
+            return None  # a built-in pruner on predictions decides by its own rule
         return "below"
 
 
@@ -115,6 +116,16 @@ def describe(meta: Mapping[str, Any]) -> Decider:
     from ncp_search.core.predictors import PREDICTORS
 
     backend = str(meta.get("backend") or "optuna").lower()
+    stored = meta.get("pruner_settings")
+    if isinstance(stored, Mapping) and stored.get("rule") and stored.get("predictor"):
+        predictor = str(stored["predictor"])
+        spec = PREDICTORS.get(predictor)
+        uses = stored.get("uses_beta_eff")
+        return Decider("ncp", str(stored.get("class") or "NCPPruner"), backend,
+                       rule=str(stored["rule"]), predictor=predictor,
+                       predictor_summary=spec.summary if spec else "",
+                       uses_beta_eff=bool(uses) if isinstance(uses, bool) else
+                       (spec.uses_beta_eff if spec else None), settings=dict(stored))
     config = meta.get("config")
     section = None
     if isinstance(config, Mapping):

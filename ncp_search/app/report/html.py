@@ -221,10 +221,14 @@ def _decision_text(trial: dict[str, Any]) -> str:
     return text
 
 
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _trials_table(trials: list[dict]) -> str:
     rows = [[str(t["number"]), html.escape(t["state"]), str(len(t["val"])), _final_text(t),
              _fmt(_last(t["pred"])), _decision_text(t), _fmt(t["seconds"], 3),
-             html.escape(", ".join(f"{k}={v}" for k, v in t["params"].items()))]
+             html.escape(", ".join(f"{k}={_param(v)}" for k, v in t["params"].items()))]
             for t in trials]
     header = ["trial", "state", "epochs", "final", "last prediction", "decision at the stop",
               "seconds", "params"]
@@ -394,7 +398,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             "<h2>Best configuration</h2>", _best_section(best, out_dir, metric),
             "<h2>Epochs and seconds saved</h2>",
             _table([["epochs trained", str(used)], ["epochs without pruning", str(total)],
-                    ["saved", saved], ["seconds trained", f"{trained_s:.0f} s"],
+                    ["saved", saved], ["seconds in trials", f"{trained_s:.0f} s"],
                     ["seconds saved", saved_s],
                     ["pruned trials", str(states.count("PRUNED"))],
                     ["complete trials", str(states.count("COMPLETE"))],
