@@ -22,6 +22,32 @@ from typing import Any
 from ncp_search.errors import NCPSearchError
 
 RAY_TRIALS_FILE = "trials.jsonl"
+META_FILE = "sweep.json"
+_META_KEYS = ("name", "backend", "epochs", "config")
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A sweep's ``sweep.json``.
+
+    Raises:
+        NCPSearchError: if it cannot be read or is damaged (not JSON, keys missing).
+    """
+    fix = ("ncp-search writes it atomically, so something else changed it; restore it from "
+           "a copy, or start the sweep in another output folder.")
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise NCPSearchError(f"{path} is damaged: not JSON ({error.msg} at line "
+                             f"{error.lineno}); {fix}") from None
+    except UnicodeDecodeError:
+        raise NCPSearchError(f"{path} is damaged: not text; {fix}") from None
+    missing = ([k for k in _META_KEYS if k not in meta] if isinstance(meta, dict)
+               else list(_META_KEYS))
+    if not missing and meta["backend"] == "optuna":
+        missing = [k for k in ("storage", "study_name") if k not in meta]
+    if missing:
+        raise NCPSearchError(f"{path} is damaged: it lacks {missing}; {fix}")
+    return meta
 
 
 def _number(value: Any) -> float | None:
@@ -65,24 +91,30 @@ def load_trials(output: str | os.PathLike[str],
         NCPSearchError: if the folder holds no sweep, or its storage cannot be read.
     """
     folder = Path(output)
-    meta_path = folder / "sweep.json"
+    meta_path = folder / META_FILE
     if not meta_path.exists():
         raise NCPSearchError(f"{folder} holds no sweep (no sweep.json); run `ncp-search sweep "
                              "CONFIG` first, or point at the config's output folder.")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_meta(meta_path)
     if meta["backend"] == "ray":
         from ncp_search.app.jsonio import read_jsonl as read_table
 
         return meta, read_table(folder / RAY_TRIALS_FILE)
     import optuna
 
+    from ncp_search.app.sweep.secrets import MASK, STORAGE_ENV, mask_url
+
     url = storage or meta["storage"]
-    if "***" in str(url):
-        raise NCPSearchError(f"{meta_path} hides the storage password; pass --storage URL.")
+    if MASK in str(url):
+        url = os.environ.get(STORAGE_ENV)
+        if not url:
+            raise NCPSearchError(f"{meta_path} masks the storage password; set the "
+                                 f"environment variable {STORAGE_ENV} to the storage URL (or "
+                                 "pass --storage URL).")
     try:
         study = optuna.load_study(study_name=meta["study_name"], storage=url)
     except KeyError:
-        raise NCPSearchError(f"no study {meta['study_name']!r} in {url}.") from None
+        raise NCPSearchError(f"no study {meta['study_name']!r} in {mask_url(url)}.") from None
     return meta, optuna_records(study)
 
 

@@ -1,55 +1,99 @@
 """``ncp-search sweep``: run a config-driven sweep on Optuna or Ray Tune.
 
 The output folder holds ``sweep.json`` (the validated config, backend and
-storage), the study (``study.db`` on the embedded default) or the Ray experiment
-(``ray/``), the trained models of complete trials (``models/``) and, at the end,
-``summary.json``. A second run into the same folder refuses unless ``--resume``
-is given; a resumed sweep keeps every finished trial and runs only what is left.
+storage, its password masked), the study (``study.db`` on the embedded default)
+or the Ray experiment (``ray/``), the trained models of complete trials
+(``models/``) and, at the end, ``summary.json``; every one of these files is
+written atomically (a temporary file renamed into place), so a kill never leaves
+half a file.
+
+Nothing is written before the whole config (with the command line's overrides)
+and the storage URL pass validation (:mod:`ncp_search.app.sweep.config`). A
+second run into a folder whose sweep ran trials refuses unless ``--resume`` is
+given; a folder left by a start that ran no trial is not a sweep, and is reused
+(with or without ``--resume``). A resumed sweep keeps every finished trial and
+runs only what is left.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncp_search.app.jsonio import write_json
+from ncp_search.app.jsonio import read_jsonl, write_json
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
+from ncp_search.app.sweep.results import META_FILE, RAY_TRIALS_FILE, read_meta
+from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
 from ncp_search.errors import NCPSearchError
 
-META_FILE = "sweep.json"
 SUMMARY_FILE = "summary.json"
 # Changing these between a sweep and its resume would mix incomparable trials.
 FIXED_ON_RESUME = ("data", "source", "probe", "mode", "search_space", "backend")
 
 
-def _hide_password(url: str) -> str:
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _masked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    out["optuna"] = {**config["optuna"], "storage": mask_url(config["optuna"]["storage"])}
+    return out
+
+
+def _ran_trials(meta: Mapping[str, Any], output: Path, url: str | None) -> bool:
+    """Whether the sweep recorded in ``meta`` ran any trial (a start that failed
+    before its first trial left no sweep)."""
+    if meta.get("backend") == "ray":
+        if read_jsonl(output / RAY_TRIALS_FILE):
+            return True
+        storage = meta.get("storage") or str(output / "ray")
+        return "://" not in storage and (Path(storage) / str(meta.get("name"))).is_dir()
+    if url is None:
+        return False
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return False
+    import optuna
+
     try:
-        from sqlalchemy.engine import make_url
+        study = optuna.load_study(study_name=str(meta.get("study_name")), storage=url)
+    except KeyError:
+        return False
+    return bool(study.get_trials(deepcopy=False))
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - display only
-        return url
 
+def _previous_sweep(meta_path: Path, config: Mapping[str, Any], url: str | None,
+                    resume: bool, stream: TextIO) -> dict[str, Any] | None:
+    """The ``sweep.json`` of the sweep this run continues (None: a fresh start).
 
-def _check_resume(meta_path: Path, config: Mapping[str, Any], resume: bool) -> None:
-    if not resume:
-        if meta_path.exists():
-            raise NCPSearchError(
-                f"{meta_path.parent} already holds a sweep; pass --resume to continue it, or "
-                "set another output folder (config key output) to start a new one.")
-        return
+    Raises:
+        NCPSearchError: a sweep that ran trials is there and ``resume`` is False;
+            ``resume`` with nothing to resume; a resume that changes what must not
+            change; a damaged ``sweep.json``.
+    """
     if not meta_path.exists():
-        raise NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the sweep "
-                             "without --resume first.")
-    old = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
+        if resume:
+            raise NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the "
+                                 "sweep without --resume first.")
+        return None
+    meta = read_meta(meta_path)
+    if not _ran_trials(meta, meta_path.parent, url):
+        stream.write(f"note: {meta_path.parent} holds a sweep that ran no trial (a start that "
+                     "failed); starting it afresh\n")
+        return None
+    if not resume:
+        raise NCPSearchError(
+            f"{meta_path.parent} already holds a sweep; pass --resume to continue it, or "
+            "set another output folder (config key output, or --output) to start a new one.")
+    old = meta["config"]
     changed = [key for key in FIXED_ON_RESUME if old.get(key) != config.get(key)]
     if old["budget"]["epochs"] != config["budget"]["epochs"]:
         changed.append("budget.epochs")
@@ -57,25 +101,64 @@ def _check_resume(meta_path: Path, config: Mapping[str, Any], resume: bool) -> N
         raise NCPSearchError(
             f"cannot resume {meta_path.parent}: the config changed {changed} since the sweep "
             "started; restore them, or start a new sweep in another output folder.")
+    return meta
 
 
 def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
-                resume: bool, pruner: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    if resume and meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                previous: Mapping[str, Any] | None, pruner: str,
+                warnings: list[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = dict(previous or {})
     meta.update({
         "name": config["name"], "backend": config["backend"], "metric": "val_accuracy",
         "direction": "maximize", "epochs": config["budget"]["epochs"], "pruner": pruner,
-        "storage": storage, "study_name": config["optuna"]["study_name"] or config["name"],
-        "config": dict(config),
+        "storage": mask_url(storage),
+        "study_name": config["optuna"]["study_name"] or config["name"],
+        "config": _masked_config(config), "warnings": list(warnings),
+        "num_classes": _num_classes(config["data"]["target"]),
     })
-    meta.setdefault("created", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    meta.setdefault("resumed", [])
-    if resume:
-        meta["resumed"].append(datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    meta.setdefault("created", _now())
+    meta["resumed"] = list(meta.get("resumed", []))
+    if previous is not None:
+        meta["resumed"].append(_now())
     write_json(meta, meta_path, indent=2)
     return meta
+
+
+def _num_classes(target: str) -> int:
+    from ncp_search.app.data import _parse_spec
+
+    classes = _parse_spec(target)[1]
+    return len(set(classes)) if classes else 10
+
+
+def _storage_url(storage: str | None, config: Mapping[str, Any]) -> str | None:
+    """The Optuna storage URL in effect: ``--storage``, else ``$NCP_SEARCH_STORAGE``,
+    else the config's ``optuna.storage`` (None: the default SQLite file); checked."""
+    from ncp_search.app.sweep.config import check_storage_url
+
+    if storage is not None:
+        check_storage_url(storage, "command line", "--storage")
+        return storage
+    env = os.environ.get(STORAGE_ENV)
+    if env:
+        check_storage_url(env, "environment", STORAGE_ENV)
+        return env
+    return config["optuna"]["storage"]
+
+
+@contextlib.contextmanager
+def _secrets_kept(url: str | None) -> Iterator[None]:
+    """Mask ``url``'s password in log records, and in the message of any error that
+    leaves this block (re-raised as NCPSearchError)."""
+    secrets = secrets_of(url)
+    with masked_logs(url):
+        try:
+            yield
+        except Exception as error:
+            text = str(error)
+            if secrets and hide(text, secrets) != text:
+                raise NCPSearchError(hide(text, secrets)) from None
+            raise
 
 
 def optuna_status(study: Any) -> list[TrialStatus]:
@@ -121,7 +204,7 @@ def _stop_workers(procs: list[subprocess.Popen], wait_s: float = 300.0) -> None:
             proc.kill()
 
 
-def _run_optuna(config: dict[str, Any], config_path: str, storage: str, output: Path,
+def _run_optuna(config: dict[str, Any], storage: str, output: Path,
                 workers: int, resume: bool, deadline: float | None,
                 progress: ProgressLine, cache_dir: str | None) -> None:
     import ncp_search.app.sweep.optuna_backend as sweep_optuna
@@ -197,51 +280,66 @@ def run_sweep(
         KeyboardInterrupt: after stopping cleanly (finished trials are kept).
     """
     from ncp_search.app.sweep.config import load_sweep_config
-    from ncp_search.app.sweep.results import load_trials, summarize_sweep
 
-    config = load_sweep_config(config_path)
-    if backend is not None:
-        config["backend"] = backend
-    if output is not None:
-        config["output"] = os.fspath(output)
-    for key, value in (("trials", trials), ("epochs", epochs)):
-        if value is not None:
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, but got {key}={value}.")
-            config["budget"][key] = value
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got workers={workers}.")
+    warnings: list[str] = []
+    config = load_sweep_config(config_path, overrides={
+        "backend": (backend, "--backend"), "output": (
+            None if output is None else os.fspath(output), "--output"),
+        "budget.trials": (trials, "--trials"), "budget.epochs": (epochs, "--epochs"),
+    }, warnings=warnings)
+    url = _storage_url(storage, config) if config["backend"] == "optuna" else None
+    stream = stream or sys.stderr
+    for warning in warnings:
+        stream.write(f"warning: {warning}\n")
+    # Everything is validated: from here on files are written.
+    with _secrets_kept(url or storage):
+        return _run(config, storage, url, workers, resume, address, cache_dir, stream,
+                    warnings)
+
+
+def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: int,
+         resume: bool, address: str | None, cache_dir: str | None, stream: TextIO,
+         warnings: list[str]) -> dict[str, Any]:
+    from ncp_search.app.sweep.results import load_trials, summarize_sweep
+
     output = Path(config["output"])
     output.mkdir(parents=True, exist_ok=True)
     meta_path = output / META_FILE
-    _check_resume(meta_path, config, resume)
+    if config["backend"] == "optuna" and url is None:
+        from ncp_search.app.sweep.optuna_backend import default_storage
+
+        url = default_storage(output)
+    ray_storage = storage
+    if config["backend"] == "ray" and storage is None and meta_path.exists() and resume:
+        ray_storage = read_meta(meta_path).get("storage")  # the path the sweep started with
+    previous = _previous_sweep(meta_path, config, url, resume, stream)
+    resume = previous is not None
     budget = config["budget"]
     deadline = time.time() + 60 * budget["minutes"] if budget["minutes"] else None
     progress = ProgressLine(budget["trials"], budget["epochs"], stream)
-    url = None
     if config["backend"] == "optuna":
-        from ncp_search.app.sweep.optuna_backend import default_storage, describe_pruner
+        from ncp_search.app.sweep.optuna_backend import describe_pruner
 
-        url = storage or config["optuna"]["storage"] or default_storage(output)
-        _write_meta(meta_path, config, _hide_password(url), resume, describe_pruner(config))
+        assert url is not None
+        _write_meta(meta_path, config, url, previous, describe_pruner(config), warnings)
         try:
-            _run_optuna(config, config_path, url, output, workers, resume, deadline, progress,
-                        cache_dir)
+            _run_optuna(config, url, output, workers, resume, deadline, progress, cache_dir)
         finally:
             progress.close()
     else:
         from ncp_search.app.sweep.ray_backend import describe_scheduler, run_ray_sweep
 
-        if storage is None and resume:  # the Ray storage path the sweep started with
-            storage = json.loads(meta_path.read_text(encoding="utf-8")).get("storage")
-        _write_meta(meta_path, config, storage, resume, describe_scheduler(config))
+        _write_meta(meta_path, config, ray_storage, previous, describe_scheduler(config),
+                    warnings)
         try:
             run_ray_sweep(config, output, workers=workers, resume=resume,
                           address=address or config["ray"]["address"], progress=progress,
-                          cache_dir=cache_dir, storage_override=storage)
+                          cache_dir=cache_dir, storage_override=ray_storage)
         finally:
             progress.close()
-    meta, records = load_trials(output, storage=url)  # ``trials`` is the budget override
+    meta, records = load_trials(output, storage=url)
     summary = summarize_sweep(meta, records)
     from ncp_search.app.report.html import write_report
 
