@@ -1,0 +1,92 @@
+"""The output folder: a failed start is not a sweep, a damaged sweep.json is a clear
+error, files are written atomically, stale partial models are cleaned on resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import ncp_search.app.sweep.run as run
+from ncp_search.app.cli import main
+from ncp_search.errors import NCPSearchError
+
+BASE = {
+    "name": "f", "data": {"target": "digits:5-9"},
+    "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
+    "search_space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 0.1}},
+    "budget": {"trials": 2, "epochs": 2}, "pruner": {"name": "nop"},
+}
+
+
+class Ran(Exception):
+    """The sweep got as far as running its backend."""
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "output": str(tmp_path / "out"), **changes}))
+    return path
+
+
+def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> None:
+    config = _config(tmp_path)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        raise NCPSearchError("the database went away") if len(calls) == 1 else Ran()
+
+    monkeypatch.setattr(run, "_run_optuna", failing)
+    with pytest.raises(NCPSearchError, match="went away"):
+        run.run_sweep(str(config))
+    assert (tmp_path / "out" / "sweep.json").exists()  # the failed start's folder
+    for resume in (False, True):  # neither "already holds a sweep" nor "nothing to resume"
+        with pytest.raises(Ran):
+            run.run_sweep(str(config), resume=resume)
+    # A folder whose study ran trials is a sweep: refused without --resume.
+    study = optuna.create_study(study_name="f", storage=f"sqlite:///{tmp_path}/out/study.db")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with pytest.raises(NCPSearchError, match="already holds a sweep; pass --resume"):
+        run.run_sweep(str(config))
+    with pytest.raises(NCPSearchError, match=r"config changed \['source'\]"):
+        run.run_sweep(str(_config(tmp_path, source={"zoo": "cnn_small", "task": "digits:0-4"})),
+                      resume=True)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("{\"name\": \"f\", ", "is damaged: not JSON"),
+    ("{\"name\": \"f\"}", "is damaged: it lacks ['backend', 'epochs', 'config']"),
+    ("[1, 2]", "is damaged: it lacks"),
+])
+def test_a_damaged_sweep_json_is_a_clear_error(tmp_path, capsys, monkeypatch, damage,
+                                               expected) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sweep.json").write_text(damage)
+    monkeypatch.setattr(run, "_run_optuna", lambda *a, **k: pytest.fail("ran"))
+    for argv in (["sweep", str(config), "--resume"], ["sweep", str(config)],
+                 ["report", str(tmp_path / "out")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "restore it" in err and "Traceback" not in err, err
+
+
+def test_json_files_are_written_atomically(tmp_path, monkeypatch) -> None:
+    from ncp_search.app import jsonio
+
+    path = tmp_path / "s.json"
+    jsonio.write_json({"a": 1}, path)
+
+    def broken_dump(*args, **kwargs):
+        args[1].write('{"a": ')
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(jsonio.json, "dump", broken_dump)
+    with pytest.raises(KeyboardInterrupt):
+        jsonio.write_json({"a": 2}, path)
+    assert json.loads(path.read_text()) == {"a": 1}  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary left
