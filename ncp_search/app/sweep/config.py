@@ -651,9 +651,16 @@ def check_storage_url(url: str, where: str, path: str) -> None:
         raise ConfigError(f"{where}: {path}: unknown driver {parsed.drivername!r} in "
                           f"{shown!r}; {example}.") from None
     except ImportError as error:
-        extra = " (pip install 'ncp-search[postgres]')" if backend == "postgresql" else ""
+        fix = "install it"
+        if backend == "postgresql":
+            # SQLAlchemy 2.1 reads postgresql:// as psycopg (3); the [postgres] extra
+            # installs psycopg2.
+            fix = ("write postgresql+psycopg2://... (psycopg2 is installed)"
+                   if _importable("psycopg2") and parsed.drivername == "postgresql"
+                   else "install it (pip install 'ncp-search[postgres]' for psycopg2, then "
+                   "write postgresql+psycopg2://...)")
         raise ConfigError(f"{where}: {path}: the database driver {error.name or error} for "
-                          f"{shown!r} is not installed; install it{extra}.") from None
+                          f"{shown!r} is not installed; {fix}.") from None
     if backend == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
@@ -664,6 +671,12 @@ def check_storage_url(url: str, where: str, path: str) -> None:
         if not folder.is_dir():
             raise ConfigError(f"{where}: {path}: the folder {str(folder)!r} of the SQLite "
                               f"file in {shown!r} does not exist; create it or fix the path.")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 # -- public API ------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def load_source(config: Mapping[str, Any], params: Mapping[str, Any], num_classe
         return load_source_model(zoo_name, source=source["task"], epochs=source["epochs"],
                                  cache_dir=cache_dir)
     if source["file"] is not None:
-        return keras.models.load_model(source["file"])
+        # safe_mode: no code from the file runs (Lambda layers are refused)
+        return keras.models.load_model(source["file"], safe_mode=True)
     build = getattr(keras.applications, source["application"])
     weights = source["weights"]
     return build(weights=weights, input_shape=application_input_shape(config),

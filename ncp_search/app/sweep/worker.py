@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ncp-search worker {args.worker}: error: {hide(str(error), secrets_of(url))}",
               file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - unexpected: its traceback, the password masked
+        import traceback
+
+        print(hide(traceback.format_exc(), secrets_of(url)), file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace, url: str) -> int:
