@@ -84,14 +84,22 @@ def test_verbose_before_or_after_the_subcommand():
     assert parse(["sweep", "c.yaml", "--verbose"]).verbose is True
 
 
+def _err_within(capfd, expected: str, seconds: float = 10.0) -> str:
+    """What reaches stderr, read until it is ``expected`` or ``seconds`` pass."""
+    got = ""
+    end = time.monotonic() + seconds
+    while got != expected and time.monotonic() < end:
+        time.sleep(0.05)
+        got += capfd.readouterr().err
+    return got
+
+
 def test_filter_passes_partial_lines_at_once(capfd):
     with cli.NativeLogFilter():
         os.write(2, b"\r[####......] 1/4 trials")  # a progress line: no newline
-        time.sleep(0.5)
-        assert capfd.readouterr().err == "\r[####......] 1/4 trials"
-        os.write(2, b"Epoch 1")  # could start a log line: held at most 0.2 s
-        time.sleep(0.6)
-        assert capfd.readouterr().err == "Epoch 1"
+        assert _err_within(capfd, "\r[####......] 1/4 trials") == "\r[####......] 1/4 trials"
+        os.write(2, b"Epoch 1")  # could start a log line: held 0.2 s, then passed
+        assert _err_within(capfd, "Epoch 1") == "Epoch 1"
     assert capfd.readouterr().err == ""
 
 
