@@ -761,14 +761,34 @@ def _unit(job: dict[str, Any]) -> dict[str, Any]:
             "seconds": time.perf_counter() - started}
 
 
-def run_optuna(jobs: Sequence[dict[str, Any]], processes: int = 1) -> list[dict[str, Any]]:
-    """Run the jobs (each a workload at one concurrency), in ``processes`` processes."""
-    if processes <= 1:
-        return [_unit(job) for job in jobs]
+def run_optuna(jobs: Sequence[dict[str, Any]], processes: int = 1,
+               meanwhile: Callable[[], Any] | None = None,
+               done: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+    """Run the jobs (each a workload at one concurrency) in ``processes`` worker
+    processes (started by "spawn", so that Ray in this process cannot disturb them);
+    ``meanwhile()`` runs here while they work (the Tune runs); ``done(unit)`` is
+    called as each job's result arrives, in job order."""
+    if processes <= 1 and meanwhile is None:
+        units = []
+        for job in jobs:
+            units.append(_unit(job))
+            if done:
+                done(units[-1])
+        return units
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=processes) as pool:
-        return list(pool.map(_unit, jobs))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, processes), mp_context=context) as pool:
+        futures = [pool.submit(_unit, job) for job in jobs]
+        if meanwhile is not None:
+            meanwhile()
+        units = []
+        for future in futures:
+            units.append(future.result())
+            if done:
+                done(units[-1])
+        return units
 
 
 def run_ray(tables: Sequence[str], schedulers: Sequence[str], seeds: Sequence[int],
@@ -1077,14 +1097,39 @@ def command(args: Any) -> int:
         f"{len(rules)} rules (+{len(beta_rules)} beta_eff rules on recorded tables), "
         f"{args.seeds} seeds (Taskset {args.taskset_seeds or args.seeds}), "
         f"{args.processes} processes")
-    units = run_optuna(jobs, processes=args.processes)
-    say("Optuna studies done")
-    ray_report = None
-    if args.ray_seeds and args.table:
+    ray_box: dict[str, Any] = {}
+
+    def tune_runs() -> None:
         schedulers = [*RAY_BUILT_IN, *ray_ncp(args.ray_alpha)]
-        ray_report = run_ray(args.table, schedulers, range(args.ray_seeds), args.tolerance,
-                             progress=say)
-        say("Ray Tune runs done")
+        try:
+            ray_box["report"] = run_ray(args.table, schedulers, range(args.ray_seeds),
+                                        args.tolerance, progress=say)
+            say("Ray Tune runs done")
+        except Exception as error:  # keep the Optuna part; say what failed
+            ray_box["error"] = f"{type(error).__name__}: {error}"
+            say(f"Ray Tune runs failed: {ray_box['error']}")
+
+    partial = Path(args.json).with_suffix(".units.jsonl") if args.json else None
+    if partial:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("")
+
+    def keep(unit: dict[str, Any]) -> None:  # a cut-short run keeps its finished units
+        say(f"done: {unit['workload']} [{unit['mode']}] in {unit['seconds']:.0f} s")
+        if partial:
+            import json
+
+            from ncp_search.app.jsonio import strict_json
+
+            with open(partial, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(strict_json(unit), allow_nan=False) + "\n")
+
+    units = run_optuna(jobs, processes=args.processes, done=keep,
+                       meanwhile=tune_runs if args.ray_seeds and args.table else None)
+    say("Optuna studies done")
+    ray_report = ray_box.get("report")
+    if "error" in ray_box:
+        scoped.append(f"Ray Tune runs failed and are left out: {ray_box['error']}")
     settings = {
         "seeds": args.seeds, "taskset_seeds": args.taskset_seeds or args.seeds,
         "draw": args.draw, "concurrency": list(args.concurrency), "rules": rules,
@@ -1102,5 +1147,7 @@ def command(args: Any) -> int:
             say(f"wrote {path}")
     if args.json:
         write_json(report, args.json)
+        if partial:
+            partial.unlink(missing_ok=True)
         say(f"wrote {args.json}")
     return 0
