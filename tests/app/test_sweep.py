@@ -212,3 +212,68 @@ def test_postgresql_storage_with_three_workers(tmp_path) -> None:
     _check_multi_worker(_study(tmp_path, name, storage=url), budget=6, workers=3, epochs=2)
     # The report reads the trials back from PostgreSQL (password given again).
     assert main(["report", str(tmp_path / "out"), "--storage", url]) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_ends_its_workers_and_resume_finishes(tmp_path) -> None:
+    config = tiny_config(tmp_path, trials=5, epochs=8, pruner={"name": "nop"})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    driver = subprocess.Popen(_cli("sweep", str(config), "--workers", "2"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids: set[int] = set()
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            try:
+                trials = _study(tmp_path).trials
+            except Exception:  # noqa: BLE001 - not created yet
+                continue
+            pids = {int(t.user_attrs["ncp_worker"].rsplit(":", 1)[1]) for t in trials
+                    if "ncp_worker" in t.user_attrs}
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING
+                       and t.intermediate_values]
+            if done and running and len(pids) == 2:
+                break
+        assert len(pids) == 2 and driver.poll() is None, "never had 2 busy workers"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        at_kill = _study(tmp_path).trials
+        before = {t.number: (t.params, t.value) for t in at_kill
+                  if t.state == TrialState.COMPLETE}
+        deadline = time.time() + 90
+        while time.time() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.5)
+        assert not any(_alive(pid) for pid in pids), "workers outlived their driver"
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    trials = _study(tmp_path).trials
+    # They stopped at the end of an epoch (the running trials are FAIL, curves kept) and
+    # started no new trial (orphans used to train on until the budget was used).
+    assert len(trials) == len(at_kill)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.intermediate_values for t in trials if t.state == TrialState.FAIL)
+    assert {n: (t.params, t.value) for n, t in enumerate(trials)
+            if t.state == TrialState.COMPLETE} == before
+    resumed = subprocess.run(_cli("sweep", str(config), "--resume", "--workers", "2"),
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = _study(tmp_path).trials
+    after = {t.number: (t.params, t.value) for t in trials if t.state == TrialState.COMPLETE}
+    assert all(after[n] == before[n] for n in before)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 5

@@ -90,3 +90,66 @@ def test_json_files_are_written_atomically(tmp_path, monkeypatch) -> None:
         jsonio.write_json({"a": 2}, path)
     assert json.loads(path.read_text()) == {"a": 1}  # the old file, whole
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary left
+
+
+def test_stale_partial_models_are_cleaned(tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from ncp_search.app.sweep.trial import clean_partial_models
+
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    names = {
+        "trial_0001.partial.keras": False,  # the old naming: always stale
+        f"trial_0002.partial-{host}-{dead}.keras": False,  # its saver is dead
+        f"trial_0003.partial-{host}-{os.getpid()}.keras": True,  # being saved now
+        "trial_0004.partial-elsewhere-1.keras": True,  # another host, recent
+        "trial_0005.partial-elsewhere-2.keras": False,  # another host, an hour old
+        "trial_0006.keras": True,
+    }
+    for name in names:
+        (tmp_path / name).write_text("x")
+    old = tmp_path / "trial_0005.partial-elsewhere-2.keras"
+    os.utime(old, (old.stat().st_atime - 7200, old.stat().st_mtime - 7200))
+    removed = {p.name for p in clean_partial_models(tmp_path)}
+    assert removed == {n for n, keep in names.items() if not keep}
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, keep in names.items() if keep}
+
+
+def test_resume_cleans_partial_models(tmp_path, monkeypatch) -> None:
+    config = _config(tmp_path)
+    out = tmp_path / "out"
+    (out / "models").mkdir(parents=True)
+    study = optuna.create_study(study_name="f", storage=f"sqlite:///{out}/study.db")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    monkeypatch.setattr(run, "_run_optuna", lambda *a, **k: (_ for _ in ()).throw(Ran()))
+    with pytest.raises(Ran):  # a first start writes sweep.json
+        run.run_sweep(str(config))
+    (out / "models" / "trial_0000.partial.keras").write_text("half a model")
+    with pytest.raises(Ran):
+        run.run_sweep(str(config), resume=True)
+    assert not list((out / "models").glob("*partial*"))
+
+
+def test_a_model_save_killed_midway_leaves_no_file(tmp_path) -> None:
+    from ncp_search.app.sweep.trial import save_model
+
+    class Killed:
+        def save(self, path):
+            Path(path).write_text("half")
+            raise KeyboardInterrupt
+
+    class Whole:
+        def save(self, path):
+            Path(path).write_text("model")
+
+    target = tmp_path / "models" / "trial_0001.keras"
+    save_model(Whole(), target)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(Killed(), target)
+    assert target.read_text() == "model"
+    assert [p.name for p in target.parent.iterdir()] == ["trial_0001.keras"]

@@ -320,3 +320,147 @@ def test_ray_sweep_interrupted_and_resumed(tmp_path, zoo_cache):
     for number, mtime in models.items():
         assert os.stat(output / after[number]["model_path"]).st_mtime_ns == mtime
     assert all(not math.isnan(r["seconds"]) for r in after.values())
+
+
+def test_a_finished_record_never_changes_on_resume(tmp_path):
+    """Tune re-runs a trial whose end it had not saved before the interruption: the
+    record (state, curve, model link) stays as it was and the trial replays."""
+    from ncp_search.app.sweep import ray_backend
+
+    config = make_config({"name": "ncp", "grace_period": 1})
+    first = _Session(config, tmp_path, None)
+    done, pruned, cut = (_trial(f"ab_0000{i}", learning_rate=0.1) for i in range(3))
+    for trial in (done, pruned, cut):
+        first.start(trial)
+    for epoch in range(3):
+        first.result(done, {"val_accuracy": 0.5 + 0.1 * epoch, "beta_eff": 1.0,
+                            "epoch": epoch, "time_total_s": 1.0 + epoch,
+                            **({"model_path": "models/trial_ab_00000.keras"}
+                               if epoch == 2 else {})})
+    first.end(done, failed=False)
+    first.result(pruned, {"val_accuracy": 0.2, "beta_eff": 1.0, "epoch": 0})
+    first.end(pruned, failed=False)
+    first.result(cut, {"val_accuracy": 0.3, "beta_eff": 1.0, "epoch": 0})
+    first.write()  # killed here: cut is RUNNING in the file
+    before = {r["trial_id"]: r for r in _read_records(tmp_path)}
+
+    again = _Session(config, tmp_path, None)
+    again.load()
+    assert again.frozen == {done.trial_id, pruned.trial_id}
+    replay = again.finished()
+    assert replay[done.trial_id]["model_path"] == "models/trial_ab_00000.keras"
+    for trial in (done, pruned, cut):  # Tune runs all three again
+        again.start(trial)
+    again.result(done, {"val_accuracy": 0.1, "beta_eff": 9.0, "epoch": 0})
+    again.end(done, failed=True)
+    again.result(pruned, {"val_accuracy": 0.9, "beta_eff": 9.0, "epoch": 0})
+    again.end(pruned, failed=False)
+    again.finish()
+    after = {r["trial_id"]: r for r in _read_records(tmp_path)}
+    assert after[done.trial_id] == before[done.trial_id]
+    assert after[pruned.trial_id] == before[pruned.trial_id]
+    assert after[cut.trial_id]["state"] == "FAIL" and after[cut.trial_id]["model_path"] is None
+
+    # The trainable replays a finished trial's epochs instead of training it.
+    reported = []
+    import ray.tune
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(ray_backend.tune, "report", reported.append)
+    try:
+        ray_backend._replay(replay[done.trial_id])
+    finally:
+        monkey.undo()
+    assert [r["val_accuracy"] for r in reported] == pytest.approx([0.5, 0.6, 0.7])
+    assert reported[-1]["model_path"] == "models/trial_ab_00000.keras"
+    assert all(r["replayed"] for r in reported) and ray.tune is not None
+
+
+def test_reconcile_rebuilds_a_running_record_that_tune_saw_finish(tmp_path):
+    config = make_config({"name": "fifo"})
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    rows = [{"val_accuracy": 0.5 + 0.1 * e, "beta_eff": 1.0, "epoch": e,
+             "time_total_s": 1.0 + e} for e in range(3)]
+    (folder / "result.json").write_text("\n".join(json.dumps(r) for r in rows))
+    trial = SimpleNamespace(trial_id="ab_00001", config={"learning_rate": 0.1},
+                            status="TERMINATED", local_path=str(folder))
+    session = _Session(config, tmp_path, None)
+    session.start(trial)
+    session.result(trial, rows[0])  # the driver died before recording the rest
+    session.reconcile([trial])
+    record = session.records["ab_00001"]
+    assert record["state"] == "COMPLETE" and record["val_accuracy"] == [0.5, 0.6, 0.7]
+
+
+def test_stale_running_records_read_back_as_failed(tmp_path):
+    import socket
+
+    from ncp_search.app.sweep.results import fail_if_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    now = time.time()
+    host = socket.gethostname()
+    alive = {"state": "RUNNING", "driver": f"{host}:{os.getpid()}", "heartbeat": now - 5,
+             "model_path": None}
+    assert fail_if_stale(alive, now)["state"] == "RUNNING"
+    assert fail_if_stale({**alive, "driver": f"{host}:{dead}"}, now)["state"] == "FAIL"
+    assert fail_if_stale({**alive, "heartbeat": now - 600}, now)["stale"] is True
+    assert fail_if_stale({**alive, "heartbeat": None}, now)["state"] == "FAIL"
+    assert fail_if_stale({"state": "COMPLETE", "model_path": "m"}, now)["model_path"] == "m"
+
+
+def _journal_stops(path):
+    """Trials the NCPScheduler's journal records as stopped, and its num_stopped once
+    restored from that journal."""
+    events = [json.loads(line) for line in Path(path).read_text().splitlines()[1:]
+              if line.strip()]
+    stopped = {e["id"] for e in events if e.get("e") == "decision" and e.get("stop")}
+    scheduler = NCPScheduler(metric="val_accuracy", mode="max", grace_period=1, max_t=3,
+                             state_path=str(path))
+    scheduler._load_once()
+    return stopped, scheduler.state()["num_stopped"]
+
+
+@pytest.mark.slow
+def test_ray_sweep_killed_9_and_resumed_keeps_every_complete_trial(tmp_path, zoo_cache):
+    from ncp_search.app.sweep.run import run_sweep
+
+    config = _write_config(tmp_path, trials=4, epochs=3)
+    output = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(config), zoo_cache], cwd=str(ROOT),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 240
+    complete: list = []
+    try:
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.3)
+            try:
+                complete = [r for r in _read_records(output) if r["state"] == "COMPLETE"]
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            if complete:
+                break
+        assert complete, "the sweep completed no trial"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    before = {r["number"]: r for r in _read_records(output)}
+    complete_before = {n: r for n, r in before.items() if r["state"] == "COMPLETE"}
+    models = {n: os.stat(output / r["model_path"]).st_mtime_ns
+              for n, r in complete_before.items()}
+    assert models and len(before) <= 4
+
+    summary = run_sweep(str(config), workers=2, resume=True, cache_dir=zoo_cache,
+                        stream=io.StringIO())
+    after = {r["number"]: r for r in _read_records(output)}
+    assert sorted(after) == list(range(4)) and summary["trials"] == 4
+    assert summary["running"] == 0
+    for number, record in complete_before.items():  # no COMPLETE trial changes
+        assert after[number] == record
+        assert os.stat(output / record["model_path"]).st_mtime_ns == models[number]
+    stopped, num_stopped = _journal_stops(output / "ncp_scheduler.jsonl")
+    assert num_stopped == len(stopped)  # each stopped trial counted once

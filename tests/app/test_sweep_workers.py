@@ -3,6 +3,9 @@ workers, the storage URL off the command line, parent death."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -124,3 +127,47 @@ def test_a_worker_with_no_budget_left_waits_for_running_trials(tmp_path):
     assert ran == [2] and time.time() - started >= 1.0
     states = [t.state for t in optuna.load_study(study_name="w", storage=url).trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+
+
+PARENT = """\
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+CHILD = """\
+import os, signal, sys, time
+from ncp_search.app.sweep.worker import watch_parent
+def stop(signum, frame):
+    open(sys.argv[1], "w").write("stopped")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+watch_parent(os.getppid())
+time.sleep(60)
+"""
+
+
+def test_a_worker_stops_when_its_driver_is_killed(tmp_path) -> None:
+    """kill -9 of the driver: its workers get SIGTERM (stop at the end of the epoch),
+    through Linux's parent-death signal or by polling the parent pid."""
+    import signal
+
+    marker = tmp_path / "stopped"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(marker)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(1.0)  # the child installs its watch
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and not marker.exists():
+            time.sleep(0.1)
+        assert marker.read_text() == "stopped"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        try:
+            os.kill(child, signal.SIGKILL)
+        except (ProcessLookupError, UnboundLocalError):
+            pass

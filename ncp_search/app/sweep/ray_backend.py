@@ -23,10 +23,19 @@ earlier), FAIL (the trial raised, or it was still running when the sweep was
 interrupted or ran out of ``budget.minutes``; its partial curve is kept).
 
 Resume (``resume=True``) restores the Tune experiment with ``Tuner.restore``:
-finished trials are kept, trials that were running (and failed ones) run again
-from the start; the experiment keeps the ``budget.trials`` and search space it
-started with. A sweep stopped by ``budget.minutes`` cannot start new trials on
-resume (Tune marks its search finished).
+trials that were running (and failed ones) run again from the start; the
+experiment keeps the ``budget.trials`` and search space it started with. A sweep
+stopped by ``budget.minutes`` cannot start new trials on resume (Tune marks its
+search finished). Finished trials are kept as they were: a COMPLETE (or PRUNED)
+record never changes, nor loses its model link. Tune runs again a trial whose end
+it had not saved in its own state before the interruption; such a trial replays
+its recorded epochs to Tune and the scheduler (no training, its model untouched).
+
+Heartbeat: each record holds its driver (``host:pid``) and the time of its last
+result (``heartbeat``; ``trials.jsonl`` is rewritten at most every
+:data:`HEARTBEAT_S` seconds while trials run); a RUNNING record whose driver is
+dead or whose heartbeat is stale is read back as FAIL
+(:func:`ncp_search.app.sweep.results.fail_if_stale`).
 
 Trials do not checkpoint: a trial that Tune pauses (the synchronous ``hyperband``
 scheduler) or restores starts again from its first epoch.
@@ -45,7 +54,9 @@ import logging
 import math
 import os
 import signal
+import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -66,7 +77,7 @@ except ImportError as error:  # pragma: no cover
     raise ImportError("the Ray backend of ncp-search sweep needs Ray Tune: "
                       "pip install 'ncp-search[ray]'") from error
 
-from ncp_search.app.jsonio import strict_json
+from ncp_search.app.jsonio import atomic_write, strict_json
 from ncp_search.app.sweep.config import SCHEDULERS, ConfigError, describe_choice
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
@@ -84,6 +95,8 @@ TIME_ATTR = "training_iteration"
 STATE_FILE = "ncp_scheduler.jsonl"
 MODELS = "models"
 RAY_FOLDER = "ray"
+HEARTBEAT_S = 10.0
+FINISHED = ("COMPLETE", "PRUNED")
 # Trainable runs share this driver-side state through a key, so that the callback
 # Tune pickles into the experiment (tuner.pkl) finds the live session after restore.
 _SESSIONS: dict[str, _Session] = {}
@@ -192,14 +205,18 @@ def _absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- the trainable (runs in a Ray actor) ----------------------------------------------
 def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: str,
-           cache_dir: str | None) -> None:
-    """Fine-tune one configuration; report each epoch to Tune."""
+           cache_dir: str | None, finished: Mapping[str, Any] | None = None) -> None:
+    """Fine-tune one configuration; report each epoch to Tune. A trial that finished
+    before a resume (in ``finished``) replays its recorded epochs instead."""
     from ncp_search.app.sweep.trial import application_input_shape, run_trial
 
+    trial_id = tune.get_context().get_trial_id() or "trial_0"
+    if finished and trial_id in finished:
+        _replay(finished[trial_id])
+        return
     shape = application_input_shape(sweep)
     if shape is not None:
         data = _resized(data, shape)
-    trial_id = tune.get_context().get_trial_id() or "trial_0"
     epochs = int(sweep["budget"]["epochs"])
     held: dict[str, Any] = {}
 
@@ -219,6 +236,21 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         if record["model_path"]:
             held["model_path"] = f"{MODELS}/{model_path.name}"
         tune.report(held)
+
+
+def _replay(record: Mapping[str, Any]) -> None:
+    """Report a finished trial's recorded epochs again (Tune re-ran it after a
+    restore): its record and model stay as they are."""
+    values = record.get("val_accuracy") or []
+    betas = record.get("beta_eff") or []
+    for epoch, value in enumerate(values):
+        beta = betas[epoch] if epoch < len(betas) else None
+        metrics = {METRIC: math.nan if value is None else float(value),
+                   "beta_eff": math.nan if beta is None else float(beta), "epoch": epoch,
+                   "replayed": True}
+        if epoch == len(values) - 1 and record.get("model_path"):
+            metrics["model_path"] = record["model_path"]
+        tune.report(metrics)
 
 
 def _resized(data: Any, shape: tuple[int, ...]) -> Any:
@@ -254,7 +286,10 @@ class _Session:
         self.path = output / RAY_TRIALS_FILE
         self.progress = progress
         self.records: dict[str, dict[str, Any]] = {}
+        self.frozen: set[str] = set()  # finished before this run: never changed
         self.trials: list[Any] = []
+        self.driver = f"{socket.gethostname()}:{os.getpid()}"
+        self._written = 0.0
         name = config["scheduler"]["name"]
         self._predictor = config["scheduler"]["predictor"] if name in ("ncp", "ncp_asha") else None
         self._grace = int(config["scheduler"]["grace_period"])
@@ -267,6 +302,13 @@ class _Session:
         for record in read_table(self.path):
             key = record.get("trial_id") or f"#{record['number']}"
             self.records[key] = record
+            if record.get("state") in FINISHED:
+                self.frozen.add(key)
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """What the trainable replays of the trials that finished before this run."""
+        keep = ("val_accuracy", "beta_eff", "model_path")
+        return {key: {k: self.records[key].get(k) for k in keep} for key in self.frozen}
 
     def _record(self, trial: Any) -> dict[str, Any]:
         record = self.records.get(trial.trial_id)
@@ -280,6 +322,8 @@ class _Session:
         return record
 
     def start(self, trial: Any) -> None:
+        if trial.trial_id in self.frozen:
+            return
         record = self._record(trial)
         # A trial that starts again (resume, or a paused trial without checkpoint)
         # starts from scratch.
@@ -287,7 +331,7 @@ class _Session:
                       final=None, model_path=None, seconds=None)
 
     def result(self, trial: Any, result: Mapping[str, Any]) -> None:
-        if METRIC not in result:
+        if METRIC not in result or trial.trial_id in self.frozen:
             return
         record = self._record(trial)
         epoch = int(result.get("epoch", len(record["val_accuracy"])))
@@ -300,7 +344,9 @@ class _Session:
         record["seconds"] = _number(result.get("time_total_s"))
         if result.get("model_path"):
             record["model_path"] = str(result["model_path"])
-        record["state"] = "RUNNING"
+        record.update(state="RUNNING", driver=self.driver, heartbeat=time.time())
+        if time.time() - self._written >= HEARTBEAT_S:
+            self.write()
 
     def _predict(self, record: Mapping[str, Any]) -> float | None:
         """What the NCPScheduler predicts from the curve so far (None before its
@@ -320,6 +366,8 @@ class _Session:
             return None
 
     def end(self, trial: Any, failed: bool) -> None:
+        if trial.trial_id in self.frozen:
+            return
         record = self._record(trial)
         if failed:
             record["state"] = "FAIL"
@@ -334,12 +382,15 @@ class _Session:
         """Records of finished trials known to Tune but not here (restored trials
         whose records were lost): read from the trial's ``result.json``."""
         for trial in trials:
-            if trial.trial_id in self.records or trial.status not in ("TERMINATED", "ERROR"):
+            if trial.trial_id in self.frozen or trial.status not in ("TERMINATED", "ERROR"):
                 continue
+            record = self.records.get(trial.trial_id)
+            if record is not None and record["state"] not in ("RUNNING", "WAITING"):
+                continue  # its end is recorded
             rows = _result_rows(trial)
             if not rows and trial.status != "ERROR":
                 continue  # never ran (e.g. stopped by the time budget while pending)
-            self._record(trial)
+            self.start(trial)  # from scratch: the rows hold every epoch
             for row in rows:
                 self.result(trial, row)
             self.end(trial, failed=trial.status == "ERROR")
@@ -357,17 +408,16 @@ class _Session:
     def write(self) -> None:
         """Rewrite ``trials.jsonl`` atomically (strict JSON, sorted by trial number)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with atomic_write(self.path) as handle:
             for record in sorted(self.records.values(), key=lambda r: r["number"]):
                 handle.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
-        os.replace(tmp, self.path)
+        self._written = time.time()
 
     def finish(self) -> None:
         """End of the run: trials still running were cut (interrupt, time budget)."""
         self.reconcile(self.trials)
-        for record in self.records.values():
-            if record["state"] in ("RUNNING", "WAITING"):
+        for key, record in self.records.items():
+            if record["state"] in ("RUNNING", "WAITING") and key not in self.frozen:
                 record["state"] = "FAIL"
                 record["model_path"] = None
         self.write()
@@ -523,7 +573,8 @@ def run_ray_sweep(
         trainable = tune.with_resources(
             tune.with_parameters(_train, data=data, sweep=sweep, output=str(output),
                                  cache_dir=None if cache_dir is None
-                                 else os.path.abspath(cache_dir)),
+                                 else os.path.abspath(cache_dir),
+                                 finished=session.finished()),
             trial_resources(float(ray_settings["cpus_per_trial"]),
                             ray_settings["gpus_per_trial"]))
         if resume:

@@ -83,6 +83,39 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
     return records
 
 
+HEARTBEAT_GRACE_S = 120.0
+"""A RUNNING Ray trial record whose driver is gone, or whose heartbeat is older than
+this, is shown as FAIL."""
+
+
+def fail_if_stale(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """A Ray trial record, marked FAIL (``stale: True``, no model) if it says RUNNING
+    but the driver that ran it is dead (same host) or its heartbeat (the time of
+    its last result) is older than :data:`HEARTBEAT_GRACE_S`."""
+    import socket
+    import time
+
+    if record.get("state") not in ("RUNNING", "WAITING"):
+        return record
+    host, _, pid = str(record.get("driver", "")).rpartition(":")
+    beat = record.get("heartbeat")
+    dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+    old = beat is None or (now or time.time()) - float(beat) > HEARTBEAT_GRACE_S
+    if dead or old:
+        record = {**record, "state": "FAIL", "stale": True, "model_path": None}
+    return record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load_trials(output: str | os.PathLike[str],
                 storage: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(meta, trials)`` of a sweep's output folder.
@@ -99,7 +132,7 @@ def load_trials(output: str | os.PathLike[str],
     if meta["backend"] == "ray":
         from ncp_search.app.jsonio import read_jsonl as read_table
 
-        return meta, read_table(folder / RAY_TRIALS_FILE)
+        return meta, [fail_if_stale(r) for r in read_table(folder / RAY_TRIALS_FILE)]
     import optuna
 
     from ncp_search.app.sweep.secrets import MASK, STORAGE_ENV, mask_url

@@ -316,6 +316,13 @@ def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: 
         ray_storage = read_meta(meta_path).get("storage")  # the path the sweep started with
     previous = _previous_sweep(meta_path, config, url, resume, stream)
     resume = previous is not None
+    if resume:
+        from ncp_search.app.sweep.trial import clean_partial_models
+
+        removed = clean_partial_models(output / "models")
+        if removed:
+            stream.write(f"resume: removed {len(removed)} partial model file(s) left by an "
+                         "interrupted save\n")
     budget = config["budget"]
     deadline = time.time() + 60 * budget["minutes"] if budget["minutes"] else None
     progress = ProgressLine(budget["trials"], budget["epochs"], stream)

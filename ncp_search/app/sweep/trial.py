@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -178,9 +179,58 @@ def run_trial(
     record["epochs"] = len(record["val_accuracy"])
     record["seconds"] = time.perf_counter() - started
     if model_path is not None and record["epochs"] == epochs:
-        Path(model_path).parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(model_path).with_suffix(".partial.keras")
-        models.trained.save(partial)
-        partial.replace(model_path)  # atomic: a killed save leaves no broken model file
+        save_model(models.trained, Path(model_path))
         record["model_path"] = str(model_path)
     return record
+
+
+PARTIAL = ".partial-"
+PARTIAL_GRACE_S = 3600.0
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save ``model`` to ``path`` atomically: into ``<stem>.partial-<host>-<pid>.keras``
+    first, renamed into place when whole, so a kill during the save leaves no broken
+    model (only a partial file, which :func:`clean_partial_models` removes)."""
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}{PARTIAL}{socket.gethostname()}-{os.getpid()}.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def clean_partial_models(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove the partial model files a killed save left in ``folder``: those of dead
+    processes on this host, and any older than an hour (a save elsewhere would have
+    touched its file since). Returns the removed paths."""
+    import socket
+
+    removed = []
+    host = socket.gethostname()
+    for path in sorted(folder.glob("*.partial*.keras")):
+        owner = path.stem.rpartition(PARTIAL)[2]
+        where, _, pid = owner.rpartition("-")
+        mine_and_dead = where == host and pid.isdigit() and not _alive(int(pid))
+        try:
+            old = (now or time.time()) - path.stat().st_mtime > PARTIAL_GRACE_S
+        except FileNotFoundError:
+            continue
+        if mine_and_dead or old or PARTIAL not in path.name:  # the old .partial.keras
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
