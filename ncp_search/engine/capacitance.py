@@ -476,7 +476,7 @@ class _SharedTrace:
     ran: bool = False
 
 
-_SHARED_MAX = 16  # architectures kept per process (each keeps its template alive)
+_SHARED_MAX = 8  # architectures kept per process (each keeps its template model alive)
 _shared: OrderedDict[str, _SharedTrace] = OrderedDict()
 _shared_lock = threading.Lock()
 

@@ -152,3 +152,13 @@ def test_attributes_survive_sqlite_storage(tmp_path):
     loaded = optuna.load_study(study_name="s", storage=storage)
     assert loaded.user_attrs["ncp_pruner"]["rule"] == "asha"
     assert loaded.get_trials()[0].user_attrs["ncp_beta_eff_last"] == 1.25
+
+
+def test_a_sequential_model_without_input_is_built_from_the_probe_batch():
+    study = optuna.create_study(direction="maximize")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(24, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit(model, study.ask(), epochs=2)
+    assert len(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == 2
