@@ -277,3 +277,21 @@ def test_kill_9_of_the_driver_ends_its_workers_and_resume_finishes(tmp_path) -> 
     after = {t.number: (t.params, t.value) for t in trials if t.state == TrialState.COMPLETE}
     assert all(after[n] == before[n] for n in before)
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 5
+
+
+@pytest.mark.slow
+def test_diverging_learning_rates_are_pruned_and_the_summary_warns(tmp_path, capsys) -> None:
+    config = tiny_config(tmp_path, trials=2, epochs=3, pruner={"name": "nop"})
+    raw = yaml.safe_load(config.read_text())
+    raw["search_space"] = {"optimizer": "adam",
+                           "learning_rate": {"type": "float", "low": 30.0, "high": 100.0}}
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(config)]) == 0
+    out = capsys.readouterr().out
+    trials = _study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert all(t.user_attrs.get("ncp_diverged") for t in trials)
+    assert all(len(t.intermediate_values) < 3 for t in trials)  # stopped at once
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["diverged"] == 2 and summary["best"] is None
+    assert "2 trial(s) diverged" in out

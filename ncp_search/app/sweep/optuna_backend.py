@@ -51,7 +51,7 @@ from optuna.trial import TrialState
 
 from ncp_search.app.search_space import suggest
 from ncp_search.app.sweep.seeds import trial_seed
-from ncp_search.app.sweep.trial import SweepData, run_trial
+from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.optuna.pruner import NCPPruner
 from ncp_search.integrations.optuna.reporting import report_beta_eff
@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 WORKER_ATTR = "ncp_worker"
 MODEL_ATTR = "ncp_model_path"
 RETRY_ATTR = "retry_of"
+DIVERGED_ATTR = "ncp_diverged"
+"""Trial user attribute: why a PRUNED trial counts as diverged (trial.divergence)."""
+EPOCH_SECONDS_ATTR = "ncp_epoch_seconds"
+"""Trial user attribute: the wall time of each epoch, beta_eff measurement included."""
 SWEEP_ATTR = "ncp_sweep"
 """Study user attribute: the effective settings of the current run of the sweep."""
 BUDGET_LOCK = ".budget.lock"
@@ -281,10 +285,19 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, config["search_space"])
 
-        def report(epoch: int, value: float, beta: float, terms: dict[str, float]) -> None:
+        epoch_seconds: list[float] = []
+
+        def report(epoch: int, value: float, beta: float, terms: dict[str, float],
+                   info: EpochInfo) -> None:
             report_beta_eff(trial, epoch, beta, value, terms=terms)
+            epoch_seconds.append(info.seconds)
+            trial.set_user_attr(EPOCH_SECONDS_ATTR, list(epoch_seconds))
+            if info.diverged:
+                trial.set_user_attr(DIVERGED_ATTR, info.diverged)
             if on_epoch is not None:
                 on_epoch()
+            if info.diverged:
+                raise optuna.TrialPruned(f"diverged after epoch {epoch + 1}: {info.diverged}")
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 

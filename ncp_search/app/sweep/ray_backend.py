@@ -17,10 +17,12 @@ models stay on the workers, when the sweep runs on a multi-node cluster) and
 atomically whenever a trial ends and at the end of the sweep.
 
 Trial records (``number`` is the Tune trial index, ``seconds`` Tune's
-``time_total_s``, ``predicted_final`` what an NCP scheduler predicted after each
-epoch); states: COMPLETE (all ``budget.epochs``), PRUNED (stopped by the scheduler
-earlier), FAIL (the trial raised, or it was still running when the sweep was
-interrupted or ran out of ``budget.minutes``; its partial curve is kept).
+``time_total_s``, ``epoch_seconds`` each epoch's wall time, ``predicted_final``
+what an NCP scheduler predicted after each epoch, ``diverged`` why a diverged trial
+was stopped, see :mod:`ncp_search.app.sweep.trial`); states: COMPLETE (all
+``budget.epochs``), PRUNED (stopped by the scheduler earlier, or diverged), FAIL
+(the trial raised, or it was still running when the sweep was interrupted or ran
+out of ``budget.minutes``; its partial curve is kept).
 
 Resume (``resume=True``) restores the Tune experiment with ``Tuner.restore``:
 trials that were running (and failed ones) run again from the start; the
@@ -208,7 +210,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
            cache_dir: str | None, finished: Mapping[str, Any] | None = None) -> None:
     """Fine-tune one configuration; report each epoch to Tune. A trial that finished
     before a resume (in ``finished``) replays its recorded epochs instead."""
-    from ncp_search.app.sweep.trial import application_input_shape, run_trial
+    from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
 
     trial_id = tune.get_context().get_trial_id() or "trial_0"
     if finished and trial_id in finished:
@@ -220,13 +222,19 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     epochs = int(sweep["budget"]["epochs"])
     held: dict[str, Any] = {}
 
-    def on_epoch(epoch: int, value: float, beta: float, terms: dict[str, float]) -> None:
+    def on_epoch(epoch: int, value: float, beta: float, terms: dict[str, float],
+                 info: EpochInfo) -> bool:
         metrics = {METRIC: float(value), "beta_eff": float(beta), "epoch": int(epoch),
+                   "epoch_seconds": float(info.seconds),
                    **{k: float(v) for k, v in terms.items()}}
+        if info.diverged:
+            tune.report({**metrics, "diverged": info.diverged})
+            return True  # stop: recorded as PRUNED, with the reason
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
         else:
             tune.report(metrics)
+        return False
 
     model_path = Path(output) / MODELS / f"trial_{trial_id}.keras"
     record = run_trial(sweep, strict_json(dict(params)), data, on_epoch,
@@ -317,7 +325,7 @@ class _Session:
                 "number": trial_number(trial.trial_id), "trial_id": trial.trial_id,
                 "state": "RUNNING", "params": strict_json(dict(trial.config)),
                 "val_accuracy": [], "beta_eff": [], "predicted_final": [], "final": None,
-                "model_path": None, "seconds": None,
+                "epoch_seconds": [], "diverged": None, "model_path": None, "seconds": None,
             }
         return record
 
@@ -328,7 +336,8 @@ class _Session:
         # A trial that starts again (resume, or a paused trial without checkpoint)
         # starts from scratch.
         record.update(state="RUNNING", val_accuracy=[], beta_eff=[], predicted_final=[],
-                      final=None, model_path=None, seconds=None)
+                      epoch_seconds=[], final=None, model_path=None, seconds=None,
+                      diverged=None)
 
     def result(self, trial: Any, result: Mapping[str, Any]) -> None:
         if METRIC not in result or trial.trial_id in self.frozen:
@@ -337,6 +346,9 @@ class _Session:
         epoch = int(result.get("epoch", len(record["val_accuracy"])))
         for key in ("val_accuracy", "beta_eff", "predicted_final"):
             del record[key][epoch:]  # a restarted trial reports its epochs again
+        record.setdefault("epoch_seconds", [])
+        del record["epoch_seconds"][epoch:]
+        record["epoch_seconds"].append(_number(result.get("epoch_seconds")))
         record["val_accuracy"].append(_number(result[METRIC]))
         record["beta_eff"].append(_number(result.get("beta_eff")))
         record["predicted_final"].append(self._predict(record))
@@ -344,6 +356,7 @@ class _Session:
         record["seconds"] = _number(result.get("time_total_s"))
         if result.get("model_path"):
             record["model_path"] = str(result["model_path"])
+        record["diverged"] = result.get("diverged") or None
         record.update(state="RUNNING", driver=self.driver, heartbeat=time.time())
         if time.time() - self._written >= HEARTBEAT_S:
             self.write()
@@ -373,7 +386,8 @@ class _Session:
             record["state"] = "FAIL"
         else:
             done = len(record["val_accuracy"])
-            record["state"] = "COMPLETE" if done >= self.epochs else "PRUNED"
+            complete = done >= self.epochs and not record.get("diverged")
+            record["state"] = "COMPLETE" if complete else "PRUNED"
         if record["state"] != "COMPLETE":
             record["model_path"] = None
         self.write()

@@ -5,7 +5,13 @@ A trial record::
     {"number": 3, "state": "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING" | "WAITING",
      "params": {...}, "val_accuracy": [per epoch], "beta_eff": [per epoch],
      "predicted_final": [per epoch, None where none], "final": float | None,
-     "model_path": "models/trial_0003.keras" | None, "seconds": float | None}
+     "model_path": "models/trial_0003.keras" | None, "seconds": float | None,
+     "epoch_seconds": [per epoch], "diverged": reason | None}
+
+``seconds`` is the trial's whole wall time (model loading and building included),
+``epoch_seconds`` the wall time of each epoch (``beta_eff`` measurement included);
+``diverged`` says why a PRUNED trial counts as diverged
+(:func:`ncp_search.app.sweep.trial.divergence`).
 
 Optuna sweeps are read from their storage (the URL in ``sweep.json``, or the one
 given), Ray sweeps from ``trials.jsonl`` written by the driver.
@@ -59,7 +65,7 @@ def _number(value: Any) -> float | None:
 
 def optuna_records(study: Any) -> list[dict[str, Any]]:
     """Trial records of an Optuna study written by the sweep (or any NCPPruner study)."""
-    from ncp_search.app.sweep.optuna_backend import MODEL_ATTR
+    from ncp_search.app.sweep.optuna_backend import DIVERGED_ATTR, EPOCH_SECONDS_ATTR, MODEL_ATTR
     from ncp_search.integrations.optuna.pruner import BETA_ATTR, HISTORY_ATTR
 
     records = []
@@ -79,6 +85,8 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
                                 if predicted else []),
             "final": values[-1] if values else None,
             "model_path": trial.user_attrs.get(MODEL_ATTR), "seconds": seconds,
+            "epoch_seconds": [_number(v) for v in trial.user_attrs.get(EPOCH_SECONDS_ATTR, [])],
+            "diverged": trial.user_attrs.get(DIVERGED_ATTR),
         })
     return records
 
@@ -151,8 +159,29 @@ def load_trials(output: str | os.PathLike[str],
     return meta, optuna_records(study)
 
 
+CHANCE_MARGIN = 0.05
+"""A best final within this of chance accuracy (1 / classes) is "not better than
+chance"."""
+
+
+def chance_accuracy(meta: dict[str, Any]) -> float | None:
+    """The accuracy of guessing uniformly over the target's classes (None if the
+    sweep's meta does not say how many there are)."""
+    classes = meta.get("num_classes")
+    if classes is None:
+        target = (meta.get("config") or {}).get("data", {}).get("target")
+        if not target:
+            return None
+        from ncp_search.app.data import _parse_spec
+
+        listed = _parse_spec(str(target))[1]
+        classes = len(set(listed)) if listed else 10
+    return 1.0 / max(int(classes), 2)
+
+
 def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, epochs used against no pruning, and the best complete trial."""
+    """Counts, epochs used against no pruning, the best complete trial, and warnings
+    (the best not better than chance; diverged trials; the config's warnings)."""
     epochs = int(meta["epochs"])
     states = [t["state"] for t in trials]
     finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
@@ -160,24 +189,43 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
     full = epochs * len(finished)
     complete = [t for t in trials if t["state"] == "COMPLETE" and t["final"] is not None]
     best = max(complete, key=lambda t: t["final"], default=None)
+    diverged = [t["number"] for t in trials if t.get("diverged")]
+    warnings = list(meta.get("warnings") or [])
+    chance = chance_accuracy(meta)
+    best_vs_chance = None
+    if best is not None and chance is not None:
+        best_vs_chance = best["final"] - chance
+        if best_vs_chance <= CHANCE_MARGIN:
+            warnings.append(
+                f"the best trial ({best['number']}, val_accuracy {best['final']:.4f}) is not "
+                f"better than chance ({chance:.4f} for {round(1 / chance)} classes): no "
+                "configuration learned the task; check the learning-rate range and the data.")
+    if diverged:
+        warnings.append(f"{len(diverged)} trial(s) diverged and were pruned: {diverged}.")
     return {
         "name": meta["name"], "backend": meta["backend"], "pruner": meta.get("pruner"),
         "trials": len(trials),
         **{state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL",
                                                             "RUNNING")},
+        "diverged": len(diverged),
         "epochs_used": used, "epochs_without_pruning": full,
         "epochs_saved_fraction": (full - used) / full if full else 0.0,
+        "chance_accuracy": chance,
         "best": None if best is None else {
             "number": best["number"], "final": best["final"], "params": best["params"],
-            "model_path": best["model_path"]},
+            "model_path": best["model_path"],
+            "better_than_chance": None if best_vs_chance is None
+            else best_vs_chance > CHANCE_MARGIN},
+        "warnings": warnings,
     }
 
 
 def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> str:
     """The end-of-sweep lines the CLI prints."""
+    diverged = f" ({summary['diverged']} diverged)" if summary.get("diverged") else ""
     lines = [
         f"{summary['name']} [{summary['backend']}, {summary['pruner']}]: {summary['trials']} "
-        f"trials: {summary['complete']} complete, {summary['pruned']} pruned, "
+        f"trials: {summary['complete']} complete, {summary['pruned']} pruned{diverged}, "
         f"{summary['fail']} failed",
         f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
         f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",
@@ -190,4 +238,5 @@ def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> s
                  else "model not saved")
         lines.append(f"best: trial {best['number']} val_accuracy {best['final']:.4f} "
                      f"{json.dumps(best['params'])}; {model}")
+    lines += [f"warning: {warning}" for warning in summary.get("warnings") or []]
     return "\n".join(lines)

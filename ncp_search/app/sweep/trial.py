@@ -3,6 +3,17 @@
 Framework-free: the backends (Optuna, Ray Tune) pass an ``on_epoch`` hook that
 reports the epoch's validation accuracy and ``beta_eff`` to their host and may
 raise to stop the trial (``optuna.TrialPruned``) or return ``True`` to stop it.
+
+Diverged trials: after each epoch :func:`divergence` says whether training has
+diverged: a non-finite loss or validation accuracy, a training loss above
+:data:`EXPLODED` times ``ln K`` (what a uniform guess over the ``K`` classes
+scores), or two epochs in a row at chance (training loss >= ``ln K`` and not
+falling, validation accuracy <= ``1/K`` + :data:`CHANCE_MARGIN`). The hook gets the
+reason (``EpochInfo.diverged``); both backends then stop the trial at once and
+record it as PRUNED with the reason (Optuna user attribute ``ncp_diverged``, Ray
+record key ``diverged``): a pruned trial counts against the budget (an all-diverging
+sweep ends) and samplers such as TPE learn from it, where a FAIL trial would be
+ignored and its region sampled again.
 """
 
 from __future__ import annotations
@@ -20,7 +31,41 @@ import numpy as np
 
 from ncp_search.app.sweep.seeds import reduce_seed
 
-EpochHook = Callable[[int, float, float, dict[str, float]], Any]
+EXPLODED = 10.0
+CHANCE_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """What a trial's epoch hook gets besides the metric and ``beta_eff``."""
+
+    seconds: float  # this epoch's wall time, the beta_eff measurement included
+    train_loss: float
+    val_loss: float
+    diverged: str | None  # why the trial counts as diverged (None: it does not)
+
+
+EpochHook = Callable[[int, float, float, dict[str, float], EpochInfo], Any]
+
+
+def divergence(train_losses: list[float], val_accuracies: list[float],
+               val_loss: float, num_classes: int) -> str | None:
+    """Why a trial's curve so far counts as diverged, or None (see the module
+    docstring). ``train_losses`` and ``val_accuracies``: one per epoch, latest last."""
+    loss, accuracy = train_losses[-1], val_accuracies[-1]
+    if not (math.isfinite(loss) and math.isfinite(val_loss) and math.isfinite(accuracy)):
+        return "non-finite loss or accuracy"
+    uniform = math.log(max(num_classes, 2))
+    if loss > EXPLODED * uniform:
+        return f"training loss {loss:.4g} exploded (> {EXPLODED:g} x ln {num_classes})"
+    chance = 1.0 / max(num_classes, 2) + CHANCE_MARGIN
+    stuck = [i for i in range(1, len(train_losses))
+             if train_losses[i] >= uniform and train_losses[i] >= train_losses[i - 1]
+             and val_accuracies[i] <= chance]
+    if len(stuck) >= 2 and stuck[-1] == len(train_losses) - 1 and stuck[-2] == stuck[-1] - 1:
+        return (f"at chance for 2 epochs (training loss {loss:.4g} >= ln {num_classes} and "
+                f"not falling, val_accuracy {accuracy:.4g})")
+    return None
 
 
 @dataclass
@@ -126,24 +171,27 @@ def run_trial(
         params: the trial's sampled parameters.
         data: from :func:`load_data`.
         on_epoch: called after each epoch as ``on_epoch(epoch, val_accuracy,
-            beta_eff, terms)`` (0-based epoch; ``terms``: the probe terms as
-            ``probe_<name>`` and ``train_loss``, what the predictors read); may
-            raise to abort the trial (the exception propagates) or return ``True``
-            to stop training early.
+            beta_eff, terms, info)`` (0-based epoch; ``terms``: the probe terms as
+            ``probe_<name>`` and ``train_loss``, what the predictors read;
+            ``info``: an :class:`EpochInfo`); may raise to abort the trial (the
+            exception propagates) or return ``True`` to stop training early.
         trial_seed: seeds the trial's weights and data order.
         model_path: where the trained model is saved when the trial runs all its
             epochs (``None``: not saved).
         cache_dir: model-zoo cache folder.
 
     Returns:
-        ``{"val_accuracy": [...], "beta_eff": [...], "epochs": n, "seconds": s,
-        "model_path": str | None}``.
+        ``{"val_accuracy": [...], "beta_eff": [...], "epoch_seconds": [...],
+        "epochs": n, "seconds": s (the whole trial: loading and building the model
+        too), "diverged": reason | None, "model_path": str | None}``; a diverged
+        trial's model is not saved.
     """
     import keras
 
     from ncp_search.engine.capacitance import BetaEffMeter
     from ncp_search.engine.finetune import build_trial_models, compile_trial, schedule_callback
 
+    started = time.perf_counter()
     keras.backend.clear_session()
     task = data.task
     source = load_source(config, params, task.num_classes, cache_dir)
@@ -156,7 +204,13 @@ def run_trial(
     compile_trial(models.trained, params)
     meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
     epochs = int(config["budget"]["epochs"])
-    record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "model_path": None}
+    record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "epoch_seconds": [],
+                              "diverged": None, "model_path": None}
+    losses: list[float] = []
+    clock = {"epoch": started}
+
+    def start_of_epoch(epoch: int, logs: dict[str, Any] | None = None) -> None:
+        clock["epoch"] = time.perf_counter()
 
     def end_of_epoch(epoch: int, logs: dict[str, Any]) -> None:
         value = float(logs.get("val_accuracy", math.nan))
@@ -164,21 +218,31 @@ def run_trial(
         beta = float(measured.beta_eff)
         terms = {f"probe_{k}": v for k, v in measured.as_dict().items() if k != "beta_eff"}
         terms["train_loss"] = float(logs.get("loss", math.nan))
+        losses.append(terms["train_loss"])
         record["val_accuracy"].append(value)
         record["beta_eff"].append(beta)
-        if on_epoch(epoch, value, beta, terms) is True:
+        val_loss = float(logs.get("val_loss", math.nan))
+        diverged = divergence(losses, record["val_accuracy"], val_loss, task.num_classes)
+        seconds = time.perf_counter() - clock["epoch"]
+        record["epoch_seconds"].append(seconds)
+        if diverged:
+            record["diverged"] = diverged
+            models.trained.stop_training = True
+        info = EpochInfo(seconds=seconds, train_loss=terms["train_loss"], val_loss=val_loss,
+                         diverged=diverged)
+        if on_epoch(epoch, value, beta, terms, info) is True:
             models.trained.stop_training = True
 
-    started = time.perf_counter()
     models.trained.fit(
         task.x_train, task.y_train, validation_data=(task.x_val, task.y_val), epochs=epochs,
         batch_size=int(params.get("batch_size", 64)), verbose=0,
         callbacks=[schedule_callback(params, epochs),
-                   keras.callbacks.LambdaCallback(on_epoch_end=end_of_epoch)],
+                   keras.callbacks.LambdaCallback(on_epoch_begin=start_of_epoch,
+                                                  on_epoch_end=end_of_epoch)],
     )
     record["epochs"] = len(record["val_accuracy"])
     record["seconds"] = time.perf_counter() - started
-    if model_path is not None and record["epochs"] == epochs:
+    if model_path is not None and record["epochs"] == epochs and not record["diverged"]:
         save_model(models.trained, Path(model_path))
         record["model_path"] = str(model_path)
     return record
