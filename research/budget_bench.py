@@ -767,7 +767,7 @@ def run_optuna(jobs: Sequence[dict[str, Any]], processes: int = 1,
     """Run the jobs (each a workload at one concurrency) in ``processes`` worker
     processes (started by "spawn", so that Ray in this process cannot disturb them);
     ``meanwhile()`` runs here while they work (the Tune runs); ``done(unit)`` is
-    called as each job's result arrives, in job order."""
+    called as each job's result arrives."""
     if processes <= 1 and meanwhile is None:
         units = []
         for job in jobs:
@@ -781,14 +781,13 @@ def run_optuna(jobs: Sequence[dict[str, Any]], processes: int = 1,
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, processes), mp_context=context) as pool:
         futures = [pool.submit(_unit, job) for job in jobs]
+        if done:  # as each one finishes, also while ``meanwhile`` runs
+            for future in futures:
+                future.add_done_callback(
+                    lambda f: done(f.result()) if f.exception() is None else None)
         if meanwhile is not None:
             meanwhile()
-        units = []
-        for future in futures:
-            units.append(future.result())
-            if done:
-                done(units[-1])
-        return units
+        return [future.result() for future in futures]
 
 
 def run_ray(tables: Sequence[str], schedulers: Sequence[str], seeds: Sequence[int],
