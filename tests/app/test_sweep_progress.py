@@ -81,3 +81,40 @@ def test_sweep_summary_and_its_text() -> None:
     assert "6 used of 8 without pruning (25% saved)" in text
     assert "runs/s/models/trial_0000.keras" in text
     assert "no complete trial yet" in format_summary(summarize_sweep(meta, trials[1:]), "x")
+
+
+def test_time_accounting_uses_the_trials_own_epoch_times() -> None:
+    from ncp_search.app.sweep.progress import time_accounting
+
+    # E = 6 epochs. Trial A complete: 2 s fixed + a 3 s first epoch + 5 x 1 s.
+    # Trial B pruned after 2 epochs: 2 s fixed + 3 s + 1 s; saved 4 x its 1 s.
+    # Trial C pruned after 1 epoch: saved 5 x the sweep's steady epoch (1 s).
+    times = time_accounting([(6, 10.0, [3, 1, 1, 1, 1, 1]), (2, 6.0, [3, 1]),
+                             (1, 5.0, [3])], epochs=6)
+    assert times["seconds_used"] == 21.0 and times["seconds_saved"] == 9.0
+    assert times["seconds_without_pruning"] == 30.0
+    assert abs(times["seconds_saved_fraction"] - 0.3) < 1e-12
+    assert times["steady_epoch_seconds"] == 1.0
+    assert times["fixed_seconds_per_trial"] == (4 + 4 + 4) / 3
+    # epochs saved would say 9/18 = 50%: fixed costs make time saved smaller (30%)
+    none = time_accounting([(2, None, [])], epochs=6)
+    assert none["seconds_saved"] is None
+
+
+def test_progress_line_and_summary_show_seconds_saved() -> None:
+    trials = [TrialStatus(0, "COMPLETE", 6, 0.9, 10.0, (3, 1, 1, 1, 1, 1)),
+              TrialStatus(1, "PRUNED", 2, None, 6.0, (3, 1))]
+    line = format_line(summarize(trials, epochs=6), budget=4)
+    assert "epochs saved 4/12 (33%), 4 s of 20 s (20%)" in line
+    meta = {"name": "s", "backend": "optuna", "pruner": "ncp", "epochs": 6}
+    records = [
+        {"number": 0, "state": "COMPLETE", "params": {}, "val_accuracy": [.5] * 6,
+         "final": 0.5, "model_path": None, "seconds": 10.0, "epoch_seconds": [3] + [1] * 5},
+        {"number": 1, "state": "PRUNED", "params": {}, "val_accuracy": [.2, .3],
+         "final": 0.3, "model_path": None, "seconds": 6.0, "epoch_seconds": [3, 1]},
+    ]
+    summary = summarize_sweep(meta, records)
+    assert summary["seconds_saved"] == 4.0 and summary["seconds_without_pruning"] == 20.0
+    text = format_summary(summary, "out")
+    assert "time: 16 s used of 20 s without pruning (20% saved" in text
+    assert "4.0 s per trial outside steady epochs" in text

@@ -1,16 +1,26 @@
 """The one-line progress display of a running sweep.
 
 Shows trials done / pruned / running / failed, the best final so far and the
-epochs saved by pruning, compared with running every finished trial to the end.
-On a terminal the line is rewritten in place; otherwise a line is printed each
-time the counts change.
+epochs and seconds saved by pruning, compared with running every finished trial to
+the end. On a terminal the line is rewritten in place; otherwise a line is printed
+each time the counts change.
+
+Seconds saved (:func:`time_accounting`) are measured against the trials' own epoch
+times: a trial stopped after ``n`` of ``E`` epochs saved ``E - n`` times its
+steady epoch time (the median of its epochs after the first, which carries
+one-off costs such as graph compilation; for a trial stopped after one epoch, the
+median steady epoch of the sweep's other trials, else its one epoch). Time used is
+each finished trial's whole wall time, its fixed costs (loading and building the
+model, the first epoch's compilation) included, so the fraction of time saved is
+lower than the fraction of epochs saved.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -23,6 +33,54 @@ class TrialStatus:
     state: str  # COMPLETE, PRUNED, RUNNING, FAIL, WAITING
     epochs: int  # epochs trained so far
     final: float | None = None  # the final value of a COMPLETE trial
+    seconds: float | None = None  # whole wall time of a finished trial
+    epoch_seconds: tuple[float | None, ...] = ()  # wall time of each epoch
+
+
+def _steady(epoch_seconds: Sequence[float | None]) -> float | None:
+    times = [t for t in epoch_seconds[1:] if t is not None and math.isfinite(t)]
+    return statistics.median(times) if times else None
+
+
+def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | None]]],
+                    epochs: int) -> dict[str, Any]:
+    """Seconds used and saved by the finished trials, each given as ``(epochs
+    trained, whole wall time, per-epoch times)`` (see the module docstring).
+
+    Returns:
+        ``seconds_used``, ``seconds_saved``, ``seconds_without_pruning``,
+        ``seconds_saved_fraction``, ``steady_epoch_seconds`` (the sweep's median)
+        and ``fixed_seconds_per_trial`` (mean wall time outside steady epochs:
+        model loading and building, first-epoch compilation); None where no
+        trial recorded times.
+    """
+    rows = [(int(n), s, list(times)) for n, s, times in trials]
+    steadies = [x for x in (_steady(times) for _, _, times in rows) if x is not None]
+    sweep_steady = statistics.median(steadies) if steadies else None
+    used = saved = 0.0
+    fixed: list[float] = []
+    timed = False
+    for done, seconds, times in rows:
+        clean = [t for t in times if t is not None and math.isfinite(t)]
+        if seconds is None or not math.isfinite(seconds):
+            seconds = sum(clean) if clean else None
+        if seconds is None:
+            continue
+        timed = True
+        used += seconds
+        steady = _steady(times) or sweep_steady or (clean[0] if clean else None)
+        if steady is not None:
+            saved += max(0, epochs - done) * steady
+            fixed.append(max(0.0, seconds - steady * len(clean)) if clean else seconds)
+    if not timed:
+        return {"seconds_used": None, "seconds_saved": None, "seconds_without_pruning": None,
+                "seconds_saved_fraction": None, "steady_epoch_seconds": sweep_steady,
+                "fixed_seconds_per_trial": None}
+    full = used + saved
+    return {"seconds_used": used, "seconds_saved": saved, "seconds_without_pruning": full,
+            "seconds_saved_fraction": saved / full if full else 0.0,
+            "steady_epoch_seconds": sweep_steady,
+            "fixed_seconds_per_trial": statistics.fmean(fixed) if fixed else None}
 
 
 def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
@@ -36,7 +94,9 @@ def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
     finals = [(t.final, t.number) for t in trials
               if t.state == "COMPLETE" and t.final is not None and math.isfinite(t.final)]
     best = max(finals, key=lambda final_number: final_number[0], default=None)
+    times = time_accounting(((t.epochs, t.seconds, t.epoch_seconds) for t in finished), epochs)
     return {
+        **times,
         "complete": count["COMPLETE"], "pruned": count["PRUNED"], "running": count["RUNNING"],
         "failed": count["FAIL"], "finished": len(finished), "epochs_used": used,
         "epochs_full": full, "epochs_saved": full - used,
@@ -54,10 +114,24 @@ def format_line(summary: dict[str, Any], budget: int) -> str:
     best = ("best -" if summary["best"] is None
             else f"best {summary['best']:.4f} (#{summary['best_trial']})")
     failed = f", {summary['failed']} failed" if summary["failed"] else ""
+    seconds = ""
+    if summary.get("seconds_saved") is not None:
+        seconds = (f", {_duration(summary['seconds_saved'])} of "
+                   f"{_duration(summary['seconds_without_pruning'])} "
+                   f"({100 * summary['seconds_saved_fraction']:.0f}%)")
     return (f"[{bar}] {summary['finished']}/{budget} trials ({summary['pruned']} pruned, "
             f"{summary['running']} running{failed}) | {best} | epochs saved "
             f"{summary['epochs_saved']}/{summary['epochs_full']} "
-            f"({100 * summary['saved_fraction']:.0f}%)")
+            f"({100 * summary['saved_fraction']:.0f}%){seconds}")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min`` or ``2.1 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class ProgressLine:

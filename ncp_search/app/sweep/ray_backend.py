@@ -412,7 +412,8 @@ class _Session:
     # output
     def statuses(self) -> list[TrialStatus]:
         return [TrialStatus(r["number"], r["state"], len(r["val_accuracy"]),
-                            r["final"] if r["state"] == "COMPLETE" else None)
+                            r["final"] if r["state"] == "COMPLETE" else None,
+                            r.get("seconds"), tuple(r.get("epoch_seconds") or ()))
                 for r in self.records.values()]
 
     def update_progress(self) -> None:

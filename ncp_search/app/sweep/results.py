@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ncp_search.app.sweep.progress import time_accounting
 from ncp_search.errors import NCPSearchError
 
 RAY_TRIALS_FILE = "trials.jsonl"
@@ -189,6 +190,8 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
     full = epochs * len(finished)
     complete = [t for t in trials if t["state"] == "COMPLETE" and t["final"] is not None]
     best = max(complete, key=lambda t: t["final"], default=None)
+    times = time_accounting(((len(t["val_accuracy"]), t.get("seconds"),
+                              t.get("epoch_seconds") or []) for t in finished), epochs)
     diverged = [t["number"] for t in trials if t.get("diverged")]
     warnings = list(meta.get("warnings") or [])
     chance = chance_accuracy(meta)
@@ -210,6 +213,7 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
         "diverged": len(diverged),
         "epochs_used": used, "epochs_without_pruning": full,
         "epochs_saved_fraction": (full - used) / full if full else 0.0,
+        **times,
         "chance_accuracy": chance,
         "best": None if best is None else {
             "number": best["number"], "final": best["final"], "params": best["params"],
@@ -230,6 +234,14 @@ def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> s
         f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
         f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",
     ]
+    if summary.get("seconds_saved") is not None:
+        fixed = summary.get("fixed_seconds_per_trial")
+        fixed_text = ("" if fixed is None else f"; {fixed:.1f} s per trial outside steady "
+                      "epochs (model build, first-epoch compilation)")
+        lines.append(f"time: {summary['seconds_used']:.0f} s used of "
+                     f"{summary['seconds_without_pruning']:.0f} s without pruning "
+                     f"({100 * summary['seconds_saved_fraction']:.0f}% saved, estimated from "
+                     f"the trials' epoch times{fixed_text})")
     best = summary["best"]
     if best is None:
         lines.append("no complete trial yet")

@@ -163,10 +163,16 @@ def _secrets_kept(url: str | None) -> Iterator[None]:
 
 def optuna_status(study: Any) -> list[TrialStatus]:
     """Progress view of an Optuna study's trials."""
+    from ncp_search.app.sweep.optuna_backend import EPOCH_SECONDS_ATTR
+
     out = []
     for trial in study.get_trials(deepcopy=False):
+        seconds = None
+        if trial.datetime_start and trial.datetime_complete:
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         out.append(TrialStatus(trial.number, trial.state.name, len(trial.intermediate_values),
-                               trial.value if trial.state.name == "COMPLETE" else None))
+                               trial.value if trial.state.name == "COMPLETE" else None,
+                               seconds, tuple(trial.user_attrs.get(EPOCH_SECONDS_ATTR, ()))))
     return out
 
 
