@@ -35,6 +35,7 @@ Run:  python benchmarks/beta_eff_cost.py [--rounds 7] [--trials 6]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -50,62 +51,88 @@ def _timed(fn, repeats: int = 1) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _clocked(fn) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def first_calls(new_probed: Callable[[], Any], x: Any, y: Any, trials: int,
                 calls: int) -> dict[str, Any]:
     """Construction, first and steady calls of the shared and per-meter paths on
-    ``trials`` new models of one architecture (``new_probed()`` builds one)."""
+    ``trials`` new models of one architecture (``new_probed()`` builds one).
+
+    Each figure is taken in wall-clock time and in CPU time of this process: on a
+    machine shared with other jobs a single call (a first call is one sample) is
+    often preempted, which inflates its wall time but not its CPU time; the steady
+    figure is the median of ``calls`` single calls, so both are the same statistic.
+    The garbage collector runs before each trial, so that a collection of the
+    previous trial's objects is not counted against its first call."""
     from ncp_search import BetaEffMeter
 
     rows = []
     for trial in range(trials):
         probed = new_probed()
+        gc.collect()
         row: dict[str, Any] = {"trial": trial}
         for name, share in (("shared", True), ("per_meter", False)):
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             meter = BetaEffMeter(probed, x, y, share_trace=share)
-            row[f"{name}_build"] = time.perf_counter() - start
-            row[f"{name}_first"] = _timed(meter)
-            row[f"{name}_steady"] = statistics.median(_timed(meter) for _ in range(calls))
+            row[f"{name}_build_wall"] = time.perf_counter() - wall
+            row[f"{name}_build_cpu"] = time.process_time() - cpu
+            for clock, value in zip(("wall", "cpu"), _clocked(meter)):
+                row[f"{name}_first_{clock}"] = value
+            steady = [_clocked(meter) for _ in range(calls)]
+            row[f"{name}_steady_wall"] = statistics.median(w for w, _ in steady)
+            row[f"{name}_steady_cpu"] = statistics.median(c for _, c in steady)
             row[f"{name}_traces"] = meter.traces
         rows.append(row)
         print(f"  trial {trial}: " + ", ".join(
-            f"{k} {v * 1e3:.1f} ms" for k, v in row.items()
-            if k.endswith(("build", "first", "steady"))), flush=True)
+            f"{k[:-5]} {v * 1e3:.1f} ms" for k, v in row.items() if k.endswith("_wall")),
+            flush=True)
     later = rows[1:]
 
     def med(key: str, among: list[dict[str, Any]]) -> float:
         return statistics.median(r[key] for r in among)
 
-    summary = {
-        "trials": trials,
-        "cold_first": rows[0]["shared_first"],
-        "shared_first": med("shared_first", later),
-        "shared_steady": med("shared_steady", rows),
-        "shared_build": med("shared_build", later),
-        "shared_traces_after_all_trials": rows[-1]["shared_traces"],
-        "per_meter_first": med("per_meter_first", rows),
-        "per_meter_steady": med("per_meter_steady", rows),
-        "per_meter_build": med("per_meter_build", rows),
-        "rows": rows,
-    }
-    summary["shared_first_over_steady"] = summary["shared_first"] / summary["shared_steady"]
-    summary["per_meter_first_over_steady"] = (summary["per_meter_first"]
-                                              / summary["per_meter_steady"])
+    summary: dict[str, Any] = {"trials": trials,
+                               "shared_traces_after_all_trials": rows[-1]["shared_traces"]}
+    for clock in ("wall", "cpu"):
+        summary[clock] = {
+            "cold_first": rows[0][f"shared_first_{clock}"],
+            "shared_first": med(f"shared_first_{clock}", later),
+            "shared_steady": med(f"shared_steady_{clock}", rows),
+            "shared_build": med(f"shared_build_{clock}", later),
+            "per_meter_first": med(f"per_meter_first_{clock}", rows),
+            "per_meter_steady": med(f"per_meter_steady_{clock}", rows),
+            "per_meter_build": med(f"per_meter_build_{clock}", rows),
+        }
+        figures = summary[clock]
+        figures["shared_first_over_steady"] = figures["shared_first"] / figures["shared_steady"]
+        figures["per_meter_first_over_steady"] = (figures["per_meter_first"]
+                                                  / figures["per_meter_steady"])
+    summary["rows"] = rows
     return summary
 
 
 def first_call_lines(title: str, s: dict[str, Any]) -> list[str]:
-    return [
-        f"{title} ({s['trials']} trials, one process; medians over trials 2..{s['trials']}):",
-        f"  shared trace (shipped):  first call {s['shared_first'] * 1e3:.1f} ms, steady "
-        f"{s['shared_steady'] * 1e3:.1f} ms, ratio {s['shared_first_over_steady']:.2f} "
-        f"(target <= 2); construction {s['shared_build'] * 1e3:.1f} ms; traced "
-        f"{s['shared_traces_after_all_trials']}x in all",
-        f"  first trial in the process (cold, traces once): {s['cold_first'] * 1e3:.0f} ms",
-        f"  per-meter trace (before): first call {s['per_meter_first'] * 1e3:.0f} ms, "
-        f"steady {s['per_meter_steady'] * 1e3:.1f} ms, ratio "
-        f"{s['per_meter_first_over_steady']:.0f}",
-    ]
+    lines = [f"{title} ({s['trials']} trials, one process; medians over trials "
+             f"2..{s['trials']}; traced {s['shared_traces_after_all_trials']}x in all):"]
+    for clock, label in (("cpu", "CPU time"), ("wall", "wall time")):
+        f = s[clock]
+        lines += [
+            f"  {label}: shared trace (shipped): first call {f['shared_first'] * 1e3:.1f} ms, "
+            f"steady {f['shared_steady'] * 1e3:.1f} ms, ratio "
+            f"{f['shared_first_over_steady']:.2f} (target <= 2); meter construction "
+            f"{f['shared_build'] * 1e3:.1f} ms",
+            f"  {label}: first trial in the process (cold, traces once): "
+            f"{f['cold_first'] * 1e3:.0f} ms",
+            f"  {label}: per-meter trace (before): first call "
+            f"{f['per_meter_first'] * 1e3:.0f} ms, steady {f['per_meter_steady'] * 1e3:.1f} ms, "
+            f"ratio {f['per_meter_first_over_steady']:.0f}",
+        ]
+    return lines
 
 
 def main() -> None:
@@ -195,7 +222,7 @@ def main() -> None:
         "calls": args.calls,
         "beta_eff": meter().beta_eff,
         "first_call": {"cnn_small_fashion": cnn, "own_mlp_digits": mlp},
-        "cold_first_over_epoch32": cnn["cold_first"] / med["epoch32"],
+        "cold_first_over_epoch32": cnn["wall"]["cold_first"] / med["epoch32"],
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
     }

@@ -36,7 +36,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -419,7 +419,7 @@ class BetaEffMeter:
             weights = [_variable_value(v) for v in self._variables]
             kernels = [_variable_value(k) for k in self._parts.kernels]
             try:
-                return shared.fn(weights, kernels, self._x, self._y, self._eps)
+                return shared.call(weights, kernels, self._x, self._y, self._eps)
             except Exception as error:  # noqa: BLE001 - fall back to a trace of our own
                 if shared.ran:
                     raise
@@ -474,6 +474,19 @@ class _SharedTrace:
     variables: tuple[Any, ...]
     fn: Any
     ran: bool = False
+    concrete: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def call(self, *args: Any) -> Any:
+        """Run the traced graph (tracing it on the first call). Later calls go to the
+        concrete function directly: the key guarantees the same argument types, and
+        it skips the dispatch, whose first call with new variables costs about as
+        much again as the graph of a small probe."""
+        if self.concrete is None:
+            with self.lock:
+                if self.concrete is None:
+                    self.concrete = self.fn.get_concrete_function(*args)
+        return self.concrete(*args)
 
 
 _SHARED_MAX = 8  # architectures kept per process (each keeps its template model alive)
