@@ -216,6 +216,39 @@ def test_seconds_saved_is_an_estimate_from_complete_trials(tmp_path):
     assert f"<td>seconds in trials</td><td>{trained:.0f} s</td>" in saved
 
 
+def test_seconds_saved_matches_the_sweep_summary_with_epoch_times(tmp_path):
+    from ncp_search.app.sweep.progress import time_accounting
+
+    trials = _sweep()
+    for t in trials:  # first epoch 3 s (compilation), then 1 s, plus 2 s of set-up
+        n = len(t["val_accuracy"])
+        t["epoch_seconds"] = [3.0] + [1.0] * (n - 1) if n else []
+        t["seconds"] = 2.0 + sum(t["epoch_seconds"])
+    finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+    times = time_accounting(((len(t["val_accuracy"]), t["seconds"], t["epoch_seconds"])
+                             for t in finished), EPOCHS)
+    saved = _section(write_report(META, trials, tmp_path).read_text(),
+                     "Epochs and seconds saved")
+    assert times["seconds_saved"] == 9.0  # 5 + 4 epochs at 1 s
+    assert (f"<td>seconds saved</td><td>9 s of {times['seconds_without_pruning']:.0f} s "
+            "without pruning") in saved
+    assert "4.0 s per trial outside steady epochs" in saved
+
+
+def test_diverged_trials_are_not_counted_as_the_rules_stops(tmp_path):
+    trials = _sweep()
+    for t in trials:
+        if t["number"] == 3:
+            t["diverged"] = "training loss 25.3 > 10 x ln 5"
+    page = write_report(META, trials, tmp_path).read_text()
+    decided = _section(page, "What decided")
+    assert "1 by predicted final below the rule's threshold" in decided
+    assert "1 by the sweep's divergence check (not the rule)" in decided
+    assert "For 1 of them" not in decided  # trial 1's reason is recorded, trial 3 diverged
+    assert "diverged: training loss 25.3 &gt; 10 x ln 5 (not the rule)" in _row(page, 3)
+    assert "(diverged, pruned at epoch 4: " in _row(page, 3)
+
+
 def test_minimize_picks_the_lowest_final_and_flags_a_missing_model(tmp_path):
     page = write_report({**META, "direction": "minimize"}, _sweep(), tmp_path).read_text()
     best = page.split("<h2>Best configuration</h2>")[1].split("<h2>")[0]

@@ -81,6 +81,8 @@ def _stop(trial: dict[str, Any], state: str, val: np.ndarray,
     if math.isnan(value) and len(pred) >= epoch:
         value = _float(pred[epoch - 1])
     reason = stored.get("reason")
+    if trial.get("diverged"):  # stopped by the sweep's divergence check, not the rule
+        reason = "diverged"
     return {"epoch": epoch, "at": _float(val[epoch - 1]), "value": value,
             "threshold": _float(stored.get("threshold")),
             "reason": str(reason) if reason else None}
@@ -109,6 +111,8 @@ def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
         "stop": _stop(trial, state, val, pred),
         "model_path": trial.get("model_path"),
         "seconds": _float(trial.get("seconds")),
+        "epoch_seconds": [_float(v) for v in (trial.get("epoch_seconds") or [])],
+        "diverged": str(trial["diverged"]) if trial.get("diverged") else None,
     }
 
 
@@ -196,6 +200,8 @@ def _final_text(trial: dict[str, Any]) -> str:
         return _fmt(trial["final"])
     n = len(trial["val"])
     word = {"PRUNED": "pruned", "FAIL": "failed"}.get(trial["state"], trial["state"].lower())
+    if trial["state"] == "PRUNED" and trial.get("diverged"):
+        word = "diverged, pruned"
     if not n:
         return f"&ndash; ({html.escape(word)} before its first epoch)"
     if trial["state"] in ("PRUNED", "FAIL"):
@@ -208,6 +214,8 @@ def _decision_text(trial: dict[str, Any]) -> str:
     stop = trial["stop"]
     if stop is None:
         return ""
+    if trial.get("diverged"):
+        return f"diverged: {html.escape(trial['diverged'], quote=False)} (not the rule)"
     value, threshold = stop["value"], stop["threshold"]
     if math.isfinite(threshold):
         compared = f"prediction {_fmt(value)}" if math.isfinite(value) else "value"
@@ -235,6 +243,40 @@ def _trials_table(trials: list[dict]) -> str:
     return _table(rows, header)
 
 
+def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
+    """``(seconds in trials, seconds saved)`` cells. With per-epoch times, the sweep
+    summary's own accounting (:func:`ncp_search.app.sweep.progress.time_accounting`:
+    each stopped trial's remaining epochs at its steady epoch time); without, an
+    estimate from the median seconds per epoch of the complete trials."""
+    trained = sum(t["seconds"] for t in trials if math.isfinite(t["seconds"]))
+    finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+    if any(np.isfinite(t["epoch_seconds"]).any() for t in finished if t["epoch_seconds"]):
+        from ncp_search.app.sweep.progress import time_accounting
+
+        def clean(values: list[float]) -> list[float | None]:
+            return [v if math.isfinite(v) else None for v in values]
+
+        times = time_accounting(((len(t["val"]), t["seconds"] if math.isfinite(t["seconds"])
+                                  else None, clean(t["epoch_seconds"])) for t in finished),
+                                epochs)
+        if times["seconds_saved"] is not None:
+            fixed = times["fixed_seconds_per_trial"]
+            cell = (f"{times['seconds_saved']:.0f} s of {times['seconds_without_pruning']:.0f} s "
+                    f"without pruning ({100 * times['seconds_saved_fraction']:.0f}%; each "
+                    "stopped trial's remaining epochs at its steady epoch time, median "
+                    f"{_fmt(times['steady_epoch_seconds'], 3)} s")
+            if fixed is not None:
+                cell += (f"; {fixed:.1f} s per trial outside steady epochs: model build, "
+                         "first-epoch compilation")
+            return f"{times['seconds_used']:.0f} s (finished trials)", cell + ")"
+    per_epoch, over = _seconds_per_epoch(trials)
+    saved_epochs = sum(_budget(trials, epochs)) - sum(len(t["val"]) for t in trials)
+    cell = ("&ndash; (no trial time recorded)" if math.isnan(per_epoch) else
+            f"{saved_epochs * per_epoch:.0f} s (estimate: {saved_epochs} epochs x "
+            f"{per_epoch:.3g} s, the median per epoch of the {over})")
+    return f"{trained:.0f} s", cell
+
+
 def _seconds_per_epoch(trials: list[dict]) -> tuple[float, str]:
     """Median seconds per epoch, over COMPLETE trials when any has its time, else
     over every trial that has one; with the group it was taken over."""
@@ -259,7 +301,9 @@ def _stop_reasons(trials: list[dict], decider: Decider) -> tuple[dict[str, int],
         if reason is None:
             reason = decider.single_stop_reason()
             inferred += reason is not None
-        if reason is not None:
+        if reason == "diverged":
+            words = "the sweep's divergence check (not the rule)"
+        elif reason is not None:
             words = STOP_REASONS.get(reason, reason)
         elif decider.known and not decider.is_ncp:
             words = f"{decider.host}'s own rule on the raw value"
@@ -373,11 +417,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         used, total = sum(len(t["val"]) for t in rows), sum(budget)
         states = [t["state"] for t in rows]
         saved = f"{100.0 * (total - used) / total:.1f}%" if total else "&ndash;"
-        per_epoch, over = _seconds_per_epoch(rows)
-        trained_s = sum(t["seconds"] for t in rows if math.isfinite(t["seconds"]))
-        saved_s = ("&ndash; (no trial time recorded)" if math.isnan(per_epoch) else
-                   f"{(total - used) * per_epoch:.0f} s (estimate: {total - used} epochs x "
-                   f"{per_epoch:.3g} s, the median per epoch of the {over})")
+        trained_s, saved_s = _seconds_saved(rows, epochs)
         points = _prediction_points(rows, epochs)
         stopped = [t for t in rows if t["stop"]]
         with_threshold = sum(1 for t in stopped if math.isfinite(t["stop"]["threshold"]))
@@ -398,7 +438,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             "<h2>Best configuration</h2>", _best_section(best, out_dir, metric),
             "<h2>Epochs and seconds saved</h2>",
             _table([["epochs trained", str(used)], ["epochs without pruning", str(total)],
-                    ["saved", saved], ["seconds in trials", f"{trained_s:.0f} s"],
+                    ["saved", saved], ["seconds in trials", trained_s],
                     ["seconds saved", saved_s],
                     ["pruned trials", str(states.count("PRUNED"))],
                     ["complete trials", str(states.count("COMPLETE"))],
