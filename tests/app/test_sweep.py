@@ -201,17 +201,55 @@ def test_two_worker_processes_share_the_sqlite_study_and_obey_the_command_line(
                     reason=f"set {POSTGRES_ENV} to a PostgreSQL URL (.ci/run starts one on "
                     "loopback with .ci/postgres.sh)")
 def test_postgresql_storage_with_three_workers(tmp_path) -> None:
+    """Three workers share a PostgreSQL study; the URL (password included) reaches them
+    through the environment: no process's command line, no file of the sweep and not
+    the study's own record of the settings hold the password."""
+    import threading
+
     url = os.environ[POSTGRES_ENV]
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    secret = f":{password}@"
     name = f"pg_{os.getpid()}_{int(time.time())}"
     config = tiny_config(tmp_path, trials=6, epochs=2, name=name)
-    result = subprocess.run(_cli("sweep", str(config), "--workers", "3", "--storage", url),
-                            capture_output=True, text=True, timeout=900)
+    exposed: list[str] = []
+    done = threading.Event()
+
+    def scan_command_lines() -> None:
+        while not done.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if secret in text and "pytest" not in text:
+                    exposed.append(text)
+            time.sleep(0.3)
+
+    scanner = threading.Thread(target=scan_command_lines, daemon=True)
+    scanner.start()
+    try:
+        result = subprocess.run(_cli("sweep", str(config), "--workers", "3"),
+                                capture_output=True, text=True, timeout=900,
+                                env={**os.environ, "NCP_SEARCH_STORAGE": url})
+    finally:
+        done.set()
+        scanner.join()
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not exposed, exposed[:2]
+    assert secret not in result.stdout + result.stderr
     meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert meta["storage"].startswith("postgresql") and "ncp:ncp@" not in meta["storage"]
-    _check_multi_worker(_study(tmp_path, name, storage=url), budget=6, workers=3, epochs=2)
-    # The report reads the trials back from PostgreSQL (password given again).
-    assert main(["report", str(tmp_path / "out"), "--storage", url]) == 0
+    assert meta["storage"].startswith("postgresql") and ":***@" in meta["storage"]
+    study = _study(tmp_path, name, storage=url)
+    _check_multi_worker(study, budget=6, workers=3, epochs=2)
+    assert secret not in json.dumps(study.user_attrs)
+    # The report reads the trials back from PostgreSQL (the URL from the environment).
+    env = {**os.environ, "NCP_SEARCH_STORAGE": url}
+    report = subprocess.run(_cli("report", str(tmp_path / "out")), env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".html", ".jsonl", ".txt"):
+            assert secret not in path.read_text(errors="replace"), path
 
 
 def _alive(pid: int) -> bool:

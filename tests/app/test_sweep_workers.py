@@ -171,3 +171,53 @@ def test_a_worker_stops_when_its_driver_is_killed(tmp_path) -> None:
             os.kill(child, signal.SIGKILL)
         except (ProcessLookupError, UnboundLocalError):
             pass
+
+
+def test_a_dead_workers_running_trial_frees_its_budget_slot(tmp_path) -> None:
+    """A trial left RUNNING by a dead worker used to hold its budget slot forever: it
+    is failed before the next budget check and its configuration runs again."""
+    import socket
+
+    config = _config(tmp_path, trials=2)
+    url = _url(tmp_path)
+    study = backend.open_study(config, url, create=True)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    orphan.set_user_attr(backend.WORKER_ATTR, f"{socket.gethostname()}:{dead}")
+
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    backend._run_trials(backend.open_study(config, url, create=False), objective, config, 0,
+                        None, None, backend.StopAtEpochEnd(),
+                        backend.BudgetLock(tmp_path / backend.BUDGET_LOCK))
+    trials = optuna.load_study(study_name="w", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL,
+                                         TrialState.COMPLETE]
+    assert trials[2].user_attrs[backend.RETRY_ATTR] == 1
+    assert trials[2].params == trials[1].params
+
+
+def test_sigterm_never_interrupts_midway_but_a_second_ctrl_c_does() -> None:
+    import signal
+
+    with backend.StopAtEpochEnd() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # parent-death signal + parent watch
+        time.sleep(0.1)
+        assert stop.requested
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("a Ctrl-C after a stop request must interrupt at once")
+        try:
+            stop.check()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("check() must stop once a stop was requested")

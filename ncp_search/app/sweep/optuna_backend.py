@@ -347,8 +347,8 @@ def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, wor
 
 class StopAtEpochEnd:
     """While active (main thread only), the first SIGINT or SIGTERM sets a flag that
-    :meth:`check` turns into ``KeyboardInterrupt`` at the next safe point; the
-    second interrupts at once."""
+    :meth:`check` turns into ``KeyboardInterrupt`` at the next safe point; a second
+    SIGINT interrupts at once (a second SIGTERM does not)."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -369,6 +369,13 @@ class StopAtEpochEnd:
         self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum != signal.SIGINT:
+            # SIGTERM (e.g. the driver died: the parent-death signal and the parent
+            # watch may both send one) never escalates: stop at the end of the epoch.
+            if not self.requested:
+                self.requested = True
+                sys.stderr.write("\nncp-search: stopping at the end of this epoch\n")
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
