@@ -310,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--backend", choices=["optuna", "ray"], default=None,
                      help="default: the config's backend (optuna)")
     swp.add_argument("--storage", default=None,
-                     help="Optuna storage URL (default: SQLite in the output folder), e.g. "
-                     "postgresql://user@host/db; Ray: the experiment storage path")
+                     help="Optuna storage URL (default: SQLite in the output folder, or "
+                     "$NCP_SEARCH_STORAGE, which keeps a password off the command line), "
+                     "e.g. postgresql+psycopg2://user@host/db; Ray: the experiment "
+                     "storage path")
     swp.add_argument("--workers", type=_positive, default=1,
                      help="parallel trials (Optuna worker processes / Ray concurrent trials)")
     swp.add_argument("--resume", action="store_true",
@@ -327,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="HTML report (and PNGs) of a sweep's output folder")
     rep.add_argument("output", help="the sweep's output folder")
     rep.add_argument("--storage", default=None,
-                     help="Optuna storage URL when sweep.json hides its password")
+                     help="Optuna storage URL when sweep.json hides its password (or "
+                     "$NCP_SEARCH_STORAGE)")
     rep.set_defaults(func=_cmd_report)
 
     return parser
