@@ -473,3 +473,20 @@ def test_new_argument_errors():
                           ({"incumbent_alpha": 1.5}, "incumbent_alpha")]:
         with pytest.raises(ValueError, match=match):
             NCPPruner(**kwargs)
+
+
+@pytest.mark.parametrize("direction, sign", [("maximize", 1.0), ("minimize", -1.0)])
+def test_record_decision_stores_why_in_the_objectives_units(direction, sign):
+    from ncp_search.integrations.optuna.reporting import record_decision
+
+    study = optuna.create_study(direction=direction, pruner=NCPPruner(n_warmup_steps=0))
+    complete_trials(study, sign=sign)
+    bad = run_trial(study, [sign * 0.1] * 3, finish=False)
+    assert bad.should_prune()
+    stored = record_decision(bad, 2)
+    assert stored == study.get_trials()[-1].user_attrs["ncp_decision"]
+    assert stored["epoch"] == 3 and stored["reason"] == "below"
+    assert stored["value"] == pytest.approx(sign * 0.1)
+    assert stored["threshold"] == pytest.approx(sign * 0.75)  # median of 0.65..0.85 finals
+    plain = optuna.create_study(pruner=optuna.pruners.MedianPruner())
+    assert record_decision(plain.ask(), 0) is None

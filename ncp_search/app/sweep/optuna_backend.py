@@ -54,7 +54,7 @@ from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.optuna.pruner import NCPPruner
-from ncp_search.integrations.optuna.reporting import report_beta_eff
+from ncp_search.integrations.optuna.reporting import record_decision, report_beta_eff
 
 logger = logging.getLogger(__name__)
 WORKER_ATTR = "ncp_worker"
@@ -299,6 +299,7 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
             if info.diverged:
                 raise optuna.TrialPruned(f"diverged after epoch {epoch + 1}: {info.diverged}")
             if trial.should_prune():
+                record_decision(trial, epoch)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
         model_path = output / "models" / f"trial_{trial.number:04d}.keras"

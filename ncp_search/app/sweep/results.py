@@ -88,6 +88,7 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
             "model_path": trial.user_attrs.get(MODEL_ATTR), "seconds": seconds,
             "epoch_seconds": [_number(v) for v in trial.user_attrs.get(EPOCH_SECONDS_ATTR, [])],
             "diverged": trial.user_attrs.get(DIVERGED_ATTR),
+            "stop": trial.user_attrs.get("ncp_decision"),
         })
     return records
 

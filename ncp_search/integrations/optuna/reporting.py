@@ -188,3 +188,28 @@ def report_predicted_final(trial: optuna.Trial, step: int) -> float | None:
         return None
     trial.report(float(stored), int(step))
     return float(stored)
+
+
+DECISION_ATTR = "ncp_decision"
+
+
+def record_decision(trial: optuna.Trial, epoch: int) -> dict[str, Any] | None:
+    """Store why an NCPPruner pruned ``trial`` (call it when ``should_prune()`` said
+    so, before raising ``TrialPruned``) as the user attribute ``ncp_decision``:
+    ``{"epoch": 1-based, "reason", "value", "threshold"}`` in the objective's own
+    units, so reports can draw the threshold at the stop. Returns it, or ``None``
+    for another pruner or a trial that is not running."""
+    pruner = trial.study.pruner
+    frozen = _frozen(trial)
+    if not isinstance(pruner, NCPPruner) or frozen is None:
+        return None
+    decision = pruner.decide(trial.study, frozen)
+    sign = 1.0 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+
+    def units(value: float) -> float | None:
+        return sign * value if math.isfinite(value) else None
+
+    stored = {"epoch": int(epoch) + 1, "reason": decision.reason,
+              "value": units(decision.value), "threshold": units(decision.threshold)}
+    trial.set_user_attr(DECISION_ATTR, stored)
+    return stored
