@@ -16,7 +16,7 @@ taskset_seeds=${TASKSET_SEEDS:-10}
     --taskset-seeds "$taskset_seeds" --concurrency 1 4 \
     --ray-seeds "$ray_seeds" --ray-alpha 0.3 --processes "${PROCESSES:-2}" \
     --scoped "Taskset studies: $taskset_seeds seeds (recorded tables: 20): on 2 cores shared with other jobs (load average 12-14) one Taskset task took about 8 minutes per mode for 20 seeds (NCPPruner's percentile rule 5 s per 100-trial study, the incumbent variants 1.7 s), about 100 minutes for the six tasks at 20 seeds" \
-             "Ray Tune runs: $ray_seeds seeds (not 20) and the recorded tables only (no Taskset): one Tune run took 15-38 s on 2 shared cores (7 schedulers x 3 tables is about 9 minutes per seed), so 20 seeds would take about 3 hours" \
+             "Ray Tune runs: $ray_seeds seeds (not 20) and the recorded tables only (no Taskset): one Tune run took 11-160 s on 2 shared cores (a seed of 7 schedulers x 3 tables took 9-27 minutes), so 20 seeds would take hours" \
              "beta_eff rules: ASHA rf 3 without the incumbent test only (the incumbent test reads best-so-far values, not the predictor, so its effect does not depend on beta_eff)" \
              "latency targets (T4): not re-measured here; quoted from docs/optuna/prune_latency.txt and docs/ray/scheduler_latency.txt" \
     --json "$out/budget.json" --plot "$out" | tee "$out/budget.txt"

@@ -235,3 +235,21 @@ def test_ray_scheduler_names_take_options():
         ray_replay.make_scheduler("fifo,kappa=1", 20)
     with pytest.raises(ValueError, match="unknown scheduler"):
         ray_replay.make_scheduler("fifo:best", 20)
+
+
+def test_default_pick_beats_median_outright_not_only_as_safe():
+    def row(epochs, regret, worst):
+        return {"epochs_share": epochs, "regret_mean": regret, "regret_worst": worst}
+
+    report = {"workloads": {"w": {"tolerance": 0.5, "modes": {"sequential": {"summary": {
+        "median": row(0.30, 0.1, 0.4),
+        "ncp:best": row(0.50, 0.0, 0.0),            # as safe, but dearer than the median
+        "ncp_asha:best,rf=3": row(0.20, 0.1, 0.4),  # beats the median outright
+        "ncp_asha:best,rf=4": row(0.15, 0.2, 0.4),  # cheaper, but loses more
+    }}}}}}
+    from research.budget_bench import pick_default
+
+    pick = pick_default(report, ["ncp:best", "ncp_asha:best,rf=3", "ncp_asha:best,rf=4"])
+    assert pick["rule"] == "ncp_asha:best,rf=3"
+    assert pick["scores"]["ncp:best"] == {"beats_median": 0, "safe_cells": 1, "cells": 1,
+                                          "mean_epochs_share": 0.5}
