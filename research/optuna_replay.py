@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from ncp_search.core.history import PROBE_TERMS
 from ncp_search.integrations.optuna.pruner import NCPPruner
 from ncp_search.integrations.optuna.reporting import report_beta_eff
 from research.replay_common import epochs_to_reach, plot_anytime_regret, step_value
@@ -70,7 +71,9 @@ def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[
             value = step_value(step, "val_accuracy")
             state["epochs"] += 1
             if ncp:
-                report_beta_eff(trial, s, step_value(step, "beta_eff"), value)
+                terms = {k: step_value(step, k) for k in (*PROBE_TERMS, "train_loss")
+                         if k in step}
+                report_beta_eff(trial, s, step_value(step, "beta_eff"), value, terms=terms)
             else:
                 trial.report(value, s)
             if trial.should_prune():
