@@ -57,8 +57,11 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruners = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
-        **{f"ncp:{p}": NCPPruner(n_steps=STEPS, predictor=p)
+        **{f"ncp:{p}": NCPPruner(max_step=STEPS - 1, predictor=p)
            for p in ("best", "ncp_raw", "xtrial_ncp")},
+        # ASHA on predictions, judged at a rung (min_resource 4: the running trial's
+        # latest step, 4, is its first report past the rung)
+        "ncp_asha:best": NCPPruner(max_step=STEPS - 1, rule="asha", min_resource=4),
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
