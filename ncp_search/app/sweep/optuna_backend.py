@@ -50,6 +50,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ncp_search.app.search_space import suggest
+from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
@@ -156,16 +157,6 @@ def open_study(config: Mapping[str, Any], storage_url: str, *, create: bool,
     return study
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker on this host is gone; queue them again.
 
@@ -177,7 +168,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(trial.user_attrs.get(WORKER_ATTR, ""))
         where, _, pid = worker.rpartition(":")
-        if where != host or not pid.isdigit() or _alive(int(pid)):
+        if where != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.progress import time_accounting
 from ncp_search.errors import NCPSearchError
 
@@ -109,21 +110,11 @@ def fail_if_stale(record: dict[str, Any], now: float | None = None) -> dict[str,
         return record
     host, _, pid = str(record.get("driver", "")).rpartition(":")
     beat = record.get("heartbeat")
-    dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+    dead = host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
     old = beat is None or (now or time.time()) - float(beat) > HEARTBEAT_GRACE_S
     if dead or old:
         record = {**record, "state": "FAIL", "stale": True, "model_path": None}
     return record
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_trials(output: str | os.PathLike[str],

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import reduce_seed
 
 EXPLODED = 10.0
@@ -286,7 +287,7 @@ def clean_partial_models(folder: Path, now: float | None = None) -> list[Path]:
     for path in sorted(folder.glob("*.partial*.keras")):
         owner = path.stem.rpartition(PARTIAL)[2]
         where, _, pid = owner.rpartition("-")
-        mine_and_dead = where == host and pid.isdigit() and not _alive(int(pid))
+        mine_and_dead = where == host and pid.isdigit() and not pid_alive(int(pid))
         try:
             old = (now or time.time()) - path.stat().st_mtime > PARTIAL_GRACE_S
         except FileNotFoundError:
@@ -297,11 +298,3 @@ def clean_partial_models(folder: Path, now: float | None = None) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
