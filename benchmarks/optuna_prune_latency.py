@@ -2,8 +2,10 @@
 
 For N completed trials (10 intermediate values and a beta_eff history each) in an
 SQLite (RDB) storage, one running trial with 5 reports is judged repeatedly by
-MedianPruner and by NCPPruner with several predictors, interleaved; the script
-prints median latencies and the ratio to MedianPruner.
+MedianPruner and by NCPPruner (its default ASHA rule at and off a rung, and the
+percentile rule with several predictors), interleaved; the script prints median
+latencies and the ratio to MedianPruner. Each pruner object is reused from call to
+call, as in a study (what it learns about finished trials it keeps).
 
 Run:  python benchmarks/optuna_prune_latency.py [--sizes 100 1000 10000] [--json out.json]
 """
@@ -57,11 +59,13 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruners = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
-        **{f"ncp:{p}": NCPPruner(max_step=STEPS - 1, predictor=p)
+        # the default rule (ASHA on predictions), judged at a rung (min_resource 4: the
+        # running trial's latest step, 4, is its first report past the rung) ...
+        "asha:best at a rung": NCPPruner(max_step=STEPS - 1, min_resource=4),
+        # ... and between rungs (rungs 1 and 3: step 4 decides nothing)
+        "asha:best off a rung": NCPPruner(max_step=STEPS - 1),
+        **{f"percentile:{p}": NCPPruner(max_step=STEPS - 1, predictor=p, rule="percentile")
            for p in ("best", "ncp_raw", "xtrial_ncp")},
-        # ASHA on predictions, judged at a rung (min_resource 4: the running trial's
-        # latest step, 4, is its first report past the rung)
-        "ncp_asha:best": NCPPruner(max_step=STEPS - 1, rule="asha", min_resource=4),
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -60,9 +60,15 @@ class Trial:
         self.trial_id = trial_id
 
 
+RULE = {"name": "asha"}  # --rule: NCPScheduler's rule (asha, the default, or percentile)
+
+
 def ncp_kwargs(predictor: str, results: int) -> dict[str, Any]:
-    return {"metric": "val_accuracy", "mode": "max", "max_t": results,
-            "predictor": predictor, "n_startup_trials": N_DONE}
+    kwargs: dict[str, Any] = {"metric": "val_accuracy", "mode": "max", "max_t": results,
+                              "predictor": predictor, "rule": RULE["name"]}
+    if RULE["name"] == "percentile":
+        kwargs["n_startup_trials"] = N_DONE
+    return kwargs
 
 
 def make_variants(results: int, folder: str, n: int) -> tuple[dict[str, Any], dict[str, str]]:
@@ -211,8 +217,8 @@ def provenance() -> dict[str, Any]:
 def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     results = meta["results_per_trial"]
     lines = [
-        "NCPScheduler.on_trial_result latency against AsyncHyperBandScheduler, one run "
-        "(benchmarks/ray_scheduler_latency.py)",
+        f"NCPScheduler(rule={RULE['name']!r}).on_trial_result latency against "
+        "AsyncHyperBandScheduler (grace 1), one run (benchmarks/ray_scheduler_latency.py)",
         f"N trials x {results} results each, reported in lockstep, after {N_DONE} trials "
         "that completed first; every result goes through every variant, order rotated "
         "per result; microseconds per call (wall clock unless marked CPU). STOPs: "
@@ -314,11 +320,14 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="write OUT.txt and OUT.json (e.g. docs/ray/scheduler_latency)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rule", choices=("asha", "percentile"), default="asha",
+                        help="NCPScheduler's rule (default asha, the scheduler's default)")
     parser.add_argument("--profile", choices=PREDICTORS, default=None,
                         help="instead: cProfile one variant with state_path at the "
                              "largest size")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
+    RULE["name"] = args.rule
     if args.results < 3:
         parser.error(f"--results must be >= 3, but got --results={args.results}.")
     if args.results < FULL_RESULTS and not args.reduced_because and not args.profile:
@@ -328,7 +337,7 @@ def main() -> None:
         return
     meta = provenance()
     meta.update(results_per_trial=args.results, reduced_because=args.reduced_because,
-                seed=args.seed, target_seconds=TARGET_SECONDS)
+                seed=args.seed, target_seconds=TARGET_SECONDS, rule=args.rule)
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as folder:

@@ -47,7 +47,7 @@ def tune_digits(epochs: int = 15, n_trials: int = 12,
                      "learning_rate": tune.loguniform(1e-4, 0.3), "epochs": epochs},
         tune_config=tune.TuneConfig(
             metric="val_accuracy", mode="max", num_samples=n_trials,
-            scheduler=ncp_search.NCPScheduler(max_t=epochs, grace_period=2),
+            scheduler=ncp_search.NCPScheduler(max_t=epochs),
             reuse_actors=True),  # later trials in an actor skip TF's start-up and tracing
         run_config=tune.RunConfig(storage_path=storage_path, name="own_model_ray", verbose=0),
     )

@@ -57,7 +57,7 @@ def main() -> None:
                          "cache_dir": args.cache_dir},
             tune_config=tune.TuneConfig(
                 metric="val_accuracy", mode="max", num_samples=args.trials,
-                scheduler=ncp_search.NCPScheduler(max_t=args.epochs, grace_period=2)),
+                scheduler=ncp_search.NCPScheduler(max_t=args.epochs)),
             run_config=tune.RunConfig(storage_path=storage, name="ray_digits", verbose=0,
                                       stop={"training_iteration": args.epochs}),
         )

@@ -45,7 +45,9 @@ Measures, per rule and seed (definitions printed with the tables):
   built-in (NopPruner included) whose mean regret is no worse.
 
 NaN and edge cases: a diverged run reports its NaN or huge values as they are
-(built-ins prune on NaN, NCP rules fail open); a completed trial whose final is NaN
+(Optuna's built-ins prune on NaN; NCP rules prune on NaN or inf, their default since
+0.2, unless ``nan=0``, which lets diverged trials run as 0.1 did; Ray's ASHA rule
+lets them run); a completed trial whose final is NaN
 is told as FAIL and never becomes the best. A seed in which no trial completed has
 infinite regret.
 """
@@ -69,31 +71,35 @@ from ncp_search.integrations.optuna.pruner import NCPPruner
 from ncp_search.integrations.optuna.reporting import report_beta_eff
 from research.iepoch import IEpochPruner
 from research.optuna_replay import make_pruner
+from research.ray_asha import RayASHAPruner
 from research.replay_common import RuleSpec, epochs_to_reach, parse_spec, step_value
 from research.table_predict import shuffled
 
-# Optuna's built-ins (NopPruner included: the reference at regret 0).
+# The built-ins: Optuna's (NopPruner included: the reference at regret 0) and Ray
+# Tune's ASHA rule replayed in the same studies (research.ray_asha; grace 1), the
+# "ASHA" of the issue's first target.
 BUILT_IN = ("nop", "median", "percentile", "successive_halving,rf=3",
-            "successive_halving,rf=4", "hyperband", "patient")
+            "successive_halving,rf=4", "hyperband", "patient", "ray_asha,rf=3",
+            "ray_asha,rf=4")
 BASELINES = ("iepoch,i=1", "iepoch,i=3", "iepoch,i=5")  # Egele et al. 2024
 ALPHAS = (0.1, 0.2, 0.3)
-TODAY = "ncp:best"  # NCPPruner's rule and predictor before this benchmark
+TODAY = "ncp:best,nan=0"  # NCPPruner's 0.1 default: percentile rule, diverged run on
 NCP = (TODAY, "ncp_asha:best,rf=3", "ncp_asha:best,rf=4",
        *(f"ncp_asha:best,rf={rf},alpha={a}" for rf in (3, 4) for a in ALPHAS))
-# What pruning NaN reports (as the built-ins do) would change: NCPPruner fails open on
-# a NaN value, so a diverged trial runs to the end. A research-side wrapper, not a
-# product setting; left out of the default pick.
-NAN_PRUNED = ("ncp_asha:best,rf=3,nan=1", "ncp_asha:best,rf=3,alpha=0.3,nan=1")
+# What stopping diverged trials (prune_diverged, the default since 0.2) changes: the
+# same ASHA rules with diverged trials left to run (prune_diverged=False).
+NAN_KEPT = ("ncp_asha:best,rf=3,nan=0", "ncp_asha:best,rf=3,alpha=0.3,nan=0")
 # beta_eff measured the same way (recorded tables only): with its features, without
 # them (the same predictor on the curve alone) and with a shuffled beta_eff series.
 BETA = ("ncp_asha:xtrial_resid_curve,rf=3", "ncp_asha:xtrial_resid_ncp,rf=3",
         "ncp_asha:xtrial_resid_ncp+shuffled,rf=3", "ncp_asha:ncp_raw,rf=3",
         "ncp_asha:ncp_raw+shuffled,rf=3")
-DEFAULT_RULES = (*BUILT_IN, *BASELINES, *NCP, *NAN_PRUNED)
+DEFAULT_RULES = (*BUILT_IN, *BASELINES, *NCP, *NAN_KEPT)
 LABELS = {"nop": "NopPruner", "median": "MedianPruner", "percentile": "PercentilePruner(25)",
           "successive_halving,rf=3": "SuccessiveHalving rf3",
           "successive_halving,rf=4": "SuccessiveHalving rf4", "hyperband": "HyperbandPruner",
-          "patient": "PatientPruner(Median)", TODAY: "NCP percentile (today)"}
+          "patient": "PatientPruner(Median)", "ray_asha,rf=3": "ASHA rf3 (Ray's rule)",
+          "ray_asha,rf=4": "ASHA rf4 (Ray's rule)", TODAY: "NCP percentile (0.1 default)"}
 GOOD_SHARE = 0.10  # "good trial": in the study's top tenth by recorded final
 
 
@@ -114,8 +120,8 @@ def label(name: str) -> str:
         text += " shuffled"
     if "alpha" in options:
         text += f" +inc {options['alpha']:g}"
-    if options.get("nan"):
-        text += " +NaN pruned"
+    if options.get("nan", 1) == 0:
+        text += " +diverged run on"
     return text
 
 
@@ -248,19 +254,20 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     spec = parse_spec(name)
     options = spec.options
     allowed = {"successive_halving": {"rf"}, "iepoch": {"i"}, "ncp": {"alpha", "nan"},
-               "ncp_asha": {"rf", "alpha", "nan"}}.get(spec.head, set())
+               "ncp_asha": {"rf", "alpha", "nan"}, "ray_asha": {"rf"}}.get(spec.head, set())
     if set(options) - allowed:
         raise ValueError(f"rule {name!r}: {spec.head!r} takes the options {sorted(allowed)}.")
     if spec.head in ("ncp", "ncp_asha"):
         if not spec.predictor:
             raise ValueError(f"rule {name!r}: name a predictor, e.g. '{spec.head}:best'.")
         alpha = options.get("alpha")
-        kind = NaNPrunedNCP if options.get("nan") else NCPPruner
+        diverged = bool(options.get("nan", 1))
         if spec.head == "ncp":
-            return kind(max_step=n_steps, predictor=spec.predictor, incumbent_alpha=alpha)
-        return kind(max_step=n_steps, predictor=spec.predictor, rule="asha",
-                    reduction_factor=options.get("rf", 3.0), min_resource=1,
-                    incumbent_alpha=alpha)
+            return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="percentile",
+                             incumbent_alpha=alpha, prune_diverged=diverged)
+        return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="asha",
+                         reduction_factor=options.get("rf", 3.0), min_resource=1,
+                         incumbent_alpha=alpha, prune_diverged=diverged)
     if spec.predictor or spec.shuffled:
         raise ValueError(f"rule {name!r}: only NCP rules take a predictor.")
     if spec.head == "successive_halving":
@@ -268,21 +275,11 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
             min_resource=1, reduction_factor=int(options.get("rf", 4)))
     if spec.head == "iepoch":
         return IEpochPruner(epochs=int(options.get("i", 1)), keep=GOOD_SHARE)
+    if spec.head == "ray_asha":
+        return RayASHAPruner(max_t=n_steps, grace=1, reduction_factor=options.get("rf", 3.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return make_pruner(spec.head, n_steps)
-
-
-class NaNPrunedNCP(NCPPruner):
-    """NCPPruner that also prunes a trial whose latest reported value is NaN (research
-    only: what NCPPruner would save by treating a diverged value as the built-ins do;
-    a subclass so that :func:`ncp_search.report_beta_eff` still stores predictions)."""
-
-    def prune(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is not None and math.isnan(trial.intermediate_values[step]):
-            return True
-        return super().prune(study, trial)
 
 
 def uses_beta(spec: RuleSpec) -> bool:
@@ -492,9 +489,10 @@ def _best_variant(rows: dict[str, Any], names: Sequence[str]) -> str | None:
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, per NCP ASHA variant, workload and mode.
 
-    - ``asha_at_median``: epochs <= 1.05x SuccessiveHalvingPruner's (Optuna's ASHA,
-      same rf) with a mean regret no worse than MedianPruner's, and every seed's
-      regret within the tolerance;
+    - ``asha_at_median``: epochs <= 1.05x those of ASHA (Ray's rule, grace 1, same
+      rf; :mod:`research.ray_asha`) with a mean regret no worse than MedianPruner's,
+      and every seed's regret within the tolerance (``vs_halving``: the same ratio
+      against Optuna's SuccessiveHalvingPruner, which stops more);
     - ``taskset_vs_median`` (Taskset only): <= 0.7x MedianPruner's epochs at no worse
       mean regret;
     - ``goal_vs_best``: <= 0.7x the epochs of the cheapest built-in at no worse mean
@@ -507,18 +505,21 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             rows = bench["summary"]
             median = rows.get("median")
             for name, row in rows.items():
-                if name not in NCP and name not in NAN_PRUNED:
+                if name not in NCP and name not in NAN_KEPT:
                     continue
                 spec = parse_spec(name)
                 checks: dict[str, Any] = {}
                 rf = int(spec.options.get("rf", 3))
                 halving = rows.get(f"successive_halving,rf={rf}")
-                if spec.head == "ncp_asha" and halving and median:
-                    ratio = row["epochs_share"] / halving["epochs_share"]
+                asha = rows.get(f"ray_asha,rf={rf}")
+                if spec.head == "ncp_asha" and asha and median:
+                    ratio = row["epochs_share"] / asha["epochs_share"]
                     ok = (ratio <= 1.05 and row["regret_mean"] <= median["regret_mean"] + 1e-9
                           and row["regret_worst"] <= tolerance + 1e-9)
                     checks["asha_at_median"] = {
-                        "pass": bool(ok), "vs_halving": ratio,
+                        "pass": bool(ok), "vs_asha": ratio,
+                        "vs_halving": (row["epochs_share"] / halving["epochs_share"]
+                                       if halving else math.nan),
                         "regret_mean": row["regret_mean"],
                         "median_regret": median["regret_mean"],
                         "regret_worst": row["regret_worst"], "tolerance": tolerance}
@@ -587,7 +588,8 @@ reach: mean epochs until the best completed trial is within the tolerance of the
 false: pruned trials whose recorded final was within the tolerance of the best, over
   all pruned trials; good: trials of the study's top 10% by recorded final that were
   pruned, over all top-10% trials (seeds pooled).
-vs cheapest: epochs / those of the cheapest Optuna built-in (NopPruner included)
+vs cheapest: epochs / those of the cheapest built-in (Optuna's, NopPruner included,
+  or Ray's ASHA rule replayed in the same studies)
   with no worse mean regret (named after the ratio)."""
 
 
@@ -618,7 +620,7 @@ def format_table(rows: dict[str, Any], digits: int = 2) -> str:
 
 
 LABELLED = (*BUILT_IN, "iepoch,i=1", TODAY, "ncp_asha:best,rf=3", "ncp_asha:best,rf=4",
-            "ncp_asha:best,rf=3,alpha=0.3", *NAN_PRUNED, "ncp_asha:xtrial_resid_ncp,rf=3")
+            "ncp_asha:best,rf=3,alpha=0.3", *NAN_KEPT, "ncp_asha:xtrial_resid_ncp,rf=3")
 
 
 def _family(name: str) -> str:
@@ -627,15 +629,15 @@ def _family(name: str) -> str:
         return "Optuna built-in"
     if spec.head == "iepoch":
         return "i-Epoch"
-    if spec.options.get("nan"):
-        return "NCP + NaN pruned (research)"
+    if spec.options.get("nan", 1) == 0:
+        return "NCP, diverged run on"
     if spec.predictor != "best":
         return "NCP beta_eff / cross-trial"
     return "NCP (curve, best so far)"
 
 
 FAMILY_COLORS = {"Optuna built-in": "tab:blue", "i-Epoch": "tab:green",
-                 "NCP (curve, best so far)": "tab:red", "NCP + NaN pruned (research)": "tab:orange",
+                 "NCP (curve, best so far)": "tab:red", "NCP, diverged run on": "tab:orange",
                  "NCP beta_eff / cross-trial": "tab:purple"}
 
 
@@ -905,7 +907,7 @@ def headline(report: dict[str, Any]) -> str:
     MedianPruner, SuccessiveHalving (rf 3, 4), i-Epoch (i=1), NCP ASHA (rf 3, 4), with
     the incumbent test at each alpha, and today's default: epochs share / mean regret
     / worst regret."""
-    names = [n for n in NCP if n != TODAY] + [TODAY, *NAN_PRUNED]
+    names = [n for n in NCP if n != TODAY] + [TODAY, *NAN_KEPT]
     lines = []
     for workload, entry in report["workloads"].items():
         for mode, bench in entry["modes"].items():
@@ -914,7 +916,8 @@ def headline(report: dict[str, Any]) -> str:
             lines.append(f"{workload} [{mode}] ({entry['unit']}; epochs share / mean regret / "
                          f"worst regret; oracle {entry['oracle_share']:.3f})")
             refs = [n for n in ("median", "successive_halving,rf=3",
-                                "successive_halving,rf=4", "iepoch,i=1") if n in rows]
+                                "successive_halving,rf=4", "ray_asha,rf=3", "ray_asha,rf=4",
+                                "iepoch,i=1") if n in rows]
             for name in ([best] if best else []) + refs + [n for n in names if n in rows]:
                 row = rows[name]
                 tag = "lowest-regret built-in: " if name == best else ""
@@ -927,7 +930,7 @@ def format_targets(report: dict[str, Any]) -> str:
     """The issue's targets with PASS/FAIL and the figure, per rule, workload and mode."""
     lines = []
     titles = {
-        "asha_at_median": "T1 (at least) NCP asha: epochs <= 1.05x SuccessiveHalving (same rf) "
+        "asha_at_median": "T1 (at least) NCP asha: epochs <= 1.05x ASHA (Ray's rule, same rf) "
                           "at MedianPruner's mean regret, every seed within the tolerance",
         "taskset_vs_median": "T2 (at least, Taskset) epochs <= 0.7x MedianPruner's at no "
                              "worse mean regret",
@@ -947,7 +950,8 @@ def format_targets(report: dict[str, Any]) -> str:
                 check = cell["checks"][key]
                 verdict = "PASS" if check["pass"] else "FAIL"
                 if key == "asha_at_median":
-                    figure = (f"{check['vs_halving']:.2f}x SH, regret {check['regret_mean']:.3f} "
+                    figure = (f"{check['vs_asha']:.2f}x ASHA ({check['vs_halving']:.2f}x SH), "
+                              f"regret {check['regret_mean']:.3f} "
                               f"vs median {check['median_regret']:.3f}, worst "
                               f"{check['regret_worst']:.3f} (tol {check['tolerance']:g})")
                 elif key == "taskset_vs_median":
@@ -1156,8 +1160,21 @@ def command(args: Any) -> int:
             with open(partial, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(strict_json(unit), allow_nan=False) + "\n")
 
+    ray_seeds = args.ray_seeds
+    if args.ray_from:  # an earlier run's Tune results, not run again
+        import json
+
+        with open(args.ray_from, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+        if not earlier.get("ray"):
+            raise SystemExit(f"{args.ray_from}: no Tune runs ('ray') to take.")
+        ray_box["report"] = earlier["ray"]
+        ray_seeds = earlier["settings"].get("ray_seeds")
+        scoped.append(f"Ray Tune runs: taken from an earlier run ({args.ray_from}, "
+                      f"{earlier['settings'].get('ray_seeds')} seeds), not run again")
     units = run_optuna(jobs, processes=args.processes, done=keep,
-                       meanwhile=tune_runs if args.ray_seeds and args.table else None)
+                       meanwhile=tune_runs if (args.ray_seeds and args.table
+                                               and not args.ray_from) else None)
     say("Optuna studies done")
     ray_report = ray_box.get("report")
     if "error" in ray_box:
@@ -1166,7 +1183,8 @@ def command(args: Any) -> int:
         "seeds": args.seeds, "taskset_seeds": args.taskset_seeds or args.seeds,
         "draw": args.draw, "concurrency": list(args.concurrency), "rules": rules,
         "beta_rules": beta_rules, "tolerance": args.tolerance,
-        "loss_tolerance": args.loss_tolerance, "ray_seeds": args.ray_seeds,
+        "loss_tolerance": args.loss_tolerance,
+        "ray_seeds": ray_seeds,
         "ray_alpha": args.ray_alpha, "processes": args.processes, "scoped": scoped,
         "unit_seconds": {u["workload"] + " " + u["mode"]: u["seconds"] for u in units},
     }

@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     bud.add_argument("--loss-tolerance", type=float, default=0.01, help="loss units (Taskset)")
     bud.add_argument("--ray-seeds", type=int, default=0,
                      help="seeds of real Tune runs on the recorded tables (0: none)")
+    bud.add_argument("--ray-from", default=None, metavar="JSON",
+                     help="take the Tune runs from an earlier report's JSON instead of "
+                     "running them (said in the report's scoped notes)")
     bud.add_argument("--ray-alpha", type=float, default=0.3,
                      help="incumbent_alpha of the NCPScheduler variant with the test")
     bud.add_argument("--processes", type=int, default=1, help="worker processes (Optuna part)")

@@ -36,7 +36,9 @@ def make_pruner(name: str, n_steps: int) -> optuna.pruners.BasePruner:
         # "ncp:<predictor>" (percentile rule) or "ncp/<built-in>:<predictor>"
         head, _, predictor = name.partition(":")
         base = make_pruner(head[4:], n_steps) if head.startswith("ncp/") else None
-        return NCPPruner(max_step=n_steps - 1, predictor=predictor, base=base, **warm)
+        # the 0.1 settings the committed replay tables were made with
+        return NCPPruner(max_step=n_steps - 1, predictor=predictor, base=base,
+                         rule="percentile", prune_diverged=False, **warm)
     factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
         "nop": optuna.pruners.NopPruner,
         "median": lambda: optuna.pruners.MedianPruner(**warm),

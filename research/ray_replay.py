@@ -164,8 +164,9 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     (MedianStoppingRule: grace period 2 epochs, at least 5 other trials, as Optuna's
     MedianPruner with 5 start-up trials and 2 warm-up steps), ``ncp:<predictor>``
     (NCPScheduler, percentile rule) and ``ncp_asha:<predictor>`` (NCPScheduler, ASHA
-    on the predictions), both with the scheduler's defaults (grace period 2, 50th
-    percentile, reduction factor 3). Options after the name change a setting:
+    on the predictions), both with the scheduler's 0.1 defaults (grace period 2, 50th
+    percentile, reduction factor 3, diverged trials run on). Options after the name
+    change a setting:
     ``,rf=3`` (reduction factor), ``,grace=1`` (grace period) and, for NCP,
     ``,alpha=0.3`` (``incumbent_alpha``), e.g. ``async_hyperband,rf=3`` or
     ``ncp_asha:best,grace=1,rf=3,alpha=0.3``. Each is the Tune class with
@@ -180,7 +181,10 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
                          f"{list(_OPTIONS)} (',key=value'), no '+shuffled'.")
     rf = options.get("rf")
     if spec.head in ("ncp", "ncp_asha") and spec.predictor:
-        settings = dict(NCP_SETTINGS)
+        # 0.1's defaults, which the committed replay tables were made with
+        settings = {"grace_period": 2, "prune_diverged": False, **NCP_SETTINGS}
+        if spec.head == "ncp_asha":
+            settings.pop("n_startup_trials", None)  # the percentile rule's only
         if rf is not None:
             settings["reduction_factor"] = rf
         if "grace" in options:

@@ -36,7 +36,9 @@ def tiny_config(tmp_path: Path, *, trials: int = 4, epochs: int = 3, pruner: dic
             "learning_rate": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
         },
         "budget": {"trials": trials, "epochs": epochs},
-        "pruner": pruner or {"name": "ncp", "n_startup_trials": 1, "n_warmup_steps": 1},
+        # the sweep machinery under test; the percentile rule prunes in 4 x 3 epochs
+        "pruner": pruner or {"name": "ncp_percentile", "n_startup_trials": 1,
+                             "n_warmup_steps": 1},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -41,6 +41,8 @@ def test_good_config_gets_defaults() -> None:
     config = validate_sweep_config(GOOD, "good.yaml")
     assert config["backend"] == "optuna"
     assert config["pruner"]["name"] == "ncp" and config["pruner"]["predictor"] == "best"
+    assert config["pruner"]["rule"] == "asha" and config["scheduler"]["rule"] == "asha"
+    assert config["scheduler"]["grace_period"] == 1
     assert config["output"].endswith("t")
     assert config["probe"]["hidden"] == [64, 64, 64]
     assert config["budget"]["minutes"] is None
@@ -48,7 +50,8 @@ def test_good_config_gets_defaults() -> None:
 
 @pytest.mark.parametrize("path, value, expected", [
     ("budjet", {"trials": 1}, ["budjet: unknown key", "did you mean 'budget'?"]),
-    ("pruner.percentil", 30, ["pruner.percentil: unknown key", "did you mean 'percentile'?"]),
+    ("pruner", {"name": "ncp_percentile", "percentil": 30},
+     ["pruner.percentil: unknown key", "did you mean 'percentile'?"]),
     ("pruner", {"name": "hyperband", "percentile": 10},
      ["pruner.percentile: unknown key (not used by this choice)"]),
     ("pruner.name", "medain", ["pruner.name: expected one of", "did you mean 'median'?"]),
@@ -59,8 +62,8 @@ def test_good_config_gets_defaults() -> None:
     ("budget.epochs", _DELETE, ["budget.epochs: missing; expected an integer in [1, 10000]"]),
     ("data", _DELETE, ["data: missing"]),
     ("data.target", "cifar:0-4", ["data.target: expected a task spec"]),
-    ("pruner.percentile", 120, ["pruner.percentile: expected a number in [0, 100]",
-                                "got 120 (int)"]),
+    ("pruner", {"name": "ncp_percentile", "percentile": 120},
+     ["pruner.percentile: expected a number in [0, 100]", "got 120 (int)"]),
     ("pruner.predictor", "bset", ["pruner.predictor: expected a predictor name"]),
     ("probe.hidden", [64, 64], ["probe.hidden: expected a list of at least 3"]),
     ("source.zoo", "resnet50", ["source.zoo: expected a model-zoo architecture"]),
@@ -136,3 +139,35 @@ def test_shipped_configs_are_valid() -> None:
     for path in sweeps:
         config = load_sweep_config(path)
         assert config["budget"]["trials"] >= 1
+
+
+@pytest.mark.parametrize("section, settings, key", [
+    ("pruner", {"name": "ncp", "percentile": 50, "n_startup_trials": 3}, "n_startup_trials"),
+    ("pruner", {"name": "ncp", "kappa": 1.0}, "kappa"),
+    ("scheduler", {"name": "ncp", "percentile": 30}, "percentile"),
+    ("scheduler", {"name": "ncp_asha", "percentile": 30}, "percentile"),
+])
+def test_a_01_percentile_config_says_how_to_keep_its_rule(section, settings, key) -> None:
+    # 0.1's "ncp" was the percentile rule; 0.2's is ASHA: its settings are refused with
+    # the way to keep the old rule, not silently ignored.
+    raw = {**GOOD, section: settings, "backend": "ray" if section == "scheduler" else "optuna"}
+    with pytest.raises(ConfigError) as error:
+        validate_sweep_config(raw, "old.yaml")
+    text = str(error.value)
+    assert f"{section}.{key}" in text and "ncp_percentile" in text and "ASHA" in text
+
+
+def test_ncp_names_pick_their_rule_and_the_pruner_it_builds() -> None:
+    from ncp_search.app.sweep.optuna_backend import make_pruner
+
+    asha = validate_sweep_config({**GOOD, "pruner": {"name": "ncp", "reduction_factor": 2}},
+                                 "a.yaml")
+    old = validate_sweep_config({**GOOD, "pruner": {"name": "ncp_percentile",
+                                                    "percentile": 30,
+                                                    "n_startup_trials": 2}}, "p.yaml")
+    assert (asha["pruner"]["rule"], old["pruner"]["rule"]) == ("asha", "percentile")
+    built = make_pruner(asha)
+    assert (built.rule, built.reduction_factor, built.min_resource, built.max_step) == (
+        "asha", 2.0, 1, 2)
+    built = make_pruner(old)
+    assert (built.rule, built.percentile, built.n_startup_trials) == ("percentile", 30.0, 2)

@@ -60,14 +60,16 @@ def make_config(scheduler=None, space=None, **top):
 # -- describe_scheduler / make_scheduler -----------------------------------------------
 def test_describe_scheduler_names_the_used_settings():
     assert describe_scheduler(make_config()) == (
-        "ncp (predictor=best, percentile=50.0, grace_period=2)")
+        "ncp (predictor=best, grace_period=1, reduction_factor=3)")
+    assert describe_scheduler(make_config({"name": "ncp_percentile"})) == (
+        "ncp_percentile (predictor=best, percentile=50.0, grace_period=1)")
     assert describe_scheduler(make_config({"name": "ncp_asha", "grace_period": 1})) == (
         "ncp_asha (predictor=best, grace_period=1, reduction_factor=3)")
     assert describe_scheduler(make_config({"name": "fifo"})) == "fifo"
 
 
 def test_make_scheduler_ncp_rules_and_state_path(tmp_path):
-    config = make_config({"name": "ncp", "grace_period": 1, "percentile": 30})
+    config = make_config({"name": "ncp_percentile", "grace_period": 1, "percentile": 30})
     scheduler = make_scheduler(config, tmp_path / "state.jsonl")
     assert type(scheduler) is NCPScheduler
     assert (scheduler._rule, scheduler._max_t, scheduler._grace_period) == ("percentile", 3, 1)
@@ -75,6 +77,8 @@ def test_make_scheduler_ncp_rules_and_state_path(tmp_path):
     assert scheduler._state_path == str(tmp_path / "state.jsonl")
     asha = make_scheduler(make_config({"name": "ncp_asha", "reduction_factor": 2}))
     assert asha._rule == "asha" and asha._rf == 2.0 and asha._state_path is None
+    default = make_scheduler(make_config({"name": "ncp"}))
+    assert (default._rule, default._grace_period, default._rf) == ("asha", 1, 3.0)
 
 
 @pytest.mark.parametrize("name, kind", [
@@ -267,6 +271,7 @@ def test_ray_sweep_end_to_end(tmp_path, zoo_cache):
 DRIVER = """\
 import sys
 from ncp_search.app.sweep.run import run_sweep
+
 try:
     run_sweep(sys.argv[1], workers=2, cache_dir=sys.argv[2])
 except KeyboardInterrupt:
@@ -417,8 +422,8 @@ def _journal_stops(path):
     events = [json.loads(line) for line in Path(path).read_text().splitlines()[1:]
               if line.strip()]
     stopped = {e["id"] for e in events if e.get("e") == "decision" and e.get("stop")}
-    scheduler = NCPScheduler(metric="val_accuracy", mode="max", grace_period=1, max_t=3,
-                             state_path=str(path))
+    scheduler = NCPScheduler(rule="percentile", metric="val_accuracy", mode="max",
+                             grace_period=1, max_t=3, state_path=str(path))
     scheduler._load_once()
     return stopped, scheduler.state()["num_stopped"]
 

@@ -28,7 +28,7 @@ BASE: dict[str, Any] = {
     "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
     "search_space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}},
     "budget": {"trials": 4, "epochs": 3},
-    "pruner": {"name": "ncp", "n_startup_trials": 1, "n_warmup_steps": 1},
+    "pruner": {"name": "ncp_percentile", "n_startup_trials": 1, "n_warmup_steps": 1},
 }
 BASE_YAML = """\
 name: v
@@ -252,8 +252,9 @@ def test_a_relative_source_file_is_read_from_the_config_folder(tmp_path, models,
 
 def test_overrides_are_validated_and_named(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    path = _write(tmp_path, lambda c: c.update(backend="ray"), "ray", {})
-    assert main(["sweep", str(path), "--epochs", "1"]) == 2  # grace_period 2 (default) > 1
+    path = _write(tmp_path, lambda c, m: c.update(
+        backend="ray", scheduler={"name": "ncp", "grace_period": 2}), "ray", {})
+    assert main(["sweep", str(path), "--epochs", "1"]) == 2  # grace_period 2 > 1
     err = capsys.readouterr().err
     assert "budget.epochs=1 (from --epochs)" in err and "Traceback" not in err
     from ncp_search.app.sweep.run import run_sweep
@@ -275,7 +276,8 @@ def test_an_override_that_idles_the_pruner_is_a_warning(tmp_path) -> None:
     assert len(warnings) == 1 and "budget.trials is from --trials" in warnings[0]
     # A default that idles it is a warning too; the file setting both is an error.
     warnings.clear()
-    validate_sweep_config({**BASE, "pruner": {"name": "ncp"}}, "x.yaml", warnings=warnings)
+    validate_sweep_config({**BASE, "pruner": {"name": "ncp_percentile"}}, "x.yaml",
+                          warnings=warnings)
     assert "pruner.n_startup_trials is the default" in warnings[0]
     with pytest.raises(ConfigError, match="n_startup_trials"):
         load_sweep_config(path)

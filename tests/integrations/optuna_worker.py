@@ -10,6 +10,8 @@ import optuna
 
 from ncp_search import NCPPruner, report_beta_eff
 
+PERCENTILE = {"rule": "percentile"}  # the rule these tests are about (0.1 default)
+
 
 def objective(trial: optuna.Trial) -> float:
     quality = trial.suggest_float("quality", 0.0, 1.0)
@@ -29,7 +31,8 @@ def main() -> None:
     study = optuna.load_study(
         study_name=name, storage=storage,
         sampler=optuna.samplers.RandomSampler(seed=seed),
-        pruner=NCPPruner(n_startup_trials=3, n_warmup_steps=2, predictor="ncp_hybrid"),
+        pruner=NCPPruner(
+            **PERCENTILE, n_startup_trials=3, n_warmup_steps=2, predictor="ncp_hybrid"),
     )
     study.optimize(objective, n_trials=n_trials)
 

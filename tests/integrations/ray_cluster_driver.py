@@ -19,6 +19,9 @@ from ray import tune
 from ncp_search.integrations.ray.scheduler import NCPScheduler
 from ncp_search.integrations.ray.trainable import trial_resources
 
+# The percentile rule with the 0.1 defaults these tests were written for.
+RULE_01 = {"rule": "percentile", "grace_period": 2}
+
 QUALITIES = [0.1, 0.9, 0.2, 0.8, 0.15, 0.85, 0.3, 0.7]
 STEPS = 8
 
@@ -53,7 +56,7 @@ def main(address: str, storage: str, out: str) -> None:
             param_space={"quality": tune.grid_search(QUALITIES)},
             tune_config=tune.TuneConfig(
                 metric="val_accuracy", mode="max",
-                scheduler=NCPScheduler(grace_period=2, max_t=STEPS, state_path=state_path),
+                scheduler=NCPScheduler(**RULE_01, max_t=STEPS, state_path=state_path),
             ),
             run_config=tune.RunConfig(storage_path=storage, name="ncp", verbose=0),
         )

@@ -15,6 +15,8 @@ import pytest
 import ncp_search
 from ncp_search import NCPCallback, NCPPruner, ProbeError, probe_batch, report_beta_eff
 
+PERCENTILE = {"rule": "percentile"}  # the rule these tests are about (0.1 default)
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -87,7 +89,7 @@ def test_a_model_without_hidden_layer_fails_at_fit_with_the_fix():
 
 
 def test_study_records_the_pruner_and_numeric_trial_attributes(caplog):
-    pruner = NCPPruner(predictor="ncp_feature_norm", n_startup_trials=2, max_step=5)
+    pruner = NCPPruner(**PERCENTILE, predictor="ncp_feature_norm", n_startup_trials=2, max_step=5)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     with caplog.at_level(logging.INFO, logger="ncp_search"):
         for _ in range(2):
@@ -119,7 +121,7 @@ def test_default_predictor_is_logged_as_not_using_beta_eff(caplog):
     assert study.user_attrs["ncp_pruner"]["uses_beta_eff"] is False
     (line,) = [r.getMessage() for r in caplog.records if "decides" in r.getMessage()]
     assert "predictor='best'" in line and "does not use beta_eff" in line
-    assert "rule='percentile'" in line
+    assert "rule='asha'" in line
 
 
 def test_other_pruners_are_recorded_as_not_reading_beta_eff(caplog):

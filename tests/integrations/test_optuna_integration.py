@@ -15,6 +15,8 @@ from ncp_search.app.data import load_task
 from ncp_search.app.zoo import load_source_model
 from ncp_search.engine.finetune import build_trial_models, compile_trial
 
+PERCENTILE = {"rule": "percentile"}  # the rule these tests are about (0.1 default)
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -47,7 +49,7 @@ def test_keras_study_with_callback_prunes_and_completes(tmp_path, interval, pred
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0),
-        pruner=NCPPruner(n_startup_trials=3, n_warmup_steps=1, max_step=5,
+        pruner=NCPPruner(**PERCENTILE, n_startup_trials=3, n_warmup_steps=1, max_step=5,
                          predictor=predictor),
         storage=f"sqlite:///{tmp_path / 'study.db'}",
     )
@@ -114,7 +116,8 @@ def test_journal_storage_and_threads(tmp_path, storage_kind):
     study = optuna.create_study(
         direction="maximize", storage=storage,
         sampler=optuna.samplers.RandomSampler(seed=1),
-        pruner=NCPPruner(n_startup_trials=3, n_warmup_steps=2, predictor="ncp_hybrid"),
+        pruner=NCPPruner(
+            **PERCENTILE, n_startup_trials=3, n_warmup_steps=2, predictor="ncp_hybrid"),
     )
     study.optimize(objective, n_trials=16, n_jobs=n_jobs)
     trials = study.get_trials()

@@ -9,6 +9,8 @@ import pytest
 
 from ncp_search import NCPPruner, report_beta_eff
 
+PERCENTILE = {"rule": "percentile"}  # the rule these tests are about (0.1 default)
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -31,7 +33,8 @@ def complete_trials(study, n=5, sign=1.0, steps=6):
 
 
 def test_no_pruning_without_completed_trials_or_reports():
-    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_startup_trials=0))
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(
+        **PERCENTILE, n_startup_trials=0))
     trial = study.ask()
     assert not trial.should_prune()  # no completed trial, no report
     trial.report(0.01, 5)
@@ -39,7 +42,8 @@ def test_no_pruning_without_completed_trials_or_reports():
 
 
 def test_startup_trials():
-    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_startup_trials=5,
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(
+        **PERCENTILE, n_startup_trials=5,
                                                                       n_warmup_steps=0))
     complete_trials(study, n=4)
     trial = run_trial(study, [0.01, 0.01, 0.01], finish=False)
@@ -50,7 +54,8 @@ def test_startup_trials():
 
 @pytest.mark.parametrize("direction, sign", [("maximize", 1.0), ("minimize", -1.0)])
 def test_prunes_a_clearly_bad_trial_in_both_directions(direction, sign):
-    study = optuna.create_study(direction=direction, pruner=NCPPruner(n_warmup_steps=2))
+    study = optuna.create_study(direction=direction, pruner=NCPPruner(
+        **PERCENTILE, n_warmup_steps=2))
     complete_trials(study, sign=sign)
     bad = run_trial(study, [sign * v for v in (0.1, 0.1, 0.1)], finish=False)
     assert bad.should_prune()
@@ -60,7 +65,7 @@ def test_prunes_a_clearly_bad_trial_in_both_directions(direction, sign):
 
 def test_warmup_and_interval():
     study = optuna.create_study(
-        direction="maximize", pruner=NCPPruner(n_warmup_steps=3, interval_steps=2)
+        direction="maximize", pruner=NCPPruner(**PERCENTILE, n_warmup_steps=3, interval_steps=2)
     )
     complete_trials(study)
     trial = study.ask()
@@ -71,16 +76,91 @@ def test_warmup_and_interval():
     assert decisions == [False, False, False, True, False, True, False, True]
 
 
-def test_nan_fails_open():
-    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0))
+def test_nan_fails_open_when_diverged_trials_are_kept():
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(
+        rule="percentile", n_warmup_steps=0, prune_diverged=False))
     complete_trials(study)
     trial = run_trial(study, [float("nan")] * 3, finish=False)
     assert not trial.should_prune()
 
 
+@pytest.mark.parametrize("rule", ["asha", "percentile"])
+@pytest.mark.parametrize("direction, bad", [("maximize", float("nan")),
+                                            ("minimize", float("nan")),
+                                            ("minimize", float("inf"))])
+def test_a_diverged_trial_is_pruned_at_once(rule, direction, bad):
+    # Before any completed trial, in warm-up, off a rung: a NaN or infinite report
+    # prunes (the budget benchmark's default); at the last step it does not.
+    pruner = NCPPruner(rule=rule, max_step=5)
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    trial = study.ask()
+    trial.report(0.5, 0)
+    assert not trial.should_prune()
+    trial.report(bad, 1)
+    assert trial.should_prune()
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "diverged"
+    last = study.ask()
+    last.report(bad, 5)
+    assert not last.should_prune()
+
+
+def test_default_rule_is_asha_and_percentile_settings_say_which_rule_they_need():
+    assert NCPPruner().rule == "asha" and NCPPruner().prune_diverged
+    for kwargs in ({"percentile": 25.0}, {"n_startup_trials": 3}, {"n_warmup_steps": 1},
+                   {"interval_steps": 2}, {"kappa": 1.0}):
+        with pytest.raises(ValueError, match="rule='percentile'"):
+            NCPPruner(**kwargs)
+        assert NCPPruner(**PERCENTILE, **kwargs).rule == "percentile"
+    with pytest.raises(ValueError, match="rule='percentile'"):
+        NCPPruner(50.0)  # positional, as 0.1 code wrote it
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"rule": "asha", "max_step": 7, "reduction_factor": 2},
+    {"rule": "percentile", "max_step": 7, "n_startup_trials": 2, "n_warmup_steps": 1},
+    {"rule": "asha", "reduction_factor": 2, "min_resource": 2},
+])
+def test_kept_index_decides_as_a_fresh_full_scan(kwargs):
+    # Trials in flight that finish out of order (complete, pruned, failed): the pruner
+    # that keeps its index of finished trials between decisions decides exactly as a
+    # new pruner that scans every trial.
+    import random
+
+    rng = random.Random(0)
+    kept = NCPPruner(**kwargs)
+    study = optuna.create_study(direction="maximize", pruner=kept)
+    running: dict[int, tuple[optuna.Trial, float, int]] = {}
+    compared = 0
+    for _ in range(120):
+        if len(running) < 4:
+            trial = study.ask()
+            running[trial.number] = (trial, rng.random(), 0)
+        number = rng.choice(sorted(running))
+        trial, quality, step = running[number]
+        trial.report(0.5 + 0.4 * quality * (1 - 0.8 ** (step + 1)), step)
+        frozen = study.get_trials(deepcopy=False)[number]
+        assert kept.decide(study, frozen) == NCPPruner(**kwargs).decide(study, frozen)
+        compared += 1
+        verdict = kept.decide(study, frozen)
+        end = rng.random()
+        if verdict.stop:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif end < 0.05:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif step == 7:
+            study.tell(trial, 0.5 + 0.4 * quality)
+        else:
+            running[number] = (trial, quality, step + 1)
+            continue
+        del running[number]
+    states = {t.state for t in study.get_trials()}
+    assert compared == 120 and optuna.trial.TrialState.PRUNED in states
+    assert optuna.trial.TrialState.COMPLETE in states
+
+
 def test_missing_beta_eff_warns_once_and_fails_open():
     study = optuna.create_study(
-        direction="maximize", pruner=NCPPruner(n_warmup_steps=0, predictor="ncp_raw")
+        direction="maximize", pruner=NCPPruner(**PERCENTILE, n_warmup_steps=0, predictor="ncp_raw")
     )
     complete_trials(study)
     trial = run_trial(study, [0.01, 0.01, 0.01], finish=False)
@@ -90,7 +170,7 @@ def test_missing_beta_eff_warns_once_and_fails_open():
 
 def test_beta_eff_and_prediction_are_stored_on_the_trial():
     study = optuna.create_study(
-        direction="maximize", pruner=NCPPruner(n_warmup_steps=1, predictor="ncp_raw")
+        direction="maximize", pruner=NCPPruner(**PERCENTILE, n_warmup_steps=1, predictor="ncp_raw")
     )
     for i in range(5):
         run_trial(study, [0.5 + 0.05 * i + 0.01 * s for s in range(4)], betas=[3, 2, 1, 0.5])
@@ -106,7 +186,8 @@ def test_beta_eff_and_prediction_are_stored_on_the_trial():
 
 
 def test_running_predictions_enter_the_reference():
-    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0,
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(
+        **PERCENTILE, n_warmup_steps=0,
                                                                       n_startup_trials=1))
     run_trial(study, [0.5, 0.5])
     strong = []
@@ -142,7 +223,7 @@ def test_argument_errors(kwargs, match):
 
 
 def test_pickling():
-    pruner = NCPPruner(percentile=25.0, predictor="pow3")
+    pruner = NCPPruner(**PERCENTILE, percentile=25.0, predictor="pow3")
     clone = pickle.loads(pickle.dumps(pruner))
     assert clone.percentile == 25.0 and clone.predictor == "pow3"
     study = optuna.create_study(direction="maximize", pruner=clone)
@@ -160,7 +241,7 @@ def as_table_run(trial):
 def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
     from research.table_predict import predict
 
-    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_curve", max_step=5)
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0, predictor="xtrial_curve", max_step=5)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(7):
         run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
@@ -179,7 +260,7 @@ def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
 def test_residual_cross_trial_matches_offline():
     from research.table_predict import predict
 
-    pruner = NCPPruner(n_warmup_steps=0, predictor="xtrial_resid_curve", max_step=5)
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0, predictor="xtrial_resid_curve", max_step=5)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(7):
         run_trial(study, [0.5 + 0.04 * i + 0.02 * s * (i % 3) for s in range(6)])
@@ -265,7 +346,7 @@ def test_sampler_benchmark_runs():
 
 
 def test_one_pruner_object_serves_two_studies():
-    pruner = NCPPruner(n_warmup_steps=0)
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0)
     low = optuna.create_study(direction="maximize", pruner=pruner)
     high = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(5):
@@ -293,7 +374,8 @@ def report_at(study, steps, values, betas=None, terms=None):
     ids=["0-based", "1-based", "strided", "gaps", "out-of-order"],
 )
 def test_any_step_numbering_prunes_the_bad_and_keeps_the_good(steps):
-    study = optuna.create_study(direction="maximize", pruner=NCPPruner(n_warmup_steps=0))
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(
+        **PERCENTILE, n_warmup_steps=0))
     for i in range(5):
         trial = report_at(study, steps, [0.6 + 0.05 * i] * 4)
         study.tell(trial, 0.6 + 0.05 * i)
@@ -311,7 +393,7 @@ def test_any_step_numbering_prunes_the_bad_and_keeps_the_good(steps):
 def test_strided_steps_follow_the_latest_value():
     # Was: the prediction froze at the first report (k counted reports, steps were 0, 10,
     # 20), so the trial that becomes the best was pruned at step 20.
-    pruner = NCPPruner(n_warmup_steps=0, predictor="last")
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0, predictor="last")
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(5):
         study.tell(report_at(study, [0, 10, 20], [0.5, 0.6 + 0.02 * i, 0.7 + 0.02 * i]),
@@ -323,7 +405,7 @@ def test_strided_steps_follow_the_latest_value():
 
 def test_reports_every_second_epoch_with_beta_eff():
     # What NCPCallback(interval=2) reports (steps 1, 3, 5): every trial FAILed before.
-    pruner = NCPPruner(n_warmup_steps=0, predictor="ncp_raw")
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0, predictor="ncp_raw")
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(5):
         final = 0.7 + 0.04 * i
@@ -340,7 +422,7 @@ def test_kappa_is_measured_at_the_step_being_decided():
     # error of a step-1 prediction is large. At their last step best-so-far equals the
     # final, so a spread measured there (as before) is 0 and kappa did nothing.
     def study_with(kappa):
-        pruner = NCPPruner(n_warmup_steps=0, n_startup_trials=5, kappa=kappa)
+        pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0, n_startup_trials=5, kappa=kappa)
         study = optuna.create_study(direction="maximize", pruner=pruner)
         for final in (0.5, 0.6, 0.75, 0.85, 0.95):
             curve = [0.3, 0.35, 0.4, final]
@@ -355,7 +437,8 @@ def test_probe_terms_feed_the_predictors_that_read_them():
     from ncp_search.core.history import TrialHistory
     from ncp_search.core.predictors import predict_final
 
-    pruner = NCPPruner(n_warmup_steps=0, predictor="ncp_feature_norm", n_startup_trials=1)
+    pruner = NCPPruner(
+        **PERCENTILE, n_warmup_steps=0, predictor="ncp_feature_norm", n_startup_trials=1)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     study.tell(report_at(study, range(3), [0.5, 0.6, 0.7]), 0.8)
     betas, norms = [4.0, 2.0, 1.0], [1.0, 1.5, 2.0]
@@ -376,7 +459,7 @@ def test_probe_terms_feed_the_predictors_that_read_them():
 
 
 def test_pow3_extrapolates_a_minimised_objective_online():
-    pruner = NCPPruner(n_warmup_steps=0, predictor="pow3", max_step=39)
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=0, predictor="pow3", max_step=39)
     study = optuna.create_study(direction="minimize", pruner=pruner)
     trial = report_at(study, range(8), [0.2 + 1.0 / (s + 1) for s in range(8)])
     predicted = pruner.predict_final(study, study.get_trials()[-1])
@@ -385,7 +468,7 @@ def test_pow3_extrapolates_a_minimised_objective_online():
 
 
 def test_decide_says_why():
-    pruner = NCPPruner(n_warmup_steps=2, n_startup_trials=1)
+    pruner = NCPPruner(**PERCENTILE, n_warmup_steps=2, n_startup_trials=1)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     trial = report_at(study, [0], [0.5])
     assert pruner.decide(study, study.get_trials()[-1]).reason == "warmup"
@@ -479,7 +562,8 @@ def test_new_argument_errors():
 def test_record_decision_stores_why_in_the_objectives_units(direction, sign):
     from ncp_search.integrations.optuna.reporting import record_decision
 
-    study = optuna.create_study(direction=direction, pruner=NCPPruner(n_warmup_steps=0))
+    study = optuna.create_study(direction=direction, pruner=NCPPruner(
+        **PERCENTILE, n_warmup_steps=0))
     complete_trials(study, sign=sign)
     bad = run_trial(study, [sign * 0.1] * 3, finish=False)
     assert bad.should_prune()

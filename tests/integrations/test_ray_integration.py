@@ -21,6 +21,9 @@ import tests.integrations.ray_sweep as sweep  # noqa: E402
 from ncp_search.integrations.ray.scheduler import STATE_FORMAT, NCPScheduler  # noqa: E402
 from tests.integrations.test_ray_scheduler import Trial  # noqa: E402
 
+# The percentile rule with the 0.1 defaults these tests were written for.
+RULE_01 = {"rule": "percentile", "grace_period": 2}
+
 
 def trainable(config):
     quality = config["quality"]
@@ -33,7 +36,7 @@ def trainable(config):
 def test_tuner_with_ncp_scheduler_stops_some_trials(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        scheduler = NCPScheduler(grace_period=2, max_t=8, predictor="best")
+        scheduler = NCPScheduler(**RULE_01, max_t=8, predictor="best")
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
             param_space={"quality": tune.grid_search([0.1, 0.9, 0.2, 0.8, 0.15, 0.85, 0.3, 0.7])},
@@ -188,7 +191,7 @@ def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
     # that was never killed writes the same journal (decisions and predictions).
     assert _journal_events(_replay_through_hooks(events, tmp_path / "replay.jsonl"),
                            strict=True) == events
-    scheduler = NCPScheduler(metric="val_accuracy", mode="max", state_path=str(journal))
+    scheduler = NCPScheduler(**RULE_01, metric="val_accuracy", mode="max", state_path=str(journal))
     scheduler.on_trial_add(None, Trial(next(iter(done_before))))  # replays the journal
     tracks = scheduler.state()["tracks"]
     assert set(tracks) == set(after), "a trial has no track, or two"
@@ -217,7 +220,7 @@ def test_keras_class_trainable_reports_beta_eff_from_its_actor(tmp_path):
             param_space={"learning_rate": tune.grid_search([1e-4, 0.3, 0.1, 1e-3])},
             tune_config=tune.TuneConfig(
                 metric="val_accuracy", mode="max",
-                scheduler=NCPScheduler(grace_period=2, max_t=4, predictor="ncp_raw")),
+                scheduler=NCPScheduler(**RULE_01, max_t=4, predictor="ncp_raw")),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="keras", verbose=0,
                                       stop={"training_iteration": 4}),
         )

@@ -10,6 +10,10 @@ from ray.tune.schedulers import TrialScheduler  # noqa: E402
 
 from ncp_search.integrations.ray.scheduler import NCPScheduler  # noqa: E402
 
+# The percentile rule with the 0.1 defaults these tests were written for.
+RULE_01 = {"rule": "percentile", "grace_period": 2}
+PERCENTILE = {"rule": "percentile"}  # the rule these tests are about (0.1 default)
+
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
 
@@ -38,7 +42,7 @@ def finished(scheduler, name, values, metric="acc"):
 
 @pytest.mark.parametrize("mode, sign", [("max", 1.0), ("min", -1.0)])
 def test_percentile_rule_stops_a_bad_trial_in_both_modes(mode, sign):
-    scheduler = NCPScheduler(metric="acc", mode=mode, max_t=6, grace_period=2,
+    scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode=mode, max_t=6, grace_period=2,
                              n_startup_trials=4)
     for i in range(4):
         finished(scheduler, f"done{i}", [sign * (0.6 + 0.05 * i)] * 6)
@@ -51,7 +55,7 @@ def test_percentile_rule_stops_a_bad_trial_in_both_modes(mode, sign):
 
 def test_a_stopped_trial_is_not_counted_as_a_final():
     # Tune calls on_trial_complete for trials the scheduler stopped, too.
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, grace_period=2,
+    scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode="max", max_t=6, grace_period=2,
                              n_startup_trials=3)
     for i in range(3):
         finished(scheduler, f"done{i}", [0.8 + 0.01 * i] * 6)
@@ -67,7 +71,7 @@ def test_a_stopped_trial_is_not_counted_as_a_final():
 
 
 def test_grace_period_and_first_trial():
-    scheduler = NCPScheduler(metric="acc", mode="max", grace_period=3, max_t=10)
+    scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode="max", grace_period=3, max_t=10)
     first = Trial("first")
     scheduler.on_trial_add(None, first)
     assert feed(scheduler, first, [0.1] * 5) == [CONTINUE] * 5  # nothing to compare with
@@ -86,12 +90,12 @@ def test_asha_on_predictions():
 
 
 def test_missing_metric_and_beta_fail_open_with_one_warning():
-    scheduler = NCPScheduler(metric="acc", mode="max", predictor="ncp_raw", max_t=6)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", predictor="ncp_raw", max_t=6)
     for i in range(3):
         finished(scheduler, f"d{i}", [0.8] * 6)
     trial = Trial("x")
     scheduler.on_trial_add(None, trial)
-    with pytest.warns(RuntimeWarning, match="missing or non-numeric"):
+    with pytest.warns(RuntimeWarning, match="missing, non-numeric"):
         assert scheduler.on_trial_result(None, trial, {"training_iteration": 1}) == CONTINUE
     with pytest.warns(RuntimeWarning, match="beta_eff"):
         decisions = feed(scheduler, trial, [0.1] * 4, beta=None)
@@ -120,7 +124,7 @@ def test_argument_errors(kwargs, match):
 
 
 def test_save_restore_round_trip(tmp_path):
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6)
     for i in range(3):
         finished(scheduler, f"d{i}", [0.7 + 0.05 * i] * 6)
     running = Trial("running")
@@ -128,7 +132,7 @@ def test_save_restore_round_trip(tmp_path):
     feed(scheduler, running, [0.5, 0.55])
     path = tmp_path / "scheduler.json"
     scheduler.save(str(path))
-    restored = NCPScheduler(metric="acc", mode="max", max_t=6)
+    restored = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6)
     restored.restore(str(path))
     assert restored.state() == scheduler.state()
     # the restored scheduler decides exactly as the original
@@ -137,28 +141,28 @@ def test_save_restore_round_trip(tmp_path):
 
 def test_state_path_brings_histories_back(tmp_path):
     path = tmp_path / "exp" / "ncp_scheduler.jsonl"
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, state_path=str(path))
     for i in range(3):
         finished(scheduler, f"d{i}", [0.7 + 0.05 * i] * 6)
     running = Trial("running")
     scheduler.on_trial_add(None, running)
     feed(scheduler, running, [0.5, 0.55])
     # what Tuner.restore hands back: the scheduler as configured, with empty state
-    fresh = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    fresh = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, state_path=str(path))
     fresh.on_trial_add(None, running)
     assert fresh.state() == scheduler.state()
     # and decides exactly as the original
     assert feed(fresh, running, [0.1], start=3) == feed(scheduler, running, [0.1], start=3)
     corrupt = tmp_path / "bad.jsonl"
     corrupt.write_bytes(b"not a journal")
-    empty = NCPScheduler(metric="acc", mode="max", state_path=str(corrupt))
+    empty = NCPScheduler(**RULE_01, metric="acc", mode="max", state_path=str(corrupt))
     empty.on_trial_add(None, Trial("a"))
     assert empty.state()["tracks"] == {"a": empty.state()["tracks"]["a"]}
     assert corrupt.read_bytes() == b"not a journal"  # not written over
 
 
 def test_a_restarted_trial_does_not_double_its_history():
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6)
     trial = Trial("t")
     scheduler.on_trial_add(None, trial)
     feed(scheduler, trial, [0.5, 0.6, 0.7])
@@ -193,7 +197,7 @@ def test_trial_resources_with_gpus(monkeypatch):
 def test_no_stop_before_startup_trials_completed():
     # Was: 4 trials running, none completed: 3 of the first wave stopped by comparing
     # them with each other.
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=10, grace_period=1)
+    scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode="max", max_t=10, grace_period=1)
     wave = [Trial(f"w{i}") for i in range(4)]
     for trial in wave:
         scheduler.on_trial_add(None, trial)
@@ -205,7 +209,7 @@ def test_no_stop_before_startup_trials_completed():
 
 
 def test_a_nan_final_leaves_the_rule_on_for_the_others():
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=3)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, n_startup_trials=3)
     for i in range(3):
         finished(scheduler, f"d{i}", [0.8 + 0.01 * i] * 6)
     broken = Trial("nan")
@@ -218,9 +222,9 @@ def test_a_nan_final_leaves_the_rule_on_for_the_others():
     assert STOP in feed(scheduler, bad, [0.1] * 3)
 
 
-@pytest.mark.parametrize("bad_value", [None, "0.9", float("inf"), [0.1]])
+@pytest.mark.parametrize("bad_value", [None, "0.9", [0.1]])
 def test_non_numeric_metrics_fail_open_and_never_raise(bad_value):
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=3)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, n_startup_trials=3)
     for i in range(3):
         finished(scheduler, f"d{i}", [0.8] * 6)
     trial = Trial("x")
@@ -236,7 +240,7 @@ def test_non_numeric_metrics_fail_open_and_never_raise(bad_value):
 def test_a_completed_trial_rerun_after_restore_is_never_judged_by_its_own_final():
     # Was: after Tuner.restore a COMPLETE 0.982 trial re-run by Tune was compared with its
     # own earlier final and stopped (and lost its model).
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=3)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, n_startup_trials=3)
     for i in range(2):
         finished(scheduler, f"d{i}", [0.5] * 6)
     finished(scheduler, "star", [0.7, 0.8, 0.9, 0.95, 0.97, 0.982])
@@ -251,7 +255,8 @@ def test_a_completed_trial_rerun_after_restore_is_never_judged_by_its_own_final(
 
 
 def test_grace_period_counts_time_attr_not_results():
-    scheduler = NCPScheduler(metric="acc", mode="max", time_attr="epoch", grace_period=15,
+    scheduler = NCPScheduler(
+        **PERCENTILE, metric="acc", mode="max", time_attr="epoch", grace_period=15,
                              max_t=100, n_startup_trials=1)
     done = Trial("d")
     scheduler.on_trial_add(None, done)
@@ -266,7 +271,7 @@ def test_grace_period_counts_time_attr_not_results():
 
 
 def test_no_stop_at_the_last_step():
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=3, grace_period=1,
+    scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode="max", max_t=3, grace_period=1,
                              n_startup_trials=1)
     finished(scheduler, "d", [0.9] * 3)
     late = Trial("late")
@@ -276,7 +281,7 @@ def test_no_stop_at_the_last_step():
 
 def test_kappa_and_cross_trial_predictors_are_fed():
     def scheduler_with(**kwargs):
-        scheduler = NCPScheduler(metric="acc", mode="max", max_t=4, grace_period=1,
+        scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode="max", max_t=4, grace_period=1,
                                  n_startup_trials=5, **kwargs)
         for i, final in enumerate((0.5, 0.6, 0.75, 0.85, 0.95)):
             finished(scheduler, f"d{i}", [0.3, 0.35, 0.4 + 0.01 * i, final])
@@ -294,7 +299,7 @@ def test_kappa_and_cross_trial_predictors_are_fed():
 
 
 def test_probe_terms_are_read_from_results_and_unfeedable_predictors_refused():
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, grace_period=2,
+    scheduler = NCPScheduler(**PERCENTILE, metric="acc", mode="max", max_t=6, grace_period=2,
                              predictor="ncp_feature_norm", n_startup_trials=1)
     finished(scheduler, "d", [0.9] * 6)
     trial = Trial("t")
@@ -318,7 +323,7 @@ def test_a_planted_pickle_at_state_path_runs_no_code(tmp_path):
 
     planted = tmp_path / "ncp_scheduler.jsonl"
     planted.write_bytes(pickle.dumps(Payload()))
-    scheduler = NCPScheduler(metric="acc", mode="max", state_path=str(planted))
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", state_path=str(planted))
     scheduler.on_trial_add(None, Trial("a"))
     feed(scheduler, Trial("a"), [0.5, 0.6])
     assert not marker.exists()
@@ -327,11 +332,11 @@ def test_a_planted_pickle_at_state_path_runs_no_code(tmp_path):
 
 def test_the_journal_survives_a_torn_last_line(tmp_path):
     path = tmp_path / "ncp_scheduler.jsonl"
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, state_path=str(path))
     finished(scheduler, "d", [0.8] * 6)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"e": "result", "id": "x", "t": 1')  # killed mid-write
-    fresh = NCPScheduler(metric="acc", mode="max", max_t=6, state_path=str(path))
+    fresh = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, state_path=str(path))
     fresh.on_trial_add(None, Trial("y"))
     assert fresh.state()["tracks"]["d"]["final"] == pytest.approx(0.8)
     assert "x" not in fresh.state()["tracks"]
@@ -355,10 +360,44 @@ def test_incumbent_test_in_ray():
 
 
 def test_a_trial_stopped_again_after_a_restart_counts_once():
-    scheduler = NCPScheduler(metric="acc", mode="max", max_t=6, n_startup_trials=1)
+    scheduler = NCPScheduler(**RULE_01, metric="acc", mode="max", max_t=6, n_startup_trials=1)
     finished(scheduler, "d", [0.9] * 6)
     bad = Trial("bad")
     scheduler.on_trial_add(None, bad)
     assert feed(scheduler, bad, [0.1] * 2)[-1] == STOP
     assert feed(scheduler, bad, [0.1] * 2)[-1] == STOP  # restarted from scratch, stopped again
     assert scheduler.num_stopped == 1 and "num_stopped=1" in scheduler.debug_string()
+
+
+def test_default_is_asha_with_grace_1_and_percentile_settings_need_their_rule():
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=20)
+    assert scheduler._rule == "asha" and scheduler._rung_steps == [1.0, 3.0, 9.0]
+    for kwargs in ({"percentile": 25.0}, {"n_startup_trials": 3}, {"kappa": 1.0}):
+        with pytest.raises(ValueError, match="rule='percentile'"):
+            NCPScheduler(**kwargs)
+        NCPScheduler(rule="percentile", **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_diverged_metric_stops_the_trial_at_once(mode, bad, tmp_path):
+    # Was: a NaN or infinite metric failed open and the diverged trial ran to max_t.
+    path = tmp_path / "journal.jsonl"
+    scheduler = NCPScheduler(metric="acc", mode=mode, max_t=10, state_path=str(path))
+    trial = Trial("diverged")
+    scheduler.on_trial_add(None, trial)
+    assert feed(scheduler, trial, [0.5, 0.5, bad]) == [CONTINUE, CONTINUE, STOP]
+    assert scheduler.num_stopped == 1
+    scheduler.on_trial_complete(None, trial, {"training_iteration": 3, "acc": bad})
+    restored = NCPScheduler(metric="acc", mode=mode, max_t=10, state_path=str(path))
+    restored._load_once()
+    assert restored.num_stopped == 1 and restored.state()["tracks"]["diverged"]["final"] is None
+    # at max_t the trial has used its budget: not stopped; kept with prune_diverged=False
+    last = Trial("last")
+    scheduler.on_trial_add(None, last)
+    assert feed(scheduler, last, [bad], start=10) == [CONTINUE]
+    keep = NCPScheduler(metric="acc", mode=mode, max_t=10, prune_diverged=False)
+    kept = Trial("kept")
+    keep.on_trial_add(None, kept)
+    with pytest.warns(RuntimeWarning, match="non-numeric"):
+        assert feed(keep, kept, [0.5, bad, bad]) == [CONTINUE] * 3

@@ -20,6 +20,7 @@ from typing import Any
 
 OPTUNA_HOSTS = {
     "ncp": "NCPPruner",
+    "ncp_percentile": "NCPPruner",
     "median": "Optuna's MedianPruner",
     "percentile": "Optuna's PercentilePruner",
     "successive_halving": "Optuna's SuccessiveHalvingPruner",
@@ -29,6 +30,7 @@ OPTUNA_HOSTS = {
 RAY_HOSTS = {
     "ncp": "NCPScheduler",
     "ncp_asha": "NCPScheduler",
+    "ncp_percentile": "NCPScheduler",
     "fifo": "no early stopping (Tune's FIFOScheduler)",
     "async_hyperband": "Tune's AsyncHyperBandScheduler",
     "hyperband": "Tune's HyperBandScheduler",
@@ -140,8 +142,9 @@ def describe(meta: Mapping[str, Any]) -> Decider:
     if not name:
         return Decider("", "the pruner (not recorded)", backend)
     host = hosts.get(name, name)
-    if name not in ("ncp", "ncp_asha"):
+    if name not in ("ncp", "ncp_asha", "ncp_percentile"):
         return Decider(name, host, backend, uses_beta_eff=False, settings=settings)
+    # Sweeps before 0.2 stored no rule: their "ncp" was the percentile rule.
     rule = str(settings.get("rule") or ("asha" if name == "ncp_asha" else "percentile"))
     predictor = str(settings.get("predictor") or "best")
     spec = PREDICTORS.get(predictor)

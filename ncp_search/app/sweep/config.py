@@ -46,7 +46,11 @@ from ncp_search.errors import NCPSearchError
 BACKENDS = ("optuna", "ray")
 MODES = ("observer", "probe_head")
 PRUNERS: dict[str, set[str]] = {
-    "ncp": {"predictor", "percentile", "n_startup_trials", "n_warmup_steps", "kappa"},
+    # ncp: ASHA on predicted finals (the default since 0.2, the budget benchmark's
+    # pick); ncp_percentile: the percentile rule, the 0.1 default.
+    "ncp": {"predictor", "reduction_factor"},
+    "ncp_percentile": {"predictor", "percentile", "n_startup_trials", "n_warmup_steps",
+                       "kappa"},
     "median": {"n_startup_trials", "n_warmup_steps"},
     "percentile": {"percentile", "n_startup_trials", "n_warmup_steps"},
     "successive_halving": {"reduction_factor"},
@@ -54,13 +58,16 @@ PRUNERS: dict[str, set[str]] = {
     "nop": set(),
 }
 SCHEDULERS: dict[str, set[str]] = {
-    "ncp": {"predictor", "percentile", "grace_period"},
-    "ncp_asha": {"predictor", "grace_period", "reduction_factor"},
+    "ncp": {"predictor", "grace_period", "reduction_factor"},
+    "ncp_asha": {"predictor", "grace_period", "reduction_factor"},  # = ncp
+    "ncp_percentile": {"predictor", "percentile", "grace_period"},
     "fifo": set(),
     "async_hyperband": {"grace_period", "reduction_factor"},
     "hyperband": {"reduction_factor"},
     "median_stopping": {"grace_period"},
 }
+NCP_RULES = {"ncp": "asha", "ncp_asha": "asha", "ncp_percentile": "percentile"}
+"""The rule of each NCP pruner/scheduler name (stored as the section's ``rule``)."""
 SAMPLERS = ("tpe", "random")
 MAX_EPOCHS = 10_000
 """``budget.epochs`` above this is refused as a typo."""
@@ -223,7 +230,7 @@ SECTIONS: dict[str, dict[str, _Field]] = {
         "name": _Field(f"one of {list(SCHEDULERS)}", _one_of(SCHEDULERS), "ncp"),
         "predictor": _PREDICTOR,
         "percentile": _PERCENTILE,
-        "grace_period": _Field("an integer >= 1", _positive_int, 2),
+        "grace_period": _Field("an integer >= 1", _positive_int, 1),
         "reduction_factor": _REDUCTION_FACTOR,
     },
     "optuna": {
@@ -374,7 +381,11 @@ class _Checker:
                     raise self.fail(f"{section}.name", f"expected one of {list(table)}, but "
                                     f"got {_describe(chosen)}; {_suggest(chosen, table)}")
                 names = table[chosen] | {"name"}
+                if chosen in ("ncp", "ncp_asha"):
+                    self.renamed_rule(section, chosen, value, table)
             config[section] = self.fields(value, fields, f"{section}.", names)
+            if names is not None and config[section]["name"] in NCP_RULES:
+                config[section]["rule"] = NCP_RULES[config[section]["name"]]
         config["search_space"] = self.space(raw["search_space"], config["mode"])
         self.source(config)
         self.data(config)
@@ -564,6 +575,21 @@ class _Checker:
                                 f"exceeds budget.epochs={budget['epochs']}"
                                 f"{self._origin('budget.epochs')}; set grace_period <= "
                                 "budget.epochs.")
+
+    def renamed_rule(self, section: str, chosen: str, value: Mapping[str, Any],
+                     table: Mapping[str, set[str]]) -> None:
+        """A 0.1 config: ``name: ncp`` with the percentile rule's settings, which
+        ``ncp`` (now ASHA) does not read."""
+        old = sorted(k for k in value if k not in table["ncp"] | {"name"}
+                     and k in table["ncp_percentile"])
+        if old:
+            raise self.fail(
+                f"{section}.{old[0]}",
+                f"not used by {section}: {chosen} since ncp_search 0.2 "
+                f"({chosen} is ASHA on predicted finals, the budget "
+                f"benchmark's pick; docs/budget/). To keep the percentile rule, set "
+                f"{section}: {{name: ncp_percentile, ...}}; to use ASHA, remove "
+                f"{', '.join(old)}.")
 
     def idle(self, path: str, other: str, message: str) -> None:
         """A setting that leaves the pruner idle: an error when the file sets both, a

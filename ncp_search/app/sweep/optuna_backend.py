@@ -86,8 +86,11 @@ def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     name = settings["name"]
     warm = {k: settings[k] for k in ("n_startup_trials", "n_warmup_steps")}
     epochs = int(config["budget"]["epochs"])
-    if name == "ncp":
-        return NCPPruner(settings["percentile"], max_step=epochs - 1,
+    if name == "ncp":  # ASHA on predicted finals (epochs are reported from 0)
+        return NCPPruner(max_step=epochs - 1, predictor=settings["predictor"], rule="asha",
+                         reduction_factor=settings["reduction_factor"], min_resource=1)
+    if name == "ncp_percentile":
+        return NCPPruner(settings["percentile"], max_step=epochs - 1, rule="percentile",
                          predictor=settings["predictor"], kappa=settings["kappa"], **warm)
     if name == "median":
         return optuna.pruners.MedianPruner(**warm)

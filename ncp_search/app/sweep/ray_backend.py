@@ -122,14 +122,15 @@ def make_scheduler(config: Mapping[str, Any],
     name = settings["name"]
     epochs = int(config["budget"]["epochs"])
     grace = int(settings["grace_period"])
-    if name in ("ncp", "ncp_asha", "async_hyperband") and grace > epochs:
+    if name in ("ncp", "ncp_asha", "ncp_percentile", "async_hyperband") and grace > epochs:
         raise ConfigError(f"scheduler.grace_period: {grace} exceeds budget.epochs={epochs}; "
                           "set grace_period <= budget.epochs.")
-    if name in ("ncp", "ncp_asha"):
+    if name in ("ncp", "ncp_asha", "ncp_percentile"):
+        rule = "percentile" if name == "ncp_percentile" else "asha"
         return NCPScheduler(
             time_attr=TIME_ATTR, grace_period=grace, max_t=epochs,
-            predictor=settings["predictor"], rule="asha" if name == "ncp_asha" else "percentile",
-            percentile=float(settings["percentile"]),
+            predictor=settings["predictor"], rule=rule,
+            percentile=float(settings["percentile"]) if rule == "percentile" else None,
             reduction_factor=float(settings["reduction_factor"]),
             state_path=None if state_path is None else os.path.abspath(state_path))
     if name == "async_hyperband":
@@ -299,7 +300,8 @@ class _Session:
         self.driver = f"{socket.gethostname()}:{os.getpid()}"
         self._written = 0.0
         name = config["scheduler"]["name"]
-        self._predictor = config["scheduler"]["predictor"] if name in ("ncp", "ncp_asha") else None
+        self._predictor = (config["scheduler"]["predictor"]
+                           if name in ("ncp", "ncp_asha", "ncp_percentile") else None)
         self._grace = int(config["scheduler"]["grace_period"])
 
     # records

@@ -109,25 +109,34 @@ class NCPScheduler(FIFOScheduler):
         mode: ``"max"`` or ``"min"`` (or set through ``TuneConfig``).
         time_attr: the result key counting training progress.
         grace_period: no decision while ``time_attr`` is below this (Tune's units,
-            not a count of results); also the first ASHA rung.
+            not a count of results); also the first ASHA rung. Default 1 (the
+            budget benchmark: grace 2 costs ASHA 27-40% more epochs).
         max_t: the length of a complete trial in ``time_attr`` units (the horizon
             of extrapolating predictors; no decision at or after it).
         predictor: a predictor name (default ``"best"``, the benchmark's choice).
             Refused here if results can never feed it (``ncp_two_batch``) or it is
             a score (``tse``).
-        rule: ``"percentile"`` or ``"asha"``.
+        rule: ``"asha"`` (default, the budget benchmark's pick: asynchronous
+            successive halving on the predictions, rungs at ``grace_period *
+            reduction_factor**k`` below ``max_t``) or ``"percentile"`` (the default
+            in 0.1). ``percentile``, ``n_startup_trials`` and ``kappa`` belong to
+            the percentile rule: passing one with ``rule="asha"`` is a ValueError.
         percentile: for the percentile rule, keep trials predicted in the best
-            ``percentile`` percent.
+            ``percentile`` percent (default 50).
         n_startup_trials: for the percentile rule, no stop until this many trials
-            completed (at least one always), as NCPPruner.
+            completed (default 5; at least one always), as NCPPruner.
         reduction_factor: for ASHA, keep the best ``1/reduction_factor`` at each rung.
-        kappa: for the percentile rule, decide on ``prediction + kappa * spread``
-            (the spread of completed trials' ``final - prediction`` at this
+        kappa: for the percentile rule (default 0), decide on ``prediction + kappa *
+            spread`` (the spread of completed trials' ``final - prediction`` at this
             ``time_attr``).
         incumbent_alpha: also stop when even the conformal upper bound at level
             ``incumbent_alpha`` of the trial's final is below the best completed
             final (:func:`ncp_search.core.rules.incumbent_rule`); ``None`` (default)
             turns the test off.
+        prune_diverged: stop a trial at once when its metric is a NaN or infinite
+            number (:func:`ncp_search.core.rules.diverged_rule`); default True, as
+            NCPPruner. A missing or non-numeric metric is not divergence: it fails
+            open (below).
         beta_key: the result key holding ``beta_eff``.
         state_path: a JSON-lines journal where the scheduler appends every change of
             its state (one line per result; a torn last line is ignored). Ray Tune
@@ -138,8 +147,10 @@ class NCPScheduler(FIFOScheduler):
             It is parsed as JSON, never unpickled.
 
     NaN and edge cases:
-        Fail open (CONTINUE) for results whose metric or ``time_attr`` is missing or
-        not a finite number, with a NaN prediction, or without the series the
+        A metric that is a NaN or infinite number stops the trial
+        (``prune_diverged``; never at or after ``max_t``). Fail open (CONTINUE) for
+        results whose metric or ``time_attr`` is missing or not a number, whose
+        ``time_attr`` is not finite, with a NaN prediction, or without the series the
         predictor reads; each case is warned about once and never raised out of a
         hook. A completed trial whose final is not a number is left out of the
         reference. A trial whose ``time_attr`` goes back (Tune restarted it) drops
@@ -156,15 +167,16 @@ class NCPScheduler(FIFOScheduler):
         mode: str | None = None,
         *,
         time_attr: str = "training_iteration",
-        grace_period: int = 2,
+        grace_period: int = 1,
         max_t: int = 100,
         predictor: str = "best",
-        rule: str = "percentile",
-        percentile: float = 50.0,
-        n_startup_trials: int = 5,
+        rule: str = "asha",
+        percentile: float | None = None,
+        n_startup_trials: int | None = None,
         reduction_factor: float = 3.0,
-        kappa: float = 0.0,
+        kappa: float | None = None,
         incumbent_alpha: float | None = None,
+        prune_diverged: bool = True,
         beta_key: str = "beta_eff",
         state_path: str | None = None,
     ) -> None:
@@ -178,11 +190,17 @@ class NCPScheduler(FIFOScheduler):
                 f"max_t must be >= grace_period, but got max_t={max_t}, "
                 f"grace_period={grace_period}."
             )
+        given = rules.percentile_settings(rule, "NCPScheduler", percentile=percentile,
+                                          n_startup_trials=n_startup_trials, kappa=kappa)
+        percentile = given["percentile"]
+        n_startup_trials = int(given["n_startup_trials"])
+        kappa = given["kappa"]
         rules.check_settings(rule=rule, percentile=percentile,
                              n_startup_trials=n_startup_trials,
                              reduction_factor=reduction_factor, kappa=kappa,
                              incumbent_alpha=incumbent_alpha)
         self._incumbent_alpha = incumbent_alpha
+        self._prune_diverged = bool(prune_diverged)
         self._chosen = check_feedable(predictor, self.FEEDS, "NCPScheduler")
         self._metric = metric
         self._mode = mode
@@ -282,12 +300,16 @@ class NCPScheduler(FIFOScheduler):
         if self._metric is None:
             raise ValueError("NCPScheduler needs a metric; pass metric= or set it in "
                              "tune.TuneConfig(metric=..., mode=...).")
-        value = as_number(result.get(self._metric))
+        reported = result.get(self._metric)
+        value = as_number(reported)
         now = as_number(result.get(self._time_attr))
+        if (self._prune_diverged and rules.is_diverged(reported) and math.isfinite(now)
+                and now < self._max_t):
+            return self._diverged(trial_id, now)
         if math.isnan(now) or math.isnan(value):
             bad = [k for k, v in ((self._metric, value), (self._time_attr, now)) if math.isnan(v)]
             self._warn_once(
-                "metric", f"results with a missing or non-numeric {bad} (got "
+                "metric", f"results with a missing, non-numeric or non-finite {bad} (got "
                 f"{[result.get(k) for k in bad]}); NCPScheduler lets such trials run. "
                 f"Reported keys: {sorted(result)[:20]}."
             )
@@ -311,6 +333,15 @@ class NCPScheduler(FIFOScheduler):
                 update["rung"] = rules.current_rung(now, self._rung_steps)
             self._apply(update)
         return decision
+
+    def _diverged(self, trial_id: str, now: float) -> rules.Decision:
+        """Stop a trial whose metric diverged (recorded as a stop with no prediction;
+        its NaN value is not kept: it would be a missing value in its history)."""
+        track = self._tracks.get(trial_id)
+        if track is not None and track.completed_once:
+            return rules.Decision(False, "completed_before_restore")
+        self._apply({"e": "decision", "id": trial_id, "t": now, "p": None, "stop": True})
+        return rules.diverged_rule(math.nan)
 
     def _result_key(self, name: str) -> str:
         return self._beta_key if name == "beta_eff" else name
