@@ -58,7 +58,7 @@ def test_own_model_optuna_example_runs():
     done = run_example("own_model_optuna", "--trials", "3", "--epochs", "2")
     assert re.search(r"^3 trials, \d+ pruned; best val_accuracy 0\.\d+", done.stdout, re.M)
     # the one-time line naming what decides
-    assert "NCPPruner decides with rule='percentile'" in done.stderr
+    assert "NCPPruner decides with rule='asha'" in done.stderr
     assert "does not use beta_eff" in done.stderr
 
 

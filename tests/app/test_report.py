@@ -180,6 +180,29 @@ def test_what_decided_from_the_settings_stored_in_the_study(tmp_path):
         in decided
 
 
+def test_what_decided_says_diverged_trials_stop_only_where_they_did(tmp_path):
+    # 0.2 settings say prune_diverged; a 0.2 config stores its rule (default True); 0.1
+    # studies and configs say neither, and their diverged trials ran on.
+    new = {"class": "NCPPruner", "rule": "asha", "predictor": "best", "uses_beta_eff": False,
+           "reduction_factor": 3.0, "prune_diverged": True}
+    old = {"class": "NCPPruner", "rule": "percentile", "predictor": "best",
+           "uses_beta_eff": False, "percentile": 50.0}
+    ray_new = {"scheduler": {"name": "ncp", "rule": "asha", "predictor": "best",
+                             "grace_period": 1, "reduction_factor": 3}}
+    ray_old = {"scheduler": {"name": "ncp_asha", "predictor": "best", "grace_period": 2,
+                             "reduction_factor": 3}}
+    said = {}
+    for name, meta in {"new": {**META, "pruner_settings": new},
+                       "old": {**META, "pruner_settings": old},
+                       "ray_new": {**META, "backend": "ray", "config": ray_new},
+                       "ray_old": {**META, "backend": "ray", "config": ray_old}}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        decided = _section(write_report(meta, _sweep(), folder).read_text(), "What decided")
+        said[name] = "stopped at once (diverged)" in decided
+    assert said == {"new": True, "old": False, "ray_new": True, "ray_old": False}
+
+
 def test_builtin_pruner_makes_no_prediction(tmp_path):
     trials = [{**t, "predicted_final": []} for t in _sweep()]
     page = write_report({**META, "pruner": "median (n_startup_trials=5)"}, trials,

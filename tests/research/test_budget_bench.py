@@ -253,3 +253,97 @@ def test_default_pick_beats_median_outright_not_only_as_safe():
     assert pick["rule"] == "ncp_asha:best,rf=3"
     assert pick["scores"]["ncp:best"] == {"beats_median": 0, "safe_cells": 1, "cells": 1,
                                           "mean_epochs_share": 0.5}
+
+
+# ---------------------------------------------------------------- Ray's ASHA rule in Optuna
+def _stop_steps_optuna(curves: list[list[float]], direction: str, max_t: int) -> list[int | None]:
+    from research.ray_asha import RayASHAPruner
+
+    study = optuna.create_study(direction=direction,
+                                pruner=RayASHAPruner(max_t=max_t, grace=1, reduction_factor=3))
+    stops: list[int | None] = []
+    for curve in curves:
+        trial = study.ask()
+        stop = None
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if step < max_t and trial.should_prune():
+                stop = step
+                break
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED) if stop else study.tell(
+            trial, curve[-1] if math.isfinite(curve[-1]) else 0.0)
+        stops.append(stop)
+    return stops
+
+
+def _stop_steps_tune(curves: list[list[float]], mode: str, max_t: int) -> list[int | None]:
+    pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+    class Stub:
+        def __init__(self, trial_id: str) -> None:
+            self.trial_id = trial_id
+
+    scheduler = AsyncHyperBandScheduler(metric="v", mode=mode, max_t=max_t, grace_period=1,
+                                        reduction_factor=3, brackets=1)
+    stops: list[int | None] = []
+    for number, curve in enumerate(curves):
+        trial = Stub(f"t{number}")
+        scheduler.on_trial_add(None, trial)
+        stop = None
+        for step, value in enumerate(curve, start=1):
+            answer = scheduler.on_trial_result(None, trial, {"training_iteration": step,
+                                                             "v": value})
+            if step < max_t and answer == TrialScheduler.STOP:
+                stop = step
+                break
+        scheduler.on_trial_complete(None, trial, {"training_iteration": step, "v": value})
+        stops.append(stop)
+    return stops
+
+
+@pytest.mark.parametrize("direction, mode", [("maximize", "max"), ("minimize", "min")])
+def test_ray_asha_rule_in_optuna_stops_where_tune_asha_stops(direction, mode):
+    # The T1 reference: the replayed rule must decide as Tune's own scheduler on the same
+    # sequence of trials (crossing curves, ties, a NaN at a rung).
+    rng = np.random.default_rng(7)
+    max_t = 12
+    curves = []
+    for _ in range(40):
+        start, gain = rng.uniform(0.1, 0.6), rng.uniform(-0.2, 0.5)
+        curve = [round(start + gain * (1 - 0.7 ** s) + rng.normal(0, 0.03), 2)
+                 for s in range(1, max_t + 1)]
+        curves.append(curve)
+    curves[5][2] = float("nan")  # at rung 3
+    curves[9] = list(curves[8])  # a tie
+    optuna_stops = _stop_steps_optuna(curves, direction, max_t)
+    assert optuna_stops == _stop_steps_tune(curves, mode, max_t)
+    assert sum(s is not None for s in optuna_stops) > 10
+    assert {s for s in optuna_stops if s} <= {1, 3, 9}
+
+
+def test_ray_asha_rule_arguments():
+    from research.ray_asha import RayASHAPruner
+
+    assert RayASHAPruner(max_t=50).rungs == [1.0, 3.0, 9.0, 27.0]
+    for kwargs in ({"max_t": 20, "grace": 0}, {"max_t": 20, "reduction_factor": 1},
+                   {"max_t": 0}):
+        with pytest.raises(ValueError, match="RayASHAPruner needs"):
+            RayASHAPruner(**kwargs)
+
+
+def test_budget_tables_render_every_rule_and_workload(tmp_path):
+    from research.budget_tables import tables
+
+    workload = workload_from_rows("synthetic", make_runs(10, epochs=4, seed=3))
+    rules = ["nop", "median", "ray_asha,rf=3", "ncp_asha:best,rf=3"]
+    bench = bench_workload(workload, rules, seeds=[0, 1], concurrency=1)
+    for row in bench["summary"].values():
+        row.setdefault("cheapest_built_in", None)
+        row.setdefault("vs_cheapest", float("nan"))
+    report = {"workloads": {"synthetic": {"kind": "table",
+                                          "modes": {"sequential": bench}}}}
+    text = tables(report)
+    assert text.count("| synthetic |") == 3  # three tables
+    for name in rules:
+        assert f"| {bench['summary'][name]['label']} |" in text

@@ -40,6 +40,7 @@ NO_STOPPING = ("nop", "fifo")
 # The reasons of ncp_search.core.rules.Decision that stop a trial, in words.
 STOP_REASONS = {
     "below": "predicted final below the rule's threshold",
+    "diverged": "its latest value was NaN or infinite (diverged)",
     "below_incumbent": "upper bound on the final below the best completed final "
                        "(incumbent test)",
 }
@@ -203,6 +204,10 @@ def rule_sentence(decider: Decider, metric: str) -> str:
         if kappa not in (None, 0, 0.0, "0", "0.0"):
             text += (f" It compares prediction + {_number(kappa)} x the spread of its past "
                      "errors, not the bare prediction.")
+    # NCPPruner.settings() says so since 0.2; a 0.2 sweep config (which stores its rule)
+    # means the default, True; 0.1 studies and configs say neither and did not.
+    if s.get("prune_diverged", "class" not in s and "rule" in s) is True:
+        text += " A trial whose latest value is NaN or infinite is stopped at once (diverged)."
     return text
 
 

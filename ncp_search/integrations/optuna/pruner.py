@@ -438,14 +438,15 @@ class NCPPruner(BasePruner):
         if not rules.is_check_step(step, trial.intermediate_values, self.n_warmup_steps,
                                    self.interval_steps):
             return rules.Decision(False, "interval")
-        finals = index.finals
+        with self._lock:  # another thread (n_jobs > 1) may be updating the index
+            finals = list(index.finals)
+            others = list(index.pruned_predictions)
         guard = rules.percentile_rule(math.nan, finals=finals,
                                       n_startup_trials=self.n_startup_trials)
         if guard.reason == "startup":
             return guard
         completed = index.completed
         predicted = self.predict_final(study, trial, completed)
-        others = list(index.pruned_predictions)
         for other in live:
             if other.state != TrialState.RUNNING or other.number == trial.number:
                 continue
@@ -477,7 +478,8 @@ class NCPPruner(BasePruner):
             return math.nan if at is None else self._rung_value_at(other, at, sign,
                                                                    completed)
 
-        recorded = list(index.rung_values(rung, finished_value))
+        with self._lock:  # another thread (n_jobs > 1) may be updating the index
+            recorded = list(index.rung_values(rung, finished_value))
         recorded += [self._rung_value(study, other, rung, sign, completed)
                      for other in live
                      if other.number != trial.number and other.state == TrialState.RUNNING]
