@@ -1005,16 +1005,17 @@ def latency_notes(root: str = ".") -> list[str]:
     ray_file = Path(root) / "docs" / "ray" / "scheduler_latency.txt"
     if optuna_file.exists():
         rows = [ln.strip() for ln in optuna_file.read_text().splitlines()
-                if ln.strip().startswith("median") and "ncp" in ln]
+                if ln.strip().startswith("median")]
         if rows:
             notes.append("T4 prune() <= 1.5x MedianPruner at 10,000 trials (RDB): not measured "
-                         f"here; {optuna_file} (percentile rule) says at its largest N: "
-                         f"{rows[-1]}")
+                         f"here; {optuna_file} says at its largest N: {rows[-1]}")
     if ray_file.exists():
-        rows = [ln.strip() for ln in ray_file.read_text().splitlines()
-                if ln.startswith("target on_trial_result")]
-        for row in rows:
-            notes.append(f"T4 (Ray): not measured here; {ray_file} says: {row}")
+        lines = ray_file.read_text().splitlines()
+        for k, line in enumerate(lines):
+            if line.startswith("target on_trial_result"):
+                figures = " ".join(x.strip() for x in lines[k + 1:k + 3])
+                notes.append(f"T4 (Ray): not measured here; {ray_file} says: {line} "
+                             f"{figures}")
     if not notes:
         notes.append("T4 latency: not measured by this benchmark (see "
                      "benchmarks/optuna_prune_latency.py, benchmarks/ray_scheduler_latency.py)")
@@ -1111,6 +1112,7 @@ def command(args: Any) -> int:
         # targets and picks again, with this code (the summaries are the run's)
         saved["targets"] = targets(saved)
         saved["default_optuna"] = pick_default(saved, list(NCP))
+        saved["latency"] = latency_notes()
         if saved.get("ray"):
             tolerance = saved["settings"]["tolerance"]
             saved["ray_targets"] = ray_checks(saved["ray"], tolerance)

@@ -252,7 +252,28 @@ def test_default_pick_beats_median_outright_not_only_as_safe():
     pick = pick_default(report, ["ncp:best", "ncp_asha:best,rf=3", "ncp_asha:best,rf=4"])
     assert pick["rule"] == "ncp_asha:best,rf=3"
     assert pick["scores"]["ncp:best"] == {"beats_median": 0, "safe_cells": 1, "cells": 1,
-                                          "mean_epochs_share": 0.5}
+                                          "mean_epochs_share": 0.5,
+                                          "mean_regret_in_tolerances": 0.0}
+
+
+def test_default_pick_breaks_a_tie_by_regret_before_epochs():
+    # Two rules beat the median in the same cells; the cheaper one loses more: the
+    # safer one is picked (the 20-seed run's tie of rf 3 with and without alpha 0.1).
+    def row(epochs, regret, worst):
+        return {"epochs_share": epochs, "regret_mean": regret, "regret_worst": worst}
+
+    def cell(safer, cheaper):
+        return {"tolerance": 0.5, "modes": {"sequential": {"summary": {
+            "median": row(0.30, 0.2, 0.4), "a": safer, "b": cheaper}}}}
+
+    report = {"workloads": {"w1": cell(row(0.20, 0.0, 0.0), row(0.19, 0.1, 0.4)),
+                            "w2": cell(row(0.40, 0.1, 0.4), row(0.35, 0.3, 0.6))}}
+    from research.budget_bench import pick_default
+
+    pick = pick_default(report, ["b", "a"])
+    assert pick["scores"]["a"]["beats_median"] == pick["scores"]["b"]["beats_median"] == 1
+    assert pick["scores"]["b"]["mean_epochs_share"] < pick["scores"]["a"]["mean_epochs_share"]
+    assert pick["rule"] == "a"
 
 
 # ---------------------------------------------------------------- Ray's ASHA rule in Optuna
