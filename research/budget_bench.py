@@ -116,6 +116,8 @@ def label(name: str) -> str:
         text += f" rf{options['rf']:g}"
     if "mr" in options:
         text += f" from step {options['mr']:g}"
+    if options.get("step0"):
+        text += " (epochs reported from 0)"
     if spec.predictor and spec.predictor != "best":
         text += f" {spec.predictor}"
     if spec.shuffled:
@@ -248,7 +250,8 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     of NCP's ASHA); ``iepoch,i=I``: :class:`research.iepoch.IEpochPruner`;
     ``ncp:<predictor>``: NCPPruner, percentile rule; ``ncp_asha:<predictor>,rf=R
     [,alpha=A][,mr=M]``: NCPPruner(rule="asha", min_resource=M (1), reduction_factor=R,
-    incumbent_alpha=A); ``,nan=0``: prune_diverged=False. NCP pruners get
+    incumbent_alpha=A); ``,nan=0``: prune_diverged=False; ``,step0=1``: epochs
+    reported from 0 (as NCPCallback and the sweeps report Keras' epoch index). NCP pruners get
     ``max_step=n_steps``; ``ray_asha,rf=R``: :class:`research.ray_asha.RayASHAPruner`.
 
     Raises:
@@ -257,7 +260,7 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     spec = parse_spec(name)
     options = spec.options
     allowed = {"successive_halving": {"rf"}, "iepoch": {"i"}, "ncp": {"alpha", "nan"},
-               "ncp_asha": {"rf", "alpha", "nan", "mr"},
+               "ncp_asha": {"rf", "alpha", "nan", "mr", "step0"},
                "ray_asha": {"rf"}}.get(spec.head, set())
     if set(options) - allowed:
         raise ValueError(f"rule {name!r}: {spec.head!r} takes the options {sorted(allowed)}.")
@@ -266,6 +269,7 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
             raise ValueError(f"rule {name!r}: name a predictor, e.g. '{spec.head}:best'.")
         alpha = options.get("alpha")
         diverged = bool(options.get("nan", 1))
+        n_steps -= int(options.get("step0", 0))  # epochs reported from 0: last step N - 1
         if spec.head == "ncp":
             return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="percentile",
                              incumbent_alpha=alpha, prune_diverged=diverged)
@@ -310,6 +314,7 @@ def replay(workload: Workload, name: str, seed: int, concurrency: int = 1) -> di
     spec = parse_spec(name)
     ncp = spec.head.startswith("ncp")
     beta = ncp and uses_beta(spec)
+    step0 = int(spec.options.get("step0", 0))  # 1: report epochs from 0, as Keras counts
     side = workload.side(spec.shuffled) if ncp else None
     order = study_trials(workload, seed)
     n_steps = workload.n_steps
@@ -359,7 +364,7 @@ def replay(workload: Workload, name: str, seed: int, concurrency: int = 1) -> di
             if ncp:
                 assert side is not None
                 here = side[run][epoch - 1]
-                report_beta_eff(trial, epoch, here["beta_eff"], value,
+                report_beta_eff(trial, epoch - step0, here["beta_eff"], value,
                                 terms=here["terms"] if beta else None)
             else:
                 trial.report(value, epoch)
