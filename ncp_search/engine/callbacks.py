@@ -1,4 +1,8 @@
-"""A Keras callback that measures ``beta_eff`` on a fixed probe batch each epoch."""
+"""Keras callbacks that measure ``beta_eff`` on a fixed probe batch: the shared
+:class:`ProbeCallback` (where the probe is, how the meter is built) and
+:class:`BetaEffLogger`, which writes the measurements into the epoch logs. The Optuna
+and Ray callbacks (:class:`ncp_search.NCPCallback`, :class:`ncp_search.NCPTuneCallback`)
+derive from :class:`ProbeCallback` too."""
 
 from __future__ import annotations
 
@@ -15,7 +19,77 @@ from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
 logger = logging.getLogger(__name__)
 
 
-class BetaEffLogger(keras.callbacks.Callback):
+def check_interval(interval: Any) -> int:
+    """``interval`` as an int, or a ValueError naming it (an integer >= 1)."""
+    if isinstance(interval, bool) or not isinstance(interval, (int, np.integer)) or interval < 1:
+        raise ValueError(f"interval must be an integer >= 1, but got interval={interval!r}.")
+    return int(interval)
+
+
+class ProbeCallback(keras.callbacks.Callback):
+    """What every ncp_search Keras callback shares: the probe batch, where ``beta_eff``
+    is read (``probed_model``, the fit model when it carries a probe, or an observer
+    probe attached beside its head: :func:`ncp_search.engine.probe.probe_for`) and a
+    :class:`~ncp_search.engine.capacitance.BetaEffMeter` built once per model being fit.
+
+    Args:
+        x_probe, y_probe: the fixed probe batch and its labels.
+        probed_model: the model carrying the probe, when it is not the model being fit.
+        precision: the meter's precision, ``"float32"`` or ``"float64"``.
+        num_classes, hidden, feature_layer, probe_seed: how an observer probe is
+            attached to a plain model (see :func:`ncp_search.observer_probe`).
+    """
+
+    def __init__(
+        self,
+        x_probe: Any,
+        y_probe: Any,
+        *,
+        probed_model: Any = None,
+        precision: str = "float32",
+        num_classes: int | None = None,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        feature_layer: str | None = None,
+        probe_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.x_probe = x_probe
+        self.y_probe = y_probe
+        self.probed_model = probed_model
+        self.precision = precision
+        self._probe_options: dict[str, Any] = {
+            "num_classes": num_classes, "hidden": tuple(hidden),
+            "feature_layer": feature_layer, "seed": probe_seed,
+        }
+        self._meter: BetaEffMeter | None = None
+        self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
+
+    @property
+    def probed(self) -> Any:
+        """The model ``beta_eff`` is read from (known once ``fit`` has started)."""
+        return None if self._probed is None else self._probed[1]
+
+    def _build_meter(self) -> BetaEffMeter:
+        """Attach (or find) the probe of the model being fit, once per model, and a
+        meter on it."""
+        if self._probed is None or self._probed[0] is not self.model:
+            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
+                               **self._probe_options)
+            self._probed = (self.model, probed)
+        return BetaEffMeter(self._probed[1], self.x_probe, self.y_probe,
+                            precision=self.precision)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._meter = self._build_meter()
+
+    def measure(self) -> dict[str, float]:
+        """``beta_eff`` and its terms with the model's current weights."""
+        if self._meter is None:
+            self._meter = self._build_meter()
+        return self._meter().as_dict()
+
+
+class BetaEffLogger(ProbeCallback):
     """Adds ``beta_eff`` (and its terms) to the epoch logs of the model being fit.
 
     Each ``interval`` epochs it evaluates ``beta_eff`` on the fixed batch
@@ -73,45 +147,16 @@ class BetaEffLogger(keras.callbacks.Callback):
         feature_layer: str | None = None,
         probe_seed: int = 0,
     ) -> None:
-        super().__init__()
-        if not isinstance(interval, (int, np.integer)) or interval < 1:
-            raise ValueError(f"interval must be an integer >= 1, but got interval={interval!r}.")
-        self.x_probe = x_probe
-        self.y_probe = y_probe
-        self.interval = int(interval)
-        self.precision = precision
+        self.interval = check_interval(interval)
+        super().__init__(x_probe, y_probe, probed_model=probed_model, precision=precision,
+                         num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
+                         probe_seed=probe_seed)
         self.log_terms = log_terms
-        self.probed_model = probed_model
-        self._probe_options: dict[str, Any] = {
-            "num_classes": num_classes, "hidden": tuple(hidden),
-            "feature_layer": feature_layer, "seed": probe_seed,
-        }
         self.records: list[dict[str, float]] = []
-        self._meter: BetaEffMeter | None = None
-        self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
-
-    @property
-    def probed(self) -> Any:
-        """The model ``beta_eff`` is read from (known once ``fit`` has started)."""
-        return None if self._probed is None else self._probed[1]
-
-    def _build_meter(self) -> BetaEffMeter:
-        if self._probed is None or self._probed[0] is not self.model:
-            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
-                               **self._probe_options)
-            self._probed = (self.model, probed)
-        return BetaEffMeter(self._probed[1], self.x_probe, self.y_probe,
-                            precision=self.precision)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.records = []
-        self._meter = self._build_meter()
-
-    def measure(self) -> dict[str, float]:
-        """``beta_eff`` and its terms with the model's current weights."""
-        if self._meter is None:
-            self._meter = self._build_meter()
-        return self._meter().as_dict()
+        super().on_train_begin(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.interval:

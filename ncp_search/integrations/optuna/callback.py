@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import keras
-import numpy as np
-
 try:
     import optuna
 except ImportError as error:  # pragma: no cover
@@ -15,12 +12,12 @@ except ImportError as error:  # pragma: no cover
         "ncp_search.NCPCallback needs Optuna: pip install 'ncp-search[optuna]'"
     ) from error
 
-from ncp_search.engine.capacitance import BetaEffMeter
-from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
+from ncp_search.engine.callbacks import ProbeCallback, check_interval
+from ncp_search.engine.probe import DEFAULT_HIDDEN
 from ncp_search.integrations.optuna.reporting import report_beta_eff, report_predicted_final
 
 
-class NCPCallback(keras.callbacks.Callback):
+class NCPCallback(ProbeCallback):
     """Each ``interval`` epochs: beta_eff on the probe batch, report, maybe prune.
 
     Works on the user's own compiled Keras classifier (Sequential or functional,
@@ -80,34 +77,13 @@ class NCPCallback(keras.callbacks.Callback):
         feature_layer: str | None = None,
         probe_seed: int = 0,
     ) -> None:
-        super().__init__()
-        if not isinstance(interval, (int, np.integer)) or interval < 1:
-            raise ValueError(f"interval must be an integer >= 1, but got interval={interval!r}.")
+        self.interval = check_interval(interval)
+        super().__init__(x_probe, y_probe, probed_model=probed_model,
+                         num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
+                         probe_seed=probe_seed)
         self.trial = trial
-        self.x_probe = x_probe
-        self.y_probe = y_probe
         self.monitor = monitor
-        self.interval = int(interval)
-        self.probed_model = probed_model
         self.report_prediction_on_prune = report_prediction_on_prune
-        self._probe_options: dict[str, Any] = {
-            "num_classes": num_classes, "hidden": tuple(hidden),
-            "feature_layer": feature_layer, "seed": probe_seed,
-        }
-        self._meter: BetaEffMeter | None = None
-        self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
-
-    @property
-    def probed(self) -> Any:
-        """The model ``beta_eff`` is read from (known once ``fit`` has started)."""
-        return None if self._probed is None else self._probed[1]
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self._probed is None or self._probed[0] is not self.model:
-            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
-                               **self._probe_options)
-            self._probed = (self.model, probed)
-        self._meter = BetaEffMeter(self._probed[1], self.x_probe, self.y_probe)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.interval:
@@ -119,8 +95,7 @@ class NCPCallback(keras.callbacks.Callback):
                 f"available: {sorted(logs)}. Pass validation_data to fit() or choose "
                 "another monitor."
             )
-        assert self._meter is not None
-        terms = self._meter().as_dict()
+        terms = self.measure()
         if "loss" in logs:
             terms["train_loss"] = logs["loss"]
         report_beta_eff(self.trial, epoch, terms["beta_eff"], float(logs[self.monitor]),

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import keras
-
 try:
     from ray.tune.integration.keras import TuneReportCheckpointCallback
 except ImportError as error:  # pragma: no cover
@@ -15,15 +13,15 @@ except ImportError as error:  # pragma: no cover
     ) from error
 
 from ncp_search.core.history import PROBE_TERMS
-from ncp_search.engine.capacitance import BetaEffMeter
-from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
+from ncp_search.engine.callbacks import ProbeCallback
+from ncp_search.engine.probe import DEFAULT_HIDDEN
 from ncp_search.integrations.ray.trainable import tune_metrics
 
 REPORTED = ("beta_eff", *PROBE_TERMS)  # what this callback adds to every report
 CHECKPOINT_HOOKS = ("epoch_end", "train_end")
 
 
-class NCPTuneCallback(keras.callbacks.Callback):
+class NCPTuneCallback(ProbeCallback):
     """Each epoch: ``beta_eff`` on the probe batch, reported with the metrics to Tune.
 
     For a function trainable that calls ``model.fit``: at the end of every epoch it
@@ -87,16 +85,10 @@ class NCPTuneCallback(keras.callbacks.Callback):
         probe_seed: int = 0,
         precision: str = "float32",
     ) -> None:
-        super().__init__()
-        self.x_probe = x_probe
-        self.y_probe = y_probe
+        super().__init__(x_probe, y_probe, probed_model=probed_model, precision=precision,
+                         num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
+                         probe_seed=probe_seed)
         self.metrics = metrics
-        self.probed_model = probed_model
-        self.precision = precision
-        self._probe_options: dict[str, Any] = {
-            "num_classes": num_classes, "hidden": tuple(hidden),
-            "feature_layer": feature_layer, "seed": probe_seed,
-        }
         self._wanted = _wanted_keys(metrics)
         checkpoints = [] if checkpoint_on is None else (
             [checkpoint_on] if isinstance(checkpoint_on, str) else list(checkpoint_on))
@@ -110,25 +102,13 @@ class NCPTuneCallback(keras.callbacks.Callback):
             metrics=_with_probe_keys(metrics), report_metrics_on="epoch_end",
             checkpoint_on=checkpoints,
         )
-        self._meter: BetaEffMeter | None = None
-        self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
-
-    @property
-    def probed(self) -> Any:
-        """The model ``beta_eff`` is read from (known once ``fit`` has started)."""
-        return None if self._probed is None else self._probed[1]
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
         self._report.set_model(model)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self._probed is None or self._probed[0] is not self.model:
-            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
-                               **self._probe_options)
-            self._probed = (self.model, probed)
-        self._meter = BetaEffMeter(self._probed[1], self.x_probe, self.y_probe,
-                                   precision=self.precision)
+        super().on_train_begin(logs)
         self._report.on_train_begin(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
