@@ -60,10 +60,10 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruners = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
-        # the default rule (ASHA on predictions), judged at a rung (min_resource 4: the
-        # running trial's latest step, 4, is its first report past the rung) ...
-        "asha:best at a rung": NCPPruner(max_step=STEPS - 1, min_resource=4),
-        # ... and between rungs (rungs 1 and 3: step 4 decides nothing)
+        # the default rule (ASHA on predictions), judged at a rung (min_resource 5: with
+        # epochs reported from 0, the rung is step 4, the running trial's latest) ...
+        "asha:best at a rung": NCPPruner(max_step=STEPS - 1, min_resource=5),
+        # ... and between rungs (rungs at steps 0, 2, 8: step 4 decides nothing)
         "asha:best off a rung": NCPPruner(max_step=STEPS - 1),
         **{f"percentile:{p}": NCPPruner(max_step=STEPS - 1, predictor=p, rule="percentile")
            for p in ("best", "ncp_raw", "xtrial_ncp")},

@@ -117,7 +117,8 @@ def label(name: str) -> str:
     if "mr" in options:
         text += f" from step {options['mr']:g}"
     if options.get("step0"):
-        text += " (epochs reported from 0)"
+        text += " (epochs reported from 0"
+        text += ", read as from 1)" if options.get("fs") == 1 else ")"
     if spec.predictor and spec.predictor != "best":
         text += f" {spec.predictor}"
     if spec.shuffled:
@@ -251,7 +252,9 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     ``ncp:<predictor>``: NCPPruner, percentile rule; ``ncp_asha:<predictor>,rf=R
     [,alpha=A][,mr=M]``: NCPPruner(rule="asha", min_resource=M (1), reduction_factor=R,
     incumbent_alpha=A); ``,nan=0``: prune_diverged=False; ``,step0=1``: epochs
-    reported from 0 (as NCPCallback and the sweeps report Keras' epoch index). NCP pruners get
+    reported from 0 (as NCPCallback and the sweeps report Keras' epoch index);
+    ``,fs=F``: NCPPruner's ``first_step`` (default: where the replay reports the first
+    epoch, 1, or 0 with ``step0=1``). NCP pruners get
     ``max_step=n_steps``; ``ray_asha,rf=R``: :class:`research.ray_asha.RayASHAPruner`.
 
     Raises:
@@ -260,7 +263,7 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     spec = parse_spec(name)
     options = spec.options
     allowed = {"successive_halving": {"rf"}, "iepoch": {"i"}, "ncp": {"alpha", "nan"},
-               "ncp_asha": {"rf", "alpha", "nan", "mr", "step0"},
+               "ncp_asha": {"rf", "alpha", "nan", "mr", "step0", "fs"},
                "ray_asha": {"rf"}}.get(spec.head, set())
     if set(options) - allowed:
         raise ValueError(f"rule {name!r}: {spec.head!r} takes the options {sorted(allowed)}.")
@@ -269,13 +272,15 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
             raise ValueError(f"rule {name!r}: name a predictor, e.g. '{spec.head}:best'.")
         alpha = options.get("alpha")
         diverged = bool(options.get("nan", 1))
-        n_steps -= int(options.get("step0", 0))  # epochs reported from 0: last step N - 1
+        step0 = int(options.get("step0", 0))
+        n_steps -= step0  # epochs reported from 0: the last step is N - 1
+        first_step = int(options.get("fs", 1 - step0))  # where the first epoch is reported
         if spec.head == "ncp":
             return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="percentile",
                              incumbent_alpha=alpha, prune_diverged=diverged)
         return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="asha",
                          reduction_factor=options.get("rf", 3.0),
-                         min_resource=int(options.get("mr", 1)),
+                         min_resource=int(options.get("mr", 1)), first_step=first_step,
                          incumbent_alpha=alpha, prune_diverged=diverged)
     if spec.predictor or spec.shuffled:
         raise ValueError(f"rule {name!r}: only NCP rules take a predictor.")

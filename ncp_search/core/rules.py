@@ -235,6 +235,17 @@ def asha_rungs(grace: float, reduction_factor: float, max_t: float) -> list[floa
     return rungs
 
 
+def asha_rung_steps(min_resource: float, reduction_factor: float, last_step: float,
+                    first_step: float = 1) -> list[float]:
+    """ASHA's rungs as reported steps: after ``min_resource * reduction_factor**k``
+    epochs, a trial's first epoch being reported at ``first_step`` (0 for Keras' epoch
+    index, as NCPCallback and Optuna's Keras callback report it; 1 when epochs are
+    counted from 1, as Ray's ``training_iteration``), below ``last_step``. With
+    ``first_step=0``, 1, 3, 20: steps 0, 2, 8 (after epochs 1, 3 and 9 of 20)."""
+    shift = first_step - 1
+    return [r + shift for r in asha_rungs(min_resource, reduction_factor, last_step - shift)]
+
+
 def current_rung(t: float, rungs: Sequence[float]) -> float | None:
     """The highest rung ``<= t`` (None before the first)."""
     reached = [r for r in rungs if r <= t]

@@ -98,3 +98,11 @@ def test_incumbent_rule_bounds_the_final_conformally():
     nan = rules.incumbent_rule(0.1, peers_best=[0.5, float("nan")] + best,
                                peers_final=[float("nan"), 0.9] + finals, alpha=0.3)
     assert nan.stop  # pairs with a NaN are left out
+
+
+def test_asha_rung_steps_place_rungs_after_epochs_for_either_counting():
+    from ncp_search.core.rules import asha_rung_steps
+
+    assert asha_rung_steps(1, 3, 20, first_step=1) == [1.0, 3.0, 9.0]
+    assert asha_rung_steps(1, 3, 19, first_step=0) == [0.0, 2.0, 8.0]  # last step 19 of 0..19
+    assert asha_rung_steps(2, 2, 10, first_step=0) == [1.0, 3.0, 7.0]

@@ -478,7 +478,8 @@ def test_decide_says_why():
 
 # -- ASHA on predictions and the incumbent test --------------------------------------------
 def test_asha_rule_prunes_at_rungs_only_and_never_at_the_last_step():
-    pruner = NCPPruner(rule="asha", reduction_factor=2, min_resource=1, max_step=4)
+    pruner = NCPPruner(rule="asha", reduction_factor=2, min_resource=1, max_step=4,
+                       first_step=1)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     decisions = {}
     for value in (0.9, 0.8, 0.7, 0.95):
@@ -525,7 +526,8 @@ def test_asha_reads_stored_predictions_or_computes_them_the_same():
 
 
 def test_asha_decides_at_the_first_report_past_a_rung():
-    pruner = NCPPruner(rule="asha", reduction_factor=3, min_resource=5, max_step=100)
+    pruner = NCPPruner(rule="asha", reduction_factor=3, min_resource=5, max_step=100,
+                       first_step=1)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     study.tell(report_at(study, [0, 10, 20, 30], [0.9] * 4), 0.9)
     trial = report_at(study, [0], [0.1])
@@ -538,7 +540,8 @@ def test_asha_decides_at_the_first_report_past_a_rung():
 
 def test_incumbent_test_stops_a_hopeless_trial_the_rule_keeps():
     def study_with(alpha):
-        pruner = NCPPruner(rule="asha", min_resource=8, max_step=9, incumbent_alpha=alpha)
+        pruner = NCPPruner(rule="asha", min_resource=8, max_step=9, incumbent_alpha=alpha,
+                           first_step=1)
         study = optuna.create_study(direction="maximize", pruner=pruner)
         for final in (0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
             curve = [0.5] * 9 + [final]
@@ -550,9 +553,28 @@ def test_incumbent_test_stops_a_hopeless_trial_the_rule_keeps():
     assert not report_at(study_with(0.3), range(3), [0.6] * 3).should_prune()
 
 
+@pytest.mark.parametrize("first_step, decided", [(0, [0, 2, 8]), (1, [1, 3, 9])])
+def test_rungs_fall_after_epochs_1_3_9_however_epochs_are_counted(first_step, decided):
+    # Was: rungs at steps 1, 3, 9 whatever the counting, so the Keras epoch index that
+    # NCPCallback and the sweeps report put the first rung after the second epoch.
+    pruner = NCPPruner(max_step=19 + first_step, first_step=first_step)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study.tell(report_at(study, range(first_step, 20 + first_step), [0.9] * 20), 0.9)
+    trial = report_at(study, [first_step], [0.1])
+    at_rung = []
+    for step in range(first_step, 19 + first_step):
+        if step > first_step:
+            trial.report(0.1, step)
+        reason = pruner.decide(study, study.get_trials()[-1]).reason
+        if reason not in ("no_rung", "already_at_rung"):
+            at_rung.append(step)
+    assert at_rung == decided
+    assert pruner.settings()["first_step"] == first_step
+
+
 def test_new_argument_errors():
     for kwargs, match in [({"rule": "bohb"}, "rule"), ({"reduction_factor": 1}, "reduction"),
-                          ({"min_resource": 0}, "min_resource"),
+                          ({"min_resource": 0}, "min_resource"), ({"first_step": 2}, "first_step"),
                           ({"incumbent_alpha": 1.5}, "incumbent_alpha")]:
         with pytest.raises(ValueError, match=match):
             NCPPruner(**kwargs)

@@ -113,8 +113,9 @@ class NCPPruner(BasePruner):
     Two rules (``rule=``), both in :mod:`ncp_search.core.rules`:
 
     - ``"asha"`` (default, the budget benchmark's pick: docs/budget/):
-      asynchronous successive halving on the predictions: rungs at
-      steps ``min_resource * reduction_factor**k`` below ``max_step``; at the first
+      asynchronous successive halving on the predictions: rungs after
+      ``min_resource * reduction_factor**k`` epochs (at steps ``first_step - 1 +
+      min_resource * reduction_factor**k``) below ``max_step``; at the first
       report at or past a rung, prune when the prediction is below the
       ``100 * (1 - 1/reduction_factor)`` percentile of the predictions the other
       trials had there (read from their stored prediction history, or computed
@@ -154,9 +155,13 @@ class NCPPruner(BasePruner):
             belong to the percentile rule: passing one with ``rule="asha"`` is a
             ValueError (it would be ignored; the rungs say when ASHA decides).
         reduction_factor: ASHA keeps the best ``1/reduction_factor`` at each rung (> 1).
-        min_resource: the first ASHA rung, in steps as reported (like Optuna's
-            SuccessiveHalvingPruner: with 0-based epochs, 1 means after the second
-            epoch; report epochs from 1 to put it after the first).
+        min_resource: the epochs before ASHA's first rung (>= 1).
+        first_step: the step at which a trial reports its first epoch: 0 (default)
+            for Keras' epoch index, as :class:`ncp_search.NCPCallback`, the sweeps and
+            Optuna's own Keras callback report it; 1 when epochs are counted from 1.
+            It places the rungs (with the default, after epochs 1, 3, 9, ... whatever
+            the counting); a mismatch moves every rung one epoch (measured: 12-19%
+            more epochs for 0-based steps read as 1-based, docs/budget/).
         incumbent_alpha: also prune when even the conformal upper bound at level
             ``incumbent_alpha`` of the trial's final is below the best completed
             final; ``None`` (default) turns the test off.
@@ -201,6 +206,7 @@ class NCPPruner(BasePruner):
         rule: str = "asha",
         reduction_factor: float = 3.0,
         min_resource: int = 1,
+        first_step: int = 0,
         incumbent_alpha: float | None = None,
         prune_diverged: bool = True,
         base: BasePruner | None = None,
@@ -229,6 +235,9 @@ class NCPPruner(BasePruner):
             raise ValueError(f"max_step must be >= 0, but got max_step={max_step}.")
         if min_resource < 1:
             raise ValueError(f"min_resource must be >= 1, but got min_resource={min_resource}.")
+        if first_step not in (0, 1):
+            raise ValueError("first_step must be 0 (epochs reported from 0) or 1 (from 1), "
+                             f"but got first_step={first_step!r}.")
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
         self._predictor = check_feedable(predictor, self.FEEDS, "NCPPruner")
@@ -242,6 +251,7 @@ class NCPPruner(BasePruner):
         self.rule = rule
         self.reduction_factor = float(reduction_factor)
         self.min_resource = int(min_resource)
+        self.first_step = int(first_step)
         self.incumbent_alpha = incumbent_alpha
         self.prune_diverged = bool(prune_diverged)
         self.base = base
@@ -297,6 +307,7 @@ class NCPPruner(BasePruner):
             "kappa": self.kappa,
             "reduction_factor": self.reduction_factor,
             "min_resource": self.min_resource,
+            "first_step": self.first_step,
             "incumbent_alpha": self.incumbent_alpha,
             "prune_diverged": self.prune_diverged,
             "base": None if self.base is None else type(self.base).__name__,
@@ -464,8 +475,8 @@ class NCPPruner(BasePruner):
         step = trial.last_step
         assert step is not None
         ceiling = last if last is not None else step + 1
-        rung = rules.current_rung(step, rules.asha_rungs(self.min_resource,
-                                                         self.reduction_factor, ceiling))
+        rung = rules.current_rung(step, rules.asha_rung_steps(
+            self.min_resource, self.reduction_factor, ceiling, self.first_step))
         if rung is None:
             return rules.Decision(False, "no_rung")
         if _first_step_at(trial, rung) != step:

@@ -60,7 +60,8 @@ def describe_pruner(pruner: Any) -> str:
     if settings["base"] is not None:
         rule = f"{settings['base']} run on the predicted finals"
     elif pruner.rule == "asha":
-        rule = (f"rule='asha' (rungs from step {pruner.min_resource}, reduction_factor="
+        first = pruner.first_step - 1 + pruner.min_resource
+        rule = (f"rule='asha' (rungs from step {first}, reduction_factor="
                 f"{pruner.reduction_factor:g})")
     else:
         rule = (f"rule='percentile' (percentile={pruner.percentile:g}, n_startup_trials="
