@@ -15,9 +15,9 @@ NaN and edge cases:
     default the budget benchmark picked; Optuna's built-in pruners do the same). A
     value that is missing or not a number at all (``None``, a string) is bad input,
     not divergence: the adapters continue and warn. A non-finite prediction
-    continues the trial. Non-finite finals and predictions
-    of other trials are left out of the reference (they never disable the rule for
-    the others). An empty reference continues.
+    continues the trial. Non-finite finals and predictions of other trials are left
+    out of the reference (they never disable the rule for the others). An empty
+    reference continues.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ class Decision:
     Attributes:
         stop: whether to stop the trial.
         reason: the guard or comparison that decided (``"diverged"``, ``"startup"``,
-            ``"warmup"``,
-            ``"interval"``, ``"no_prediction"``, ``"empty_reference"``,
+            ``"warmup"``, ``"interval"``, ``"no_prediction"``, ``"empty_reference"``,
             ``"no_rung"``, ``"already_at_rung"``, ``"last_step"``, ``"below"``,
             ``"not_below"``).
         value: the value compared (prediction, shifted by ``kappa * spread`` for the
@@ -61,59 +60,56 @@ def _finite(values: Iterable[float]) -> list[float]:
 PERCENTILE_DEFAULTS = {"percentile": 50.0, "n_startup_trials": 5, "n_warmup_steps": 2,
                        "interval_steps": 1, "kappa": 0.0}
 """The settings only the percentile rule reads, with their defaults."""
+_COUNTS = ("n_startup_trials", "n_warmup_steps", "interval_steps")
 
 
-def percentile_settings(rule: str, host: str, **given: float | None) -> dict[str, float]:
-    """The percentile rule's settings (``given``, ``None`` meaning "not passed"),
-    with defaults filled in.
+def rule_settings(
+    rule: str,
+    host: str,
+    *,
+    reduction_factor: float,
+    incumbent_alpha: float | None,
+    **given: float | None,
+) -> dict[str, float]:
+    """Check the rule settings both adapters share (Optuna-style messages) and return
+    the percentile rule's own settings (``given``, ``None`` meaning "not passed") with
+    their defaults filled in, counts as ints.
 
     Raises:
-        ValueError: when a setting only the percentile rule reads is passed with
-            another rule: it would be ignored (code written for 0.1, whose default
-            rule was the percentile rule, would change behaviour silently).
+        ValueError: naming the argument, what must hold and what was received; also
+            when a setting only the percentile rule reads is passed with another rule:
+            it would be ignored (code written for 0.1, whose default rule was the
+            percentile rule, would change behaviour silently).
     """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, but got rule={rule!r}.")
     unknown = sorted(set(given) - set(PERCENTILE_DEFAULTS))
     if unknown:
-        raise TypeError(f"percentile_settings got unknown settings {unknown}.")
+        raise TypeError(f"rule_settings got unknown settings {unknown}.")
     passed = sorted(k for k, v in given.items() if v is not None)
     if rule != "percentile" and passed:
         raise ValueError(
             f"{host}: {', '.join(passed)} only apply to rule='percentile', but got "
             f"rule={rule!r}. Pass rule='percentile' (the default in 0.1) to keep that "
             f"rule, or drop {', '.join(passed)} to use {rule!r}.")
-    return {k: float(default if given.get(k) is None else given[k])  # type: ignore[arg-type]
-            for k, default in PERCENTILE_DEFAULTS.items() if k in given}
-
-
-def check_settings(
-    *,
-    rule: str,
-    percentile: float,
-    n_startup_trials: int,
-    reduction_factor: float,
-    kappa: float,
-    incumbent_alpha: float | None,
-) -> None:
-    """Check the rule settings both adapters share (Optuna-style messages).
-
-    Raises:
-        ValueError: naming the argument, what must hold and what was received.
-    """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, but got rule={rule!r}.")
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], but got percentile={percentile}.")
-    if n_startup_trials < 0:
-        raise ValueError("n_startup_trials must be non-negative, but got "
-                         f"n_startup_trials={n_startup_trials}.")
+    settings: dict[str, float] = {
+        k: PERCENTILE_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    bounds = {"percentile": ("in [0, 100]", lambda v: 0.0 <= v <= 100.0),
+              "n_startup_trials": ("non-negative", lambda v: v >= 0),
+              "n_warmup_steps": ("non-negative", lambda v: v >= 0),
+              "interval_steps": (">= 1", lambda v: v >= 1),
+              "kappa": ("finite", math.isfinite)}
+    for name, value in settings.items():
+        what, holds = bounds[name]
+        if not holds(value):
+            raise ValueError(f"{name} must be {what}, but got {name}={value}.")
     if not reduction_factor > 1.0:
         raise ValueError(
             f"reduction_factor must be > 1, but got reduction_factor={reduction_factor}.")
-    if not math.isfinite(kappa):
-        raise ValueError(f"kappa must be finite, but got kappa={kappa}.")
     if incumbent_alpha is not None and not 0.0 < incumbent_alpha < 1.0:
         raise ValueError("incumbent_alpha must be in (0, 1) or None, but got "
                          f"incumbent_alpha={incumbent_alpha}.")
+    return {k: int(v) if k in _COUNTS else float(v) for k, v in settings.items()}
 
 
 # ---------------------------------------------------------------- guards
@@ -135,8 +131,8 @@ def diverged_rule(reported: object) -> Decision:
     PercentilePruner and SuccessiveHalvingPruner prune such a trial too. On the
     public Taskset task TS IRNN (23% of its runs diverge), letting them run cost
     NCP ASHA 0.29 of no pruning's epochs against 0.10 (docs/budget/). Adapters
-    apply this before any
-    other guard but the last step (a trial at its last step has used its budget).
+    apply this before any other guard but the last step (a trial at its last step
+    has used its budget).
     """
     if is_diverged(reported):
         return Decision(True, "diverged", float(reported))  # type: ignore[arg-type]

@@ -139,9 +139,9 @@ def test_kept_index_decides_as_a_fresh_full_scan(kwargs):
         trial, quality, step = running[number]
         trial.report(0.5 + 0.4 * quality * (1 - 0.8 ** (step + 1)), step)
         frozen = study.get_trials(deepcopy=False)[number]
-        assert kept.decide(study, frozen) == NCPPruner(**kwargs).decide(study, frozen)
-        compared += 1
         verdict = kept.decide(study, frozen)
+        assert verdict == NCPPruner(**kwargs).decide(study, frozen)
+        compared += 1
         end = rng.random()
         if verdict.stop:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -596,3 +596,22 @@ def test_record_decision_stores_why_in_the_objectives_units(direction, sign):
     assert stored["threshold"] == pytest.approx(sign * 0.75)  # median of 0.65..0.85 finals
     plain = optuna.create_study(pruner=optuna.pruners.MedianPruner())
     assert record_decision(plain.ask(), 0) is None
+
+
+def test_index_out_of_position_trials_are_indexed_once_each():
+    # Was: a list not numbered by position reset the frontier but kept the indexed
+    # trials, so every later update indexed them again (finals counted twice).
+    from ncp_search.integrations.optuna.index import StudyIndex
+
+    trials = []
+    for number, value in ((1, 0.7), (0, 0.9)):
+        trial = optuna.trial.create_trial(value=value, intermediate_values={0: value})
+        trial.number = number
+        trials.append(trial)
+    index = StudyIndex(1.0, lambda t: float("nan"), lambda t, rung: t.intermediate_values[0])
+    for _ in range(3):
+        assert index.update(trials) == []
+    assert sorted(index.finals) == [0.7, 0.9] and len(index.completed) == 2
+    assert sorted(index.rung_values(0)) == [0.7, 0.9]
+    index.update(trials)
+    assert sorted(index.rung_values(0)) == [0.7, 0.9] and index.max_last_step == 0

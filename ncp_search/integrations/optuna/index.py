@@ -36,9 +36,14 @@ class StudyIndex:
             while none has one).
     """
 
-    def __init__(self, sign: float, latest_prediction: Callable[[FrozenTrial], float]):
+    def __init__(self, sign: float, latest_prediction: Callable[[FrozenTrial], float],
+                 rung_value: RungValue) -> None:
         self.sign = sign
         self._latest_prediction = latest_prediction
+        self._rung_value = rung_value
+        self._clear()
+
+    def _clear(self) -> None:
         self._frontier = 0
         self._seen: set[int] = set()  # finished trials indexed at or past the frontier
         self.completed: list[FrozenTrial] = []
@@ -47,15 +52,21 @@ class StudyIndex:
         self.pruned_predictions: list[float] = []
         self.max_last_step: int | None = None
         self._rungs: dict[float, list[float]] = {}
-        self._rung_value: RungValue | None = None
 
     def update(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """Index the trials that finished since the last call; return the trials
         that have not finished (running or waiting), which the caller reads afresh."""
         if any(trials[i].number != i for i in (0, len(trials) - 1) if trials):
             # Not numbered by position (should not happen with Optuna's storages):
-            # start again from the first trial, indexing by number.
-            self._frontier = 0
+            # forget everything and index every trial again, without a frontier.
+            self._clear()
+            live = []
+            for trial in trials:
+                if trial.state in FINISHED:
+                    self._add(trial)
+                else:
+                    live.append(trial)
+            return live
         live = []
         for position in range(self._frontier, len(trials)):
             trial = trials[position]
@@ -78,22 +89,21 @@ class StudyIndex:
                 if math.isfinite(final):
                     self.finals.append(final)
             if trial.last_step is not None:
-                self.max_last_step = max(self.max_last_step or trial.last_step,
-                                         trial.last_step)
+                self.max_last_step = (trial.last_step if self.max_last_step is None
+                                      else max(self.max_last_step, trial.last_step))
         elif trial.state == TrialState.PRUNED:
             self.pruned.append(trial)
             self.pruned_predictions.append(self._latest_prediction(trial))
         else:
             return  # a failed trial contributes nothing
         for rung, values in self._rungs.items():
-            assert self._rung_value is not None
             values.append(self._rung_value(trial, rung))
 
-    def rung_values(self, rung: float, value_at: RungValue) -> list[float]:
+    def rung_values(self, rung: float) -> list[float]:
         """The finished (complete or pruned) trials' values at ``rung``; computed
         for all of them the first time a rung is asked for, then kept up to date
         by :meth:`update`."""
-        self._rung_value = value_at
         if rung not in self._rungs:
-            self._rungs[rung] = [value_at(t, rung) for t in self.completed + self.pruned]
+            self._rungs[rung] = [self._rung_value(t, rung)
+                                 for t in self.completed + self.pruned]
         return self._rungs[rung]

@@ -211,26 +211,11 @@ class NCPPruner(BasePruner):
         prune_diverged: bool = True,
         base: BasePruner | None = None,
     ) -> None:
-        given = rules.percentile_settings(
-            rule, "NCPPruner", percentile=percentile, n_startup_trials=n_startup_trials,
-            n_warmup_steps=n_warmup_steps, interval_steps=interval_steps, kappa=kappa)
-        percentile = given["percentile"]
-        n_startup_trials = int(given["n_startup_trials"])
-        n_warmup_steps = int(given["n_warmup_steps"])
-        interval_steps = int(given["interval_steps"])
-        kappa = given["kappa"]
-        rules.check_settings(rule=rule, percentile=percentile,
-                             n_startup_trials=n_startup_trials,
-                             reduction_factor=reduction_factor, kappa=kappa,
-                             incumbent_alpha=incumbent_alpha)
-        if n_warmup_steps < 0:
-            raise ValueError(
-                f"n_warmup_steps must be non-negative, but got n_warmup_steps={n_warmup_steps}."
-            )
-        if interval_steps < 1:
-            raise ValueError(
-                f"interval_steps must be >= 1, but got interval_steps={interval_steps}."
-            )
+        given = rules.rule_settings(
+            rule, "NCPPruner", reduction_factor=reduction_factor,
+            incumbent_alpha=incumbent_alpha, percentile=percentile,
+            n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
+            interval_steps=interval_steps, kappa=kappa)
         if max_step is not None and max_step < 0:
             raise ValueError(f"max_step must be >= 0, but got max_step={max_step}.")
         if min_resource < 1:
@@ -241,13 +226,13 @@ class NCPPruner(BasePruner):
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
         self._predictor = check_feedable(predictor, self.FEEDS, "NCPPruner")
-        self.percentile = float(percentile)
-        self.n_startup_trials = int(n_startup_trials)
-        self.n_warmup_steps = int(n_warmup_steps)
-        self.interval_steps = int(interval_steps)
+        self.percentile = given["percentile"]
+        self.n_startup_trials = int(given["n_startup_trials"])
+        self.n_warmup_steps = int(given["n_warmup_steps"])
+        self.interval_steps = int(given["interval_steps"])
         self.max_step = max_step
         self.predictor = predictor
-        self.kappa = float(kappa)
+        self.kappa = given["kappa"]
         self.rule = rule
         self.reduction_factor = float(reduction_factor)
         self.min_resource = int(min_resource)
@@ -433,11 +418,19 @@ class NCPPruner(BasePruner):
         with self._lock:
             index = self._indexes.get(key)
             if index is None:
-                index = self._indexes[key] = StudyIndex(
-                    sign, lambda t: sign * as_number(
-                        (t.user_attrs.get(PREDICTION_ATTR) or {}).get("value")))
+                index = self._indexes[key] = self._new_index(sign)
             live = index.update(trials)
         return index, live
+
+    def _new_index(self, sign: float) -> StudyIndex:
+        def latest_prediction(trial: FrozenTrial) -> float:
+            return sign * as_number((trial.user_attrs.get(PREDICTION_ATTR) or {}).get("value"))
+
+        def rung_value(trial: FrozenTrial, rung: float) -> float:
+            return self._value_at_rung(trial, rung, sign, index)
+
+        index = StudyIndex(sign, latest_prediction, rung_value)
+        return index
 
     def _percentile(self, study: optuna.study.Study, trial: FrozenTrial,
                     index: StudyIndex, live: list[FrozenTrial],
@@ -481,27 +474,19 @@ class NCPPruner(BasePruner):
             return rules.Decision(False, "no_rung")
         if _first_step_at(trial, rung) != step:
             return rules.Decision(False, "already_at_rung")
-        completed = index.completed
-        predicted = self.predict_final(study, trial, completed)
-
-        def finished_value(other: FrozenTrial, at_rung: float) -> float:
-            at = _first_step_at(other, at_rung)
-            return math.nan if at is None else self._rung_value_at(other, at, sign,
-                                                                   completed)
-
+        predicted = self.predict_final(study, trial, index.completed)
         with self._lock:  # another thread (n_jobs > 1) may be updating the index
-            recorded = list(index.rung_values(rung, finished_value))
-        recorded += [self._rung_value(study, other, rung, sign, completed)
+            recorded = list(index.rung_values(rung))
+        recorded += [self._running_rung_value(study, other, rung, sign, index)
                      for other in live
                      if other.number != trial.number and other.state == TrialState.RUNNING]
         return rules.asha_rule(sign * predicted, recorded=recorded,
                                reduction_factor=self.reduction_factor)
 
-    def _rung_value(self, study: optuna.study.Study, trial: FrozenTrial, rung: float,
-                    sign: float, completed: list[FrozenTrial]) -> float:
-        """A running trial's prediction when it reached ``rung`` ("higher is better";
-        NaN if it has not): the stored one, else computed from its curve up to there
-        (kept once it is a number: reports at a step do not change)."""
+    def _running_rung_value(self, study: optuna.study.Study, trial: FrozenTrial,
+                            rung: float, sign: float, index: StudyIndex) -> float:
+        """:meth:`_value_at_rung` of a running trial, kept once it is a number (the
+        value at a reported step does not change)."""
         at = _first_step_at(trial, rung)
         if at is None:
             return math.nan
@@ -510,14 +495,23 @@ class NCPPruner(BasePruner):
             cached = self._rung_cache.get(key)
         if cached is not None:
             return cached
-        value = self._rung_value_at(trial, at, sign, completed)
+        value = self._value_at_step(trial, at, sign, index)
         if math.isfinite(value):
             with self._lock:
                 self._rung_cache[key] = value
         return value
 
-    def _rung_value_at(self, trial: FrozenTrial, at: int, sign: float,
-                       completed: list[FrozenTrial]) -> float:
+    def _value_at_rung(self, trial: FrozenTrial, rung: float, sign: float,
+                       index: StudyIndex) -> float:
+        """A trial's prediction when it reached ``rung`` ("higher is better"; NaN if it
+        has not)."""
+        at = _first_step_at(trial, rung)
+        return math.nan if at is None else self._value_at_step(trial, at, sign, index)
+
+    def _value_at_step(self, trial: FrozenTrial, at: int, sign: float,
+                       index: StudyIndex) -> float:
+        """The trial's prediction at its step ``at``: the stored one, else computed from
+        its curve up to there."""
         stored = (trial.user_attrs.get(HISTORY_ATTR) or {}).get(str(at))
         if stored is not None:
             return sign * as_number(stored)
@@ -525,7 +519,7 @@ class NCPPruner(BasePruner):
             return math.nan  # no stored prediction to trust; leave it out
         history = trial_history(trial, sign).until(at)
         horizon = self.max_step if self.max_step is not None else max(
-            [t.last_step for t in completed if t.last_step is not None] + [at])
+            at, index.max_last_step if index.max_last_step is not None else at)
         return predict_final(self._predictor, history, horizon=horizon)
 
     def _incumbent(self, study: optuna.study.Study, trial: FrozenTrial,

@@ -190,15 +190,9 @@ class NCPScheduler(FIFOScheduler):
                 f"max_t must be >= grace_period, but got max_t={max_t}, "
                 f"grace_period={grace_period}."
             )
-        given = rules.percentile_settings(rule, "NCPScheduler", percentile=percentile,
-                                          n_startup_trials=n_startup_trials, kappa=kappa)
-        percentile = given["percentile"]
-        n_startup_trials = int(given["n_startup_trials"])
-        kappa = given["kappa"]
-        rules.check_settings(rule=rule, percentile=percentile,
-                             n_startup_trials=n_startup_trials,
-                             reduction_factor=reduction_factor, kappa=kappa,
-                             incumbent_alpha=incumbent_alpha)
+        given = rules.rule_settings(rule, "NCPScheduler", reduction_factor=reduction_factor,
+                                    incumbent_alpha=incumbent_alpha, percentile=percentile,
+                                    n_startup_trials=n_startup_trials, kappa=kappa)
         self._incumbent_alpha = incumbent_alpha
         self._prune_diverged = bool(prune_diverged)
         self._chosen = check_feedable(predictor, self.FEEDS, "NCPScheduler")
@@ -209,10 +203,10 @@ class NCPScheduler(FIFOScheduler):
         self._max_t = int(max_t)
         self._predictor = predictor
         self._rule = rule
-        self._percentile = float(percentile)
-        self._n_startup = int(n_startup_trials)
+        self._percentile = given["percentile"]
+        self._n_startup = int(given["n_startup_trials"])
         self._rf = float(reduction_factor)
-        self._kappa = float(kappa)
+        self._kappa = given["kappa"]
         self._beta_key = beta_key
         self._rung_steps = rules.asha_rungs(self._grace_period, self._rf, self._max_t)
         self._tracks: dict[str, _Track] = {}
