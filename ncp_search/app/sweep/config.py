@@ -381,7 +381,7 @@ class _Checker:
                     raise self.fail(f"{section}.name", f"expected one of {list(table)}, but "
                                     f"got {_describe(chosen)}; {_suggest(chosen, table)}")
                 names = table[chosen] | {"name"}
-                if chosen in ("ncp", "ncp_asha"):
+                if NCP_RULES.get(chosen) == "asha":
                     self.renamed_rule(section, chosen, value, table)
             config[section] = self.fields(value, fields, f"{section}.", names)
             if names is not None and config[section]["name"] in NCP_RULES:

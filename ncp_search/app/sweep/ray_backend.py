@@ -80,7 +80,7 @@ except ImportError as error:  # pragma: no cover
                       "pip install 'ncp-search[ray]'") from error
 
 from ncp_search.app.jsonio import atomic_write, strict_json
-from ncp_search.app.sweep.config import SCHEDULERS, ConfigError, describe_choice
+from ncp_search.app.sweep.config import NCP_RULES, SCHEDULERS, ConfigError, describe_choice
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
@@ -122,11 +122,11 @@ def make_scheduler(config: Mapping[str, Any],
     name = settings["name"]
     epochs = int(config["budget"]["epochs"])
     grace = int(settings["grace_period"])
-    if name in ("ncp", "ncp_asha", "ncp_percentile", "async_hyperband") and grace > epochs:
+    if (name in NCP_RULES or name == "async_hyperband") and grace > epochs:
         raise ConfigError(f"scheduler.grace_period: {grace} exceeds budget.epochs={epochs}; "
                           "set grace_period <= budget.epochs.")
-    if name in ("ncp", "ncp_asha", "ncp_percentile"):
-        rule = "percentile" if name == "ncp_percentile" else "asha"
+    if name in NCP_RULES:
+        rule = NCP_RULES[name]
         return NCPScheduler(
             time_attr=TIME_ATTR, grace_period=grace, max_t=epochs,
             predictor=settings["predictor"], rule=rule,
@@ -300,8 +300,7 @@ class _Session:
         self.driver = f"{socket.gethostname()}:{os.getpid()}"
         self._written = 0.0
         name = config["scheduler"]["name"]
-        self._predictor = (config["scheduler"]["predictor"]
-                           if name in ("ncp", "ncp_asha", "ncp_percentile") else None)
+        self._predictor = config["scheduler"]["predictor"] if name in NCP_RULES else None
         self._grace = int(config["scheduler"]["grace_period"])
 
     # records
