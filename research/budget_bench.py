@@ -1204,7 +1204,7 @@ def command(args: Any) -> int:
         ray_box["report"] = earlier["ray"]
         ray_seeds = earlier["settings"].get("ray_seeds")
         scoped.append(f"Ray Tune runs: taken from an earlier run ({args.ray_from}, "
-                      f"{earlier['settings'].get('ray_seeds')} seeds), not run again")
+                      f"{ray_seeds} seeds), not run again")
     units = run_optuna(jobs, processes=args.processes, done=keep,
                        meanwhile=tune_runs if (args.ray_seeds and args.table
                                                and not args.ray_from) else None)

@@ -422,8 +422,8 @@ def _journal_stops(path):
     events = [json.loads(line) for line in Path(path).read_text().splitlines()[1:]
               if line.strip()]
     stopped = {e["id"] for e in events if e.get("e") == "decision" and e.get("stop")}
-    scheduler = NCPScheduler(rule="percentile", metric="val_accuracy", mode="max",
-                             grace_period=1, max_t=3, state_path=str(path))
+    scheduler = NCPScheduler(metric="val_accuracy", mode="max", max_t=3,
+                             state_path=str(path))  # the sweep's scheduler: ncp, the default
     scheduler._load_once()
     return stopped, scheduler.state()["num_stopped"]
 
