@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates docs/budget/ (budget.txt, budget.json, pareto_<workload>.png): every stop
 # rule against every built-in in real Optuna studies (sequential and 4 in flight) on the
-# three recorded tables and the six public Taskset tasks (../shared/data/taskset, or
-# $NCP_SEARCH_TASKSET; left out with a note when absent), plus real Tune runs on the
+# three recorded tables and the six public Taskset tasks (the folder named by
+# $NCP_SEARCH_TASKSET; left out with a note when unset), plus real Tune runs on the
 # recorded tables (run while the Optuna studies run, in two worker processes; or taken
 # from an earlier report with RAY_FROM=<budget.json>). 20 seeds on every workload
 # (SEEDS, TASKSET_SEEDS). Run it with `nice -n 10`; docs/budget/budget.txt ends with

@@ -496,11 +496,6 @@ def bench_workload(
 
 
 # ---------------------------------------------------------------- targets
-def _best_variant(rows: dict[str, Any], names: Sequence[str]) -> str | None:
-    present = [n for n in names if n in rows]
-    return present[0] if present else None
-
-
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, per NCP ASHA variant, workload and mode.
 
@@ -1149,7 +1144,7 @@ def command(args: Any) -> int:
     scoped = list(args.scoped or [])
     if args.taskset != "none":
         if folder is None or not task_files(folder):
-            scoped.append("Taskset left out: no *.json.gz under ../shared/data/taskset or "
+            scoped.append("Taskset left out: no *.json.gz under --taskset or "
                           "$NCP_SEARCH_TASKSET")
         else:
             files = task_files(folder)[: args.tasks] if args.tasks else task_files(folder)

@@ -169,7 +169,7 @@ def _cmd_taskset(args: argparse.Namespace) -> int:
     folder = Path(args.folder) if args.folder else taskset_folder()
     if folder is None or not task_files(folder):
         raise ValueError("no Taskset files (*.json.gz): pass --folder or set "
-                         "NCP_SEARCH_TASKSET (default ../shared/data/taskset).")
+                         "NCP_SEARCH_TASKSET to the folder that holds them.")
     for path in task_files(folder):
         rows = convert(path)
         out = Path(args.out) / f"{rows[0]['workload']}.jsonl"
@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmarks/tables/digits_mlp.jsonl", "benchmarks/tables/fashion_cnn.jsonl",
         "benchmarks/tables/fashion_select.jsonl"], help="recorded-run tables (accuracy)")
     bud.add_argument("--taskset", default=None,
-                     help="Taskset folder (default $NCP_SEARCH_TASKSET or "
-                     "../shared/data/taskset); 'none' leaves Taskset out")
+                     help="Taskset folder (default $NCP_SEARCH_TASKSET); 'none' leaves "
+                     "Taskset out")
     bud.add_argument("--tasks", type=int, default=None, help="only the first N Taskset tasks")
     bud.add_argument("--draw", type=int, default=100, help="Taskset configurations per study")
     bud.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (trial orders)")
@@ -273,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     bud.set_defaults(func=_cmd_bench_budget)
 
     tsk = sub.add_parser("taskset", help="convert the public Taskset curves into tables")
-    tsk.add_argument("--folder", default=None, help="default: $NCP_SEARCH_TASKSET or "
-                     "../shared/data/taskset")
+    tsk.add_argument("--folder", default=None, help="default: $NCP_SEARCH_TASKSET")
     tsk.add_argument("--out", default="runs/taskset", help="folder for <task>.jsonl")
     tsk.set_defaults(func=_cmd_taskset)
     return parser

@@ -60,10 +60,6 @@ def uses_beta(name: str) -> bool:
     return get_predictor(name.split("+")[0].split("@")[0]).uses_beta_eff
 
 
-def is_cross_trial(name: str) -> bool:
-    return get_predictor(name.split("+")[0].split("@")[0]).cross_trial
-
-
 def shuffled(runs: Sequence[Run], seed: int = 0) -> list[Run]:
     """Runs whose probe fields come from another run (a seeded derangement)."""
     n = len(runs)

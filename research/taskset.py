@@ -1,7 +1,7 @@
 """Public Taskset learning curves as tables of recorded runs.
 
-The Taskset files (``../shared/data/taskset/*.json.gz`` from the repository root, or
-the folder named by ``NCP_SEARCH_TASKSET``; see that folder's README) hold, per
+The Taskset files (``*.json.gz`` in the folder named by ``NCP_SEARCH_TASKSET``, or
+given with ``--folder`` / ``--taskset``; see that folder's README) hold, per
 task, a list of Adam configurations with 51 points of train/valid/test **loss**
 each (index 0 before training). :func:`convert` turns one file into rows of the
 documented table format (``python -m research record``), with two fields that
@@ -39,17 +39,14 @@ SUFFIX = ".json.gz"
 _SPLITS = {"valid": "val_loss", "train": "train_loss", "test": "test_loss"}
 
 
-def taskset_folder(root: str | os.PathLike[str] | None = None) -> Path | None:
-    """The Taskset folder: ``$NCP_SEARCH_TASKSET``, else ``../shared/data/taskset``
-    beside the repository root ``root`` (default: the current folder); None when
-    neither holds any ``*.json.gz`` file."""
-    candidates = []
-    if os.environ.get(ENV):
-        candidates.append(Path(os.environ[ENV]))
-    candidates.append(Path(root or ".").resolve().parent / "shared" / "data" / "taskset")
-    for folder in candidates:
-        if folder.is_dir() and any(folder.glob(f"*{SUFFIX}")):
-            return folder
+def taskset_folder() -> Path | None:
+    """The Taskset folder named by ``$NCP_SEARCH_TASKSET``; None when the variable is
+    unset or the folder holds no ``*.json.gz`` file."""
+    if not os.environ.get(ENV):
+        return None
+    folder = Path(os.environ[ENV])
+    if folder.is_dir() and any(folder.glob(f"*{SUFFIX}")):
+        return folder
     return None
 
 

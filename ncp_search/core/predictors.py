@@ -349,7 +349,6 @@ PREDICTORS: dict[str, Predictor] = {p.name: p for p in (
               residual=True, requires=_PROBE,
               summary="the last value plus a residual learnt from beta_eff features"),
 )}
-CURVE_ONLY = tuple(n for n, p in PREDICTORS.items() if not p.uses_beta_eff)
 SCORE_ONLY = tuple(n for n, p in PREDICTORS.items() if p.score_only)
 
 

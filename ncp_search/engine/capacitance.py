@@ -17,7 +17,7 @@ all ``delta_in`` entries.
 
 With softmax cross-entropy the gradient with respect to the logits sums to zero
 over classes, so ``s_L = 0`` identically and ``delta_in`` on layer ``L-1`` is
-exactly zero (METHOD.md fact 2). That term is set to an exact 0 instead of being
+exactly zero. That term is set to an exact 0 instead of being
 computed as round-off; consequently a 3-layer probe has ``beta_eff == 0.0``
 exactly, and 4 weight layers are the minimum for an informative value.
 

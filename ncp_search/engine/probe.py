@@ -81,13 +81,6 @@ def _producer(tensor: Any) -> Any:
     return history[0]
 
 
-def _is_softmax(layer: Any) -> bool:
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    activation = getattr(layer, "activation", None)
-    return activation is not None and getattr(activation, "__name__", "") == "softmax"
-
-
 def classifier_features(model: Any) -> Any:
     """The input tensor of a classifier's output Dense layer (its feature output).
 
@@ -137,8 +130,9 @@ def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
             f"the probe needs at least {MIN_WEIGHT_LAYERS} weight layers (at least "
             f"{MIN_WEIGHT_LAYERS - 1} hidden layers), but got hidden={widths} "
             f"({len(widths) + 1} weight layers). With softmax cross-entropy the row sums of "
-            "P on the last hidden layer vanish exactly, so a 3-layer probe has beta_eff == 0 "
-            "whatever the model (METHOD.md, fact 2). Use e.g. hidden=(64, 64, 64)."
+            "P on the last hidden layer vanish exactly (the gradient with respect to the logits "
+            "sums to zero over the classes), so a 3-layer probe has beta_eff == 0 whatever "
+            "the model. Use e.g. hidden=(64, 64, 64)."
         )
     return tuple(int(w) for w in widths)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ncp_search import BetaEffLogger, attach_probe, beta_eff
-from tests.engine.test_probe import batch, sequential_classifier
+from tests.engine.models import batch, sequential_classifier
 
 
 def test_beta_eff_reaches_history_every_interval():

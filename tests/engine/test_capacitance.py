@@ -72,7 +72,8 @@ def test_terms_match_materialised(widths):
 
 
 def test_last_hidden_row_sums_vanish_in_reference():
-    """METHOD.md fact 2: delta_in on layer L-1 is zero; the code sets it to exact 0."""
+    """With softmax cross-entropy the logit gradient sums to zero over the classes, so
+    delta_in on layer L-1 is zero; the code sets it to exact 0."""
     kernels, features, labels = random_probe((5, 4, 4, 4, 3), 8, seed=3)
     _, p = materialised_beta_eff(kernels, features, labels)
     sizes = [k.size for k in kernels]

@@ -13,7 +13,7 @@ from ncp_search.engine.finetune import (
     learning_rate_at,
     trial_settings,
 )
-from tests.engine.test_probe import batch, sequential_classifier
+from tests.engine.models import batch, sequential_classifier
 
 
 def test_probe_head_mode_trains_through_the_probe():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ncp_search import BetaEffMeter, attach_probe, observer_probe
-from tests.engine.test_probe import batch
+from tests.engine.models import batch
 
 
 def trial_model(seed, width=24, activation="relu", batch_norm=True):

@@ -8,7 +8,7 @@ import pytest
 
 from ncp_search import BetaEffLogger, BetaEffMeter, ProbeError, observer_probe, split_probe
 from ncp_search.engine.probe import attach_probe, probe_for
-from tests.engine.test_probe import batch, functional_classifier, sequential_classifier
+from tests.engine.models import batch, functional_classifier, sequential_classifier
 
 
 def own_mlp(seed=0, classes=10, logits=False):

@@ -9,38 +9,8 @@ import pytest
 import ncp_search
 from ncp_search import BetaEffMeter, ProbeError, attach_probe, beta_eff, split_probe
 from ncp_search.engine.capacitance import beta_eff_terms
+from tests.engine.models import batch, functional_classifier, sequential_classifier
 from tests.reference import materialised_beta_eff
-
-
-def sequential_classifier(seed=0, classes=4):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(4, 3, activation="relu", padding="same"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(12, activation="relu"),
-            keras.layers.Dense(classes, activation="softmax"),
-        ],
-        name="seq",
-    )
-
-
-def functional_classifier(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((10,))
-    a = keras.layers.Dense(8, activation="relu")(inputs)
-    b = keras.layers.Dense(8, activation="tanh")(inputs)
-    x = keras.layers.Concatenate(name="merge")([a, b])
-    x = keras.layers.Dropout(0.1)(x)
-    logits = keras.layers.Dense(3, name="logits")(x)
-    out = keras.layers.Softmax()(logits)
-    return keras.Model(inputs, out, name="func")
-
-
-def batch(shape, n=16, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.random((n, *shape)).astype("float32"), rng.integers(0, classes, n)
 
 
 def test_sequential_probe_structure():

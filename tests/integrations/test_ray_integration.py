@@ -19,7 +19,7 @@ from ray import tune  # noqa: E402
 
 import tests.integrations.ray_sweep as sweep  # noqa: E402
 from ncp_search.integrations.ray.scheduler import STATE_FORMAT, NCPScheduler  # noqa: E402
-from tests.integrations.test_ray_scheduler import Trial  # noqa: E402
+from tests.integrations.tune_fakes import Trial  # noqa: E402
 
 # The percentile rule with the 0.1 defaults these tests were written for.
 RULE_01 = {"rule": "percentile", "grace_period": 2}

@@ -127,13 +127,15 @@ def test_taskset_folder_from_the_environment(taskset_file, monkeypatch):
     monkeypatch.setenv("NCP_SEARCH_TASKSET", str(taskset_file.parent))
     assert taskset_folder() == taskset_file.parent
     monkeypatch.setenv("NCP_SEARCH_TASKSET", str(taskset_file.parent / "absent"))
-    assert taskset_folder(root=taskset_file.parent) is None
+    assert taskset_folder() is None
+    monkeypatch.delenv("NCP_SEARCH_TASKSET")
+    assert taskset_folder() is None  # no default folder outside the repository
 
 
 def test_real_taskset_files_convert():
     folder = taskset_folder()
     if folder is None:
-        pytest.skip("no Taskset folder (../shared/data/taskset or NCP_SEARCH_TASKSET)")
+        pytest.skip("no Taskset folder: set NCP_SEARCH_TASKSET")
     from research.taskset import task_files
 
     rows = convert(task_files(folder)[0])

@@ -36,17 +36,6 @@ CURVES = [[0.9] * EPOCHS, [0.3, 0.3, 0.3, 0.95], [0.5] * EPOCHS, [0.92] * EPOCHS
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def designed(ray_session):
     table = _designed_table(CURVES, seed=3)
     ray_replay.NCP_SETTINGS["n_startup_trials"] = 1  # 4 trials: decide after the first
@@ -57,6 +46,7 @@ def designed(ray_session):
         ray_replay.NCP_SETTINGS.clear()
 
 
+@pytest.mark.slow
 def test_fifo_consumes_every_epoch_and_regret_by_hand(designed):
     fifo = next(r for r in designed["runs"] if r["scheduler"] == "fifo")
     assert fifo["epochs"] == fifo["epochs_tune"] == 4 * EPOCHS
@@ -68,6 +58,7 @@ def test_fifo_consumes_every_epoch_and_regret_by_hand(designed):
     assert fifo["final_regret"] == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_stopping_scheduler_consumes_fewer_epochs_and_regret_by_hand(designed):
     ncp = next(r for r in designed["runs"] if r["scheduler"] == "ncp:best")
     assert ncp["epochs"] == ncp["epochs_tune"] == 4 + 2 + 2 + 4
@@ -83,6 +74,7 @@ def test_stopping_scheduler_consumes_fewer_epochs_and_regret_by_hand(designed):
     assert summary["fifo"]["epochs_to_tolerance"] == 8
 
 
+@pytest.mark.slow
 def test_concurrent_replay_with_pausing_scheduler(ray_session, tmp_path):
     runs = make_runs(8, epochs=5, seed=1)
     report = ray_replay.compare(runs, schedulers=["async_hyperband", "median_stopping"],
