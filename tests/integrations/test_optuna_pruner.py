@@ -251,9 +251,9 @@ def test_cross_trial_prediction_matches_the_offline_predictor_and_is_cached():
     runs = [as_table_run(t) for t in study.get_trials()]
     offline = predict("xtrial_curve", runs, 3, 6, last_only=True)[0]
     assert online == pytest.approx(offline)
-    assert len(pruner._models) == 1
+    assert len(pruner.policy._models) == 1
     pruner.predict_final(study, frozen)
-    assert len(pruner._models) == 1  # no refit for the same completed trials
+    assert len(pruner.policy._models) == 1  # no refit for the same completed trials
     study.tell(trial, 0.7)
 
 
@@ -531,7 +531,8 @@ def test_asha_decides_at_the_first_report_past_a_rung():
     study = optuna.create_study(direction="maximize", pruner=pruner)
     study.tell(report_at(study, [0, 10, 20, 30], [0.9] * 4), 0.9)
     trial = report_at(study, [0], [0.1])
-    assert pruner.decide(study, study.get_trials()[-1]).reason == "no_rung"
+    # before the first rung: warm-up (was "no_rung"; one name on both hosts)
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "warmup"
     trial.report(0.1, 10)  # first report past rung 5
     assert trial.should_prune()
     trial.report(0.1, 12)
@@ -539,18 +540,33 @@ def test_asha_decides_at_the_first_report_past_a_rung():
 
 
 def test_incumbent_test_stops_a_hopeless_trial_the_rule_keeps():
+    # Peers dip to 0.05 at the rung (step 8) after 0.5 before it: ASHA on the last value
+    # keeps a trial at 0.1 there, the incumbent test (best so far 0.1 against the
+    # peers' 0.5 at the same step) stops it.
     def study_with(alpha):
         pruner = NCPPruner(rule="asha", min_resource=8, max_step=9, incumbent_alpha=alpha,
-                           first_step=1)
+                           first_step=1, predictor="last")
         study = optuna.create_study(direction="maximize", pruner=pruner)
         for final in (0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
-            curve = [0.5] * 9 + [final]
+            curve = [0.5] * 8 + [0.05, final]
             study.tell(report_at(study, range(10), curve), final)
         return study
-    assert not report_at(study_with(None), range(3), [0.1] * 3).should_prune()
-    hopeless = report_at(study_with(0.3), range(3), [0.1] * 3)
+    assert not report_at(study_with(None), range(9), [0.1] * 9).should_prune()
+    hopeless = report_at(study_with(0.3), range(9), [0.1] * 9)
     assert hopeless.should_prune()
-    assert not report_at(study_with(0.3), range(3), [0.6] * 3).should_prune()
+    assert not report_at(study_with(0.3), range(9), [0.6] * 9).should_prune()
+
+
+def test_the_incumbent_test_waits_for_the_first_rung():
+    # Was: with the first rung after 3 epochs and incumbent_alpha set, NCPPruner stopped a
+    # trial at step 0 (below_incumbent) while NCPScheduler said "warmup" for the same
+    # history; now both wait for the first rung (the policy gates the incumbent test).
+    pruner = NCPPruner(min_resource=3, max_step=9, incumbent_alpha=0.3)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for final in (0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
+        study.tell(report_at(study, range(10), [0.5] * 9 + [final]), final)
+    report_at(study, [0], [0.1])
+    assert pruner.decide(study, study.get_trials()[-1]).reason == "warmup"
 
 
 @pytest.mark.parametrize("first_step, decided", [(0, [0, 2, 8]), (1, [1, 3, 9])])

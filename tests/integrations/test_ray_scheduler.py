@@ -371,7 +371,7 @@ def test_a_trial_stopped_again_after_a_restart_counts_once():
 
 def test_default_is_asha_with_grace_1_and_percentile_settings_need_their_rule():
     scheduler = NCPScheduler(metric="acc", mode="max", max_t=20)
-    assert scheduler._rule == "asha" and scheduler._rung_steps == [1.0, 3.0, 9.0]
+    assert scheduler.policy.name == "asha" and scheduler.policy.rungs(20) == [1.0, 3.0, 9.0]
     for kwargs in ({"percentile": 25.0}, {"n_startup_trials": 3}, {"kappa": 1.0}):
         with pytest.raises(ValueError, match="rule='percentile'"):
             NCPScheduler(**kwargs)

@@ -1,4 +1,5 @@
-"""What NCPPruner knows about a study's finished trials, kept up to date cheaply.
+"""What NCPPruner reads of a study: trial histories, the finished trials indexed once,
+and the :class:`~ncp_search.core.policy.StudyView` a policy decides on.
 
 A trial that has finished (complete, pruned or failed) never changes again, so
 whatever the pruner derives from it (its final, its value at an ASHA rung, its
@@ -13,11 +14,43 @@ is mostly the storage read both pruners share).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from ncp_search.core.history import as_number
+from ncp_search.core.history import TrialHistory, as_number
+from ncp_search.core.policy import PREDICTION_SERIES, Policy
+
+BETA_ATTR = "ncp_beta_eff"  # {step: beta_eff}
+TERMS_ATTR = "ncp_probe_terms"  # {step: {series name: value}} (probe terms, train_loss)
+PREDICTION_ATTR = "ncp_predicted_final"  # {"step": s, "value": v} (the latest)
+HISTORY_ATTR = "ncp_predicted_history"  # {step: predicted final}
+
+
+def trial_history(trial: FrozenTrial, sign: float) -> TrialHistory:
+    """A frozen trial as a :class:`TrialHistory` (metric made "higher is better" by
+    ``sign``): its intermediate values at their own steps, ``beta_eff``, the probe
+    terms and the predictions stored by :func:`ncp_search.report_beta_eff`, and its
+    final value if it is complete."""
+    series: dict[str, dict[Any, Any]] = {"beta_eff": trial.user_attrs.get(BETA_ATTR) or {}}
+    for step, terms in (trial.user_attrs.get(TERMS_ATTR) or {}).items():
+        if isinstance(terms, dict):
+            for name, value in terms.items():
+                series.setdefault(name, {})[step] = value
+    predictions = trial.user_attrs.get(HISTORY_ATTR)
+    if isinstance(predictions, dict):
+        series[PREDICTION_SERIES] = {s: sign * as_number(v) for s, v in predictions.items()}
+    final = trial.value if trial.state == TrialState.COMPLETE and trial.values else None
+    return TrialHistory.from_reports(trial.intermediate_values, sign=sign, series=series,
+                                     final=final)
+
+
+def first_step_at(trial: FrozenTrial, rung: float) -> int | None:
+    """The trial's first reported step at or past ``rung`` (None if none)."""
+    reached = [s for s in trial.intermediate_values if s >= rung]
+    return min(reached) if reached else None
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -107,3 +140,122 @@ class StudyIndex:
             self._rungs[rung] = [self._rung_value(t, rung)
                                  for t in self.completed + self.pruned]
         return self._rungs[rung]
+
+
+class StudyState:
+    """One pruner's memory of one study (one objective sign): the index of finished
+    trials, the completed trials' histories and the running trials' rung values, all
+    derived from storage and kept only because finished trials never change."""
+
+    def __init__(self, policy: Policy, sign: float) -> None:
+        self.policy = policy
+        self.sign = sign
+        self.lock = threading.RLock()  # n_jobs > 1: threads share the pruner
+        self.index = StudyIndex(sign, self._latest_prediction, self._value_at_rung)
+        self._histories: tuple[int, dict[Hashable, TrialHistory]] = (-1, {})
+        self._running: dict[tuple[int, int], float] = {}  # (number, step) -> rung value
+
+    def _latest_prediction(self, trial: FrozenTrial) -> float:
+        return self.sign * as_number((trial.user_attrs.get(PREDICTION_ATTR) or {}).get("value"))
+
+    def _value_at_rung(self, trial: FrozenTrial, rung: float) -> float:
+        at = first_step_at(trial, rung)
+        return math.nan if at is None else self.value_at_step(trial, at)
+
+    def value_at_step(self, trial: FrozenTrial, at: int) -> float:
+        """The trial's prediction at its step ``at``: the stored one, else the policy's
+        from its curve up to there."""
+        stored = (trial.user_attrs.get(HISTORY_ATTR) or {}).get(str(at))
+        if stored is not None:
+            return self.sign * as_number(stored)
+        return self.policy.value_at(trial_history(trial, self.sign), at, _Horizon(self.index))
+
+    def running_value_at_rung(self, trial: FrozenTrial, rung: float) -> float:
+        """:meth:`value_at_step` of a running trial at ``rung``, kept once it is a number
+        (the value at a reported step does not change)."""
+        at = first_step_at(trial, rung)
+        if at is None:
+            return math.nan
+        with self.lock:
+            cached = self._running.get((trial.number, at))
+        if cached is not None:
+            return cached
+        value = self.value_at_step(trial, at)
+        if math.isfinite(value):
+            with self.lock:
+                self._running[(trial.number, at)] = value
+        return value
+
+    def completed_histories(self) -> dict[Hashable, TrialHistory]:
+        """The completed trials' histories by number (rebuilt when one completes)."""
+        with self.lock:
+            count, histories = self._histories
+            completed = list(self.index.completed)
+        if count == len(completed):
+            return histories
+        histories = {t.number: trial_history(t, self.sign)
+                     for t in sorted(completed, key=lambda t: t.number)}
+        with self.lock:
+            self._histories = (len(completed), histories)
+        return histories
+
+
+class _Horizon:
+    """The part of a view :meth:`Policy.value_at` reads: the horizon."""
+
+    def __init__(self, index: StudyIndex) -> None:
+        self._index = index
+
+    def max_last_step(self) -> float | None:
+        return self._index.max_last_step
+
+
+class OptunaView:
+    """The other trials of an Optuna study as a policy reads them; the storage is read
+    once, on first use (a decision made by a guard reads nothing).
+
+    Failed trials are out (the index skips them); the running trials are read afresh.
+    """
+
+    def __init__(self, state: StudyState, trials: Callable[[], Sequence[FrozenTrial]],
+                 number: int) -> None:
+        self._state = state
+        self._trials = trials
+        self._number = number
+        self._running: list[FrozenTrial] | None = None
+
+    def _live(self) -> list[FrozenTrial]:
+        if self._running is None:
+            trials = self._trials()
+            with self._state.lock:
+                live = self._state.index.update(trials)
+            self._running = [t for t in live
+                             if t.state == TrialState.RUNNING and t.number != self._number]
+        return self._running
+
+    def finals(self) -> Sequence[float]:
+        self._live()
+        with self._state.lock:
+            return list(self._state.index.finals)
+
+    def completed(self) -> Mapping[Hashable, TrialHistory]:
+        self._live()
+        return self._state.completed_histories()
+
+    def latest_predictions(self) -> Sequence[float]:
+        running = self._live()
+        with self._state.lock:
+            values = list(self._state.index.pruned_predictions)
+        sign = self._state.sign
+        return values + [sign * as_number((t.user_attrs.get(PREDICTION_ATTR) or {})
+                                          .get("value")) for t in running]
+
+    def rung_values(self, rung: float) -> Sequence[float]:
+        running = self._live()
+        with self._state.lock:
+            values = list(self._state.index.rung_values(rung))
+        return values + [self._state.running_value_at_rung(t, rung) for t in running]
+
+    def max_last_step(self) -> float | None:
+        self._live()
+        return self._state.index.max_last_step
