@@ -1,5 +1,5 @@
-"""The own-model examples run on their smallest setting, and the README snippets are
-exactly their code (docs/drafts/own_model.md until it is merged into README.md)."""
+"""The own-model examples run on their smallest setting, and the documented snippets are
+exactly their code (docs/own-model.md; README.md too where it has that section)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 EXAMPLES = {"own_model_optuna": ROOT / "examples" / "own_model_optuna.py",
             "own_model_ray": ROOT / "examples" / "own_model_ray.py"}
-HEADING = "## Your own model"
+HEADING = "# Your own model"  # the page's title, or a README section
 
 
 def snippet(name: str) -> str:
@@ -28,7 +28,7 @@ def code_blocks(markdown: str) -> list[str]:
 
 
 def documents() -> list[Path]:
-    candidates = [ROOT / "README.md", ROOT / "docs" / "drafts" / "own_model.md"]
+    candidates = [ROOT / "README.md", ROOT / "docs" / "own-model.md"]
     return [path for path in candidates if path.is_file() and HEADING in path.read_text()]
 
 
