@@ -23,7 +23,7 @@ def tune(epochs: int = 15, n_trials: int = 20) -> optuna.Study:
     x = (x / 16.0).astype("float32")
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=0.25, stratify=y, random_state=0)
-    # A fixed, class-balanced batch: beta_eff is measured on it after every epoch.
+    # A fixed, class-balanced batch: beta_eff is measured on it when the pruner reads it.
     x_probe, y_probe = ncp_search.probe_batch(x_train, y_train, n=256, seed=0)
 
     def objective(trial: optuna.Trial) -> float:
@@ -37,8 +37,9 @@ def tune(epochs: int = 15, n_trials: int = 20) -> optuna.Study:
         learning_rate = trial.suggest_float("learning_rate", 1e-4, 0.3, log=True)
         model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-        # The callback attaches a frozen probe beside the model's own head (it only
-        # observes), reports val_accuracy and beta_eff each epoch, and prunes.
+        # The callback reports val_accuracy each epoch and prunes; when the pruner's
+        # predictor reads beta_eff (e.g. NCPPruner(predictor="ncp_raw")) it also measures
+        # it on a frozen probe beside the model's own head (the probe only observes).
         history = model.fit(
             x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=64,
             verbose=0, callbacks=[ncp_search.NCPCallback(trial, x_probe, y_probe)])

@@ -33,10 +33,13 @@ def train(config: dict) -> None:
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     # Each epoch: beta_eff and the probe terms (probe_<name>) from a frozen probe beside
     # the model's own head, reported with the metrics and a checkpoint via ray.tune.report.
+    # measure="always": the default scheduler's predictor does not read beta_eff, so by
+    # default nothing would be measured (pass predictor= as given to NCPScheduler instead).
     model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
               batch_size=64, verbose=0,
               callbacks=[ncp_search.NCPTuneCallback(x_probe, y_probe,
-                                                    metrics=["val_accuracy", "loss"])])
+                                                    metrics=["val_accuracy", "loss"],
+                                                    measure="always")])
 
 
 def tune_digits(epochs: int = 15, n_trials: int = 12,

@@ -19,6 +19,11 @@ from ncp_search.integrations.ray.trainable import KerasProbeTrainable, trial_res
 class DigitsTrainable(KerasProbeTrainable):
     """Fine-tunes the zoo MLP (pre-trained on digits 0-4) on digits 5-9."""
 
+    # NCPScheduler's default predictor reads no beta_eff, so the default measure="auto"
+    # would measure nothing; record it anyway (or set predictor = "ncp_raw" here and
+    # in NCPScheduler to decide with it).
+    measure = "always"
+
     def build(self, config: dict) -> dict:
         from ncp_search.app.data import load_task
         from ncp_search.app.zoo import load_source_model

@@ -26,6 +26,7 @@ from typing import Any
 from ncp_search.app.jsonio import read_jsonl as read_table  # noqa: F401 (research API)
 from ncp_search.app.jsonio import strict_json
 from ncp_search.app.search_space import sample_configs, validate_space
+from ncp_search.core.history import probe_series
 from ncp_search.errors import NCPSearchError
 
 REQUIRED = ("name", "target", "trials", "epochs", "search_space")
@@ -88,7 +89,7 @@ def _measure(meters: dict[str, Any]) -> dict[str, Any]:
             continue
         out["beta_eff_seconds"] = time.perf_counter() - started
         out["beta_eff"] = terms["beta_eff"]
-        out.update({f"probe_{k}": v for k, v in terms.items() if k != "beta_eff"})
+        out.update(probe_series(terms))
     return out
 
 

@@ -41,6 +41,36 @@ PROBE_TERMS = (
 REPORTED_SERIES = ("beta_eff", *PROBE_TERMS, "train_loss")
 
 
+def probe_series(terms: Any, *, beta_eff: bool = False) -> dict[str, Any]:
+    """One measurement's probe terms under the series names every reader uses (the
+    predictors, NCPScheduler's result keys, the Optuna attribute ``ncp_probe_terms``,
+    epoch logs): field ``x`` of a ``BetaEffTerms`` (or key ``x`` of a mapping such
+    as its ``as_dict()``) becomes ``probe_x``; a key already named ``probe_x`` stays.
+
+    Args:
+        terms: a ``BetaEffTerms`` or a ``{name: value}`` mapping.
+        beta_eff: keep ``beta_eff`` itself (under ``beta_eff``); dropped by default.
+
+    Returns:
+        ``{series name: value}``, values as given.
+
+    Example:
+        >>> probe_series({"beta_eff": 0.4, "feature_norm": 2.0})
+        {'probe_feature_norm': 2.0}
+        >>> probe_series({"beta_eff": 0.4, "feature_norm": 2.0}, beta_eff=True)
+        {'beta_eff': 0.4, 'probe_feature_norm': 2.0}
+    """
+    raw = terms.as_dict() if hasattr(terms, "as_dict") else dict(terms)
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "beta_eff":
+            if beta_eff:
+                out[name] = value
+            continue
+        out[name if name.startswith("probe_") else f"probe_{name}"] = value
+    return out
+
+
 def as_number(value: Any) -> float:
     """``value`` as a float, or NaN when it is not a finite real number (``None``,
     a string, a bool, NaN, inf, an array)."""

@@ -1,8 +1,23 @@
 """Keras callbacks that measure ``beta_eff`` on a fixed probe batch: the shared
-:class:`ProbeCallback` (where the probe is, how the meter is built) and
-:class:`BetaEffLogger`, which writes the measurements into the epoch logs. The Optuna
-and Ray callbacks (:class:`ncp_search.NCPCallback`, :class:`ncp_search.NCPTuneCallback`)
-derive from :class:`ProbeCallback` too."""
+:class:`ProbeCallback` (where the probe is, how the meter is built, whether to
+measure at all) and :class:`BetaEffLogger`, which writes the measurements into the
+epoch logs. The Optuna and Ray callbacks (:class:`ncp_search.NCPCallback`,
+:class:`ncp_search.NCPTuneCallback`) derive from :class:`ProbeCallback` too.
+
+Measuring costs CPU (a forward and backward pass on the probe batch each epoch, and
+about two seconds once per process to attach the probe and trace the meter), so the
+pruning callbacks take ``measure``:
+
+- ``"auto"`` (their default): measure only when the predictor that decides reads
+  ``beta_eff`` or a probe term (``Predictor.uses_beta_eff``); otherwise attach no
+  probe, trace nothing and report the learning curve alone, at the cost of a plain
+  report-per-epoch callback.
+- ``"always"``: measure every ``interval`` epochs (to record ``beta_eff`` although
+  nothing reads it).
+- ``"never"``: never measure.
+
+:class:`BetaEffLogger` always measures: logging ``beta_eff`` is its purpose.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +28,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from ncp_search.core.history import probe_series
 from ncp_search.engine.capacitance import BetaEffMeter
 from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
 
 logger = logging.getLogger(__name__)
+
+MEASURE_MODES = ("auto", "always", "never")
 
 
 def check_interval(interval: Any) -> int:
@@ -26,11 +44,20 @@ def check_interval(interval: Any) -> int:
     return int(interval)
 
 
+def check_measure(measure: Any) -> str:
+    """``measure`` if it is one of :data:`MEASURE_MODES`, or a ValueError naming it."""
+    if not isinstance(measure, str) or measure not in MEASURE_MODES:
+        raise ValueError(f"measure must be one of {list(MEASURE_MODES)}, but got "
+                         f"measure={measure!r}.")
+    return measure
+
+
 class ProbeCallback(keras.callbacks.Callback):
     """What every ncp_search Keras callback shares: the probe batch, where ``beta_eff``
     is read (``probed_model``, the fit model when it carries a probe, or an observer
     probe attached beside its head: :func:`ncp_search.engine.probe.probe_for`) and a
-    :class:`~ncp_search.engine.capacitance.BetaEffMeter` built once per model being fit.
+    :class:`~ncp_search.engine.capacitance.BetaEffMeter` built once per model being fit,
+    only when it measures (see the module docstring for ``measure``).
 
     Args:
         x_probe, y_probe: the fixed probe batch and its labels.
@@ -38,6 +65,15 @@ class ProbeCallback(keras.callbacks.Callback):
         precision: the meter's precision, ``"float32"`` or ``"float64"``.
         num_classes, hidden, feature_layer, probe_seed: how an observer probe is
             attached to a plain model (see :func:`ncp_search.observer_probe`).
+        measure: ``"auto"``, ``"always"`` or ``"never"``; ``"auto"`` asks
+            :meth:`needs_beta_eff` at the start of each ``fit``.
+
+    Attributes:
+        measuring: whether this ``fit`` measures ``beta_eff`` (decided in
+            ``on_train_begin``).
+
+    Raises:
+        ValueError: for an unknown ``measure``.
     """
 
     def __init__(
@@ -51,8 +87,11 @@ class ProbeCallback(keras.callbacks.Callback):
         hidden: Sequence[int] = DEFAULT_HIDDEN,
         feature_layer: str | None = None,
         probe_seed: int = 0,
+        measure: str = "always",
     ) -> None:
         super().__init__()
+        self.measure = check_measure(measure)
+        self.measuring = self.measure == "always"
         self.x_probe = x_probe
         self.y_probe = y_probe
         self.probed_model = probed_model
@@ -79,11 +118,20 @@ class ProbeCallback(keras.callbacks.Callback):
         return BetaEffMeter(self._probed[1], self.x_probe, self.y_probe,
                             precision=self.precision)
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._meter = self._build_meter()
+    def needs_beta_eff(self) -> bool:
+        """Whether ``measure="auto"`` measures: here always; the pruning callbacks
+        ask the predictor that decides."""
+        return True
 
-    def measure(self) -> dict[str, float]:
-        """``beta_eff`` and its terms with the model's current weights."""
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.measuring = self.measure == "always" or (
+            self.measure == "auto" and self.needs_beta_eff())
+        # No probe attached, no meter traced when nothing reads beta_eff.
+        self._meter = self._build_meter() if self.measuring else None
+
+    def measure_terms(self) -> dict[str, float]:
+        """``beta_eff`` and its terms with the model's current weights (measured
+        whatever ``measure`` says; the callbacks call it only when :attr:`measuring`)."""
         if self._meter is None:
             self._meter = self._build_meter()
         return self._meter().as_dict()
@@ -127,10 +175,17 @@ class BetaEffLogger(ProbeCallback):
         training goes on; the callback never raises during ``fit`` for that.
 
     Example:
-        >>> x_probe, y_probe = ncp_search.probe_batch(x_train, y_train, n=256)
+        >>> import ncp_search
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+        ...                           keras.layers.Dense(3, activation="softmax")])
+        >>> model.compile("adam", "sparse_categorical_crossentropy")
+        >>> rng = np.random.default_rng(0)
+        >>> x_train, y_train = rng.random((96, 8), dtype="float32"), rng.integers(0, 3, 96)
+        >>> x_probe, y_probe = ncp_search.probe_batch(x_train, y_train, n=32)
         >>> logger = BetaEffLogger(x_probe, y_probe)
-        >>> model.fit(x_train, y_train, epochs=10, callbacks=[logger])
-        >>> [r["beta_eff"] for r in logger.records]
+        >>> history = model.fit(x_train, y_train, epochs=2, verbose=0, callbacks=[logger])
+        >>> [r["epoch"] for r in logger.records], len(history.history["beta_eff"])
+        ([0.0, 1.0], 2)
     """
 
     def __init__(
@@ -161,11 +216,11 @@ class BetaEffLogger(ProbeCallback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.interval:
             return
-        terms = self.measure()
+        terms = self.measure_terms()
         record = {"epoch": float(epoch), **terms}
         self.records.append(record)
         if logs is not None:
             logs["beta_eff"] = terms["beta_eff"]
             if self.log_terms:
-                logs.update({f"probe_{k}": v for k, v in terms.items() if k != "beta_eff"})
+                logs.update(probe_series(terms))
         logger.debug("epoch %d: beta_eff=%.6g", epoch, terms["beta_eff"])

@@ -58,3 +58,14 @@ def test_construction_errors():
     with pytest.raises(ValueError, match="one value per step"):
         TrialHistory(steps=np.array([0.0]), values=np.array([0.1]),
                      series={"beta_eff": np.array([1.0, 2.0])})
+
+
+def test_probe_series_is_the_one_naming_of_probe_terms():
+    from ncp_search.core.history import PROBE_TERMS, probe_series
+    from ncp_search.engine.capacitance import NAN_TERMS
+
+    named = probe_series(NAN_TERMS)
+    assert set(named) == set(PROBE_TERMS)  # every BetaEffTerms field has its series name
+    assert set(probe_series(NAN_TERMS, beta_eff=True)) == {"beta_eff", *PROBE_TERMS}
+    assert probe_series({"probe_loss": 1.0, "feature_norm": 2.0}) == {
+        "probe_loss": 1.0, "probe_feature_norm": 2.0}  # a series name stays as it is

@@ -6,6 +6,7 @@ from ncp_search.integrations.ray.trainable import KerasProbeTrainable
 
 
 class DigitsTrainable(KerasProbeTrainable):
+    predictor = "ncp_raw"  # what the test's NCPScheduler reads: measure beta_eff
     def build(self, config):
         import keras
 

@@ -51,7 +51,8 @@ def fit(model, trial, epochs=3, **kwargs):
 @pytest.mark.parametrize("logits", [False, True])
 def test_callback_on_a_plain_model_reports_beta_eff_each_epoch(logits):
     # Before: ProbeError "carries no ncp_search probe ... Build it with attach_probe".
-    study = optuna.create_study(direction="maximize", pruner=NCPPruner())
+    # ncp_raw reads beta_eff, so the default measure="auto" measures.
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(predictor="ncp_raw"))
     trial = study.ask()
     model = own_model(logits=logits)
     trainable_before = [w.path for w in model.trainable_weights]
@@ -71,11 +72,11 @@ def test_probed_model_and_a_model_carrying_a_probe_still_work():
     study = optuna.create_study(direction="maximize")
     model = own_model()
     explicit = ncp_search.observer_probe(model, hidden=(8, 8, 8), seed=5)
-    callback = fit(model, study.ask(), epochs=2, probed_model=explicit)
+    callback = fit(model, study.ask(), epochs=2, probed_model=explicit, measure="always")
     assert callback.probed is explicit
     head = ncp_search.attach_probe(own_model(seed=1), 3, hidden=(8, 8, 8))
     head.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    callback = fit(head, study.ask(), epochs=2)
+    callback = fit(head, study.ask(), epochs=2, measure="always")
     assert callback.probed is head
     assert len(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == 2
 
@@ -85,7 +86,7 @@ def test_a_model_without_hidden_layer_fails_at_fit_with_the_fix():
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(3, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     with pytest.raises(ProbeError, match="Add a hidden layer"):
-        fit(model, study.ask())
+        fit(model, study.ask(), measure="always")
 
 
 def test_study_records_the_pruner_and_numeric_trial_attributes(caplog):
@@ -162,5 +163,91 @@ def test_a_sequential_model_without_input_is_built_from_the_probe_batch():
     model = keras.Sequential([keras.layers.Dense(24, activation="relu"),
                               keras.layers.Dense(3, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    fit(model, study.ask(), epochs=2)
+    fit(model, study.ask(), epochs=2, measure="always")
     assert len(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == 2
+
+
+@pytest.fixture
+def meter_calls(monkeypatch):
+    """Counts probe attachments and beta_eff measurements of the callbacks."""
+    import ncp_search.engine.callbacks as callbacks
+
+    calls = {"probe_for": 0, "measure": 0}
+    real_probe_for, real_meter = callbacks.probe_for, callbacks.BetaEffMeter
+
+    def probe_for(*args, **kwargs):
+        calls["probe_for"] += 1
+        return real_probe_for(*args, **kwargs)
+
+    class CountingMeter(real_meter):
+        def __call__(self, *args, **kwargs):
+            calls["measure"] += 1
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "probe_for", probe_for)
+    monkeypatch.setattr(callbacks, "BetaEffMeter", CountingMeter)
+    return calls
+
+
+@pytest.mark.parametrize("pruner", [NCPPruner(), optuna.pruners.MedianPruner()],
+                         ids=["NCPPruner()", "MedianPruner"])
+def test_default_callback_never_measures_when_the_pruner_does_not_read_beta_eff(
+        meter_calls, pruner):
+    # Was: beta_eff measured every epoch (+22% CPU on a small MLP), read by nothing.
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    callback = fit(own_model(), study.ask(), epochs=3)
+    assert meter_calls == {"probe_for": 0, "measure": 0}
+    assert callback.measuring is False and callback.probed is None
+    frozen = study.get_trials()[-1]
+    assert sorted(frozen.intermediate_values) == [0, 1, 2]  # the curve is still reported
+    assert "ncp_beta_eff" not in frozen.user_attrs and "ncp_beta_eff_last" not in (
+        frozen.user_attrs)
+    # what curve-only predictors read (tse: the training loss) is still stored
+    terms = frozen.user_attrs["ncp_probe_terms"]
+    assert sorted(terms) == ["0", "1", "2"] and all(set(t) == {"train_loss"}
+                                                    for t in terms.values())
+
+
+def test_default_callback_measures_each_epoch_when_the_predictor_reads_beta_eff(meter_calls):
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(predictor="ncp_raw"))
+    callback = fit(own_model(), study.ask(), epochs=3)
+    assert meter_calls == {"probe_for": 1, "measure": 3}
+    assert callback.measuring is True
+    assert sorted(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("pruner", [NCPPruner(), optuna.pruners.MedianPruner()],
+                         ids=["NCPPruner()", "MedianPruner"])
+def test_measure_always_overrides_the_pruner(meter_calls, pruner):
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    callback = fit(own_model(), study.ask(), epochs=3, measure="always")
+    assert meter_calls == {"probe_for": 1, "measure": 3} and callback.measuring is True
+    assert len(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == 3
+
+
+def test_measure_never_overrides_the_pruner_which_then_warns_and_keeps_the_trial(meter_calls):
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(predictor="ncp_raw"))
+    with pytest.warns(RuntimeWarning, match="reports no beta_eff"):
+        callback = fit(own_model(), study.ask(), epochs=3, measure="never")
+    assert meter_calls == {"probe_for": 0, "measure": 0} and callback.measuring is False
+    assert "ncp_beta_eff" not in study.get_trials()[-1].user_attrs
+
+
+def test_measure_every_interval_epochs_only(meter_calls):
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(predictor="ncp_raw"))
+    fit(own_model(), study.ask(), epochs=4, interval=2)
+    assert meter_calls["measure"] == 2
+    assert sorted(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == ["1", "3"]
+
+
+@pytest.mark.parametrize("measure", ["sometimes", None, True, 2])
+def test_bad_measure_is_refused_with_the_choices(measure):
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(ValueError, match=r"measure must be one of \['auto', 'always', 'never'\]"):
+        NCPCallback(study.ask(), np.zeros((2, 16)), [0, 1], measure=measure)
+
+
+def test_a_fixed_trial_measures_nothing_by_default():
+    x, y = digits_like()
+    callback = NCPCallback(optuna.trial.FixedTrial({}), x[:30], y[:30], hidden=(8, 8, 8))
+    assert callback.needs_beta_eff() is False

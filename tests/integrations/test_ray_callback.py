@@ -54,7 +54,7 @@ def fit(model, callbacks, epochs=2):
 def test_reports_metrics_beta_eff_and_probe_terms_with_a_checkpoint_each_epoch(reports):
     x, y = data()
     callback = NCPTuneCallback(*probe_batch(x, y, n=30), metrics=["val_accuracy", "loss"],
-                               hidden=(8, 8, 8))
+                               hidden=(8, 8, 8), predictor="ncp_raw")
     fit(own_model(), [callback])
     assert len(reports) == 2
     for report in reports:
@@ -69,7 +69,7 @@ def test_reports_metrics_beta_eff_and_probe_terms_with_a_checkpoint_each_epoch(r
 def test_renamed_metrics_and_no_checkpoint(reports):
     x, y = data()
     callback = NCPTuneCallback(*probe_batch(x, y, n=30), metrics={"acc": "val_accuracy"},
-                               checkpoint_on=None, hidden=(8, 8, 8))
+                               checkpoint_on=None, hidden=(8, 8, 8), measure="always")
     fit(own_model(), [callback], epochs=1)
     (report,) = reports
     assert report["checkpoint_files"] is None
@@ -82,10 +82,76 @@ def test_all_logs_by_default_and_later_callbacks_see_beta_eff(reports):
     seen = []
     after = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(dict(logs)))
     fit(own_model(), [NCPTuneCallback(*probe_batch(x, y, n=30), checkpoint_on=None,
-                                      hidden=(8, 8, 8)), after], epochs=1)
+                                      hidden=(8, 8, 8), measure="always"), after], epochs=1)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "beta_eff"} <= set(
         reports[0]["metrics"])
     assert "probe_feature_norm" in seen[0]
+
+
+@pytest.fixture
+def meter_calls(monkeypatch):
+    """Counts probe attachments and beta_eff measurements of the callbacks."""
+    import ncp_search.engine.callbacks as callbacks
+
+    calls = {"probe_for": 0, "measure": 0}
+    real_probe_for, real_meter = callbacks.probe_for, callbacks.BetaEffMeter
+
+    def probe_for(*args, **kwargs):
+        calls["probe_for"] += 1
+        return real_probe_for(*args, **kwargs)
+
+    class CountingMeter(real_meter):
+        def __call__(self, *args, **kwargs):
+            calls["measure"] += 1
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "probe_for", probe_for)
+    monkeypatch.setattr(callbacks, "BetaEffMeter", CountingMeter)
+    return calls
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"predictor": "best"}, {"predictor": "tse"},
+                                    {"predictor": "ncp_raw", "measure": "never"}])
+def test_nothing_measured_when_the_schedulers_predictor_reads_no_beta_eff(
+        reports, meter_calls, kwargs):
+    # Was: beta_eff measured and reported every epoch, whatever the scheduler read.
+    x, y = data()
+    callback = NCPTuneCallback(*probe_batch(x, y, n=30), metrics=["val_accuracy", "loss"],
+                               hidden=(8, 8, 8), **kwargs)
+    fit(own_model(), [callback])
+    assert meter_calls == {"probe_for": 0, "measure": 0} and callback.measuring is False
+    assert [set(r["metrics"]) for r in reports] == [{"val_accuracy", "loss"}] * 2
+    assert reports[0]["checkpoint_files"] is not None
+
+
+@pytest.mark.parametrize("kwargs", [{"predictor": "ncp_raw"}, {"predictor": "ncp_feature_norm"},
+                                    {"measure": "always"}, {"predictor": "best",
+                                                            "measure": "always"}])
+def test_measured_each_epoch_when_the_predictor_reads_it_or_always(reports, meter_calls, kwargs):
+    x, y = data()
+    callback = NCPTuneCallback(*probe_batch(x, y, n=30), metrics=["val_accuracy"],
+                               hidden=(8, 8, 8), **kwargs)
+    fit(own_model(), [callback], epochs=3)
+    assert meter_calls == {"probe_for": 1, "measure": 3} and callback.measuring is True
+    assert all(set(r["metrics"]) == {"val_accuracy", "beta_eff", *PROBE_TERMS} for r in reports)
+
+
+def test_unknown_predictor_or_measure_is_refused():
+    with pytest.raises(ValueError, match="predictor must be one of"):
+        NCPTuneCallback(np.zeros((3, 16)), [0, 1, 2], predictor="ncp_typo")
+    with pytest.raises(ValueError, match="measure must be one of"):
+        NCPTuneCallback(np.zeros((3, 16)), [0, 1, 2], measure="auto_")
+
+
+def test_report_beta_eff_to_tune_without_a_meter_reports_the_metrics_alone(reports):
+    from ncp_search.integrations.ray.trainable import measures_beta_eff
+
+    assert ncp_search.report_beta_eff_to_tune({"val_accuracy": 0.5}, None) == {
+        "val_accuracy": 0.5}
+    assert reports[0]["metrics"] == {"val_accuracy": 0.5}
+    assert [measures_beta_eff(m, p) for m, p in [("auto", None), ("auto", "ncp_raw"),
+                                                 ("always", None), ("never", "ncp_raw")]] == [
+        False, True, True, False]
 
 
 def test_missing_metric_lists_the_available_logs(reports):

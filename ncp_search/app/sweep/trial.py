@@ -189,6 +189,7 @@ def run_trial(
     """
     import keras
 
+    from ncp_search.core.history import probe_series
     from ncp_search.engine.capacitance import BetaEffMeter
     from ncp_search.engine.finetune import build_trial_models, compile_trial, schedule_callback
 
@@ -225,7 +226,7 @@ def run_trial(
         now = time.perf_counter()
         seconds, clock["epoch"] = now - clock["epoch"], now
         beta = float(measured.beta_eff)
-        terms = {f"probe_{k}": v for k, v in measured.as_dict().items() if k != "beta_eff"}
+        terms = probe_series(measured)
         terms["train_loss"] = float(logs.get("loss", math.nan))
         losses.append(terms["train_loss"])
         record["val_accuracy"].append(value)

@@ -14,11 +14,15 @@ except ImportError as error:  # pragma: no cover
 
 from ncp_search.engine.callbacks import ProbeCallback, check_interval
 from ncp_search.engine.probe import DEFAULT_HIDDEN
-from ncp_search.integrations.optuna.reporting import report_beta_eff, report_predicted_final
+from ncp_search.integrations.optuna.reporting import (
+    pruner_settings,
+    report_beta_eff,
+    report_predicted_final,
+)
 
 
 class NCPCallback(ProbeCallback):
-    """Each ``interval`` epochs: beta_eff on the probe batch, report, maybe prune.
+    """Each ``interval`` epochs: report (with beta_eff when it is read), maybe prune.
 
     Works on the user's own compiled Keras classifier (Sequential or functional,
     ending in a softmax or logits Dense layer): at the start of ``fit`` it attaches
@@ -27,6 +31,13 @@ class NCPCallback(ProbeCallback):
     the probe only observes the shared layers. A model that already carries a
     probe (:func:`ncp_search.attach_probe`, the probe as its head) is measured
     as it is, and ``probed_model`` names the probed model explicitly.
+
+    ``beta_eff`` is measured only when it is read (``measure="auto"``): when the
+    study's pruner is an :class:`ncp_search.NCPPruner` whose predictor reads
+    ``beta_eff`` or a probe term (``NCPPruner.settings()["uses_beta_eff"]``, e.g.
+    ``predictor="ncp_raw"``). With the default ``NCPPruner()`` or a built-in Optuna
+    pruner no probe is attached and nothing is measured: the callback then costs
+    what Optuna's own ``KerasPruningCallback`` does (``benchmarks/probe_cpu.py``).
 
     Args:
         trial: the Optuna trial.
@@ -47,19 +58,33 @@ class NCPCallback(ProbeCallback):
         feature_layer: put the observer probe on this layer's output instead of the
             output layer's input.
         probe_seed: seed of the observer probe's initialisation.
+        measure: ``"auto"`` (default: measure when the study's pruner reads
+            ``beta_eff``, decided at the start of each ``fit``), ``"always"`` (to
+            record ``beta_eff`` although nothing reads it, e.g. for the dashboard)
+            or ``"never"``. A pruner that wraps an NCPPruner (e.g. Optuna's
+            ``PatientPruner``) is not looked into: pass ``"always"`` there.
+
+    Attributes:
+        measuring: whether the current ``fit`` measures ``beta_eff``.
 
     Raises:
         optuna.TrialPruned: when the pruner says so (training is stopped first).
         ValueError: if ``monitor`` is missing from the logs (the message lists the
-            available keys), or for a bad ``interval``.
+            available keys), or for a bad ``interval`` or ``measure``.
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached
             (a subclassed model, no hidden layer, not a classifier); the message
             says how to fix it.
 
     Example:
-        >>> x_probe, y_probe = ncp_search.probe_batch(x_train, y_train)
-        >>> model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=20,
-        ...           callbacks=[ncp_search.NCPCallback(trial, x_probe, y_probe)])
+        >>> import ncp_search
+        >>> def objective(trial):
+        ...     model = build_model(trial)  # the user's own compiled classifier
+        ...     x_probe, y_probe = ncp_search.probe_batch(x_train, y_train)
+        ...     model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=20,
+        ...               callbacks=[ncp_search.NCPCallback(trial, x_probe, y_probe)])
+        ...     return model.evaluate(x_val, y_val, verbose=0)[1]
+        >>> study = optuna.create_study(direction="maximize", pruner=ncp_search.NCPPruner())
+        >>> study.optimize(objective, n_trials=50)  # doctest: +SKIP
     """
 
     def __init__(
@@ -76,14 +101,22 @@ class NCPCallback(ProbeCallback):
         hidden: Sequence[int] = DEFAULT_HIDDEN,
         feature_layer: str | None = None,
         probe_seed: int = 0,
+        measure: str = "auto",
     ) -> None:
         self.interval = check_interval(interval)
         super().__init__(x_probe, y_probe, probed_model=probed_model,
                          num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
-                         probe_seed=probe_seed)
+                         probe_seed=probe_seed, measure=measure)
         self.trial = trial
         self.monitor = monitor
         self.report_prediction_on_prune = report_prediction_on_prune
+
+    def needs_beta_eff(self) -> bool:
+        """Whether the study's pruner reads ``beta_eff`` (what ``"auto"`` follows)."""
+        study = getattr(self.trial, "study", None)  # a FixedTrial has none
+        if study is None:
+            return False
+        return bool(pruner_settings(study.pruner).get("uses_beta_eff", False))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.interval:
@@ -95,10 +128,10 @@ class NCPCallback(ProbeCallback):
                 f"available: {sorted(logs)}. Pass validation_data to fit() or choose "
                 "another monitor."
             )
-        terms = self.measure()
+        terms: dict[str, float] = self.measure_terms() if self.measuring else {}
         if "loss" in logs:
             terms["train_loss"] = logs["loss"]
-        report_beta_eff(self.trial, epoch, terms["beta_eff"], float(logs[self.monitor]),
+        report_beta_eff(self.trial, epoch, terms.get("beta_eff"), float(logs[self.monitor]),
                         terms=terms)
         if self.trial.should_prune():
             self.model.stop_training = True

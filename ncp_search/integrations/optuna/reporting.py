@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ncp_search.core.history import PROBE_TERMS, as_number
+from ncp_search.core.history import PROBE_TERMS, as_number, probe_series
 from ncp_search.core.predictors import PREDICTORS
 from ncp_search.integrations.optuna.pruner import (
     BETA_ATTR,
@@ -104,9 +104,11 @@ def _terms_dict(terms: Any) -> dict[str, float | None]:
     """Probe terms (a ``BetaEffTerms`` or a mapping) under the names predictors read
     (``probe_<field>``; ``train_loss`` as is), non-finite values as ``None``."""
     raw = terms.as_dict() if hasattr(terms, "as_dict") else dict(terms)
+    named = probe_series({k: v for k, v in raw.items() if k != "train_loss"})
+    if "train_loss" in raw:
+        named["train_loss"] = raw["train_loss"]
     out: dict[str, float | None] = {}
-    for name, value in raw.items():
-        key = name if name in PROBE_TERMS or name == "train_loss" else f"probe_{name}"
+    for key, value in named.items():
         if key in PROBE_TERMS or key == "train_loss":
             number = as_number(value)
             out[key] = number if math.isfinite(number) else None
@@ -116,7 +118,7 @@ def _terms_dict(terms: Any) -> dict[str, float | None]:
 def report_beta_eff(
     trial: optuna.Trial,
     step: int,
-    beta_eff: float,
+    beta_eff: float | None,
     value: float | None = None,
     *,
     terms: Any = None,
@@ -125,7 +127,8 @@ def report_beta_eff(
     trial's current predicted final value when the study's pruner is an NCPPruner.
 
     ``beta_eff`` goes into the user attribute ``ncp_beta_eff`` (``{step: value}``,
-    ``None`` for NaN); ``terms`` (the :class:`ncp_search.BetaEffTerms` of the same
+    ``None`` for NaN; ``beta_eff=None`` means not measured: nothing is stored for
+    it); ``terms`` (the :class:`ncp_search.BetaEffTerms` of the same
     measurement, or a mapping that may also hold ``train_loss``) into
     ``ncp_probe_terms`` (``{step: {name: value}}``), which the predictors that read
     probe terms need; the prediction into ``ncp_predicted_final``
@@ -146,11 +149,12 @@ def report_beta_eff(
         raise ValueError(f"step must be non-negative, but got step={step}.")
     if isinstance(terms, Mapping) and not terms:
         terms = None
-    betas = dict(trial.user_attrs.get(BETA_ATTR, {}))
-    number = as_number(beta_eff)
-    betas[str(int(step))] = number if math.isfinite(number) else None
-    trial.set_user_attr(BETA_ATTR, betas)
-    trial.set_user_attr(BETA_LAST_ATTR, betas[str(int(step))])
+    if beta_eff is not None:
+        betas = dict(trial.user_attrs.get(BETA_ATTR, {}))
+        number = as_number(beta_eff)
+        betas[str(int(step))] = number if math.isfinite(number) else None
+        trial.set_user_attr(BETA_ATTR, betas)
+        trial.set_user_attr(BETA_LAST_ATTR, betas[str(int(step))])
     trial.set_user_attr(STEP_LAST_ATTR, int(step))
     if terms is not None:
         stored_terms = dict(trial.user_attrs.get(TERMS_ATTR, {}))

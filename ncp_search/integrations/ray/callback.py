@@ -15,24 +15,34 @@ except ImportError as error:  # pragma: no cover
 from ncp_search.core.history import PROBE_TERMS
 from ncp_search.engine.callbacks import ProbeCallback
 from ncp_search.engine.probe import DEFAULT_HIDDEN
-from ncp_search.integrations.ray.trainable import tune_metrics
+from ncp_search.integrations.ray.trainable import predictor_reads_beta_eff, tune_metrics
 
 REPORTED = ("beta_eff", *PROBE_TERMS)  # what this callback adds to every report
 CHECKPOINT_HOOKS = ("epoch_end", "train_end")
 
 
 class NCPTuneCallback(ProbeCallback):
-    """Each epoch: ``beta_eff`` on the probe batch, reported with the metrics to Tune.
+    """Each epoch: the metrics reported to Tune, with ``beta_eff`` when it is read.
 
     For a function trainable that calls ``model.fit``: at the end of every epoch it
-    measures ``beta_eff`` (and the probe terms) on the fixed batch, writes them into
-    the epoch logs as ``beta_eff`` and ``probe_<name>`` (the keys
-    :class:`ncp_search.NCPScheduler` reads), and reports ``metrics`` with them
-    through ``ray.tune.report``, with a checkpoint of the model, exactly as Ray's
-    own ``TuneReportCheckpointCallback`` does (it does the reporting and
-    checkpointing: the model saved to a temporary folder, reported, the folder
-    removed). ``checkpoint_on=None`` reports without a checkpoint, which saves the
-    time of saving the model every epoch when nothing restores it.
+    measures ``beta_eff`` (and the probe terms) on the fixed batch when the
+    scheduler's predictor reads them, writes them into the epoch logs as
+    ``beta_eff`` and ``probe_<name>`` (the keys :class:`ncp_search.NCPScheduler`
+    reads), and reports ``metrics`` with them through ``ray.tune.report``, with a
+    checkpoint of the model, exactly as Ray's own ``TuneReportCheckpointCallback``
+    does (it does the reporting and checkpointing: the model saved to a temporary
+    folder, reported, the folder removed). ``checkpoint_on=None`` reports without a
+    checkpoint, which saves the time of saving the model every epoch when nothing
+    restores it.
+
+    When to measure: a callback in a trainable cannot see Tune's scheduler, so
+    ``measure="auto"`` (the default) follows ``predictor``, the name given to
+    ``NCPScheduler(predictor=...)``: it measures when that predictor reads
+    ``beta_eff`` or a probe term (e.g. ``"ncp_raw"``) and not for the default
+    ``"best"`` or another scheduler (``predictor=None``). Then no probe is attached,
+    nothing is traced or measured, and only ``metrics`` are reported. Pass the same
+    name to both (an NCPScheduler whose predictor gets no ``beta_eff`` warns and
+    lets the trials run), or ``measure="always"``.
 
     Where ``beta_eff`` is read: as :class:`ncp_search.NCPCallback` (an observer
     probe attached beside a plain model's own head; the model itself when it carries
@@ -44,7 +54,7 @@ class NCPTuneCallback(ProbeCallback):
         y_probe: its labels.
         metrics: the Keras log keys to report, as in Ray's callback: ``None`` (all
             logs), a key, a list of keys, or ``{reported name: log key}``.
-            ``beta_eff`` and the probe terms are always added.
+            ``beta_eff`` and the probe terms are added when measured.
         checkpoint_on: when to save and report a checkpoint: ``"epoch_end"`` (Ray's
             default), ``"train_end"`` (one more report with the final model), both,
             or ``None`` (never).
@@ -52,10 +62,18 @@ class NCPTuneCallback(ProbeCallback):
         num_classes, hidden, feature_layer, probe_seed: how the observer probe is
             attached (see :func:`ncp_search.observer_probe`).
         precision: ``"float32"`` (default) or ``"float64"``.
+        predictor: the scheduler's predictor name (``NCPScheduler(predictor=...)``),
+            which ``measure="auto"`` follows; ``None``: NCPScheduler's default or
+            another scheduler, which read no ``beta_eff``.
+        measure: ``"auto"`` (default), ``"always"`` or ``"never"``.
+
+    Attributes:
+        measuring: whether the current ``fit`` measures ``beta_eff``.
 
     Raises:
-        ValueError: for an unknown ``checkpoint_on``; during ``fit``, if a requested
-            metric is not in the epoch logs (the message lists the available keys).
+        ValueError: for an unknown ``checkpoint_on``, ``predictor`` or ``measure``;
+            during ``fit``, if a requested metric is not in the epoch logs (the
+            message lists the available keys).
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached;
             the message says how to fix it.
 
@@ -64,11 +82,15 @@ class NCPTuneCallback(ProbeCallback):
         NCPScheduler lets such trials run on what else they report.
 
     Example:
+        >>> import ncp_search
         >>> def train(config):
         ...     model = build_model(config)   # the user's own compiled classifier
         ...     model.fit(x, y, validation_data=(x_val, y_val), epochs=20, verbose=0,
         ...               callbacks=[ncp_search.NCPTuneCallback(x_probe, y_probe,
         ...                                                     metrics=["val_accuracy"])])
+        >>> # with NCPScheduler(predictor="ncp_raw"), which reads beta_eff:
+        >>> callback = ncp_search.NCPTuneCallback(x_probe, y_probe, metrics=["val_accuracy"],
+        ...                                       predictor="ncp_raw")  # doctest: +SKIP
     """
 
     def __init__(
@@ -84,10 +106,14 @@ class NCPTuneCallback(ProbeCallback):
         feature_layer: str | None = None,
         probe_seed: int = 0,
         precision: str = "float32",
+        predictor: str | None = None,
+        measure: str = "auto",
     ) -> None:
         super().__init__(x_probe, y_probe, probed_model=probed_model, precision=precision,
                          num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
-                         probe_seed=probe_seed)
+                         probe_seed=probe_seed, measure=measure)
+        self.predictor = predictor
+        self._reads_beta_eff = predictor_reads_beta_eff(predictor)  # checks the name
         self.metrics = metrics
         self._wanted = _wanted_keys(metrics)
         checkpoints = [] if checkpoint_on is None else (
@@ -98,10 +124,17 @@ class NCPTuneCallback(ProbeCallback):
                 f"checkpoint_on must be None or among {list(CHECKPOINT_HOOKS)}, but got "
                 f"checkpoint_on={checkpoint_on!r}."
             )
+        # Known now (it follows predictor alone), so the reported keys are fixed here.
+        self.measuring = self.measure == "always" or (
+            self.measure == "auto" and self._reads_beta_eff)
         self._report = TuneReportCheckpointCallback(
-            metrics=_with_probe_keys(metrics), report_metrics_on="epoch_end",
-            checkpoint_on=checkpoints,
+            metrics=_with_keys(metrics, REPORTED if self.measuring else ()),
+            report_metrics_on="epoch_end", checkpoint_on=checkpoints,
         )
+
+    def needs_beta_eff(self) -> bool:
+        """Whether ``predictor`` reads ``beta_eff`` (what ``"auto"`` follows)."""
+        return self._reads_beta_eff
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
@@ -120,10 +153,8 @@ class NCPTuneCallback(ProbeCallback):
                 f"available: {sorted(logs)}. Pass validation_data to fit() or choose other "
                 "metrics."
             )
-        if self._meter is None:
-            self.on_train_begin()
-        assert self._meter is not None
-        logs.update(tune_metrics(self._meter()))
+        if self.measuring:
+            logs.update(tune_metrics(self.measure_terms()))
         self._report.on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -141,11 +172,13 @@ def _wanted_keys(metrics: Any) -> list[str]:
     return [key for key in metrics if key not in REPORTED]
 
 
-def _with_probe_keys(metrics: Any) -> Any:
+def _with_keys(metrics: Any, keys: Sequence[str]) -> Any:
+    """``metrics`` as Ray's callback takes them, with ``keys`` added (``None``: all
+    logs, which hold them anyway)."""
     if metrics is None:
         return None
     if isinstance(metrics, str):
         metrics = [metrics]
     if isinstance(metrics, Mapping):
-        return {**dict(metrics), **{key: key for key in REPORTED}}
-    return list(dict.fromkeys([*metrics, *REPORTED]))
+        return {**dict(metrics), **{key: key for key in keys}}
+    return list(dict.fromkeys([*metrics, *keys]))

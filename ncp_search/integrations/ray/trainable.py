@@ -9,10 +9,14 @@
   :class:`ncp_search.NCPTuneCallback` instead.
 - :func:`trial_resources`: one GPU share per trial when Ray sees GPUs, CPUs
   otherwise, for ``tune.with_resources``.
+- :func:`predictor_reads_beta_eff`: whether a scheduler's predictor reads
+  ``beta_eff``, which decides whether a trainable measures it (a trainable cannot
+  see Tune's scheduler, so it is told the predictor's name).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -22,18 +26,45 @@ try:
 except ImportError as error:  # pragma: no cover
     raise ImportError("ncp_search's Ray helpers need Ray Tune: pip install 'ray[tune]'") from error
 
+from ncp_search.core.history import probe_series
+from ncp_search.core.predictors import get_predictor
+from ncp_search.engine.callbacks import check_measure
+
 
 def tune_metrics(terms: Any) -> dict[str, float]:
     """``beta_eff`` and the probe terms of one measurement (a ``BetaEffTerms`` or its
     ``as_dict()``) under the result keys :class:`ncp_search.NCPScheduler` reads:
     ``beta_eff`` and ``probe_<name>``."""
-    raw = terms.as_dict() if hasattr(terms, "as_dict") else dict(terms)
-    return {("beta_eff" if name == "beta_eff" else f"probe_{name}"): float(value)
-            for name, value in raw.items()}
+    return {name: float(value) for name, value in probe_series(terms, beta_eff=True).items()}
+
+
+def predictor_reads_beta_eff(predictor: str | None) -> bool:
+    """Whether the scheduler's predictor ``predictor`` (``NCPScheduler(predictor=...)``)
+    reads ``beta_eff`` or a probe term; ``None`` (NCPScheduler's default, ``"best"``,
+    or a scheduler of Ray's own) reads neither.
+
+    Raises:
+        ValueError: for an unknown predictor name (the message lists the known ones).
+    """
+    if predictor is None:
+        return False
+    return get_predictor(predictor).uses_beta_eff
+
+
+def measures_beta_eff(measure: str, predictor: str | None) -> bool:
+    """What ``measure`` (``"auto"``, ``"always"``, ``"never"``) means for a trainable
+    whose scheduler's predictor is ``predictor``: ``"auto"`` measures when
+    :func:`predictor_reads_beta_eff`.
+
+    Raises:
+        ValueError: for an unknown ``measure`` or predictor name.
+    """
+    reads = predictor_reads_beta_eff(predictor)
+    return check_measure(measure) == "always" or (measure == "auto" and reads)
 
 
 def report_beta_eff_to_tune(
-    metrics: dict[str, Any], meter: Any, *, checkpoint: Any = None
+    metrics: dict[str, Any], meter: Any | None, *, checkpoint: Any = None
 ) -> dict[str, Any]:
     """Measure ``beta_eff`` with ``meter`` (a :class:`ncp_search.BetaEffMeter`) and
     report it with ``metrics`` through ``ray.tune.report``, inside a function
@@ -45,20 +76,27 @@ def report_beta_eff_to_tune(
 
     Args:
         metrics: the trial's metrics for this step (e.g. ``{"val_accuracy": 0.93}``).
-        meter: the trial's meter, built once on the fixed probe batch.
+        meter: the trial's meter, built once on the fixed probe batch; ``None``
+            reports ``metrics`` alone (a trainable whose scheduler reads no
+            ``beta_eff``: :func:`measures_beta_eff`).
         checkpoint: a ``ray.tune.Checkpoint`` to report with them, or ``None``.
 
     Returns:
         What was reported.
 
     Example:
-        >>> meter = ncp_search.BetaEffMeter(ncp_search.observer_probe(model), x_probe, y_probe)
-        >>> for epoch in range(epochs):
-        ...     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=1, verbose=0)
-        ...     ncp_search.report_beta_eff_to_tune(
-        ...         {"val_accuracy": history.history["val_accuracy"][-1]}, meter)
+        >>> import ncp_search
+        >>> def train(config):  # a Tune function trainable
+        ...     model = build_model(config)  # the user's own compiled classifier
+        ...     meter = ncp_search.BetaEffMeter(ncp_search.observer_probe(model), x_probe,
+        ...                                     y_probe)
+        ...     for epoch in range(config["epochs"]):
+        ...         history = model.fit(x, y, validation_data=(x_val, y_val), epochs=1,
+        ...                             verbose=0)
+        ...         ncp_search.report_beta_eff_to_tune(
+        ...             {"val_accuracy": history.history["val_accuracy"][-1]}, meter)
     """
-    reported = {**metrics, **tune_metrics(meter())}
+    reported = {**metrics, **(tune_metrics(meter()) if meter is not None else {})}
     if checkpoint is None:
         tune.report(reported)
     else:
@@ -90,9 +128,19 @@ class KerasProbeTrainable(tune.Trainable):
     compiled model to fit), ``probed`` (the model carrying the probe; the same
     model in probe-as-head mode), ``x``, ``y``, ``x_val``, ``y_val``, ``x_probe``,
     ``y_probe`` and optionally ``batch_size`` and ``epochs_per_step``.
-    Each step reports the Keras epoch logs (``loss``, ``val_accuracy``, ...),
-    ``beta_eff`` and the probe terms (``probe_<name>``).
+    Each step reports the Keras epoch logs (``loss``, ``val_accuracy``, ...), and
+    ``beta_eff`` and the probe terms (``probe_<name>``) when it measures.
+
+    When to measure: the class attributes ``measure`` (``"auto"``, the default,
+    ``"always"`` or ``"never"``) and ``predictor`` (the scheduler's predictor name,
+    ``None`` for NCPScheduler's default or another scheduler), or the same keys in
+    what :meth:`build` returns; ``"auto"`` measures when the predictor reads
+    ``beta_eff`` (:func:`measures_beta_eff`). When it does not measure, no meter is
+    built (no tracing) and :meth:`beta_eff` returns NaN.
     """
+
+    measure: str = "auto"
+    predictor: str | None = None
 
     def build(self, config: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError("subclass KerasProbeTrainable and implement build(config)")
@@ -107,11 +155,15 @@ class KerasProbeTrainable(tune.Trainable):
         if missing:
             raise ValueError(f"build() must return {sorted(missing)} as well.")
         self.parts = parts
-        self.meter = BetaEffMeter(parts["probed"], parts["x_probe"], parts["y_probe"])
+        measuring = measures_beta_eff(parts.get("measure", self.measure),
+                                      parts.get("predictor", self.predictor))
+        self.meter = (BetaEffMeter(parts["probed"], parts["x_probe"], parts["y_probe"])
+                      if measuring else None)
 
     def beta_eff(self) -> float:
-        """``beta_eff`` of the actor's model on the fixed probe batch (an actor method)."""
-        return float(self.meter().beta_eff)
+        """``beta_eff`` of the actor's model on the fixed probe batch (an actor method;
+        NaN when the trainable does not measure)."""
+        return float(self.meter().beta_eff) if self.meter is not None else math.nan
 
     def step(self) -> dict[str, Any]:
         parts = self.parts
@@ -121,7 +173,7 @@ class KerasProbeTrainable(tune.Trainable):
             batch_size=int(parts.get("batch_size", 64)), verbose=0,
         )
         logs = {key: float(values[-1]) for key, values in history.history.items()}
-        return {**logs, **tune_metrics(self.meter())}
+        return {**logs, **(tune_metrics(self.meter()) if self.meter is not None else {})}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.parts["trained"].save_weights(os.path.join(checkpoint_dir, "model.weights.h5"))
