@@ -32,6 +32,16 @@ def _config(tmp_path: Path, **changes) -> Path:
     return path
 
 
+def _run_one_trial(out: Path) -> None:
+    """One trial in the folder's study, as the sweep of its sweep.json."""
+    from ncp_search.app.sweep.folder import ID_ATTR, read_meta
+
+    study = optuna.create_study(study_name="f", storage=f"sqlite:///{out}/study.db",
+                                load_if_exists=True)
+    study.set_user_attr(ID_ATTR, read_meta(out / "sweep.json")["id"])
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+
+
 def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> None:
     config = _config(tmp_path)
     calls = []
@@ -48,8 +58,7 @@ def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> Non
         with pytest.raises(Ran):
             run.run_sweep(str(config), resume=resume)
     # A folder whose study ran trials is a sweep: refused without --resume.
-    study = optuna.create_study(study_name="f", storage=f"sqlite:///{tmp_path}/out/study.db")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    _run_one_trial(tmp_path / "out")
     with pytest.raises(NCPSearchError, match="already holds a sweep; pass --resume"):
         run.run_sweep(str(config))
     with pytest.raises(NCPSearchError, match=r"config changed \['source'\]"):
@@ -57,22 +66,38 @@ def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> Non
                       resume=True)
 
 
+_GOOD = {"name": "f", "backend": "optuna", "epochs": 2, "storage": "sqlite:///study.db",
+         "study_name": "f", "config": {"budget": {"epochs": 2}}}
+
+
 @pytest.mark.parametrize("damage, expected", [
-    ("{\"name\": \"f\", ", "is damaged: not JSON"),
-    ("{\"name\": \"f\"}", "is damaged: it lacks ['backend', 'epochs', 'config']"),
-    ("[1, 2]", "is damaged: it lacks"),
+    (b"{\"name\": \"f\", ", "is damaged: not JSON"),
+    (b"{\"name\": \"f\"}", "is damaged: it lacks ['backend', 'epochs', 'config']"),
+    (b"[1, 2]", "is damaged: it holds a JSON list"),
+    (b"NaN", "is damaged: it holds a JSON float"),
+    (b"\xff\xfe{}", "is damaged: not readable JSON text"),
+    (b"[" * 100_000 + b"]" * 100_000, "is damaged: not readable JSON text"),
+    (json.dumps({**_GOOD, "config": None}).encode(), "config is not an object"),
+    (json.dumps({**_GOOD, "config": {"budget": []}}).encode(), "config is not an object"),
+    (json.dumps({**_GOOD, "backend": "tpu"}).encode(), "backend is not one of"),
+    (json.dumps({**_GOOD, "epochs": "2"}).encode(), "epochs is not an integer"),
+    (json.dumps({**_GOOD, "storage": 5}).encode(), "storage is not a string"),
+    (json.dumps({**_GOOD, "study_name": ["f"]}).encode(), "study_name is not a string"),
+    (json.dumps({**_GOOD, "id": {"a": 1}}).encode(), "id is not a short string"),
+    (json.dumps({**_GOOD, "name": ""}).encode(), "name is not a non-empty string"),
 ])
 def test_a_damaged_sweep_json_is_a_clear_error(tmp_path, capsys, monkeypatch, damage,
                                                expected) -> None:
     config = _config(tmp_path)
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "sweep.json").write_text(damage)
+    (tmp_path / "out" / "sweep.json").write_bytes(damage)
     monkeypatch.setattr(run, "_run_optuna", lambda *a, **k: pytest.fail("ran"))
     for argv in (["sweep", str(config), "--resume"], ["sweep", str(config)],
                  ["report", str(tmp_path / "out")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert expected in err and "restore it" in err and "Traceback" not in err, err
+        assert err.count("\n") == 1, err
 
 
 def test_json_files_are_written_atomically(tmp_path, monkeypatch) -> None:
@@ -124,11 +149,10 @@ def test_resume_cleans_partial_models(tmp_path, monkeypatch) -> None:
     config = _config(tmp_path)
     out = tmp_path / "out"
     (out / "models").mkdir(parents=True)
-    study = optuna.create_study(study_name="f", storage=f"sqlite:///{out}/study.db")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     monkeypatch.setattr(run, "_run_optuna", lambda *a, **k: (_ for _ in ()).throw(Ran()))
     with pytest.raises(Ran):  # a first start writes sweep.json
         run.run_sweep(str(config))
+    _run_one_trial(out)
     (out / "models" / "trial_0000.partial.keras").write_text("half a model")
     with pytest.raises(Ran):
         run.run_sweep(str(config), resume=True)

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 
+import ncp_search.app.sweep.optuna_backend as sweep_optuna
 import ncp_search.app.sweep.run as run
 import ncp_search.app.sweep.worker as worker
 from ncp_search.app.sweep.config import validate_sweep_config
@@ -65,6 +66,9 @@ def test_sweep_json_masks_the_password(tmp_path, monkeypatch, where) -> None:
         raise Ran
 
     monkeypatch.setattr(run, "_run_optuna", fake_run_optuna)
+    # no server here: the storage opens as an empty in-memory one
+    monkeypatch.setattr(sweep_optuna, "open_storage",
+                        lambda url: optuna.storages.InMemoryStorage())
     kwargs = {}
     if where == "config":
         path = _config(tmp_path, optuna={"storage": URL})

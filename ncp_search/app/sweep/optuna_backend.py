@@ -33,7 +33,6 @@ run again.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import signal
@@ -54,10 +53,8 @@ from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
-from ncp_search.integrations.optuna.pruner import NCPPruner
 from ncp_search.integrations.optuna.reporting import record_decision, report_beta_eff
 
-logger = logging.getLogger(__name__)
 WORKER_ATTR = "ncp_worker"
 MODEL_ATTR = "ncp_model_path"
 RETRY_ATTR = "retry_of"
@@ -81,35 +78,20 @@ def default_storage(output: str | os.PathLike[str]) -> str:
 
 
 def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
-    """The pruner a validated config names."""
-    settings = config["pruner"]
-    name = settings["name"]
-    warm = {k: settings[k] for k in ("n_startup_trials", "n_warmup_steps")}
-    epochs = int(config["budget"]["epochs"])
-    if name == "ncp":  # ASHA on predicted finals (epochs are reported from 0)
-        return NCPPruner(max_step=epochs - 1, predictor=settings["predictor"], rule="asha",
-                         reduction_factor=settings["reduction_factor"], min_resource=1)
-    if name == "ncp_percentile":
-        return NCPPruner(settings["percentile"], max_step=epochs - 1, rule="percentile",
-                         predictor=settings["predictor"], kappa=settings["kappa"], **warm)
-    if name == "median":
-        return optuna.pruners.MedianPruner(**warm)
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(settings["percentile"], **warm)
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            reduction_factor=settings["reduction_factor"])
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
-                                              reduction_factor=settings["reduction_factor"])
-    return optuna.pruners.NopPruner()
+    """The pruner a validated config names (:mod:`ncp_search.integrations.registry`;
+    epochs are reported from 0)."""
+    from ncp_search.app.sweep.config import as_config
+
+    typed = as_config(config)
+    pruner: optuna.pruners.BasePruner = typed.choice.make(typed.budget.epochs)
+    return pruner
 
 
 def describe_pruner(config: Mapping[str, Any]) -> str:
     """The pruner and its settings in one line (for logs and reports)."""
-    from ncp_search.app.sweep.config import PRUNERS, describe_choice
+    from ncp_search.app.sweep.config import as_config
 
-    return describe_choice(config["pruner"], PRUNERS)
+    return as_config(config).choice.describe()
 
 
 def make_sampler(config: Mapping[str, Any], worker: int,
@@ -132,15 +114,62 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
 
 
+CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL or MySQL storage may take to accept a connection."""
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats (SQLite waits for locks instead of failing)."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    """An RDB storage with heartbeats (SQLite waits for locks instead of failing; a
+    server storage gives up connecting after :data:`CONNECT_TIMEOUT_S`).
+
+    Raises:
+        NCPSearchError: the storage cannot be opened (one line, password masked).
+    """
+    import sqlalchemy.exc
+
+    if url.startswith("sqlite"):
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    elif url.startswith(("postgresql", "mysql")) and "connect_timeout" not in url:
+        engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    else:
+        engine_kwargs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry,
-        )
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry,
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
+            raise NCPSearchError(_storage_error(url, error)) from None
+
+
+def _storage_error(url: str, error: BaseException) -> str:
+    from ncp_search.app.sweep.secrets import mask_url
+
+    cause = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(cause).__name__
+    for line in lines[1:]:  # libpq puts the useful part on later lines
+        if line.lower().startswith(("fatal", "connection refused", "is the server")):
+            reason = f"{reason} ({line})"
+            break
+    return (f"cannot open the storage {mask_url(url)}: {reason[:300]}; check the host, port, "
+            "user, password and database name (the storage must be reachable and the database "
+            "must exist).")
+
+
+def check_storage(url: str) -> None:
+    """Open the storage once (within :data:`CONNECT_TIMEOUT_S`), so that a wrong URL
+    fails before anything is written.
+
+    Raises:
+        NCPSearchError: the storage cannot be opened.
+    """
+    storage = open_storage(url)
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def open_study(config: Mapping[str, Any], storage_url: str, *, create: bool,
@@ -188,11 +217,16 @@ def budget_used(study: optuna.Study) -> int:
 
 
 def publish_run(study: optuna.Study, config: Mapping[str, Any], output: Path,
-                deadline: float | None) -> None:
+                deadline: float | None, sweep_id: str | None = None) -> None:
     """Store the effective settings of this run in the study (:data:`SWEEP_ATTR`),
-    where every worker reads them (storage URLs masked)."""
+    where every worker reads them (storage URLs masked), and the sweep's creation id
+    (:data:`ncp_search.app.sweep.folder.ID_ATTR`)."""
     from ncp_search.app.jsonio import strict_json
+    from ncp_search.app.sweep.folder import ID_ATTR
     from ncp_search.app.sweep.secrets import mask_url
+
+    if sweep_id is not None:
+        study.set_user_attr(ID_ATTR, sweep_id)
 
     settings = dict(config)
     settings["optuna"] = {**config["optuna"], "storage": mask_url(config["optuna"]["storage"])}

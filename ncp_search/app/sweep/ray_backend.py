@@ -67,27 +67,21 @@ from typing import Any
 try:
     import ray
     from ray import tune
-    from ray.tune.schedulers import (
-        AsyncHyperBandScheduler,
-        FIFOScheduler,
-        HyperBandScheduler,
-        MedianStoppingRule,
-        TrialScheduler,
-    )
+    from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import BasicVariantGenerator
 except ImportError as error:  # pragma: no cover
     raise ImportError("the Ray backend of ncp-search sweep needs Ray Tune: "
                       "pip install 'ncp-search[ray]'") from error
 
 from ncp_search.app.jsonio import atomic_write, strict_json
-from ncp_search.app.sweep.config import NCP_RULES, SCHEDULERS, ConfigError, describe_choice
+from ncp_search.app.sweep.config import ConfigError, as_config
+from ncp_search.app.sweep.folder import check_ray_experiment, write_ray_id
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
 from ncp_search.core.history import TrialHistory
 from ncp_search.core.predictors import predict_final
 from ncp_search.errors import NCPSearchError
-from ncp_search.integrations.ray.scheduler import NCPScheduler
 from ncp_search.integrations.ray.trainable import trial_resources
 
 logger = logging.getLogger(__name__)
@@ -107,41 +101,26 @@ _SESSIONS: dict[str, _Session] = {}
 # -- configuration --------------------------------------------------------------------
 def describe_scheduler(config: Mapping[str, Any]) -> str:
     """The scheduler and its settings in one line (for logs and reports)."""
-    return describe_choice(config["scheduler"], SCHEDULERS)
+    return as_config(config).choice.describe()
 
 
 def make_scheduler(config: Mapping[str, Any],
                    state_path: str | os.PathLike[str] | None = None) -> TrialScheduler:
-    """The Tune scheduler a validated config names (metric and mode come from
-    ``TuneConfig``); ``state_path`` is where an NCPScheduler keeps its state.
+    """The Tune scheduler a validated config names (:mod:`ncp_search.integrations.
+    registry`; metric and mode come from ``TuneConfig``); ``state_path`` is where an
+    NCPScheduler keeps its state.
 
     Raises:
         ConfigError: if ``scheduler.grace_period`` exceeds ``budget.epochs``.
     """
-    settings = config["scheduler"]
-    name = settings["name"]
-    epochs = int(config["budget"]["epochs"])
-    grace = int(settings["grace_period"])
-    if (name in NCP_RULES or name == "async_hyperband") and grace > epochs:
+    typed = as_config(config)
+    choice, epochs = typed.choice, typed.budget.epochs
+    grace = choice.settings.get("grace_period")
+    if grace is not None and grace > epochs:
         raise ConfigError(f"scheduler.grace_period: {grace} exceeds budget.epochs={epochs}; "
                           "set grace_period <= budget.epochs.")
-    if name in NCP_RULES:
-        rule = NCP_RULES[name]
-        return NCPScheduler(
-            time_attr=TIME_ATTR, grace_period=grace, max_t=epochs,
-            predictor=settings["predictor"], rule=rule,
-            percentile=float(settings["percentile"]) if rule == "percentile" else None,
-            reduction_factor=float(settings["reduction_factor"]),
-            state_path=None if state_path is None else os.path.abspath(state_path))
-    if name == "async_hyperband":
-        return AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace,
-                                       reduction_factor=settings["reduction_factor"])
-    if name == "hyperband":
-        return HyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs,
-                                  reduction_factor=settings["reduction_factor"])
-    if name == "median_stopping":
-        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace)
-    return FIFOScheduler()
+    scheduler: TrialScheduler = choice.make(epochs, state_path)
+    return scheduler
 
 
 def _domain(spec: Any) -> Any:
@@ -299,9 +278,9 @@ class _Session:
         self.trials: list[Any] = []
         self.driver = f"{socket.gethostname()}:{os.getpid()}"
         self._written = 0.0
-        name = config["scheduler"]["name"]
-        self._predictor = config["scheduler"]["predictor"] if name in NCP_RULES else None
-        self._grace = int(config["scheduler"]["grace_period"])
+        choice = as_config(config).choice
+        self._predictor = choice.settings["predictor"] if choice.rule else None
+        self._grace = int(choice.settings.get("grace_period", 1))
 
     # records
     def load(self) -> None:
@@ -539,6 +518,7 @@ def run_ray_sweep(
     progress: ProgressLine | None = None,
     cache_dir: str | None = None,
     storage_override: str | None = None,
+    sweep_meta: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the sweep on Ray Tune; return the trial records.
 
@@ -552,9 +532,12 @@ def run_ray_sweep(
         progress: the progress line to update.
         cache_dir: model-zoo cache folder.
         storage_override: Tune's ``storage_path`` (default ``<output>/ray``).
+        sweep_meta: the sweep's ``sweep.json``: its ``id`` is checked against (and
+            recorded in) the experiment folder.
 
     Raises:
         NCPSearchError: with ``resume=True`` when there is nothing to restore.
+        IdentityError: the experiment belongs to another sweep.
         ConfigError: for scheduler settings Tune cannot use.
         KeyboardInterrupt: after Ctrl-C, once the state and records are saved.
     """
@@ -567,6 +550,9 @@ def run_ray_sweep(
     if resume and not tune.Tuner.can_restore(experiment):
         raise NCPSearchError(f"nothing to resume: no Ray Tune experiment at {experiment}; run "
                              "the sweep without --resume (or pass the --storage it used).")
+    local = "://" not in experiment
+    if resume and local and sweep_meta is not None:
+        check_ray_experiment(experiment, sweep_meta, output)
     if not resume:
         if tune.Tuner.can_restore(experiment):
             raise NCPSearchError(f"a Ray Tune experiment already exists at {experiment}; pass "
@@ -596,6 +582,7 @@ def run_ray_sweep(
         if resume:
             tuner = tune.Tuner.restore(experiment, trainable=trainable,
                                        resume_unfinished=True, resume_errored=True)
+            _use_scheduler(tuner, scheduler)
         else:
             minutes = config["budget"]["minutes"]
             tuner = tune.Tuner(
@@ -607,6 +594,8 @@ def run_ray_sweep(
                 run_config=tune.RunConfig(name=config["name"], storage_path=storage,
                                           verbose=0, callbacks=[_SweepCallback(key)]),
             )
+        if local and sweep_meta is not None:
+            write_ray_id(experiment, sweep_meta)
         _SESSIONS[key] = session
         session.update_progress()
         fitting = True
@@ -623,6 +612,21 @@ def run_ray_sweep(
         raise KeyboardInterrupt
     return [session.records[k] for k in sorted(session.records,
                                                key=lambda k: session.records[k]["number"])]
+
+
+def _use_scheduler(tuner: tune.Tuner, scheduler: TrialScheduler) -> None:
+    """Run a restored experiment with ``scheduler`` (made for the output folder where
+    it is now) instead of the one Tune unpickled from ``tuner.pkl``, whose journal
+    path is where the folder was when the sweep started. An NCPScheduler keeps its
+    state in its journal, not in the pickle, so nothing is lost."""
+    internal = getattr(tuner, "_local_tuner", None)
+    tune_config = getattr(internal, "_tune_config", None)
+    if tune_config is None or not hasattr(tune_config, "scheduler"):
+        logger.warning("could not replace the restored Tune scheduler (Ray %s); the "
+                       "scheduler keeps the state path it was created with",
+                       ray.__version__)
+        return
+    tune_config.scheduler = scheduler
 
 
 def _fit(tuner: tune.Tuner) -> bool:

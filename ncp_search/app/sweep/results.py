@@ -25,37 +25,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ncp_search.app.sweep.folder import META_FILE, read_meta
 from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.progress import time_accounting
 from ncp_search.errors import NCPSearchError
 
 RAY_TRIALS_FILE = "trials.jsonl"
-META_FILE = "sweep.json"
-_META_KEYS = ("name", "backend", "epochs", "config")
-
-
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A sweep's ``sweep.json``.
-
-    Raises:
-        NCPSearchError: if it cannot be read or is damaged (not JSON, keys missing).
-    """
-    fix = ("ncp-search writes it atomically, so something else changed it; restore it from "
-           "a copy, or start the sweep in another output folder.")
-    try:
-        meta = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise NCPSearchError(f"{path} is damaged: not JSON ({error.msg} at line "
-                             f"{error.lineno}); {fix}") from None
-    except UnicodeDecodeError:
-        raise NCPSearchError(f"{path} is damaged: not text; {fix}") from None
-    missing = ([k for k in _META_KEYS if k not in meta] if isinstance(meta, dict)
-               else list(_META_KEYS))
-    if not missing and meta["backend"] == "optuna":
-        missing = [k for k in ("storage", "study_name") if k not in meta]
-    if missing:
-        raise NCPSearchError(f"{path} is damaged: it lacks {missing}; {fix}")
-    return meta
+__all__ = ["META_FILE", "RAY_TRIALS_FILE", "load_trials", "read_meta", "summarize_sweep"]
 
 
 def _number(value: Any) -> float | None:
@@ -136,19 +112,28 @@ def load_trials(output: str | os.PathLike[str],
         return meta, [fail_if_stale(r) for r in read_table(folder / RAY_TRIALS_FILE)]
     import optuna
 
+    from ncp_search.app.sweep.folder import check_study, resolve_storage
+    from ncp_search.app.sweep.optuna_backend import open_storage
     from ncp_search.app.sweep.secrets import MASK, STORAGE_ENV, mask_url
 
-    url = storage or meta["storage"]
-    if MASK in str(url):
-        url = os.environ.get(STORAGE_ENV)
+    if storage is None and meta["storage"] is None:
+        raise NCPSearchError(f"{meta_path} names no storage; pass --storage URL.")
+    url = storage or resolve_storage(meta["storage"], folder)
+    if MASK in url:
+        url = os.environ.get(STORAGE_ENV) or ""
         if not url:
             raise NCPSearchError(f"{meta_path} masks the storage password; set the "
                                  f"environment variable {STORAGE_ENV} to the storage URL (or "
                                  "pass --storage URL).")
+    database = url.partition(":///")[2] if url.startswith("sqlite") else ""
+    if database and database != ":memory:" and not Path(database).is_file():
+        raise NCPSearchError(f"{folder}'s study {mask_url(url)} does not exist; pass "
+                             "--storage URL of the sweep's study.")
     try:
-        study = optuna.load_study(study_name=meta["study_name"], storage=url)
+        study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(url))
     except KeyError:
         raise NCPSearchError(f"no study {meta['study_name']!r} in {mask_url(url)}.") from None
+    check_study(study, meta, folder)
     return meta, optuna_records(study)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,8 +30,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ncp_search.app.jsonio import read_jsonl, write_json
+from ncp_search.app.sweep.folder import (
+    META_FILE,
+    IdentityError,
+    check_study,
+    read_meta,
+    refuse_symlinks,
+    resolve_ray_storage,
+)
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
-from ncp_search.app.sweep.results import META_FILE, RAY_TRIALS_FILE, read_meta
+from ncp_search.app.sweep.results import RAY_TRIALS_FILE
 from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
 from ncp_search.errors import NCPSearchError
 
@@ -49,43 +58,80 @@ def _masked_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _load_study(url: str, name: str) -> Any:
+    """The study ``name`` in ``url`` (None: no such study, or no SQLite file yet)."""
+    match = re.match(r"^sqlite(?:\+\w+)?:///(.*)$", url)
+    if match and not Path(match[1]).exists():
+        return None
+    import optuna
+
+    from ncp_search.app.sweep.optuna_backend import open_storage
+
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        return None
+
+
 def _ran_trials(meta: Mapping[str, Any], output: Path, url: str | None) -> bool:
     """Whether the sweep recorded in ``meta`` ran any trial (a start that failed
-    before its first trial left no sweep)."""
+    before its first trial left no sweep).
+
+    Raises:
+        IdentityError: its storage holds trials of another sweep.
+    """
     if meta.get("backend") == "ray":
         if read_jsonl(output / RAY_TRIALS_FILE):
             return True
-        storage = meta.get("storage") or str(output / "ray")
+        storage = resolve_ray_storage(meta.get("storage"), output)
         return "://" not in storage and (Path(storage) / str(meta.get("name"))).is_dir()
     if url is None:
         return False
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    study = _load_study(url, str(meta.get("study_name")))
+    if study is None or not study.get_trials(deepcopy=False):
         return False
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=str(meta.get("study_name")), storage=url)
-    except KeyError:
-        return False
-    return bool(study.get_trials(deepcopy=False))
+    check_study(study, meta, output)
+    return True
 
 
-def _previous_sweep(meta_path: Path, config: Mapping[str, Any], url: str | None,
-                    resume: bool, stream: TextIO) -> dict[str, Any] | None:
+def _refuse_foreign_study(config: Mapping[str, Any], url: str | None) -> None:
+    """A new sweep never joins a study that already ran trials (another sweep's)."""
+    if config["backend"] != "optuna" or url is None:
+        return
+    name = config["optuna"]["study_name"] or config["name"]
+    study = _load_study(url, name)
+    if study is not None and study.get_trials(deepcopy=False):
+        raise IdentityError(
+            f"the storage {mask_url(url)} already holds a study named {name!r} with trials, "
+            "and no sweep.json in the output folder describes it (another sweep's, or its "
+            "folder was moved); resume it from its own output folder, or set another "
+            "optuna.study_name (or name) for a new sweep.")
+
+
+def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mapping[str, Any],
+                    url: str | None, resume: bool, stream: TextIO) -> dict[str, Any] | None:
     """The ``sweep.json`` of the sweep this run continues (None: a fresh start).
 
     Raises:
         NCPSearchError: a sweep that ran trials is there and ``resume`` is False;
             ``resume`` with nothing to resume; a resume that changes what must not
-            change; a damaged ``sweep.json``.
+            change; a folder of the other backend.
+        IdentityError: the folder's storage holds another sweep.
     """
-    if not meta_path.exists():
+    if meta is None:
         if resume:
             raise NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the "
                                  "sweep without --resume first.")
+        _refuse_foreign_study(config, url)
         return None
-    meta = read_meta(meta_path)
+    if meta["backend"] != config["backend"]:
+        raise NCPSearchError(
+            f"{meta_path.parent} holds a sweep of backend {meta['backend']!r} (sweep.json); a "
+            f"{config['backend']!r} sweep cannot use it: run with --backend "
+            f"{meta['backend']} (add --resume to continue it), or set another output folder "
+            "(config key output, or --output).")
     if not _ran_trials(meta, meta_path.parent, url):
+        _refuse_foreign_study(config, url)
         stream.write(f"note: {meta_path.parent} holds a sweep that ran no trial (a start that "
                      "failed); starting it afresh\n")
         return None
@@ -95,7 +141,7 @@ def _previous_sweep(meta_path: Path, config: Mapping[str, Any], url: str | None,
             "set another output folder (config key output, or --output) to start a new one.")
     old = meta["config"]
     changed = [key for key in FIXED_ON_RESUME if old.get(key) != config.get(key)]
-    if old["budget"]["epochs"] != config["budget"]["epochs"]:
+    if (old.get("budget") or {}).get("epochs") != config["budget"]["epochs"]:
         changed.append("budget.epochs")
     if changed:
         raise NCPSearchError(
@@ -107,15 +153,22 @@ def _previous_sweep(meta_path: Path, config: Mapping[str, Any], url: str | None,
 def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
                 previous: Mapping[str, Any] | None, pruner: str,
                 warnings: list[str]) -> dict[str, Any]:
+    from ncp_search.app.sweep.folder import new_id, record_ray_storage, record_storage
+
+    folder = meta_path.parent
+    stored = (record_storage(storage, folder) if config["backend"] == "optuna"
+              else record_ray_storage(storage, folder))
     meta: dict[str, Any] = dict(previous or {})
     meta.update({
         "name": config["name"], "backend": config["backend"], "metric": "val_accuracy",
         "direction": "maximize", "epochs": config["budget"]["epochs"], "pruner": pruner,
-        "storage": mask_url(storage),
+        "storage": mask_url(stored),
         "study_name": config["optuna"]["study_name"] or config["name"],
         "config": _masked_config(config), "warnings": list(warnings),
         "num_classes": _num_classes(config["data"]["target"]),
     })
+    if not meta.get("id"):  # a new sweep, or one from before sweep ids
+        meta["id"] = new_id()
     meta.setdefault("created", _now())
     meta["resumed"] = list(meta.get("resumed", []))
     if previous is not None:
@@ -212,11 +265,11 @@ def _stop_workers(procs: list[subprocess.Popen], wait_s: float = 300.0) -> None:
 
 def _run_optuna(config: dict[str, Any], storage: str, output: Path,
                 workers: int, resume: bool, deadline: float | None,
-                progress: ProgressLine, cache_dir: str | None) -> None:
+                progress: ProgressLine, cache_dir: str | None, sweep_id: str) -> None:
     import ncp_search.app.sweep.optuna_backend as sweep_optuna
 
     study = sweep_optuna.open_study(config, storage, create=True)
-    sweep_optuna.publish_run(study, config, output, deadline)
+    sweep_optuna.publish_run(study, config, output, deadline, sweep_id)
     if resume:
         failed = sweep_optuna.fail_dead_local_trials(study)
         if failed:
@@ -311,16 +364,23 @@ def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: 
     from ncp_search.app.sweep.results import load_trials, summarize_sweep
 
     output = Path(config["output"])
+    refuse_symlinks(output)
+    if url is not None and not url.startswith("sqlite"):
+        from ncp_search.app.sweep.optuna_backend import check_storage
+
+        check_storage(url)  # reachable: nothing is written before
     output.mkdir(parents=True, exist_ok=True)
     meta_path = output / META_FILE
+    old_meta = read_meta(meta_path) if meta_path.exists() or meta_path.is_symlink() else None
     if config["backend"] == "optuna" and url is None:
         from ncp_search.app.sweep.optuna_backend import default_storage
 
         url = default_storage(output)
     ray_storage = storage
-    if config["backend"] == "ray" and storage is None and meta_path.exists() and resume:
-        ray_storage = read_meta(meta_path).get("storage")  # the path the sweep started with
-    previous = _previous_sweep(meta_path, config, url, resume, stream)
+    if config["backend"] == "ray" and storage is None and old_meta is not None and resume:
+        # the folder the sweep started with, found where the folder is now
+        ray_storage = resolve_ray_storage(old_meta.get("storage"), output)
+    previous = _previous_sweep(old_meta, meta_path, config, url, resume, stream)
     resume = previous is not None
     if resume:
         from ncp_search.app.sweep.trial import clean_partial_models
@@ -336,20 +396,21 @@ def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: 
         from ncp_search.app.sweep.optuna_backend import describe_pruner
 
         assert url is not None
-        _write_meta(meta_path, config, url, previous, describe_pruner(config), warnings)
+        meta = _write_meta(meta_path, config, url, previous, describe_pruner(config), warnings)
         try:
-            _run_optuna(config, url, output, workers, resume, deadline, progress, cache_dir)
+            _run_optuna(config, url, output, workers, resume, deadline, progress, cache_dir,
+                        meta["id"])
         finally:
             progress.close()
     else:
         from ncp_search.app.sweep.ray_backend import describe_scheduler, run_ray_sweep
 
-        _write_meta(meta_path, config, ray_storage, previous, describe_scheduler(config),
-                    warnings)
+        meta = _write_meta(meta_path, config, ray_storage, previous, describe_scheduler(config),
+                           warnings)
         try:
             run_ray_sweep(config, output, workers=workers, resume=resume,
                           address=address or config["ray"]["address"], progress=progress,
-                          cache_dir=cache_dir, storage_override=ray_storage)
+                          cache_dir=cache_dir, storage_override=ray_storage, sweep_meta=meta)
         finally:
             progress.close()
     meta, records = load_trials(output, storage=url)
