@@ -401,3 +401,24 @@ def test_a_diverged_metric_stops_the_trial_at_once(mode, bad, tmp_path):
     keep.on_trial_add(None, kept)
     with pytest.warns(RuntimeWarning, match="non-numeric"):
         assert feed(keep, kept, [0.5, bad, bad]) == [CONTINUE] * 3
+
+
+def test_errored_trials_leave_the_percentile_reference():
+    # Was: Tune calls neither on_trial_complete nor on_trial_remove for an ERROR trial
+    # and NCPScheduler had no on_trial_error, so errored trials' predictions stayed in
+    # the reference: three of them moved the threshold from 0.85 to 0.10.
+    scheduler = NCPScheduler(metric="acc", mode="max", max_t=10, rule="percentile",
+                             n_startup_trials=1, grace_period=1)
+    for k in range(3):  # start-up: nothing completed yet, so they run on, then error
+        broken = Trial(f"err{k}")
+        scheduler.on_trial_add(None, broken)
+        feed(scheduler, broken, [0.05, 0.1])
+        scheduler.on_trial_error(None, broken)
+    done = Trial("done")
+    scheduler.on_trial_add(None, done)
+    feed(scheduler, done, [0.85] * 10)
+    scheduler.on_trial_complete(None, done, {"training_iteration": 10, "acc": 0.85})
+    judged = Trial("judged")
+    scheduler.on_trial_add(None, judged)
+    decision = scheduler.decide("judged", {"training_iteration": 1, "acc": 0.5})
+    assert decision.threshold == pytest.approx(0.85) and decision.stop

@@ -246,10 +246,15 @@ class NCPScheduler(FIFOScheduler):
                             "trials run. Report them with ncp_search's Ray helpers.")
         if verdict.decision.reason == "no_value":
             return self._no_value(result, [self._metric])
-        if math.isfinite(verdict.prediction) or verdict.stop:
-            self._apply({"e": "decision", "id": trial_id, "t": now,
-                         "p": _null(verdict.prediction), "stop": verdict.stop,
-                         "rung": verdict.rung})
+        prediction = verdict.prediction
+        if math.isnan(prediction) and not verdict.missing and not verdict.stop:
+            # the prediction at every report, as NCPCallback stores it on Optuna: the
+            # other trials' latest predictions are the percentile rule's reference
+            prediction = self.policy.predict(self._pool.history(trial_id),
+                                             self._pool.view(trial_id))
+        if math.isfinite(prediction) or verdict.stop:
+            self._apply({"e": "decision", "id": trial_id, "t": now, "p": _null(prediction),
+                         "stop": verdict.stop, "rung": verdict.rung})
         return verdict.decision
 
     def _no_value(self, result: dict[str, Any], bad: list[str | None]) -> rules.Decision:
