@@ -58,6 +58,9 @@ from ncp_search.integrations.optuna.reporting import record_decision, report_bet
 WORKER_ATTR = "ncp_worker"
 MODEL_ATTR = "ncp_model_path"
 RETRY_ATTR = "retry_of"
+SEED_ATTR = "ncp_seed"
+"""Trial user attribute: the seed of the trial's weights and data order (a retry of a
+killed trial reads it back, so it trains the same model)."""
 DIVERGED_ATTR = "ncp_diverged"
 """Trial user attribute: why a PRUNED trial counts as diverged (trial.divergence)."""
 EPOCH_SECONDS_ATTR = "ncp_epoch_seconds"
@@ -111,7 +114,10 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue a failed (stale) trial's configuration once as a new trial."""
     if trial.user_attrs.get(RETRY_ATTR) is not None:
         return  # already a retry: do not loop on a configuration that kills workers
-    study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+    attrs: dict[str, Any] = {RETRY_ATTR: trial.number}
+    if isinstance(trial.user_attrs.get(SEED_ATTR), int):
+        attrs[SEED_ATTR] = trial.user_attrs[SEED_ATTR]  # the retry trains the same model
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 CONNECT_TIMEOUT_S = 10
@@ -331,8 +337,11 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
         model_path = output / "models" / f"trial_{trial.number:04d}.keras"
-        record = run_trial(config, params, data, report,
-                           trial_seed=trial_seed(int(config["seed"]), trial.number),
+        seed = trial.user_attrs.get(SEED_ATTR)  # a retry's: the killed trial's seed
+        if not isinstance(seed, int):
+            seed = trial_seed(int(config["seed"]), trial.number)
+            trial.set_user_attr(SEED_ATTR, seed)
+        record = run_trial(config, params, data, report, trial_seed=seed,
                            model_path=model_path, cache_dir=cache_dir)
         trial.set_user_attr("seconds", record["seconds"])
         if record["model_path"]:

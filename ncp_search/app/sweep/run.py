@@ -33,6 +33,7 @@ from ncp_search.app.jsonio import read_jsonl, write_json
 from ncp_search.app.sweep.folder import (
     META_FILE,
     IdentityError,
+    check_ray_experiment,
     check_study,
     read_meta,
     refuse_symlinks,
@@ -382,6 +383,10 @@ def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: 
         ray_storage = resolve_ray_storage(old_meta.get("storage"), output)
     previous = _previous_sweep(old_meta, meta_path, config, url, resume, stream)
     resume = previous is not None
+    if resume and config["backend"] == "ray":
+        experiment = Path(ray_storage or resolve_ray_storage(None, output)) / config["name"]
+        if "://" not in str(ray_storage or ""):
+            check_ray_experiment(experiment, previous, output)  # before anything is written
     if resume:
         from ncp_search.app.sweep.trial import clean_partial_models
 

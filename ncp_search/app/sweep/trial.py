@@ -263,18 +263,37 @@ PARTIAL_GRACE_S = 3600.0
 
 def save_model(model: Any, path: Path) -> None:
     """Save ``model`` to ``path`` atomically: into ``<stem>.partial-<host>-<pid>.keras``
-    first, renamed into place when whole, so a kill during the save leaves no broken
-    model (only a partial file, which :func:`clean_partial_models` removes)."""
+    in the same folder first, flushed to disk (``fsync``), then renamed into place
+    (and the folder's entry flushed), so a kill or a power loss during the save
+    leaves either the whole model or none (only a partial file, which
+    :func:`clean_partial_models` removes)."""
     import socket
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}{PARTIAL}{socket.gethostname()}-{os.getpid()}.keras")
     try:
         model.save(partial)
+        _fsync(partial)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, where the system allows it."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) * path.is_dir()
+    try:
+        handle = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # e.g. a folder on a system that cannot flush one
+    finally:
+        os.close(handle)
 
 
 def clean_partial_models(folder: Path, now: float | None = None) -> list[Path]:
