@@ -21,7 +21,9 @@ META = {
     "metric": "val_accuracy",
     "direction": "maximize",
     "epochs": EPOCHS,
-    "pruner": "ncp (predictor=best, percentile=50)",
+    "pruner": "ncp_percentile (predictor=best, percentile=50.0)",
+    "config": {"pruner": {"name": "ncp_percentile", "predictor": "best", "percentile": 50.0,
+                          "rule": "percentile"}},
     "storage": None,
     "created": "2026-11-24T18:30:00Z",
 }
@@ -150,7 +152,12 @@ def test_what_decided_says_beta_eff_did_not_decide_for_a_curve_predictor(tmp_pat
 
 
 def test_what_decided_with_a_beta_eff_predictor(tmp_path):
-    meta = {**META, "pruner": "ncp (predictor=ncp_raw, percentile=25)"}
+    # A sweep of 0.1 stored its whole pruner section and no rule: "ncp" was the
+    # percentile rule then.
+    meta = {**META, "pruner": "ncp (predictor=ncp_raw, percentile=25)", "config": {
+        "pruner": {"name": "ncp", "predictor": "ncp_raw", "percentile": 25,
+                   "n_startup_trials": 5, "n_warmup_steps": 2, "kappa": 0.0,
+                   "reduction_factor": 3}}}
     page = write_report(meta, _sweep(), tmp_path).read_text()
     decided = _section(page, "What decided")
     assert "<code>ncp_raw</code>" in decided and "it reads beta_eff" in decided
@@ -205,7 +212,8 @@ def test_what_decided_says_diverged_trials_stop_only_where_they_did(tmp_path):
 
 def test_builtin_pruner_makes_no_prediction(tmp_path):
     trials = [{**t, "predicted_final": []} for t in _sweep()]
-    page = write_report({**META, "pruner": "median (n_startup_trials=5)"}, trials,
+    page = write_report({**META, "pruner": "median (n_startup_trials=5)", "config": {
+        "pruner": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2}}}, trials,
                         tmp_path).read_text()
     assert "Optuna's MedianPruner decides on the raw val_accuracy" in _section(
         page, "What decided")

@@ -41,8 +41,12 @@ def test_good_config_gets_defaults() -> None:
     config = validate_sweep_config(GOOD, "good.yaml")
     assert config["backend"] == "optuna"
     assert config["pruner"]["name"] == "ncp" and config["pruner"]["predictor"] == "best"
-    assert config["pruner"]["rule"] == "asha" and config["scheduler"]["rule"] == "asha"
-    assert config["scheduler"]["grace_period"] == 1
+    assert config["pruner"]["rule"] == "asha" and "scheduler" not in config
+    assert config.pruner is not None and config.pruner.settings == {
+        "predictor": "best", "reduction_factor": 3}  # only what ncp reads
+    ray = validate_sweep_config({**GOOD, "backend": "ray"}, "good.yaml")
+    assert ray["scheduler"]["rule"] == "asha" and ray.choice.settings["grace_period"] == 1
+    assert "pruner" not in ray
     assert config["output"].endswith("t")
     assert config["probe"]["hidden"] == [64, 64, 64]
     assert config["budget"]["minutes"] is None
@@ -55,8 +59,10 @@ def test_good_config_gets_defaults() -> None:
     ("pruner", {"name": "hyperband", "percentile": 10},
      ["pruner.percentile: unknown key (not used by this choice)"]),
     ("pruner.name", "medain", ["pruner.name: expected one of", "did you mean 'median'?"]),
-    ("budget.trials", "ten", ["budget.trials: expected an integer >= 1", "'ten' (str)"]),
-    ("budget.trials", 0, ["budget.trials: expected an integer >= 1, but got 0 (int)"]),
+    ("budget.trials", "ten", ["budget.trials: expected an integer in [1, 100000]",
+                              "'ten' (str)"]),
+    ("budget.trials", 0, ["budget.trials: expected an integer in [1, 100000] (each trial "
+                          "trains a model; more is a typo), but got 0 (int)"]),
     ("budget.epochs", True, ["budget.epochs: expected an integer in [1, 10000]",
                              "True (bool)"]),
     ("budget.epochs", _DELETE, ["budget.epochs: missing; expected an integer in [1, 10000]"]),
@@ -65,7 +71,7 @@ def test_good_config_gets_defaults() -> None:
     ("pruner", {"name": "ncp_percentile", "percentile": 120},
      ["pruner.percentile: expected a number in [0, 100]", "got 120 (int)"]),
     ("pruner.predictor", "bset", ["pruner.predictor: expected a predictor name"]),
-    ("probe.hidden", [64, 64], ["probe.hidden: expected a list of at least 3"]),
+    ("probe.hidden", [64, 64], ["probe.hidden: expected a list of 3 to 32 integers"]),
     ("source.zoo", "resnet50", ["source.zoo: expected a model-zoo architecture"]),
     ("source.file", "missing.keras", ["source: give one of zoo, file or application"]),
     ("source", {"task": "digits:0-4"}, ["source: missing; expected source.zoo"]),
@@ -78,7 +84,7 @@ def test_good_config_gets_defaults() -> None:
     ("search_space.learning_rate", {"type": "float", "low": 0.1, "high": 0.01},
      ["search_space.learning_rate: low must be <= high"]),
     ("search_space.learning_rate", {"type": "float", "low": 0.0, "high": 0.1, "log": True},
-     ["search_space.learning_rate.low: expected a number > 0, but got 0.0"]),
+     ["search_space.learning_rate.low: expected a number in (0, 1000]", "but got 0.0"]),
     ("search_space.weight_decay", {"type": "float", "low": 0.0, "high": 0.1, "log": True},
      ["search_space.weight_decay.low: a log scale needs low > 0"]),
     ("search_space.optimizer", {"type": "categorical", "choices": ["adamw"]},
@@ -87,9 +93,11 @@ def test_good_config_gets_defaults() -> None:
      ["search_space.dropout.type: expected one of ['float', 'int', 'categorical']"]),
     ("search_space", {}, ["search_space: expected a non-empty mapping"]),
     ("backend", "dask", ["backend: expected one of ['optuna', 'ray'], but got 'dask'"]),
-    ("ray", {"gpus_per_trial": -1}, ["ray.gpus_per_trial: expected a number > 0 or null"]),
+    ("ray", {"gpus_per_trial": -1}, ["ray: not used by backend: optuna",
+                                     "remove the ray section, or set backend: ray"]),
     ("optuna", {"sampler": "cmaes"}, ["optuna.sampler: expected one of ['tpe', 'random']"]),
-    ("budget.minutes", float("nan"), ["budget.minutes: expected a number > 0 or null"]),
+    ("budget.minutes", float("nan"), ["budget.minutes: expected a number in (0, 525600] "
+                                      "or null"]),
     ("name", "my sweep", ["name: expected a name of letters"]),
     ("data.n_train", 500, ["data.n_train: not available for digits"]),
 ])

@@ -1,10 +1,12 @@
 """What decided which trials stopped, in words, from a sweep's description.
 
 The report reads, first found first: the settings an NCP pruner stored in its study
-(``meta["pruner_settings"]``, as ``NCPPruner.settings()`` returns them), the pruner
-(Optuna) or scheduler (Ray) section of the validated config stored in
-``sweep.json`` (``meta["config"]``), or the one-line description
-``meta["pruner"]`` such as ``ncp (predictor=best, percentile=50)``. :func:`describe` turns it into a
+(``meta["pruner_settings"]``, as ``NCPPruner.settings()`` returns them), or the
+pruner (Optuna) or scheduler (Ray) section of the validated config stored in
+``sweep.json`` (``meta["config"]``). The name is looked up in
+:mod:`ncp_search.integrations.registry` (the class that decided, its NCP rule,
+whether it stops trials at all); sections stored before 0.2 hold no ``rule``, and
+their ``ncp`` was the percentile rule. :func:`describe` turns it into a
 :class:`Decider`: the host class, the rule, the predictor and whether that
 predictor reads ``beta_eff`` (``PREDICTORS[name].uses_beta_eff``), so no section
 of the report implies that ``beta_eff`` decided when it did not.
@@ -13,30 +15,12 @@ of the report implies that ``beta_eff`` decided when it did not.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-OPTUNA_HOSTS = {
-    "ncp": "NCPPruner",
-    "ncp_percentile": "NCPPruner",
-    "median": "Optuna's MedianPruner",
-    "percentile": "Optuna's PercentilePruner",
-    "successive_halving": "Optuna's SuccessiveHalvingPruner",
-    "hyperband": "Optuna's HyperbandPruner",
-    "nop": "no pruner (Optuna's NopPruner)",
-}
-RAY_HOSTS = {
-    "ncp": "NCPScheduler",
-    "ncp_asha": "NCPScheduler",
-    "ncp_percentile": "NCPScheduler",
-    "fifo": "no early stopping (Tune's FIFOScheduler)",
-    "async_hyperband": "Tune's AsyncHyperBandScheduler",
-    "hyperband": "Tune's HyperBandScheduler",
-    "median_stopping": "Tune's MedianStoppingRule",
-}
-NO_STOPPING = ("nop", "fifo")
+from ncp_search.integrations import registry
+
 # The reasons of ncp_search.core.rules.Decision that stop a trial, in words.
 STOP_REASONS = {
     "below": "predicted final below the rule's threshold",
@@ -44,6 +28,8 @@ STOP_REASONS = {
     "below_incumbent": "upper bound on the final below the best completed final "
                        "(incumbent test)",
 }
+LEGACY_RULES = {"ncp": "percentile"}
+"""The rule of an NCP name in a section stored without one (before 0.2)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +48,7 @@ class Decider:
             ``False`` for the built-in pruners and schedulers (they read the raw
             metric), ``None`` when the predictor is unknown.
         settings: the section's settings.
+        stops: whether it can stop a trial at all (the registry's word).
     """
 
     name: str
@@ -72,6 +59,7 @@ class Decider:
     predictor_summary: str = ""
     uses_beta_eff: bool | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    stops: bool = True
 
     @property
     def is_ncp(self) -> bool:
@@ -80,11 +68,6 @@ class Decider:
     @property
     def known(self) -> bool:
         return bool(self.name)
-
-    @property
-    def stops(self) -> bool:
-        """Whether it can stop a trial at all."""
-        return self.name not in NO_STOPPING
 
     def single_stop_reason(self) -> str | None:
         """The one :class:`~ncp_search.core.rules.Decision` reason by which this
@@ -97,59 +80,50 @@ class Decider:
         return "below"
 
 
-def _parse_line(text: str) -> tuple[str, dict[str, Any]]:
-    """``"ncp (predictor=best, percentile=50)"`` -> ``("ncp", {...})``."""
-    match = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*(?:\((.*)\))?\s*", text)
-    if match is None:
-        return "", {}
-    settings: dict[str, Any] = {}
-    for part in (match.group(2) or "").split(","):
-        key, _, value = part.partition("=")
-        if key.strip() and value.strip():
-            raw = value.strip()
-            try:
-                settings[key.strip()] = float(raw) if re.fullmatch(r"[-+0-9.eE]+", raw) else raw
-            except ValueError:
-                settings[key.strip()] = raw
-    return match.group(1), settings
+def _section(meta: Mapping[str, Any], backend: str) -> tuple[str, dict[str, Any]]:
+    """The stored pruner or scheduler section: its name and settings (``"", {}``
+    when not recorded). A meta without a config (written by hand) gives its
+    ``pruner`` line's name only."""
+    config = meta.get("config")
+    section = None
+    if isinstance(config, Mapping):
+        section = config.get(registry.SECTIONS.get(backend, "pruner"))
+    if isinstance(section, Mapping) and section.get("name"):
+        return str(section["name"]), dict(section)
+    line = meta.get("pruner")
+    if isinstance(line, str) and line.strip():
+        return line.partition("(")[0].strip(), {}
+    return "", {}
 
 
 def describe(meta: Mapping[str, Any]) -> Decider:
     """The :class:`Decider` of a sweep's ``meta`` (see the module docstring)."""
     from ncp_search.core.predictors import PREDICTORS
 
-    backend = str(meta.get("backend") or "optuna").lower()
+    backend = str(meta.get("backend") or registry.OPTUNA).lower()
     stored = meta.get("pruner_settings")
     if isinstance(stored, Mapping) and stored.get("rule") and stored.get("predictor"):
         predictor = str(stored["predictor"])
         spec = PREDICTORS.get(predictor)
         uses = stored.get("uses_beta_eff")
-        return Decider("ncp", str(stored.get("class") or "NCPPruner"), backend,
+        return Decider(registry.DEFAULT, str(stored.get("class") or "NCPPruner"), backend,
                        rule=str(stored["rule"]), predictor=predictor,
                        predictor_summary=spec.summary if spec else "",
                        uses_beta_eff=bool(uses) if isinstance(uses, bool) else
                        (spec.uses_beta_eff if spec else None), settings=dict(stored))
-    config = meta.get("config")
-    section = None
-    if isinstance(config, Mapping):
-        section = config.get("scheduler" if backend == "ray" else "pruner")
-    if isinstance(section, Mapping) and section.get("name"):
-        name, settings = str(section["name"]), dict(section)
-    elif meta.get("pruner"):
-        name, settings = _parse_line(str(meta["pruner"]))
-    else:
-        name, settings = "", {}
-    hosts = RAY_HOSTS if backend == "ray" else OPTUNA_HOSTS
+    name, settings = _section(meta, backend)
     if not name:
         return Decider("", "the pruner (not recorded)", backend)
-    host = hosts.get(name, name)
-    if name not in ("ncp", "ncp_asha", "ncp_percentile"):
-        return Decider(name, host, backend, uses_beta_eff=False, settings=settings)
-    # Sweeps before 0.2 stored no rule: their "ncp" was the percentile rule.
-    rule = str(settings.get("rule") or ("asha" if name == "ncp_asha" else "percentile"))
-    predictor = str(settings.get("predictor") or "best")
+    entry = registry.HOSTS.get(backend, {}).get(name)
+    if entry is None:
+        return Decider(name, name, backend, uses_beta_eff=False, settings=settings)
+    if not entry.is_ncp:
+        return Decider(name, entry.label, backend, uses_beta_eff=False, settings=settings,
+                       stops=entry.stops)
+    rule = str(settings.get("rule") or LEGACY_RULES.get(name, entry.rule))
+    predictor = str(settings.get("predictor") or registry.SETTINGS["predictor"].default)
     spec = PREDICTORS.get(predictor)
-    return Decider(name, host, backend, rule=rule, predictor=predictor,
+    return Decider(name, entry.label, backend, rule=rule, predictor=predictor,
                    predictor_summary=spec.summary if spec else "",
                    uses_beta_eff=spec.uses_beta_eff if spec else None, settings=settings)
 

@@ -1,23 +1,34 @@
-"""Sweep configs (YAML): the schema, strict validation and defaults.
+"""Sweep configs (YAML): the typed schema, strict validation and defaults.
 
 A sweep config names the target data, the source model, the probe, the search
 space, the pruner (Optuna) or scheduler (Ray), the budget, the seed and the output
 folder; see ``configs/quick.yaml`` for a commented example. :func:`load_sweep_config`
-reads it with YAML's safe loader and checks, in one pass and before anything is
-written, everything a trial will need:
+reads it with YAML's safe loader and returns a :class:`SweepConfig`, a tree of
+frozen dataclasses whose fields declare the schema (what each key accepts, its
+bound and its default). In one pass and before anything is written it checks
+everything a trial will need:
 
+- the YAML itself: at most :data:`MAX_YAML_BYTES`, nested at most
+  :data:`MAX_YAML_DEPTH` deep, aliases expanding to at most :data:`MAX_YAML_NODES`
+  values, no recursive alias, no duplicate key (YAML would keep the last one
+  silently; both line numbers are named);
 - every key and type (an unknown key or spec type gets a "did you mean"), with
   a hint where YAML read a number such as ``1e-4`` as a string (YAML 1.1 needs
-  ``1.0e-4``; the value is refused, not guessed);
-- duplicate keys (YAML would keep the last one silently), with both line numbers;
+  ``1.0e-4``; the value is refused, not guessed); every number within a bound
+  whose reason the message gives;
+- a section the chosen backend does not use (``scheduler`` or ``ray`` with
+  ``backend: optuna``, ``pruner`` or ``optuna`` with ``backend: ray``) is refused,
+  as is a setting the chosen pruner or scheduler does not read; the names and
+  settings come from :mod:`ncp_search.integrations.registry`;
 - every fixed value, range end and choice of the search space against what the
-  trial setting accepts (``dropout`` in [0, 1), ``learning_rate`` > 0, integer
-  ``batch_size`` >= 1, ...), integer bounds for ``int`` specs, ``low`` > 0 on a
-  log scale;
+  trial setting accepts (``dropout`` in [0, 1), ``learning_rate`` in (0, 10],
+  integer ``batch_size`` >= 1, ...), integer bounds for ``int`` specs, ``low`` > 0
+  on a log scale;
 - limits that combine keys: ``n_warmup_steps`` < ``budget.epochs`` and
   ``n_startup_trials`` < ``budget.trials`` (else nothing is ever pruned), a Ray
   ``grace_period`` <= ``budget.epochs``, a zoo source trained on images of the
-  target's shape, no ``head_units`` in ``probe_head`` mode;
+  target's shape, a target of at least 2 classes, no ``head_units`` in
+  ``probe_head`` mode;
 - that ``source.file`` (relative paths are read from the config file's folder)
   is a ``.keras`` file that Keras loads with ``safe_mode=True`` as a classifier
   (softmax output over at least 2 classes) taking the target's images;
@@ -28,53 +39,55 @@ Errors raise :class:`ConfigError`, one line naming the file, the key path, what
 was expected and a fix (the CLI exits with code 2). Limits broken only through
 a command-line override (``--trials``, ``--epochs``) that make the pruner idle are
 warnings instead (the sweep runs, unpruned), listed in ``warnings``.
+
+A :class:`SweepConfig` is also a read-only mapping of plain values
+(``config["budget"]["epochs"]``, ``dict(config)``, :meth:`SweepConfig.to_dict`),
+the form stored in ``sweep.json`` and in an Optuna study, and read back with
+:meth:`SweepConfig.from_dict`.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ncp_search.errors import NCPSearchError
+from ncp_search.integrations import registry
+from ncp_search.integrations.registry import MAX_EPOCHS, MAX_TRIALS, Entry
 
-BACKENDS = ("optuna", "ray")
+BACKENDS = tuple(registry.HOSTS)
 MODES = ("observer", "probe_head")
-PRUNERS: dict[str, set[str]] = {
-    # ncp: ASHA on predicted finals (the default since 0.2, the budget benchmark's
-    # pick); ncp_percentile: the percentile rule, the 0.1 default.
-    "ncp": {"predictor", "reduction_factor"},
-    "ncp_percentile": {"predictor", "percentile", "n_startup_trials", "n_warmup_steps",
-                       "kappa"},
-    "median": {"n_startup_trials", "n_warmup_steps"},
-    "percentile": {"percentile", "n_startup_trials", "n_warmup_steps"},
-    "successive_halving": {"reduction_factor"},
-    "hyperband": {"reduction_factor"},
-    "nop": set(),
-}
-SCHEDULERS: dict[str, set[str]] = {
-    "ncp": {"predictor", "grace_period", "reduction_factor"},
-    "ncp_asha": {"predictor", "grace_period", "reduction_factor"},  # = ncp
-    "ncp_percentile": {"predictor", "percentile", "grace_period"},
-    "fifo": set(),
-    "async_hyperband": {"grace_period", "reduction_factor"},
-    "hyperband": {"reduction_factor"},
-    "median_stopping": {"grace_period"},
-}
-NCP_RULES = {"ncp": "asha", "ncp_asha": "asha", "ncp_percentile": "percentile"}
-"""The rule of each NCP pruner/scheduler name (stored as the section's ``rule``)."""
 SAMPLERS = ("tpe", "random")
-MAX_EPOCHS = 10_000
-"""``budget.epochs`` above this is refused as a typo."""
 MAX_PROBE_WIDTH = 16_384
 """Probe layers wider than this are refused (the probe's Hessian would not fit)."""
+MAX_PROBE_DEPTH = 32
+MAX_PROBE_BATCH = 16_384
+"""Probe batches larger than this are refused (the batch is held in memory at once)."""
+MAX_SOURCE_EPOCHS = 1_000
+"""Pre-training a zoo source for more epochs than this is refused as a typo."""
+MAX_IMAGE_SIDE = 1_024
+"""``source.input_shape`` sides above this are refused (the probe batch must fit)."""
+MAX_UNITS = 65_536
+"""``head_units`` and ``batch_size`` above this are refused (every trial would fail)."""
+MAX_SEED = 10**100 - 1
+"""Seeds are reduced to 32 bits; one of more than 100 digits is refused as a typo."""
+MAX_MINUTES = 60 * 24 * 365
+MAX_CPUS = 4_096
+MAX_NAME = 100
+MAX_STUDY_NAME = 512  # Optuna's RDB storage column
 IMAGE_SHAPES = {"digits": (8, 8, 1), "fashion_mnist": (28, 28, 1)}
 """Image shape of each data set (``ncp_search.app.data``)."""
+SAMPLES = {"digits": (None, None), "fashion_mnist": (60_000, 10_000)}
+"""(training, validation) images of each data set where ``n_train``/``n_val`` apply."""
+NUM_CLASSES = 10  # both data sets have labels 0-9
 STORAGE_DIALECTS = ("sqlite", "postgresql", "mysql")
 SPEC_KEYS = {
     "float": {"type", "low", "high", "log"},
@@ -83,21 +96,19 @@ SPEC_KEYS = {
 }
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "adagrad")  # engine.finetune's
 SCHEDULES = ("constant", "warmup", "step", "cosine")
+MAX_YAML_BYTES = 1_000_000
+"""A config file larger than this is refused (a sweep config is a few KB)."""
+MAX_YAML_DEPTH = 32
+"""YAML nested deeper than this is refused (a sweep config nests 4 levels)."""
+MAX_YAML_NODES = 100_000
+"""YAML whose aliases expand to more values than this is refused (an alias bomb)."""
 
 
 class ConfigError(NCPSearchError, ValueError):
     """A sweep config that cannot run: the message names the file and the key path."""
 
 
-@dataclass(frozen=True)
-class _Field:
-    expected: str  # what must hold, in words
-    check: Callable[[Any], bool]
-    default: Any = None
-    required: bool = False
-    hint: str = ""
-
-
+# -- value checks --------------------------------------------------------------------------
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -111,24 +122,26 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: value is None or check(value)
 
 
-def _positive_int(value: Any) -> bool:
-    return _is_int(value) and value >= 1
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: _is_int(value) and low <= value <= high
 
 
-def _non_negative_int(value: Any) -> bool:
-    return _is_int(value) and value >= 0
-
-
-def _positive_number(value: Any) -> bool:
-    return _is_number(value) and value > 0
+def _positive_number_to(high: float) -> Callable[[Any], bool]:
+    return lambda value: _is_number(value) and 0 < value <= high
 
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def _text_to(length: int) -> Callable[[Any], bool]:
+    return lambda value: _text(value) and len(value) <= length
+
+
 def _name(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", value) is not None
+    return (isinstance(value, str) and len(value) <= MAX_NAME
+            and re.fullmatch(r"[A-Za-z0-9_.-]+", value) is not None
+            and value.strip(".") != "")
 
 
 def _task_spec(value: Any) -> bool:
@@ -144,18 +157,18 @@ def _task_spec(value: Any) -> bool:
 
 
 def _widths(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) >= 3
-            and all(_positive_int(v) and v <= MAX_PROBE_WIDTH for v in value))
+    return (isinstance(value, list) and 3 <= len(value) <= MAX_PROBE_DEPTH
+            and all(_is_int(v) and 1 <= v <= MAX_PROBE_WIDTH for v in value))
+
+
+def _image_shape(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 3
+            and all(_is_int(x) and 1 <= x <= MAX_IMAGE_SIDE for x in value[:2])
+            and _is_int(value[2]) and 1 <= value[2] <= 4)
 
 
 def _one_of(choices: Any) -> Callable[[Any], bool]:
     return lambda value: value in choices
-
-
-def _predictor(value: Any) -> bool:
-    from ncp_search.core.predictors import PREDICTORS, SCORE_ONLY
-
-    return isinstance(value, str) and value in PREDICTORS and value not in SCORE_ONLY
 
 
 def _zoo_names() -> list[str]:
@@ -168,87 +181,259 @@ def _zoo_name(value: Any) -> bool:
     return value in _zoo_names()
 
 
-# Settings that the Optuna pruners and the Ray schedulers share.
-_PREDICTOR = _Field("a predictor name such as 'best', 'pow3' or 'ncp_raw'", _predictor, "best")
-_PERCENTILE = _Field("a number in [0, 100]", lambda v: _is_number(v) and 0 <= v <= 100, 50.0)
-_REDUCTION_FACTOR = _Field("an integer >= 2", lambda v: _is_int(v) and v >= 2, 3)
+_SEED = "an integer >= 0 of at most 100 digits (it is reduced to 32 bits)"
 
-TOP: dict[str, _Field] = {
-    "name": _Field("a name of letters, digits, '_', '.' or '-'", _name, required=True),
-    "description": _Field("a string", lambda v: isinstance(v, str), ""),
-    "backend": _Field(f"one of {list(BACKENDS)}", _one_of(BACKENDS), "optuna"),
-    "seed": _Field("an integer >= 0", _non_negative_int, 0),
-    "output": _Field("a folder path", _optional(_text), None,
-                     hint="default: runs/<name>"),
-    "mode": _Field(f"one of {list(MODES)}", _one_of(MODES), "observer"),
+
+# -- the schema ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    expected: str  # what must hold, in words (with the bound and its reason)
+    check: Callable[[Any], bool]
+    required: bool = False
+    hint: str = ""
+
+
+def _key(expected: str, check: Callable[[Any], bool], default: Any = None, *,
+         required: bool = False, hint: str = "") -> Any:
+    """A config key: its check and message in the field's metadata."""
+    return field(default=default, metadata={"spec": _Spec(expected, check, required, hint)})
+
+
+def _specs(cls: type) -> dict[str, tuple[_Spec, Any]]:
+    """The declared keys of a section class: ``{key: (spec, default)}``."""
+    return {f.name: (f.metadata["spec"], f.default) for f in dataclasses.fields(cls)
+            if "spec" in f.metadata}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Section):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class _Section(Mapping[str, Any]):
+    """A read-only mapping view of plain values over a frozen dataclass."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, dicts), as stored in ``sweep.json``."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Any:
+        """The section of a validated config's plain form (keys it does not declare
+        are ignored: they come from older versions)."""
+        return cls(**{name: _frozen(raw[name]) for name in _specs(cls) if name in raw})
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """``data``: the target task."""
+
+    target: str = _key("a task spec such as 'digits:5-9' or 'fashion_mnist:5-9'",
+                       _task_spec, "", required=True)
+    n_train: int | None = _key("an integer in [1, 60000] or null (Fashion-MNIST has 60,000 "
+                               "training images)", _optional(_int_in(1, 60_000)))
+    n_val: int | None = _key("an integer in [1, 10000] or null (Fashion-MNIST has 10,000 "
+                             "validation images)", _optional(_int_in(1, 10_000)))
+
+
+@dataclass(frozen=True)
+class SourceConfig(_Section):
+    """``source``: the pre-trained model (one of zoo, file or application)."""
+
+    zoo: str | None = _key("a model-zoo architecture (cnn_small, cnn_wide, mlp, resnet_tiny)",
+                           _optional(_zoo_name))
+    task: str = _key("the zoo model's source task spec, e.g. 'fashion_mnist:0-4'",
+                     _task_spec, "fashion_mnist:0-4")
+    epochs: int = _key(f"an integer in [1, {MAX_SOURCE_EPOCHS}] (epochs to pre-train a zoo "
+                       "source; more is a typo)", _int_in(1, MAX_SOURCE_EPOCHS), 3)
+    file: str | None = _key("the path of a saved .keras model", _optional(_text))
+    application: str | None = _key("a keras.applications name such as 'MobileNetV2'",
+                                   _optional(_text))
+    weights: str | None = _key("'imagenet' or null (downloads need internet)",
+                               _one_of((None, "imagenet")))
+    input_shape: tuple[int, ...] | None = _key(
+        f"null or [height, width, channels] with height, width in [32, {MAX_IMAGE_SIDE}] "
+        "and channels in [1, 4] (larger images do not fit a probe batch)",
+        _optional(_image_shape))
+
+
+@dataclass(frozen=True)
+class ProbeConfig(_Section):
+    """``probe``: the network beta_eff is measured on."""
+
+    hidden: tuple[int, ...] = _key(
+        f"a list of 3 to {MAX_PROBE_DEPTH} integers in [1, {MAX_PROBE_WIDTH}] (probe widths; "
+        "wider would not fit the probe's Hessian)", _widths, (64, 64, 64))
+    batch: int = _key(f"an integer in [1, {MAX_PROBE_BATCH}] (probe samples, held in memory "
+                      "at once)", _int_in(1, MAX_PROBE_BATCH), 256)
+    seed: int = _key(_SEED, _int_in(0, MAX_SEED), 0)
+
+
+@dataclass(frozen=True)
+class BudgetConfig(_Section):
+    """``budget``: trials, epochs per complete trial and a wall-clock limit."""
+
+    trials: int = _key(f"an integer in [1, {MAX_TRIALS}] (each trial trains a model; more is "
+                       "a typo)", _int_in(1, MAX_TRIALS), 0, required=True)
+    epochs: int = _key(f"an integer in [1, {MAX_EPOCHS}] (epochs of a complete trial)",
+                       _int_in(1, MAX_EPOCHS), 0, required=True)
+    minutes: float | None = _key(f"a number in (0, {MAX_MINUTES}] or null (wall-clock limit; "
+                                 f"{MAX_MINUTES} is a year)",
+                                 _optional(_positive_number_to(MAX_MINUTES)))
+
+
+@dataclass(frozen=True)
+class OptunaConfig(_Section):
+    """``optuna``: storage, study name and sampler (``backend: optuna`` only)."""
+
+    storage: str | None = _key("a storage URL (sqlite:///..., postgresql://...) or null",
+                               _optional(_text), hint="default: sqlite in the output folder")
+    study_name: str | None = _key(f"a string of at most {MAX_STUDY_NAME} characters or null "
+                                  "(Optuna's limit)", _optional(_text_to(MAX_STUDY_NAME)))
+    sampler: str = _key(f"one of {list(SAMPLERS)}", _one_of(SAMPLERS), "tpe")
+    stale_after_s: int = _key(
+        "an integer in [20, 86400] (seconds without a heartbeat, or since its start for a "
+        "trial no worker owns, before a RUNNING trial is marked FAIL and queued again; at "
+        "least twice the 10 s heartbeat)", _int_in(20, 86_400), 120)
+
+
+@dataclass(frozen=True)
+class RayConfig(_Section):
+    """``ray``: cluster address and trial resources (``backend: ray`` only)."""
+
+    address: str | None = _key("a Ray cluster address or null (local Ray)", _optional(_text))
+    cpus_per_trial: float = _key(f"a number in (0, {MAX_CPUS}]",
+                                 _positive_number_to(MAX_CPUS), 1)
+    gpus_per_trial: float | None = _key("a number in (0, 64] or null (used when Ray sees GPUs)",
+                                        _optional(_positive_number_to(64)))
+    max_concurrent_trials: int | None = _key(f"an integer in [1, {MAX_TRIALS}] or null",
+                                             _optional(_int_in(1, MAX_TRIALS)))
+
+
+@dataclass(frozen=True)
+class ChoiceConfig(_Section):
+    """``pruner`` (Optuna) or ``scheduler`` (Ray): a registry name and the settings
+    that name reads (defaults filled), e.g. ``ncp`` with ``predictor`` and
+    ``reduction_factor``."""
+
+    host: str
+    name: str
+    settings: Mapping[str, Any]
+
+    @property
+    def entry(self) -> Entry:
+        return registry.get(self.host, self.name)
+
+    @property
+    def rule(self) -> str | None:
+        """The NCP rule (``"asha"``, ``"percentile"``), None for a built-in."""
+        return self.entry.rule
+
+    def make(self, epochs: int, state_path: str | os.PathLike[str] | None = None) -> Any:
+        """The host's pruner or scheduler for trials of ``epochs`` epochs."""
+        return self.entry.make(self.settings, epochs, state_path)
+
+    def describe(self) -> str:
+        """The name and its settings in one line, e.g. ``ncp (predictor=best, ...)``."""
+        return self.entry.describe(self.settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        rule = {"rule": self.rule} if self.rule else {}
+        return {"name": self.name, **dict(self.settings), **rule}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], host: str = registry.OPTUNA) -> ChoiceConfig:
+        """A validated section, also as 0.1 and 0.2 stored it (every setting of every
+        name, with or without ``rule``): the settings the name does not read are
+        dropped."""
+        name = str(raw.get("name") or registry.DEFAULT)
+        return cls(host, name, registry.get(host, name).complete(raw))
+
+
+_SECTION_CLASSES: dict[str, type[_Section]] = {
+    "data": DataConfig, "source": SourceConfig, "probe": ProbeConfig,
+    "budget": BudgetConfig, "optuna": OptunaConfig, "ray": RayConfig,
 }
-SECTIONS: dict[str, dict[str, _Field]] = {
-    "data": {
-        "target": _Field("a task spec such as 'digits:5-9' or 'fashion_mnist:5-9'",
-                         _task_spec, required=True),
-        "n_train": _Field("an integer >= 1 or null", _optional(_positive_int)),
-        "n_val": _Field("an integer >= 1 or null", _optional(_positive_int)),
-    },
-    "source": {
-        "zoo": _Field("a model-zoo architecture (cnn_small, cnn_wide, mlp, resnet_tiny)",
-                      _optional(_zoo_name)),
-        "task": _Field("the zoo model's source task spec, e.g. 'fashion_mnist:0-4'",
-                       _task_spec, "fashion_mnist:0-4"),
-        "epochs": _Field("an integer >= 1", _positive_int, 3),
-        "file": _Field("the path of a saved .keras model", _optional(_text)),
-        "application": _Field("a keras.applications name such as 'MobileNetV2'",
-                              _optional(_text)),
-        "weights": _Field("'imagenet' or null (downloads need internet)",
-                          _one_of((None, "imagenet"))),
-        "input_shape": _Field("null or [height, width, channels] with height, width >= 32",
-                              _optional(lambda v: isinstance(v, list) and len(v) == 3
-                                        and all(_positive_int(x) for x in v))),
-    },
-    "probe": {
-        "hidden": _Field(f"a list of at least 3 integers in [1, {MAX_PROBE_WIDTH}] "
-                         "(probe widths)", _widths, [64, 64, 64]),
-        "batch": _Field("an integer >= 1 (probe samples)", _positive_int, 256),
-        "seed": _Field("an integer >= 0", _non_negative_int, 0),
-    },
-    "budget": {
-        "trials": _Field("an integer >= 1", _positive_int, required=True),
-        "epochs": _Field(f"an integer in [1, {MAX_EPOCHS}] (epochs of a complete trial)",
-                         lambda v: _positive_int(v) and v <= MAX_EPOCHS, required=True),
-        "minutes": _Field("a number > 0 or null (wall-clock limit)",
-                          _optional(_positive_number)),
-    },
-    "pruner": {
-        "name": _Field(f"one of {list(PRUNERS)}", _one_of(PRUNERS), "ncp"),
-        "predictor": _PREDICTOR,
-        "percentile": _PERCENTILE,
-        "n_startup_trials": _Field("an integer >= 0", _non_negative_int, 5),
-        "n_warmup_steps": _Field("an integer >= 0", _non_negative_int, 2),
-        "kappa": _Field("a number >= 0", lambda v: _is_number(v) and v >= 0, 0.0),
-        "reduction_factor": _REDUCTION_FACTOR,
-    },
-    "scheduler": {
-        "name": _Field(f"one of {list(SCHEDULERS)}", _one_of(SCHEDULERS), "ncp"),
-        "predictor": _PREDICTOR,
-        "percentile": _PERCENTILE,
-        "grace_period": _Field("an integer >= 1", _positive_int, 1),
-        "reduction_factor": _REDUCTION_FACTOR,
-    },
-    "optuna": {
-        "storage": _Field("a storage URL (sqlite:///..., postgresql://...) or null",
-                          _optional(_text), hint="default: sqlite in the output folder"),
-        "study_name": _Field("a string or null", _optional(_text)),
-        "sampler": _Field(f"one of {list(SAMPLERS)}", _one_of(SAMPLERS), "tpe"),
-    },
-    "ray": {
-        "address": _Field("a Ray cluster address or null (local Ray)", _optional(_text)),
-        "cpus_per_trial": _Field("a number > 0", _positive_number, 1),
-        "gpus_per_trial": _Field("a number > 0 or null (used when Ray sees GPUs)",
-                                 _optional(_positive_number)),
-        "max_concurrent_trials": _Field("an integer >= 1 or null",
-                                        _optional(_positive_int)),
-    },
-}
-REQUIRED_SECTIONS = ("data", "budget", "search_space")
+USED_BY = {"pruner": registry.OPTUNA, "optuna": registry.OPTUNA,
+           "scheduler": registry.RAY, "ray": registry.RAY}
+"""The backend each backend-specific section belongs to."""
+
+
+@dataclass(frozen=True)
+class SweepConfig(_Section):
+    """A validated sweep config (:func:`load_sweep_config`); the class attributes
+    declare the top-level keys, the section classes the rest."""
+
+    name: str = _key("a name of letters, digits, '_', '.' or '-' (at most 100 characters, "
+                     "not only dots: it names a folder)", _name, "", required=True)
+    description: str = _key("a string", lambda v: isinstance(v, str), "")
+    backend: str = _key(f"one of {list(BACKENDS)}", _one_of(BACKENDS), registry.OPTUNA)
+    seed: int = _key(_SEED, _int_in(0, MAX_SEED), 0)
+    output: str = _key("a folder path", _optional(_text), "", hint="default: runs/<name>")
+    mode: str = _key(f"one of {list(MODES)}", _one_of(MODES), "observer")
+    data: DataConfig = field(default_factory=DataConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    pruner: ChoiceConfig | None = None
+    scheduler: ChoiceConfig | None = None
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    search_space: Mapping[str, Any] = field(default_factory=dict)
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "source", "probe", "budget", "pruner",
+                                           "scheduler", "optuna", "ray")
+
+    @property
+    def choice(self) -> ChoiceConfig:
+        """The pruner (Optuna) or scheduler (Ray) of the chosen backend."""
+        chosen = self.scheduler if self.backend == registry.RAY else self.pruner
+        assert chosen is not None, "a validated config has the backend's choice"
+        return chosen
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for key in ("pruner", "scheduler"):
+            if out[key] is None:
+                del out[key]
+        out["search_space"] = copy.deepcopy(dict(self.search_space))
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SweepConfig:
+        """The config of a validated plain form (``to_dict``, ``sweep.json``, an
+        Optuna study's settings; also as 0.1 and 0.2 stored them)."""
+        backend = str(raw.get("backend") or registry.OPTUNA)
+        values: dict[str, Any] = {name: raw[name] for name in _specs(cls) if name in raw}
+        values.update({name: kind.from_dict(raw.get(name) or {})
+                       for name, kind in _SECTION_CLASSES.items()})
+        section = registry.SECTIONS[backend]
+        values[section] = ChoiceConfig.from_dict(raw.get(section) or {}, backend)
+        values["search_space"] = copy.deepcopy(dict(raw.get("search_space") or {}))
+        return cls(**values)
+
+
+def as_config(config: SweepConfig | Mapping[str, Any]) -> SweepConfig:
+    """``config`` as a :class:`SweepConfig` (a validated plain form is converted)."""
+    return config if isinstance(config, SweepConfig) else SweepConfig.from_dict(config)
 
 
 @dataclass(frozen=True)
@@ -268,11 +453,15 @@ PARAMS: dict[str, _Param] = {
     "trainable": _Param("choice", "one of ['all', 'top']", _one_of(("all", "top")),
                         ("all", "top")),
     "source_model": _Param("choice", "a model-zoo architecture", _zoo_name),
-    "learning_rate": _Param("float", "a number > 0", lambda v: _is_number(v) and v > 0),
+    "learning_rate": _Param("float", "a number in (0, 1000] (larger is a typo)",
+                            _positive_number_to(1000)),
     "dropout": _Param("float", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    "weight_decay": _Param("float", "a number >= 0", lambda v: _is_number(v) and v >= 0),
-    "batch_size": _Param("int", "an integer >= 1", _positive_int),
-    "head_units": _Param("int", "an integer >= 0 (0: a linear head)", _non_negative_int),
+    "weight_decay": _Param("float", "a number in [0, 10]",
+                           lambda v: _is_number(v) and 0 <= v <= 10),
+    "batch_size": _Param("int", f"an integer in [1, {MAX_UNITS}]",
+                         _int_in(1, MAX_UNITS)),
+    "head_units": _Param("int", f"an integer in [0, {MAX_UNITS}] (0: a linear head; a "
+                         "wider head does not fit in memory)", _int_in(0, MAX_UNITS)),
 }
 """The trial settings a search space may set (``engine.finetune.DEFAULTS`` and
 ``source_model``) and the values each accepts."""
@@ -290,7 +479,7 @@ _NUMBER_TEXT = re.compile(r"([+-]?(?:\d[\d_]*(?:\.\d*)?|\.\d+))(?:[eE]([+-]?\d+)
 def _yaml_hint(value: Any) -> str:
     """A hint when YAML read a number as a string (YAML 1.1 needs a decimal point
     and a signed exponent: ``1.0e-4``, ``1.0e+3``)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 100:
         return ""
     match = _NUMBER_TEXT.fullmatch(value.strip())
     if not match:
@@ -307,7 +496,10 @@ def _yaml_hint(value: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:60] + "..." + text[-10:]
+    return f"{text} ({type(value).__name__})"
 
 
 class _Checker:
@@ -334,68 +526,99 @@ class _Checker:
                          f"{_yaml_hint(value)}")
 
     # -- sections ------------------------------------------------------------------------
-    def fields(self, raw: Mapping[str, Any], fields: Mapping[str, _Field], prefix: str,
-               allowed: set[str] | None = None) -> dict[str, Any]:
-        names = set(fields) if allowed is None else allowed
-        for key in raw:
-            if key not in names:
-                extra = " (not used by this choice)" if key in fields else ""
-                raise self.fail(f"{prefix}{key}",
-                                f"unknown key{extra}; {_suggest(key, names)}")
+    def fields(self, raw: Mapping[str, Any], specs: Mapping[str, tuple[_Spec, Any]],
+               prefix: str) -> dict[str, Any]:
+        self.unknown(raw, specs, prefix)
         out: dict[str, Any] = {}
-        for key, field in fields.items():
+        for key, (spec, default) in specs.items():
             if key not in raw:
-                if field.required:
-                    raise self.fail(f"{prefix}{key}", f"missing; expected {field.expected}.")
-                out[key] = field.default
+                if spec.required:
+                    raise self.fail(f"{prefix}{key}", f"missing; expected {spec.expected}.")
+                out[key] = default
                 self.defaulted.add(f"{prefix}{key}")
                 continue
             value = raw[key]
-            if not field.check(value):
-                raise self.expected(f"{prefix}{key}", field.expected, value, field.hint)
+            if not spec.check(value):
+                raise self.expected(f"{prefix}{key}", spec.expected, value, spec.hint)
             out[key] = value
         return out
+
+    def unknown(self, raw: Mapping[str, Any], names: Any, prefix: str,
+                other: Any = ()) -> None:
+        for key in raw:
+            if key not in names:
+                extra = " (not used by this choice)" if key in other else ""
+                raise self.fail(f"{prefix}{key}", f"unknown key{extra}; {_suggest(key, names)}")
+
+    def section(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        value = raw.get(name)
+        if value is None:  # absent, or a key with nothing after it
+            return {}
+        if not isinstance(value, Mapping):
+            example = {"pruner": " such as {name: nop}", "scheduler": " such as {name: fifo}"}
+            raise self.expected(name, f"a mapping{example.get(name, '')}", value)
+        return value
 
     def config(self, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{self.where}: a sweep config must be a mapping at the top "
                               f"level, but got {_describe(raw)}; see configs/quick.yaml.")
-        allowed = set(TOP) | set(SECTIONS) | {"search_space"}
-        for key in raw:
-            if key not in allowed:
-                raise self.fail(str(key), f"unknown key; {_suggest(key, allowed)}")
-        for key in REQUIRED_SECTIONS:
+        top = _specs(SweepConfig)
+        allowed = set(top) | set(SweepConfig.SECTIONS) | {"search_space"}
+        self.unknown(raw, allowed, "")
+        for key in ("data", "budget", "search_space"):
             if key not in raw:
                 raise self.fail(key, "missing; every sweep config needs data, budget and "
                                 "search_space (see configs/quick.yaml).")
-        config = self.fields({k: raw[k] for k in TOP if k in raw}, TOP, "")
-        for section, fields in SECTIONS.items():
-            value = raw.get(section) or {}
-            if not isinstance(value, Mapping):
-                raise self.expected(section, "a mapping", value)
-            names = None
-            if section in ("pruner", "scheduler"):
-                table = PRUNERS if section == "pruner" else SCHEDULERS
-                chosen = value.get("name", fields["name"].default)
-                if chosen not in table:
-                    raise self.fail(f"{section}.name", f"expected one of {list(table)}, but "
-                                    f"got {_describe(chosen)}; {_suggest(chosen, table)}")
-                names = table[chosen] | {"name"}
-                if NCP_RULES.get(chosen) == "asha":
-                    self.renamed_rule(section, chosen, value, table)
-            config[section] = self.fields(value, fields, f"{section}.", names)
-            if names is not None and config[section]["name"] in NCP_RULES:
-                config[section]["rule"] = NCP_RULES[config[section]["name"]]
+        config = self.fields({k: raw[k] for k in top if k in raw}, top, "")
+        self.backend_sections(raw, config["backend"])
+        for name in SweepConfig.SECTIONS:
+            value = self.section(raw, name)
+            if name in _SECTION_CLASSES:
+                config[name] = self.fields(value, _specs(_SECTION_CLASSES[name]), f"{name}.")
+            elif USED_BY[name] == config["backend"]:
+                config[name] = self.choice(name, value, USED_BY[name])
         config["search_space"] = self.space(raw["search_space"], config["mode"])
         self.source(config)
         self.data(config)
         self.limits(config)
         storage = config["optuna"]["storage"]
-        if storage is not None and config["backend"] == "optuna":
+        if storage is not None and config["backend"] == registry.OPTUNA:
             check_storage_url(storage, self.where, "optuna.storage")
-        if config["output"] is None:
+        if not config["output"]:
             config["output"] = os.path.join("runs", config["name"])
         return config
+
+    def backend_sections(self, raw: Mapping[str, Any], backend: str) -> None:
+        """A section of the other backend would be ignored: refuse it (even
+        ``scheduler: {name: fifo}`` with ``backend: optuna``)."""
+        for name, used_by in USED_BY.items():
+            if name in raw and used_by != backend:
+                origin = self._origin("backend")
+                home = {"pruner": "Optuna pruners", "optuna": "Optuna settings",
+                        "scheduler": "Ray Tune schedulers", "ray": "Ray settings"}[name]
+                raise ConfigError(
+                    f"{self.where}: {name}: not used by backend: {backend}{origin} ({home} "
+                    f"apply to backend: {used_by} only); remove the {name} section, or set "
+                    f"backend: {used_by}.")
+
+    def choice(self, section: str, value: Mapping[str, Any], host: str) -> dict[str, Any]:
+        """The ``pruner`` or ``scheduler`` section: a registry name and its settings."""
+        table = registry.HOSTS[host]
+        chosen = value.get("name", registry.DEFAULT)
+        if chosen not in table:
+            raise self.fail(f"{section}.name", f"expected one of {list(table)}, but "
+                            f"got {_describe(chosen)}; {_suggest(chosen, table)}")
+        entry = table[chosen]
+        if entry.rule == "asha":
+            self.renamed_rule(section, chosen, value, host)
+        specs = {key: (_Spec(registry.SETTINGS[key].expected, registry.SETTINGS[key].check),
+                       registry.SETTINGS[key].default) for key in entry.settings}
+        self.unknown(value, {"name", *entry.settings}, f"{section}.",
+                     other=registry.SETTINGS)
+        out = self.fields({k: v for k, v in value.items() if k != "name"}, specs,
+                          f"{section}.")
+        return {"name": chosen, **out}
 
     # -- the search space ----------------------------------------------------------------
     def space(self, space: Any, mode: str) -> dict[str, Any]:
@@ -437,10 +660,7 @@ class _Checker:
         if kind not in SPEC_KEYS:
             raise self.fail(f"{path}.type", f"expected one of {list(SPEC_KEYS)}, but got "
                             f"{_describe(kind)}; {_suggest(kind, SPEC_KEYS)}")
-        for key in spec:
-            if key not in SPEC_KEYS[kind]:
-                raise self.fail(f"{path}.{key}", f"unknown key of a {kind} spec; "
-                                f"{_suggest(key, SPEC_KEYS[kind])}")
+        self.unknown(spec, SPEC_KEYS[kind], f"{path}.")
         if kind == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -507,6 +727,7 @@ class _Checker:
                                 f"images of shape {IMAGE_SHAPES[trained_on]}, but the target "
                                 f"{config['data']['target']!r} has {IMAGE_SHAPES[target]}; "
                                 f"use a {target} source task.")
+            self.classes("source.task", source["task"])
         if source["file"] is not None:
             source["file"] = self.model_file(source["file"], target)
         if source["application"] is not None:
@@ -544,8 +765,27 @@ class _Checker:
             raise self.fail("source.file", f"{shown} {problem}")
         return str(path.resolve())
 
+    def classes(self, path: str, spec: str) -> None:
+        """A classification task needs at least 2 classes, each a label of the data."""
+        from ncp_search.app.data import _parse_spec
+
+        classes = _parse_spec(spec)[1]
+        if classes is None:
+            return
+        bad = sorted({c for c in classes if not 0 <= c < NUM_CLASSES})
+        if bad:
+            raise self.fail(path, f"the data's labels are 0-{NUM_CLASSES - 1}, but {spec!r} "
+                            f"names {bad}; e.g. '{spec.partition(':')[0]}:5-9'.")
+        if len(set(classes)) < 2:
+            raise self.fail(path, f"a classifier needs at least 2 classes, but {spec!r} has "
+                            f"{len(set(classes))}; name more, e.g. "
+                            f"'{spec.partition(':')[0]}:5-9'.")
+
     def data(self, config: dict[str, Any]) -> None:
-        if _dataset(config["data"]["target"]) == "digits":
+        target = config["data"]["target"]
+        self.classes("data.target", target)
+        dataset = _dataset(target)
+        if dataset == "digits":
             for key in ("n_train", "n_val"):
                 if config["data"][key] is not None:
                     raise self.fail(f"data.{key}", "not available for digits (its split is "
@@ -554,41 +794,41 @@ class _Checker:
 
     def limits(self, config: dict[str, Any]) -> None:
         budget = config["budget"]
-        if config["backend"] == "optuna":
+        if config["backend"] == registry.OPTUNA:
             pruner = config["pruner"]
-            used = PRUNERS[pruner["name"]]
-            if "n_warmup_steps" in used and pruner["n_warmup_steps"] >= budget["epochs"]:
+            if "n_warmup_steps" in pruner and pruner["n_warmup_steps"] >= budget["epochs"]:
                 self.idle("pruner.n_warmup_steps", "budget.epochs",
                           f"{pruner['n_warmup_steps']} warm-up epochs of "
                           f"{budget['epochs']}: no epoch is past the warm-up, so nothing "
                           "would ever be pruned; set n_warmup_steps < budget.epochs")
-            if "n_startup_trials" in used and pruner["n_startup_trials"] >= budget["trials"]:
+            if "n_startup_trials" in pruner and pruner["n_startup_trials"] >= budget["trials"]:
                 self.idle("pruner.n_startup_trials", "budget.trials",
                           f"{pruner['n_startup_trials']} start-up trials of "
                           f"{budget['trials']}: every trial is a start-up trial, so nothing "
                           "would ever be pruned; set n_startup_trials < budget.trials")
         else:
             scheduler = config["scheduler"]
-            used = SCHEDULERS[scheduler["name"]]
-            if "grace_period" in used and scheduler["grace_period"] > budget["epochs"]:
+            if "grace_period" in scheduler and scheduler["grace_period"] > budget["epochs"]:
                 raise self.fail("scheduler.grace_period", f"{scheduler['grace_period']} "
                                 f"exceeds budget.epochs={budget['epochs']}"
                                 f"{self._origin('budget.epochs')}; set grace_period <= "
                                 "budget.epochs.")
 
     def renamed_rule(self, section: str, chosen: str, value: Mapping[str, Any],
-                     table: Mapping[str, set[str]]) -> None:
+                     host: str) -> None:
         """A 0.1 config: ``name: ncp`` with the percentile rule's settings, which
         ``ncp`` (now ASHA) does not read."""
-        old = sorted(k for k in value if k not in table["ncp"] | {"name"}
-                     and k in table["ncp_percentile"])
+        asha = registry.HOSTS[host][chosen].settings
+        (percentile,) = registry.ncp_names(host, "percentile")
+        old = sorted(k for k in value if k not in (*asha, "name")
+                     and k in registry.HOSTS[host][percentile].settings)
         if old:
             raise self.fail(
                 f"{section}.{old[0]}",
                 f"not used by {section}: {chosen} since ncp_search 0.2 "
                 f"({chosen} is ASHA on predicted finals, the budget "
                 f"benchmark's pick; docs/budget/). To keep the percentile rule, set "
-                f"{section}: {{name: ncp_percentile, ...}}; to use ASHA, remove "
+                f"{section}: {{name: {percentile}, ...}}; to use ASHA, remove "
                 f"{', '.join(old)}.")
 
     def idle(self, path: str, other: str, message: str) -> None:
@@ -709,7 +949,7 @@ def _importable(module: str) -> bool:
 def validate_sweep_config(raw: Any, where: str = "<config>", *,
                           base_dir: str | os.PathLike[str] | None = None,
                           overridden: Mapping[str, str] | None = None,
-                          warnings: list[str] | None = None) -> dict[str, Any]:
+                          warnings: list[str] | None = None) -> SweepConfig:
     """Check a parsed config and return it completed with defaults.
 
     Args:
@@ -726,36 +966,41 @@ def validate_sweep_config(raw: Any, where: str = "<config>", *,
     """
     checker = _Checker(where, overridden or {}, None if base_dir is None else Path(base_dir),
                        [] if warnings is None else warnings)
-    return checker.config(raw)
-
-
-def describe_choice(settings: Mapping[str, Any], table: Mapping[str, set[str]]) -> str:
-    """A validated ``pruner`` or ``scheduler`` section in one line (for logs and
-    reports): its name and the settings that choice uses, e.g. ``ncp (predictor=best)``."""
-    name = settings["name"]
-    used = {k: v for k, v in settings.items() if k in table[name] and v is not None}
-    return f"{name} ({', '.join(f'{k}={v}' for k, v in used.items())})" if used else name
+    return SweepConfig.from_dict(checker.config(raw))
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
-    """The YAML document at ``path``, read with the safe loader; duplicate keys are
-    refused (YAML keeps the last silently).
+    """The YAML document at ``path``, read with the safe loader within bounds: at
+    most :data:`MAX_YAML_BYTES`, :data:`MAX_YAML_DEPTH` levels of nesting and
+    :data:`MAX_YAML_NODES` values once aliases are expanded, no recursive alias and
+    no duplicate key (YAML keeps the last silently).
 
     Raises:
-        ConfigError: for a missing or unreadable file, bad YAML or a duplicate key.
+        ConfigError: for a missing, unreadable or oversized file, bad YAML, YAML out
+            of bounds or a duplicate key.
     """
     import yaml
 
     where = os.fspath(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            data = file.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such config file; see configs/ for examples.") from None
     except IsADirectoryError:
         raise ConfigError(f"{where}: a folder, not a config file; see configs/.") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read the config ({error}).") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_YAML_BYTES:,} bytes, the most a sweep "
+                          "config may have (configs/quick.yaml has 2 KB); is it the right "
+                          "file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
         raise ConfigError(f"{where}: cannot read the config ({error}).") from None
     try:
+        _check_shape(text, where)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_duplicates(root, where, "")
         return yaml.safe_load(text)
@@ -764,6 +1009,45 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
         raise ConfigError(f"{where}: not valid YAML{line}: {problem}.") from None
+
+
+def _check_shape(text: str, where: str) -> None:
+    """Walk YAML's event stream (no recursion, nothing built): refuse nesting deeper
+    than :data:`MAX_YAML_DEPTH`, an alias of a collection it is inside (recursive) and
+    aliases that expand past :data:`MAX_YAML_NODES` values."""
+    import yaml
+
+    sizes: dict[str, int] = {}  # anchor -> values it expands to
+    open_anchors: list[str | None] = []
+    counts: list[int] = [0]  # values inside each open collection (the stream at 0)
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = getattr(event.start_mark, "line", 0) + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_anchors) >= MAX_YAML_DEPTH:
+                raise ConfigError(f"{where}: YAML nested deeper than {MAX_YAML_DEPTH} levels "
+                                  f"at line {line} (a sweep config nests 4); flatten it.")
+            open_anchors.append(event.anchor)
+            counts.append(0)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor = open_anchors.pop()
+            size = counts.pop() + 1
+            if anchor is not None:
+                sizes[anchor] = size
+            counts[-1] += size
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in open_anchors:
+                raise ConfigError(f"{where}: the alias *{event.anchor} at line {line} is "
+                                  f"inside the value it names (a recursive alias); write the "
+                                  "value out.")
+            counts[-1] += sizes.get(str(event.anchor), 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            counts[-1] += 1
+        if counts[-1] > MAX_YAML_NODES:
+            raise ConfigError(f"{where}: the YAML's aliases (*name) expand to more than "
+                              f"{MAX_YAML_NODES:,} values by line {line} (a sweep config has "
+                              "a few dozen); write the values out instead of nesting aliases.")
 
 
 def _check_duplicates(node: Any, where: str, prefix: str) -> None:
@@ -788,7 +1072,7 @@ def _check_duplicates(node: Any, where: str, prefix: str) -> None:
 
 def load_sweep_config(path: str | os.PathLike[str],
                       overrides: Mapping[str, tuple[Any, str]] | None = None,
-                      warnings: list[str] | None = None) -> dict[str, Any]:
+                      warnings: list[str] | None = None) -> SweepConfig:
     """Read a sweep config with YAML's safe loader and validate it (with command-line
     overrides applied first).
 
@@ -799,7 +1083,8 @@ def load_sweep_config(path: str | os.PathLike[str],
         warnings: receives the warnings of :func:`validate_sweep_config`.
 
     Raises:
-        ConfigError: for a missing or unreadable file, bad YAML or any schema error.
+        ConfigError: for a missing, unreadable or oversized file, bad YAML or any
+            schema error.
     """
     raw = read_yaml(path)
     flags: dict[str, str] = {}
