@@ -68,7 +68,14 @@ _NO_INCUMBENT = frozenset({"no_reports", "last_step", "completed_before_restore"
 """Reasons after which the incumbent test does not run (the trial is not judged yet)."""
 
 
-class StudyView(Protocol):
+class Horizon(Protocol):
+    """The part of a view that places the last step (:meth:`Policy.horizon`)."""
+
+    def max_last_step(self) -> float | None:
+        """The largest last step of a completed trial (None while none has one)."""
+
+
+class StudyView(Horizon, Protocol):
     """What a policy reads of the *other* trials of the study ("higher is better").
 
     Failed, errored and removed trials are never in it, nor is the trial being
@@ -90,9 +97,6 @@ class StudyView(Protocol):
     def rung_values(self, rung: float) -> Sequence[float]:
         """The predictions the other trials had at ``rung`` (their first report at or
         past it; NaN or absent for those that never reached it)."""
-
-    def max_last_step(self) -> float | None:
-        """The largest last step of a completed trial (None while none has one)."""
 
 
 @dataclass
@@ -222,7 +226,7 @@ class Policy:
         return f"{type(self).__name__}({shown})"
 
     # ---------------------------------------------------------------- prediction
-    def horizon(self, trial: TrialHistory, view: StudyView) -> float:
+    def horizon(self, trial: TrialHistory, view: Horizon) -> float:
         """The step a complete trial reports last, as far as the policy knows."""
         if self.max_step is not None:
             return self.max_step
@@ -254,7 +258,7 @@ class Policy:
         return predict_final(self.predictor, trial, horizon=self.horizon(trial, view),
                              peers=peers, model=model)
 
-    def value_at(self, trial: TrialHistory, step: float, view: StudyView) -> float:
+    def value_at(self, trial: TrialHistory, step: float, view: Horizon) -> float:
         """What the policy would have predicted for ``trial`` at its ``step``, from its
         curve up to there: for hosts that store no prediction there. NaN for
         predictors that need the probe or other trials (not reconstructible)."""
@@ -469,6 +473,43 @@ POLICIES: dict[str, type[Policy]] = {"asha": AshaPolicy, "percentile": Percentil
 """Every policy by its rule name."""
 
 
+def build_policy(
+    rule: str,
+    host: str,
+    *,
+    percentile: float | None = None,
+    n_startup_trials: int | None = None,
+    n_warmup_steps: float | None = None,
+    interval_steps: int | None = None,
+    kappa: float | None = None,
+    reduction_factor: float = 3.0,
+    min_resource: float = 1,
+    first_step: float = 0,
+    **common: Any,
+) -> Policy:
+    """The policy an adapter's 0.2-style arguments stand for (``NCPPruner(rule=...,
+    ...)``, ``NCPScheduler(rule=..., ...)``): ``rule`` and the settings of both rules,
+    ``None`` meaning "not passed".
+
+    Raises:
+        ValueError: Optuna-style, naming the argument; also when a setting only the
+            percentile rule reads is passed with ``rule="asha"`` (it would be
+            ignored: code written for 0.1 would change behaviour silently).
+    """
+    given = rules.rule_settings(
+        rule, host, reduction_factor=reduction_factor,
+        incumbent_alpha=common.get("incumbent_alpha"), percentile=percentile,
+        n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
+        interval_steps=interval_steps, kappa=kappa)
+    if rule == "asha":
+        return AshaPolicy(reduction_factor=reduction_factor, min_resource=min_resource,
+                          first_step=first_step, host=host, **common)
+    return PercentilePolicy(
+        host=host, percentile=given["percentile"], n_startup_trials=int(given["n_startup_trials"]),
+        n_warmup_steps=given["n_warmup_steps"], interval_steps=int(given["interval_steps"]),
+        kappa=given["kappa"], **common)
+
+
 def make_policy(rule: str, **settings: Any) -> Policy:
     """The policy named ``rule`` with ``settings``.
 
@@ -482,4 +523,4 @@ def make_policy(rule: str, **settings: Any) -> Policy:
 
 
 __all__ = ["POLICIES", "PREDICTION_SERIES", "AshaPolicy", "PercentilePolicy", "Policy",
-           "StaticView", "StudyView", "Verdict", "make_policy"]
+           "StaticView", "StudyView", "Verdict", "build_policy", "make_policy"]

@@ -22,7 +22,7 @@ trials that a policy decides on.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +102,7 @@ class TrialPool:
         self.sign = sign
         self.tracks: dict[str, Track] = {}
         self.rungs: dict[float, dict[str, float]] = {}
-        self._completed: dict[str, TrialHistory] | None = None
+        self._completed: dict[Hashable, TrialHistory] | None = None
 
     # ---------------------------------------------------------------- changes
     def apply(self, event: Mapping[str, Any]) -> Track:
@@ -177,11 +177,23 @@ class TrialPool:
         for recorded in self.rungs.values():
             recorded.pop(trial_id, None)
 
+    @classmethod
+    def replay(cls, events: Iterable[Mapping[str, Any]], sign: float = 1.0) -> TrialPool:
+        """A pool rebuilt from its events (a journal); an event that does not apply
+        (a schema-valid line inconsistent with the rest) is skipped."""
+        pool = cls(sign)
+        for event in events:
+            try:
+                pool.apply(event)
+            except (KeyError, TypeError, ValueError):
+                continue
+        return pool
+
     # ---------------------------------------------------------------- reading
     def history(self, trial_id: str) -> TrialHistory:
         return self.tracks[trial_id].history(self.sign)
 
-    def completed(self) -> dict[str, TrialHistory]:
+    def completed(self) -> dict[Hashable, TrialHistory]:
         """Histories of the completed trials (kept until one completes or restarts)."""
         if self._completed is None:
             self._completed = {k: t.history(self.sign) for k, t in self.tracks.items()

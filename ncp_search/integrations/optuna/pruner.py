@@ -35,7 +35,7 @@ except ImportError as error:  # pragma: no cover - exercised without optuna only
 
 from ncp_search.core import rules
 from ncp_search.core.history import REPORTED_SERIES
-from ncp_search.core.policy import AshaPolicy, PercentilePolicy, Policy, Verdict
+from ncp_search.core.policy import Policy, Verdict, build_policy
 from ncp_search.core.predictors import missing_inputs
 from ncp_search.integrations.optuna.index import (
     BETA_ATTR,
@@ -129,12 +129,16 @@ class NCPPruner(BasePruner):
         if base is not None and not isinstance(base, BasePruner):
             raise TypeError(f"base must be an optuna pruner, but got {type(base).__name__}.")
         if policy is None:
-            policy = _build(rule, percentile=percentile, n_startup_trials=n_startup_trials,
-                            n_warmup_steps=n_warmup_steps, interval_steps=interval_steps,
-                            kappa=kappa, max_step=max_step, predictor=predictor,
-                            reduction_factor=reduction_factor, min_resource=min_resource,
-                            first_step=first_step, incumbent_alpha=incumbent_alpha,
-                            prune_diverged=prune_diverged, feeds=self.FEEDS)
+            if first_step not in (0, 1):
+                raise ValueError("first_step must be 0 (epochs reported from 0) or 1 (from 1), "
+                                 f"but got first_step={first_step!r}.")
+            policy = build_policy(
+                rule, "NCPPruner", percentile=percentile, n_startup_trials=n_startup_trials,
+                n_warmup_steps=n_warmup_steps, interval_steps=interval_steps, kappa=kappa,
+                max_step=max_step, predictor=predictor, reduction_factor=reduction_factor,
+                min_resource=min_resource, first_step=first_step,
+                incumbent_alpha=incumbent_alpha, prune_diverged=prune_diverged,
+                feeds=self.FEEDS)
         elif not isinstance(policy, Policy):
             raise TypeError(f"policy must be an ncp_search Policy, but got "
                             f"{type(policy).__name__}.")
@@ -227,25 +231,6 @@ class NCPPruner(BasePruner):
         """The decision for ``trial`` at its latest step, with the reason (what
         :meth:`prune` returns as ``decision.stop``)."""
         return self._verdict(study, trial).decision
-
-
-def _build(rule: str, *, percentile: float | None, n_startup_trials: int | None,
-           n_warmup_steps: int | None, interval_steps: int | None, kappa: float | None,
-           reduction_factor: float, min_resource: int, first_step: int,
-           **common: Any) -> Policy:
-    """The policy that ``NCPPruner(rule=..., ...)`` stands for (0.2's arguments)."""
-    given = rules.rule_settings(
-        rule, "NCPPruner", reduction_factor=reduction_factor,
-        incumbent_alpha=common["incumbent_alpha"], percentile=percentile,
-        n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
-        interval_steps=interval_steps, kappa=kappa)
-    if first_step not in (0, 1):
-        raise ValueError("first_step must be 0 (epochs reported from 0) or 1 (from 1), "
-                         f"but got first_step={first_step!r}.")
-    if rule == "asha":
-        return AshaPolicy(reduction_factor=reduction_factor, min_resource=min_resource,
-                          first_step=first_step, host="NCPPruner", **common)
-    return PercentilePolicy(host="NCPPruner", **given, **common)
 
 
 __all__ = ["BETA_ATTR", "HISTORY_ATTR", "PREDICTION_ATTR", "TERMS_ATTR", "NCPPruner",

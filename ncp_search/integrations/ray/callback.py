@@ -9,7 +9,7 @@ try:
     from ray.tune.integration.keras import TuneReportCheckpointCallback
 except ImportError as error:  # pragma: no cover
     raise ImportError(
-        "ncp_search.NCPTuneCallback needs Ray Tune: pip install 'ray[tune]'"
+        "ncp_search.NCPTuneCallback needs Ray Tune: pip install 'ncp-search[ray]'"
     ) from error
 
 from ncp_search.core.history import PROBE_TERMS

@@ -14,8 +14,12 @@ its verdict becomes STOP or CONTINUE. The pool's events go to a JSON-lines journ
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
+from collections.abc import Sequence
+from numbers import Real
 from typing import Any
 
 try:
@@ -27,7 +31,7 @@ except ImportError as error:  # pragma: no cover
 
 from ncp_search.core import rules
 from ncp_search.core.history import PROBE_TERMS, REPORTED_SERIES, as_number
-from ncp_search.core.policy import AshaPolicy, PercentilePolicy, Policy
+from ncp_search.core.policy import Policy, build_policy
 from ncp_search.core.pool import Track, TrialPool
 from ncp_search.integrations.ray.journal import FORMAT, Journal
 
@@ -106,28 +110,14 @@ class NCPScheduler(FIFOScheduler):
         super().__init__()
         if mode not in (None, "max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', but got mode={mode!r}.")
-        if not isinstance(grace_period, int) or grace_period < 1:
-            raise ValueError(f"grace_period must be an int >= 1, but got "
-                             f"grace_period={grace_period!r}.")
-        if not isinstance(max_t, int) or max_t < grace_period:
-            raise ValueError(f"max_t must be an int >= grace_period, but got max_t={max_t!r}, "
-                             f"grace_period={grace_period}.")
-        for name, value in (("time_attr", time_attr), ("beta_key", beta_key)):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string, but got {name}={value!r}.")
+        _check(grace_period=grace_period, max_t=max_t, time_attr=time_attr, beta_key=beta_key)
         if policy is None:
-            given = rules.rule_settings(rule, "NCPScheduler", reduction_factor=reduction_factor,
-                                        incumbent_alpha=incumbent_alpha, percentile=percentile,
-                                        n_startup_trials=n_startup_trials, kappa=kappa)
-            common = {"predictor": predictor, "max_step": max_t, "host": "NCPScheduler",
-                      "incumbent_alpha": incumbent_alpha, "prune_diverged": prune_diverged,
-                      "feeds": self.FEEDS}
-            policy = (AshaPolicy(reduction_factor=reduction_factor, min_resource=grace_period,
-                                 first_step=1, **common) if rule == "asha" else
-                      PercentilePolicy(percentile=given["percentile"],
-                                       n_startup_trials=int(given["n_startup_trials"]),
-                                       n_warmup_steps=grace_period, kappa=given["kappa"],
-                                       **common))
+            policy = build_policy(
+                rule, "NCPScheduler", percentile=percentile, n_startup_trials=n_startup_trials,
+                n_warmup_steps=None if rule == "asha" else grace_period, kappa=kappa,
+                reduction_factor=reduction_factor, min_resource=grace_period, first_step=1,
+                predictor=predictor, max_step=max_t, incumbent_alpha=incumbent_alpha,
+                prune_diverged=prune_diverged, feeds=self.FEEDS)
         elif not isinstance(policy, Policy):
             raise TypeError(f"policy must be an ncp_search Policy, but got "
                             f"{type(policy).__name__}.")
@@ -257,7 +247,7 @@ class NCPScheduler(FIFOScheduler):
                          "stop": verdict.stop, "rung": verdict.rung})
         return verdict.decision
 
-    def _no_value(self, result: dict[str, Any], bad: list[str | None]) -> rules.Decision:
+    def _no_value(self, result: dict[str, Any], bad: Sequence[str | None]) -> rules.Decision:
         self._warn_once(
             "metric", f"results with a missing, non-numeric or non-finite {bad} (got "
             f"{[result.get(k) for k in bad if k]}); NCPScheduler lets such trials run. "
@@ -278,40 +268,40 @@ class NCPScheduler(FIFOScheduler):
 
     def _load_once(self) -> None:
         """After Tuner.restore: replay the journal."""
-        if self._loaded or self._journal is None:
-            return
-        self._loaded = True
-        events = self._journal.read()
-        if not events:
-            return
-        self._pool = TrialPool(self._sign)
-        for event in events:
-            try:
-                self._pool.apply(event)
-            except (KeyError, TypeError, ValueError):
-                continue  # schema-valid but inconsistent; the pool stays as it was
+        if not self._loaded and self._journal is not None:
+            self._loaded = True
+            events = self._journal.read()
+            if events:
+                self._pool = TrialPool.replay(events, self._sign)
 
     def state(self) -> dict[str, Any]:
         """The scheduler's state as plain JSON (what :meth:`save` writes)."""
         return {"format": STATE_FORMAT, **self._pool.state()}
 
     def save(self, checkpoint_path: str) -> None:
-        import json
-        import os
-
         tmp = f"{checkpoint_path}.tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(self.state(), handle, allow_nan=False)
         os.replace(tmp, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        import json
-
         with open(checkpoint_path, encoding="utf-8") as handle:
             state = json.load(handle)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"{checkpoint_path} is not an NCPScheduler state file.")
         self._pool.load_state(state)
+
+
+def _check(*, grace_period: Any, max_t: Any, time_attr: Any, beta_key: Any) -> None:
+    for name, value in (("grace_period", grace_period), ("max_t", max_t)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not float(value) >= 1:
+            raise ValueError(f"{name} must be a number >= 1, but got {name}={value!r}.")
+    if float(max_t) < float(grace_period):
+        raise ValueError(f"max_t must be >= grace_period, but got max_t={max_t}, "
+                         f"grace_period={grace_period}.")
+    for name, value in (("time_attr", time_attr), ("beta_key", beta_key)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a non-empty string, but got {name}={value!r}.")
 
 
 def _null(value: float) -> float | None:

@@ -24,7 +24,9 @@ try:
     import ray
     from ray import tune
 except ImportError as error:  # pragma: no cover
-    raise ImportError("ncp_search's Ray helpers need Ray Tune: pip install 'ray[tune]'") from error
+    raise ImportError(
+        "ncp_search's Ray helpers need Ray Tune: pip install 'ncp-search[ray]'"
+    ) from error
 
 from ncp_search.core.history import probe_series
 from ncp_search.core.predictors import get_predictor
