@@ -71,7 +71,9 @@ try:
         TrialScheduler,
     )
 except ImportError as error:  # pragma: no cover
-    raise ImportError("research.ray_replay needs Ray Tune: pip install 'ray[tune]'") from error
+    raise ImportError(
+        "research.ray_replay needs Ray Tune: pip install 'ncp-search[ray]'"
+    ) from error
 
 from ncp_search.integrations.ray.scheduler import NCPScheduler
 from research.replay_common import epochs_to_reach, parse_spec, plot_anytime_regret, step_value

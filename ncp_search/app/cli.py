@@ -25,6 +25,7 @@ unchanged, at once.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import re
@@ -360,9 +361,37 @@ def run_command(args: argparse.Namespace, prog: str) -> int:
         return 130
 
 
+# What the subcommands import beyond the base install (module: its distribution); the
+# ``app`` extra installs them.
+APP_MODULES = {"tensorflow": "tensorflow", "keras": "keras", "optuna": "optuna",
+               "matplotlib": "matplotlib", "yaml": "pyyaml"}
+
+
+def missing_app_distributions() -> list[str]:
+    """The distributions of :data:`APP_MODULES` that cannot be imported (found without
+    importing them)."""
+    missing = []
+    for module, distribution in APP_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(distribution)
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ncp-search`` console script."""
-    return run_command(build_parser().parse_args(argv), "ncp-search")
+    """Entry point of the ``ncp-search`` console script: ``--help`` always works; a
+    subcommand with a dependency of the ``app`` extra missing is one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    missing = missing_app_distributions()
+    if missing:
+        print(f"ncp-search: error: the command line needs {', '.join(missing)}, which "
+              f"{'is' if len(missing) == 1 else 'are'} not installed: "
+              "pip install 'ncp-search[app]'", file=sys.stderr)
+        return 2
+    return run_command(args, "ncp-search")
 
 
 if __name__ == "__main__":  # pragma: no cover

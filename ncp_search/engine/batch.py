@@ -41,7 +41,11 @@ def probe_batch(x: Any, y: Any, n: int = 256, seed: int = 0) -> tuple[Any, np.nd
             gives the largest ``n`` the data allows).
 
     Example:
+        >>> x_train = np.random.default_rng(0).random((1000, 8, 8, 1), dtype="float32")
+        >>> y_train = np.arange(1000) % 10
         >>> x_probe, y_probe = probe_batch(x_train, y_train, n=256, seed=0)
+        >>> x_probe.shape, np.bincount(y_probe).tolist()  # every class, in proportion
+        ((256, 8, 8, 1), [25, 25, 26, 26, 26, 26, 26, 26, 25, 25])
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, but got n={n!r}.")

@@ -25,8 +25,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import numpy as np
+
+try:
+    import keras
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
+    ) from error
 
 from ncp_search.core.history import probe_series
 from ncp_search.engine.capacitance import BetaEffMeter

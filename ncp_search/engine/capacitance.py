@@ -39,9 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+try:
+    import keras
+    import tensorflow as tf
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
+    ) from error
 
 from ncp_search.engine.probe import ProbeParts, split_probe
 
@@ -304,6 +310,8 @@ def beta_eff_from_weights(
         >>> rng = np.random.default_rng(0)
         >>> ks = [rng.normal(size=s) for s in [(5, 4), (4, 4), (4, 4), (4, 3)]]
         >>> b = beta_eff_from_weights(ks, rng.normal(size=(8, 5)), rng.integers(0, 3, 8))
+        >>> round(b, 3)
+        0.226
     """
     return beta_eff_terms_from_weights(
         kernels, features, labels, precision=precision, eps=eps
@@ -350,8 +358,15 @@ class BetaEffMeter:
         ``share_trace=False``.
 
     Example:
-        >>> meter = BetaEffMeter(probed, x_probe, y_probe)
-        >>> meter().beta_eff  # after each epoch
+        >>> import ncp_search
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+        ...                           keras.layers.Dense(3, activation="softmax")])
+        >>> rng = np.random.default_rng(0)
+        >>> x_probe, y_probe = rng.random((32, 8), dtype="float32"), rng.integers(0, 3, 32)
+        >>> meter = BetaEffMeter(ncp_search.observer_probe(model), x_probe, y_probe)
+        >>> terms = meter()  # after each epoch: reads the model's current weights
+        >>> bool(np.isfinite(terms.beta_eff))
+        True
     """
 
     def __init__(
@@ -712,8 +727,16 @@ def beta_eff(
         ValueError: on bad labels or shapes.
 
     Example:
+        >>> import ncp_search
+        >>> source_model = keras.Sequential([
+        ...     keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+        ...     keras.layers.Dense(3, activation="softmax")])
         >>> probed = ncp_search.attach_probe(source_model, num_classes=5)
-        >>> ncp_search.engine.capacitance(probed, x_probe, y_probe)
+        >>> rng = np.random.default_rng(0)
+        >>> x_probe, y_probe = rng.random((32, 8), dtype="float32"), rng.integers(0, 5, 32)
+        >>> value = ncp_search.beta_eff(probed, x_probe, y_probe)
+        >>> bool(np.isfinite(value))
+        True
 
     References:
         Jiang et al. 2024, Eq. 2 and Eq. 7; Algorithm 1.

@@ -28,7 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
+try:
+    import keras
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
+    ) from error
 
 from ncp_search.engine.probe import attach_probe, classifier_features, observer_probe
 

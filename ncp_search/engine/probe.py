@@ -17,8 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import numpy as np
+
+try:
+    import keras
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
+    ) from error
 
 from ncp_search.errors import ProbeError
 
@@ -169,8 +175,12 @@ def attach_probe(
         ncp_search.ProbeError: if the model has no identifiable feature output.
 
     Example:
+        >>> source_model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, "relu"),
+        ...                                  keras.layers.Dense(10, "softmax")])
         >>> probed = attach_probe(source_model, num_classes=5, hidden=(64, 64, 64))
         >>> probed.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+        >>> probed.output.shape  # the probe's 5 classes replace the source's 10
+        (None, 5)
 
     References:
         Jiang et al. 2024, Algorithm 1, steps 1-2.

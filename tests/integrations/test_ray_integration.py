@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+pytest.importorskip("ray.tune", reason="optional dependency: pip install 'ncp-search[ray]'")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402

@@ -225,7 +225,7 @@ def test_command_writes_the_report_and_plots(tmp_path, capsys):
 
 
 def test_ray_scheduler_names_take_options():
-    pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+    pytest.importorskip("ray.tune", reason="optional dependency: pip install 'ncp-search[ray]'")
     import research.ray_replay as ray_replay
 
     asha = ray_replay.make_scheduler("async_hyperband,rf=3", 20)
@@ -300,7 +300,7 @@ def _stop_steps_optuna(curves: list[list[float]], direction: str, max_t: int) ->
 
 
 def _stop_steps_tune(curves: list[list[float]], mode: str, max_t: int) -> list[int | None]:
-    pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+    pytest.importorskip("ray.tune", reason="optional dependency: pip install 'ncp-search[ray]'")
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
     class Stub:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+pytest.importorskip("ray.tune", reason="optional dependency: pip install 'ncp-search[ray]'")
 
 import research.ray_replay as ray_replay  # noqa: E402
 from tests.synthetic_runs import make_runs  # noqa: E402
