@@ -124,3 +124,69 @@ def test_the_final_model_is_flushed_before_it_is_renamed_into_place(tmp_path,
 def test_sweep_id_is_set_in_the_study(tmp_path, seeds) -> None:
     run_sweep(str(_config(tmp_path, 1)), stream=io.StringIO())
     assert _study(tmp_path).user_attrs[ID_ATTR] == read_meta(tmp_path / "out" / "sweep.json")["id"]
+
+
+def _ownerless(study: optuna.Study, started_ago_s: float) -> int:
+    """A RUNNING trial no worker owns (a notebook's ``study.ask()``), started
+    ``started_ago_s`` seconds ago."""
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial
+
+    trial = FrozenTrial(
+        number=0, state=TrialState.RUNNING, value=None,
+        datetime_start=datetime.now() - timedelta(seconds=started_ago_s),
+        datetime_complete=None, params={"learning_rate": 0.01},
+        distributions={"learning_rate": FloatDistribution(1e-3, 0.1)}, user_attrs={},
+        system_attrs={}, intermediate_values={}, trial_id=0)
+    study.add_trial(trial)
+    return study.trials[-1].number
+
+
+def test_an_ownerless_running_trial_does_not_hang_resume(tmp_path, seeds, caplog) -> None:
+    config = _config(tmp_path, 1)
+    run_sweep(str(config), stream=io.StringIO())
+    study = _study(tmp_path)
+    old = _ownerless(study, started_ago_s=3600)  # over stale_after_s (default 120)
+    fresh = _ownerless(study, started_ago_s=0)  # may still be someone's: kept
+    # budget.minutes bounds a hang (the bug): the resume must end well before it.
+    raw = yaml.safe_load(config.read_text())
+    raw["budget"] = {"trials": 3, "epochs": 2, "minutes": 2}
+    config.write_text(yaml.safe_dump(raw))
+    started = len(seeds)
+    from ncp_search.app.sweep import optuna_backend
+
+    real = optuna_backend.fail_ownerless_trials
+
+    def fail_fresh_too(study, grace_s):  # the fresh one ends once the test saw it kept
+        failed = real(study, grace_s)
+        if not failed and study.trials[fresh].state == TrialState.RUNNING:
+            study.tell(fresh, state=TrialState.FAIL)
+        return failed
+
+    optuna_backend.fail_ownerless_trials = fail_fresh_too
+    try:
+        summary = run_sweep(str(config), resume=True, stream=io.StringIO())
+    finally:
+        optuna_backend.fail_ownerless_trials = real
+    trials = _study(tmp_path).trials
+    assert trials[old].state == TrialState.FAIL
+    retry = [t for t in trials if t.user_attrs.get(sweep_optuna.RETRY_ATTR) == old]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == {"learning_rate": 0.01}
+    assert summary["running"] == 0 and len(seeds) > started
+    assert not [t for t in trials if t.user_attrs.get(sweep_optuna.RETRY_ATTR) == fresh]
+    assert "RUNNING for" in caplog.text and "no worker" in caplog.text
+
+
+def test_stale_after_s_is_a_bounded_setting(tmp_path) -> None:
+    from ncp_search.app.sweep.config import ConfigError, validate_sweep_config
+
+    raw = {k: v for k, v in BASE.items()}
+    config = validate_sweep_config({**raw, "optuna": {"stale_after_s": 30}})
+    assert sweep_optuna.stale_after(config) == 30
+    assert sweep_optuna.stale_after(validate_sweep_config(raw)) == sweep_optuna.GRACE_S
+    for bad in (5, 10**9, "1"):
+        with pytest.raises(ConfigError, match="stale_after_s"):
+            validate_sweep_config({**raw, "optuna": {"stale_after_s": bad}})

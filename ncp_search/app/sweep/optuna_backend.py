@@ -33,6 +33,7 @@ run again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -55,6 +56,7 @@ from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.optuna.reporting import record_decision, report_beta_eff
 
+logger = logging.getLogger(__name__)
 WORKER_ATTR = "ncp_worker"
 MODEL_ATTR = "ncp_model_path"
 RETRY_ATTR = "retry_of"
@@ -124,7 +126,7 @@ CONNECT_TIMEOUT_S = 10
 """Seconds a PostgreSQL or MySQL storage may take to accept a connection."""
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, grace_s: int = GRACE_S) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats (SQLite waits for locks instead of failing; a
     server storage gives up connecting after :data:`CONNECT_TIMEOUT_S`).
 
@@ -144,7 +146,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry,
+                grace_period=int(grace_s), heartbeat_stale_trial_callback=_retry,
             )
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError) as error:
             raise NCPSearchError(_storage_error(url, error)) from None
@@ -182,7 +184,8 @@ def open_study(config: Mapping[str, Any], storage_url: str, *, create: bool,
                worker: int = 0) -> optuna.Study:
     """Create (``create=True``) or load the sweep's study."""
     name = config["optuna"]["study_name"] or config["name"]
-    kwargs = {"storage": open_storage(storage_url), "sampler": make_sampler(config, worker),
+    kwargs = {"storage": open_storage(storage_url, stale_after(config)),
+              "sampler": make_sampler(config, worker),
               "pruner": make_pruner(config), "study_name": name}
     if create:
         study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
@@ -299,11 +302,49 @@ class BudgetLock:
             self.release()
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
+def stale_after(config: Mapping[str, Any]) -> int:
+    """``optuna.stale_after_s`` of a config (:data:`GRACE_S` where it has none)."""
+    return int((config.get("optuna") or {}).get("stale_after_s") or GRACE_S)
+
+
+def fail_ownerless_trials(study: optuna.Study, grace_s: float) -> list[int]:
+    """Mark FAIL (and queue again) the RUNNING trials that no worker owns (no worker
+    attribute: created by ``study.ask()`` outside a worker, or by a process killed
+    before its objective started) once they started more than ``grace_s`` ago.
+    Optuna's own stale-trial check skips them: they never had a heartbeat.
+
+    Returns:
+        The numbers of the trials marked FAIL.
+    """
+    from datetime import datetime, timedelta
+
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) or trial.datetime_start is None:
+            continue
+        started = trial.datetime_start
+        now = datetime.now(started.tzinfo)
+        if now - started <= timedelta(seconds=grace_s):
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process got there first
+        logger.warning("trial %d has been RUNNING for %.0f s with no worker (created outside "
+                       "a sweep worker, or its process died at once): marked FAIL and queued "
+                       "again", trial.number, (now - started).total_seconds())
+        failed.append(trial.number)
+        _retry(study, trial)
+    return failed
+
+
+def fail_stale_trials(study: optuna.Study, grace_s: float = GRACE_S) -> None:
     """Mark FAIL (and queue again) the RUNNING trials whose worker is gone: on this
-    host at once (its pid is dead), elsewhere once the heartbeat is older than
-    :data:`GRACE_S`."""
+    host at once (its pid is dead), elsewhere once the heartbeat is older than the
+    storage's grace period (Optuna's heartbeat check), and trials no worker owns
+    once they are ``grace_s`` old (:func:`fail_ownerless_trials`)."""
     fail_dead_local_trials(study)
+    fail_ownerless_trials(study, grace_s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # calls _retry for each
@@ -439,7 +480,7 @@ def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float],
 
     while deadline is None or time.time() < deadline:
         stop.check()
-        fail_stale_trials(study)
+        fail_stale_trials(study, stale_after(config))
         with lock.held():
             if budget_used(study) < budget:
                 study.optimize(locked_objective, n_trials=1, catch=(Exception,),
