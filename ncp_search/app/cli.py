@@ -251,8 +251,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ncp_search.app.report.html import write_report
+    from ncp_search.app.sweep.folder import refuse_symlinks
     from ncp_search.app.sweep.results import load_trials
 
+    refuse_symlinks(args.output, ("report", "report.html"))
     meta, trials = load_trials(args.output, storage=args.storage)
     path = write_report(meta, trials, args.output)
     print(f"wrote {path}")

@@ -54,7 +54,11 @@ from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
-from ncp_search.integrations.optuna.reporting import record_decision, report_beta_eff
+from ncp_search.integrations.optuna.reporting import (
+    prune_message,
+    record_decision,
+    report_beta_eff,
+)
 
 logger = logging.getLogger(__name__)
 WORKER_ATTR = "ncp_worker"
@@ -280,7 +284,15 @@ class BudgetLock:
         except ImportError:  # pragma: no cover - not POSIX
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a")  # noqa: SIM115 - held across calls
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as error:
+            if self.path.is_symlink():
+                raise NCPSearchError(f"{self.path} is a symbolic link; ncp-search does not "
+                                     "follow links out of a sweep folder: remove it.") from None
+            raise error
+        handle = os.fdopen(fd, "a")  # held across calls
         fcntl.flock(handle, fcntl.LOCK_EX)
         self._handle = handle
 
@@ -374,8 +386,8 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
             if info.diverged:
                 raise optuna.TrialPruned(f"diverged after epoch {epoch + 1}: {info.diverged}")
             if trial.should_prune():
-                record_decision(trial, epoch)
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+                decision = record_decision(trial, epoch)
+                raise optuna.TrialPruned(prune_message(epoch, decision, trial.study.pruner))
 
         model_path = output / "models" / f"trial_{trial.number:04d}.keras"
         seed = trial.user_attrs.get(SEED_ATTR)  # a retry's: the killed trial's seed

@@ -264,7 +264,7 @@ def _stop_workers(procs: list[subprocess.Popen], wait_s: float = 300.0) -> None:
             proc.kill()
 
 
-def _run_optuna(config: dict[str, Any], storage: str, output: Path,
+def _run_optuna(config: Mapping[str, Any], storage: str, output: Path,
                 workers: int, resume: bool, deadline: float | None,
                 progress: ProgressLine, cache_dir: str | None, sweep_id: str) -> None:
     import ncp_search.app.sweep.optuna_backend as sweep_optuna
@@ -359,13 +359,44 @@ def run_sweep(
                     warnings)
 
 
-def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: int,
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""Seconds a Ray cluster address may take to accept a connection."""
+
+
+def check_ray_address(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse a Ray cluster address that does not accept a connection within
+    ``timeout_s`` (Ray itself retries for minutes). ``None``, ``auto`` and ``local``
+    are left to Ray.
+
+    Raises:
+        NCPSearchError: the address is not ``[ray://]host:port`` or is not reachable.
+    """
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not port.isdigit() or not host:
+        raise NCPSearchError(f"the Ray address must be host:port or ray://host:port, but got "
+                             f"{address!r}; fix ray.address (or --address).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise NCPSearchError(
+            f"cannot reach the Ray cluster at {address} within {timeout_s:g} s "
+            f"({error.strerror or error}); start it (ray start --head), or fix ray.address "
+            "(or --address), or leave it null for a local Ray.") from None
+
+
+def _run(config: Mapping[str, Any], storage: str | None, url: str | None, workers: int,
          resume: bool, address: str | None, cache_dir: str | None, stream: TextIO,
          warnings: list[str]) -> dict[str, Any]:
     from ncp_search.app.sweep.results import load_trials, summarize_sweep
 
     output = Path(config["output"])
     refuse_symlinks(output)
+    if config["backend"] == "ray":
+        check_ray_address(address or config["ray"]["address"])
     if url is not None and not url.startswith("sqlite"):
         from ncp_search.app.sweep.optuna_backend import check_storage
 
@@ -383,7 +414,7 @@ def _run(config: dict[str, Any], storage: str | None, url: str | None, workers: 
         ray_storage = resolve_ray_storage(old_meta.get("storage"), output)
     previous = _previous_sweep(old_meta, meta_path, config, url, resume, stream)
     resume = previous is not None
-    if resume and config["backend"] == "ray":
+    if previous is not None and config["backend"] == "ray":
         experiment = Path(ray_storage or resolve_ray_storage(None, output)) / config["name"]
         if "://" not in str(ray_storage or ""):
             check_ray_experiment(experiment, previous, output)  # before anything is written
