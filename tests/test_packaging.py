@@ -70,6 +70,8 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
     ("beta_eff", "keras"),
     ("BetaEffLogger", "keras"),
     ("NCPPruner", "optuna"),
+    ("NCPCallback", "optuna"),
+    ("report_beta_eff", "optuna"),
     ("NCPScheduler", "ray"),
     ("report_beta_eff_to_tune", "ray"),
 ])

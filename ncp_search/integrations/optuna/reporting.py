@@ -16,8 +16,13 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
+try:
+    import optuna
+    from optuna.trial import TrialState
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ncp_search.report_beta_eff needs Optuna: pip install 'ncp-search[optuna]'"
+    ) from error
 
 from ncp_search.core.history import PROBE_TERMS, as_number, probe_series
 from ncp_search.core.predictors import PREDICTORS
