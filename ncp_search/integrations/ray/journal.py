@@ -77,7 +77,7 @@ def parse_event(line: str) -> dict[str, Any] | None:
     if not isinstance(event, dict):
         return None
     kind = event.get("e")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:
         return None
     trial_id = event.get("id")
     if not isinstance(trial_id, str) or not 0 < len(trial_id) <= MAX_ID:
