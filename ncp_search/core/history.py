@@ -73,10 +73,13 @@ def probe_series(terms: Any, *, beta_eff: bool = False) -> dict[str, Any]:
 
 def as_number(value: Any) -> float:
     """``value`` as a float, or NaN when it is not a finite real number (``None``,
-    a string, a bool, NaN, inf, an array)."""
+    a string, a bool, NaN, inf, an array, an integer too large for a float)."""
     if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
         return math.nan
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # e.g. a 400-digit integer
+        return math.nan
     return number if math.isfinite(number) else math.nan
 
 

@@ -120,7 +120,10 @@ def is_diverged(reported: object) -> bool:
     if isinstance(reported, bool) or not isinstance(reported, (Real, np.floating,
                                                                   np.integer)):
         return False
-    return not math.isfinite(float(reported))
+    try:
+        return not math.isfinite(float(reported))
+    except OverflowError:  # an integer beyond float range is an infinite value
+        return True
 
 
 def diverged_rule(reported: object) -> Decision:
