@@ -79,8 +79,6 @@ from ncp_search.app.sweep.folder import check_ray_experiment, write_ray_id
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
-from ncp_search.core.history import TrialHistory
-from ncp_search.core.predictors import predict_final
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.ray.trainable import trial_resources
 
@@ -269,7 +267,8 @@ class _Session:
     """The records of one run of the sweep (driver side), fed by :class:`_SweepCallback`."""
 
     def __init__(self, config: Mapping[str, Any], output: Path,
-                 progress: ProgressLine | None) -> None:
+                 progress: ProgressLine | None, scheduler: Any = None) -> None:
+        self.scheduler = scheduler  # the prediction shown is the one it recorded
         self.epochs = int(config["budget"]["epochs"])
         self.path = output / RAY_TRIALS_FILE
         self.progress = progress
@@ -278,9 +277,6 @@ class _Session:
         self.trials: list[Any] = []
         self.driver = f"{socket.gethostname()}:{os.getpid()}"
         self._written = 0.0
-        choice = as_config(config).choice
-        self._predictor = choice.settings["predictor"] if choice.rule else None
-        self._grace = int(choice.settings.get("grace_period", 1))
 
     # records
     def load(self) -> None:
@@ -342,21 +338,11 @@ class _Session:
             self.write()
 
     def _predict(self, record: Mapping[str, Any]) -> float | None:
-        """What the NCPScheduler predicts from the curve so far (None before its
-        grace period, or for other schedulers)."""
-        values = record["val_accuracy"]
-        if self._predictor is None or len(values) < self._grace:
-            return None
-        # The same public prediction NCPScheduler decides on (epochs as its time_attr;
-        # the scheduler alone sees the probe terms and other trials, so a predictor
-        # that needs them shows None here).
-        history = TrialHistory.from_reports(
-            [(i + 1, v) for i, v in enumerate(values)],
-            series={"beta_eff": {i + 1: b for i, b in enumerate(record["beta_eff"])}})
-        try:
-            return _number(predict_final(self._predictor, history, horizon=self.epochs))
-        except Exception:  # noqa: BLE001 - a display value; never stop the sweep for it
-            return None
+        """The prediction the NCPScheduler recorded for this result (None before its
+        grace period, or for other schedulers): read from the scheduler, never
+        predicted again here (Tune calls the scheduler before this callback)."""
+        latest = getattr(self.scheduler, "latest_prediction", None)
+        return None if latest is None else _number(latest(record["trial_id"]))
 
     def end(self, trial: Any, failed: bool) -> None:
         if trial.trial_id in self.frozen:
@@ -565,7 +551,7 @@ def run_ray_sweep(
     cpus = max(2, math.ceil((limit or 1) * float(ray_settings["cpus_per_trial"])))
     started = _init_ray(address, cpus)
     key = str(output)
-    session = _Session(config, output, progress)
+    session = _Session(config, output, progress, scheduler)
     if resume:
         session.load()
     fitting = False
