@@ -251,3 +251,31 @@ def test_a_fixed_trial_measures_nothing_by_default():
     x, y = digits_like()
     callback = NCPCallback(optuna.trial.FixedTrial({}), x[:30], y[:30], hidden=(8, 8, 8))
     assert callback.needs_beta_eff() is False
+
+
+def test_a_pruned_trial_says_epoch_step_value_and_threshold_and_stores_them():
+    # Was: "pruned at epoch 0 by its predicted final value." (0-based, no numbers) and
+    # no ncp_decision from NCPCallback.
+    study = optuna.create_study(direction="maximize", pruner=NCPPruner(
+        **PERCENTILE, n_startup_trials=2, n_warmup_steps=0))
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            value=0.999, intermediate_values={0: 0.999, 1: 0.999, 2: 0.999}))
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned) as pruned:
+        fit(own_model(), trial, epochs=3)
+    decision = study.get_trials()[-1].user_attrs["ncp_decision"]
+    assert decision["step"] == 0 and decision["epoch"] == 1  # epoch = step + 1
+    assert decision["reason"] == "below" and decision["threshold"] == pytest.approx(0.999)
+    assert decision["value"] < decision["threshold"]
+    assert str(pruned.value) == (f"pruned at epoch 1 (step 0): predicted final "
+                                 f"{decision['value']:.4g} below threshold 0.999")
+
+
+def test_another_pruner_is_named_in_the_prune_message():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(
+        lower=0.999))
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned at epoch 1 \(step 0\) by "
+                                                 r"ThresholdPruner$"):
+        fit(own_model(), study.ask(), epochs=3)
+    assert "ncp_decision" not in study.get_trials()[-1].user_attrs

@@ -446,7 +446,9 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             _figure("epochs_saved", report_plots.epochs_saved(rows, budget), figure_dir,
                     "epochs trained and saved per trial"),
             "<h2>Learning curves and stops</h2>",
-            f"<p>Validation {html.escape(metric)} per epoch, coloured by state. X: where a "
+            f"<p>Validation {html.escape(metric)} per epoch, coloured by state (epochs count "
+            "from 1 throughout this report: epoch n is the n-th epoch trained, reported to "
+            "the pruner or scheduler as step n - 1). X: where a "
             "trial was stopped (its value at that epoch); where recorded, the magenta bar is "
             "the rule's threshold at that stop and the circle the prediction it compared "
             "(dashed in the panels: the predicted final after each epoch).</p>",

@@ -15,7 +15,9 @@ except ImportError as error:  # pragma: no cover
 from ncp_search.engine.callbacks import ProbeCallback, check_interval
 from ncp_search.engine.probe import DEFAULT_HIDDEN
 from ncp_search.integrations.optuna.reporting import (
+    prune_message,
     pruner_settings,
+    record_decision,
     report_beta_eff,
     report_predicted_final,
 )
@@ -68,7 +70,10 @@ class NCPCallback(ProbeCallback):
         measuring: whether the current ``fit`` measures ``beta_eff``.
 
     Raises:
-        optuna.TrialPruned: when the pruner says so (training is stopped first).
+        optuna.TrialPruned: when the pruner says so (training is stopped first); an
+            NCPPruner's decision is stored first (the trial user attribute
+            ``ncp_decision``) and the message, which Optuna logs, says the epoch
+            (counted from 1: the step + 1), the compared value and the threshold.
         ValueError: if ``monitor`` is missing from the logs (the message lists the
             available keys), or for a bad ``interval`` or ``measure``.
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached
@@ -135,6 +140,7 @@ class NCPCallback(ProbeCallback):
                         terms=terms)
         if self.trial.should_prune():
             self.model.stop_training = True
+            decision = record_decision(self.trial, epoch)
             if self.report_prediction_on_prune:
                 report_predicted_final(self.trial, epoch + 1)
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} by its predicted final value.")
+            raise optuna.TrialPruned(prune_message(epoch, decision, self.trial.study.pruner))

@@ -5,6 +5,30 @@ sort by (``ncp_beta_eff_last``, ``ncp_predicted_final_last``, ``ncp_last_step``:
 plain numbers on the trial) and what decides (the study user attribute
 ``ncp_pruner``: the pruner's class and settings, and whether its predictor uses
 ``beta_eff``), and logs once per study and process which predictor and rule decide.
+
+Steps and epochs: a *step* is what is reported to Optuna (``trial.report(value,
+step)``); :class:`ncp_search.NCPCallback` and the sweeps report Keras' 0-based epoch
+index as the step. What people read (log lines, ``TrialPruned`` messages, the
+report, ``ncp_decision["epoch"]``) counts epochs from 1: **epoch = step + 1**, the
+number of epochs trained. Attributes keyed by step (``ncp_beta_eff``,
+``ncp_predicted_history``, ...) keep the step.
+
+Why a trial was pruned: :func:`record_decision` stores the trial user attribute
+``ncp_decision``, a JSON object with
+
+- ``step``: the step at which the pruner decided (the last reported step);
+- ``epoch``: the same in epochs trained, ``step + 1``;
+- ``reason``: the guard or comparison that decided: ``"below"`` (the compared value
+  is below the threshold) or ``"diverged"`` (the latest value is NaN or infinite);
+- ``value``: the compared value (the trial's predicted final, shifted by ``kappa``
+  times the spread of past errors for the percentile rule), in the objective's own
+  units, ``null`` where none was compared;
+- ``threshold``: what it was compared with (the rung's or the percentile's
+  reference), in the objective's own units, ``null`` where none.
+
+:func:`prune_message` writes the same as one line, the ``TrialPruned`` message that
+Optuna logs ("Trial 7 pruned. pruned at epoch 3 (step 2): predicted final 0.6123
+below threshold 0.75").
 """
 
 from __future__ import annotations
@@ -206,9 +230,10 @@ DECISION_ATTR = "ncp_decision"
 def record_decision(trial: optuna.Trial, epoch: int) -> dict[str, Any] | None:
     """Store why an NCPPruner pruned ``trial`` (call it when ``should_prune()`` said
     so, before raising ``TrialPruned``) as the user attribute ``ncp_decision``:
-    ``{"epoch": 1-based, "reason", "value", "threshold"}`` in the objective's own
-    units, so reports can draw the threshold at the stop. Returns it, or ``None``
-    for another pruner or a trial that is not running."""
+    ``{"step", "epoch": step + 1, "reason", "value", "threshold"}`` in the objective's
+    own units (see the module docstring), so reports can draw the threshold at the
+    stop. ``epoch`` is the step just reported (Keras' 0-based epoch index). Returns
+    it, or ``None`` for another pruner or a trial that is not running."""
     pruner = trial.study.pruner
     frozen = _frozen(trial)
     if not isinstance(pruner, NCPPruner) or frozen is None:
@@ -219,7 +244,38 @@ def record_decision(trial: optuna.Trial, epoch: int) -> dict[str, Any] | None:
     def units(value: float) -> float | None:
         return sign * value if math.isfinite(value) else None
 
-    stored = {"epoch": int(epoch) + 1, "reason": decision.reason,
+    stored = {"step": int(epoch), "epoch": int(epoch) + 1, "reason": decision.reason,
               "value": units(decision.value), "threshold": units(decision.threshold)}
     trial.set_user_attr(DECISION_ATTR, stored)
     return stored
+
+
+def prune_message(step: int, decision: Mapping[str, Any] | None = None,
+                  pruner: Any = None) -> str:
+    """The one line that says where and why a trial was pruned (the ``TrialPruned``
+    message, which Optuna logs): the epoch (``step + 1``) and the step, and, from an
+    NCPPruner's ``decision`` (:func:`record_decision`), the compared value and the
+    threshold; for another pruner, its class.
+
+    Example:
+        >>> prune_message(2, {"step": 2, "epoch": 3, "reason": "below", "value": 0.61234,
+        ...                   "threshold": 0.75})
+        'pruned at epoch 3 (step 2): predicted final 0.6123 below threshold 0.75'
+        >>> prune_message(0, None, optuna.pruners.MedianPruner())
+        'pruned at epoch 1 (step 0) by MedianPruner'
+    """
+    where = f"pruned at epoch {int(step) + 1} (step {int(step)})"
+    if not decision:
+        return where + (f" by {type(pruner).__name__}" if pruner is not None else "")
+    value, threshold = decision.get("value"), decision.get("threshold")
+    reason = str(decision.get("reason"))
+    if reason == "diverged":
+        return f"{where}: diverged (latest value {_shown(value)})"
+    if value is None and threshold is None:
+        return f"{where}: {reason}"
+    word = "below" if reason == "below" else f"{reason}:"
+    return f"{where}: predicted final {_shown(value)} {word} threshold {_shown(threshold)}"
+
+
+def _shown(number: Any) -> str:
+    return "nan" if number is None else f"{float(number):.4g}"
