@@ -328,4 +328,7 @@ def test_the_readme_set_up_commands_are_those_ci_runs():
     assert test_command in bash, "the README's test command is not the one .ci/run runs"
     main_job = [code for code in bash if "ncp-search sweep configs/quick.yaml" in code]
     assert main_job and main_job[0].startswith("pip install -e "), main_job
+    # the base install is the core alone; the CLI needs the app extra
+    extras = re.findall(r"\.\[([\w,-]+)\]", main_job[0])
+    assert extras and "app" in extras[0].split(","), main_job[0]
     assert "mkdocs build --strict" in ci
