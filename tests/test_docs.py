@@ -332,3 +332,26 @@ def test_the_readme_set_up_commands_are_those_ci_runs():
     extras = re.findall(r"\.\[([\w,-]+)\]", main_job[0])
     assert extras and "app" in extras[0].split(","), main_job[0]
     assert "mkdocs build --strict" in ci
+
+
+def slug(heading: str) -> str:
+    """The anchor Python-Markdown's toc extension gives a heading (as mkdocs does)."""
+    text = re.sub(r"[`*]", "", heading)
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def test_the_readme_links_point_to_pages_and_headings_that_exist():
+    # mkdocs --strict checks the site's own links; the README is not part of the site.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert links
+    for path, anchor in links:
+        if "://" in path:
+            continue
+        target = ROOT / path
+        assert target.exists(), f"README.md links to {path}, which is not there"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), re.M)
+            assert anchor in {slug(h) for h in headings}, (
+                f"README.md links to {path}#{anchor}, but {path} has no such heading")
