@@ -242,9 +242,10 @@ def test_seconds_saved_is_an_estimate_from_complete_trials(tmp_path):
     page = write_report(META, _sweep(), tmp_path).read_text()
     saved = _section(page, "Epochs and seconds saved")
     # 9 epochs saved; complete trials take 1.5 s per epoch.
-    assert "<td>seconds saved</td><td>14 s (estimate: 9 epochs x 1.5 s" in saved
+    assert "<td>trial time saved</td><td>trial time saved 14 s (estimate: 9 epochs x 1.5 s" in (
+        saved)
     trained = sum(1.5 * n for n in (EPOCHS, 3, EPOCHS, 4, EPOCHS, 2, 0, EPOCHS))
-    assert f"<td>seconds in trials</td><td>{trained:.0f} s</td>" in saved
+    assert f"<td>trial time used</td><td>trial time used {trained:.0f} s</td>" in saved
 
 
 def test_seconds_saved_matches_the_sweep_summary_with_epoch_times(tmp_path):
@@ -261,8 +262,8 @@ def test_seconds_saved_matches_the_sweep_summary_with_epoch_times(tmp_path):
     saved = _section(write_report(META, trials, tmp_path).read_text(),
                      "Epochs and seconds saved")
     assert times["seconds_saved"] == 9.0  # 5 + 4 epochs at 1 s
-    assert (f"<td>seconds saved</td><td>9 s of {times['seconds_without_pruning']:.0f} s "
-            "without pruning") in saved
+    assert (f"<td>trial time saved</td><td>trial time saved 9 s of "
+            f"{times['seconds_without_pruning']:.0f} s (") in saved
     assert "4.0 s per trial outside steady epochs" in saved
 
 

@@ -105,7 +105,7 @@ def test_progress_line_and_summary_show_seconds_saved() -> None:
     trials = [TrialStatus(0, "COMPLETE", 6, 0.9, 10.0, (3, 1, 1, 1, 1, 1)),
               TrialStatus(1, "PRUNED", 2, None, 6.0, (3, 1))]
     line = format_line(summarize(trials, epochs=6), budget=4)
-    assert "epochs saved 4/12 (33%), 4 s of 20 s (20%)" in line
+    assert "epochs saved 4/12 (33%), trial time saved 4 s of 20 s (20%)" in line
     meta = {"name": "s", "backend": "optuna", "pruner": "ncp", "epochs": 6}
     records = [
         {"number": 0, "state": "COMPLETE", "params": {}, "val_accuracy": [.5] * 6,
@@ -116,5 +116,50 @@ def test_progress_line_and_summary_show_seconds_saved() -> None:
     summary = summarize_sweep(meta, records)
     assert summary["seconds_saved"] == 4.0 and summary["seconds_without_pruning"] == 20.0
     text = format_summary(summary, "out")
-    assert "time: 16 s used of 20 s without pruning (20% saved" in text
+    assert "time: trial time used 16 s, trial time saved 4 s of 20 s (20%)" in text
     assert "4.0 s per trial outside steady epochs" in text
+
+
+def test_progress_line_summary_and_report_give_one_account_of_time(tmp_path) -> None:
+    # Was: the last progress line "7 s of 38 s (18%)" and the summary under it "7 s of
+    # 33 s (21%)": the line read Optuna's trial start/end, the summary the objective's
+    # own "seconds" attribute; neither said these are trial-seconds, not the wall clock.
+    import datetime
+
+    import optuna
+
+    from ncp_search.app.report.html import _normalise, _seconds_saved
+    from ncp_search.app.sweep.optuna_backend import EPOCH_SECONDS_ATTR
+    from ncp_search.app.sweep.progress import trial_time_text
+    from ncp_search.app.sweep.results import optuna_records
+    from ncp_search.app.sweep.run import optuna_status
+
+    epochs = 6
+    start = datetime.datetime(2026, 1, 1)
+    study = optuna.create_study(direction="maximize")
+    for number, (state, times, whole) in enumerate([
+            ("COMPLETE", [3.0] + [1.0] * 5, 12.5), ("PRUNED", [3.0, 1.0], 7.25),
+            ("PRUNED", [3.0], 4.0), ("COMPLETE", [2.5] + [1.5] * 5, 14.0)]):
+        values = {step: 0.5 + 0.01 * step for step in range(len(times))}
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, trial_id=number, state=getattr(optuna.trial.TrialState, state),
+            value=values[len(times) - 1] if state == "COMPLETE" else None,
+            intermediate_values=values, params={}, distributions={}, system_attrs={},
+            # the objective's own timer says otherwise: it must not be read
+            user_attrs={EPOCH_SECONDS_ATTR: times, "seconds": whole - 5.0},
+            datetime_start=start, datetime_complete=start + datetime.timedelta(seconds=whole)))
+
+    line = format_line(summarize(optuna_status(study), epochs), budget=4)
+    meta = {"name": "s", "backend": "optuna", "pruner": "ncp", "epochs": epochs}
+    records = optuna_records(study)
+    summary = summarize_sweep(meta, records)
+    text = format_summary({**summary, "wall_seconds": 20.0}, "out")
+    used_cell, saved_cell = _seconds_saved([_normalise(r, i) for i, r in enumerate(records)],
+                                           epochs)
+
+    expected = trial_time_text(summary)
+    assert expected == "trial time saved 9 s of 47 s (19%)"  # 4 x 1 s + 5 x 1 s; 37.75 used
+    assert expected in line and expected in text and expected in saved_cell
+    assert "trial time used 38 s" in text and "trial time used 38 s" in used_cell
+    assert "each finished trial's own wall time, summed over trials and workers" in text
+    assert "wall clock of this run: 20 s" in text

@@ -244,14 +244,20 @@ def _trials_table(trials: list[dict]) -> str:
 
 
 def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
-    """``(seconds in trials, seconds saved)`` cells. With per-epoch times, the sweep
+    """``(trial time used, trial time saved)`` cells (trial time: see
+    :mod:`ncp_search.app.sweep.progress`). With per-epoch times, the sweep
     summary's own accounting (:func:`ncp_search.app.sweep.progress.time_accounting`:
     each stopped trial's remaining epochs at its steady epoch time); without, an
     estimate from the median seconds per epoch of the complete trials."""
     trained = sum(t["seconds"] for t in trials if math.isfinite(t["seconds"]))
     finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
     if any(np.isfinite(t["epoch_seconds"]).any() for t in finished if t["epoch_seconds"]):
-        from ncp_search.app.sweep.progress import time_accounting
+        from ncp_search.app.sweep.progress import (
+            TRIAL_TIME_MEANING,
+            time_accounting,
+            trial_time_text,
+            trial_time_used_text,
+        )
 
         def clean(values: list[float]) -> list[float | None]:
             return [v if math.isfinite(v) else None for v in values]
@@ -261,20 +267,19 @@ def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
                                 epochs)
         if times["seconds_saved"] is not None:
             fixed = times["fixed_seconds_per_trial"]
-            cell = (f"{times['seconds_saved']:.0f} s of {times['seconds_without_pruning']:.0f} s "
-                    f"without pruning ({100 * times['seconds_saved_fraction']:.0f}%; each "
-                    "stopped trial's remaining epochs at its steady epoch time, median "
-                    f"{_fmt(times['steady_epoch_seconds'], 3)} s")
+            cell = (f"{trial_time_text(times)} (each stopped trial's remaining epochs at its "
+                    f"steady epoch time, median {_fmt(times['steady_epoch_seconds'], 3)} s")
             if fixed is not None:
                 cell += (f"; {fixed:.1f} s per trial outside steady epochs: model build, "
                          "first-epoch compilation")
-            return f"{times['seconds_used']:.0f} s (finished trials)", cell + ")"
+            return (f"{trial_time_used_text(times)} (finished trials; "
+                    f"{TRIAL_TIME_MEANING})", cell + ")")
     per_epoch, over = _seconds_per_epoch(trials)
     saved_epochs = sum(_budget(trials, epochs)) - sum(len(t["val"]) for t in trials)
     cell = ("&ndash; (no trial time recorded)" if math.isnan(per_epoch) else
-            f"{saved_epochs * per_epoch:.0f} s (estimate: {saved_epochs} epochs x "
-            f"{per_epoch:.3g} s, the median per epoch of the {over})")
-    return f"{trained:.0f} s", cell
+            f"trial time saved {saved_epochs * per_epoch:.0f} s (estimate: {saved_epochs} "
+            f"epochs x {per_epoch:.3g} s, the median per epoch of the {over})")
+    return f"trial time used {trained:.0f} s", cell
 
 
 def _seconds_per_epoch(trials: list[dict]) -> tuple[float, str]:
@@ -438,8 +443,8 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             "<h2>Best configuration</h2>", _best_section(best, out_dir, metric),
             "<h2>Epochs and seconds saved</h2>",
             _table([["epochs trained", str(used)], ["epochs without pruning", str(total)],
-                    ["saved", saved], ["seconds in trials", trained_s],
-                    ["seconds saved", saved_s],
+                    ["saved", saved], ["trial time used", trained_s],
+                    ["trial time saved", saved_s],
                     ["pruned trials", str(states.count("PRUNED"))],
                     ["complete trials", str(states.count("COMPLETE"))],
                     ["failed trials", str(states.count("FAIL"))]]),

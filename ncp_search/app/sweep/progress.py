@@ -1,18 +1,33 @@
-"""The one-line progress display of a running sweep.
+"""The one-line progress display of a running sweep, and the one account of time.
 
 Shows trials done / pruned / running / failed, the best final so far and the
-epochs and seconds saved by pruning, compared with running every finished trial to
-the end. On a terminal the line is rewritten in place; otherwise a line is printed
+epochs and trial time saved by pruning, compared with running every finished trial
+to the end. On a terminal the line is rewritten in place; otherwise a line is printed
 each time the counts change.
 
-Seconds saved (:func:`time_accounting`) are measured against the trials' own epoch
-times: a trial stopped after ``n`` of ``E`` epochs saved ``E - n`` times its
-steady epoch time (the median of its epochs after the first, which carries
-one-off costs such as graph compilation; for a trial stopped after one epoch, the
-median steady epoch of the sweep's other trials, else its one epoch). Time used is
-each finished trial's whole wall time, its fixed costs (loading and building the
-model, the first epoch's compilation) included, so the fraction of time saved is
-lower than the fraction of epochs saved.
+One account of time, the same in the progress line, the end-of-sweep summary and the
+report (:func:`trial_time_text`):
+
+- **trial time** (what "used" and "saved" count): the sum over finished trials of
+  each trial's own wall time, from its start to its end as its host records it
+  (Optuna: the trial's completion minus its start, :func:`trial_seconds`; Ray Tune:
+  ``time_total_s``), model loading, building and saving included. Trials running
+  side by side on ``n`` workers add up to ``n`` times the wall clock, so it is
+  always labelled "trial time", never given as the sweep's duration.
+- **the sweep's wall clock**: how long ``ncp-search sweep`` ran, printed on its own
+  line of the summary.
+
+Trial time saved (:func:`time_accounting`) is measured against the trials' own epoch
+times: a trial stopped after ``n`` of ``E`` epochs saved ``E - n`` times its steady
+epoch time (the median of its epochs after the first, which carries one-off costs
+such as graph compilation; for a trial stopped after one epoch, the median steady
+epoch of the sweep's other trials, else its one epoch). Trial time used is each
+finished trial's whole wall time, its fixed costs (loading and building the model,
+the first epoch's compilation) included, so the fraction of time saved is lower than
+the fraction of epochs saved.
+
+Epochs count from 1 in everything printed (epoch ``n`` is the ``n``-th epoch
+trained, reported to the pruner or scheduler as step ``n - 1``).
 """
 
 from __future__ import annotations
@@ -20,9 +35,43 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+
+def trial_seconds(trial: Any) -> float | None:
+    """A finished Optuna trial's trial time: its ``datetime_complete`` minus its
+    ``datetime_start`` (None while it runs). The one source the progress line, the
+    summary and the report read for Optuna trials, whatever their state."""
+    start = getattr(trial, "datetime_start", None)
+    end = getattr(trial, "datetime_complete", None)
+    if start is None or end is None:
+        return None
+    return float((end - start).total_seconds())
+
+
+def trial_time_text(times: Mapping[str, Any]) -> str | None:
+    """The trial time saved, labelled, as every printed place says it, e.g.
+    ``trial time saved 7 s of 38 s (18%)``; None when no trial recorded times.
+    ``times``: :func:`time_accounting`'s result (or a summary holding it)."""
+    if times.get("seconds_saved") is None:
+        return None
+    return (f"trial time saved {duration(times['seconds_saved'])} of "
+            f"{duration(times['seconds_without_pruning'])} "
+            f"({100 * times['seconds_saved_fraction']:.0f}%)")
+
+
+def trial_time_used_text(times: Mapping[str, Any]) -> str | None:
+    """``trial time used 31 s`` (None when no trial recorded times)."""
+    if times.get("seconds_used") is None:
+        return None
+    return f"trial time used {duration(times['seconds_used'])}"
+
+
+TRIAL_TIME_MEANING = ("trial time: each finished trial's own wall time, summed over trials "
+                      "and workers")
+"""What "trial time" means, said where the totals are printed in full."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +82,7 @@ class TrialStatus:
     state: str  # COMPLETE, PRUNED, RUNNING, FAIL, WAITING
     epochs: int  # epochs trained so far
     final: float | None = None  # the final value of a COMPLETE trial
-    seconds: float | None = None  # whole wall time of a finished trial
+    seconds: float | None = None  # trial time: whole wall time of a finished trial
     epoch_seconds: tuple[float | None, ...] = ()  # wall time of each epoch
 
 
@@ -44,7 +93,7 @@ def _steady(epoch_seconds: Sequence[float | None]) -> float | None:
 
 def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | None]]],
                     epochs: int) -> dict[str, Any]:
-    """Seconds used and saved by the finished trials, each given as ``(epochs
+    """Trial time used and saved by the finished trials, each given as ``(epochs
     trained, whole wall time, per-epoch times)`` (see the module docstring).
 
     Returns:
@@ -114,18 +163,15 @@ def format_line(summary: dict[str, Any], budget: int) -> str:
     best = ("best -" if summary["best"] is None
             else f"best {summary['best']:.4f} (#{summary['best_trial']})")
     failed = f", {summary['failed']} failed" if summary["failed"] else ""
-    seconds = ""
-    if summary.get("seconds_saved") is not None:
-        seconds = (f", {_duration(summary['seconds_saved'])} of "
-                   f"{_duration(summary['seconds_without_pruning'])} "
-                   f"({100 * summary['seconds_saved_fraction']:.0f}%)")
+    saved_time = trial_time_text(summary)
+    seconds = "" if saved_time is None else f", {saved_time}"
     return (f"[{bar}] {summary['finished']}/{budget} trials ({summary['pruned']} pruned, "
             f"{summary['running']} running{failed}) | {best} | epochs saved "
             f"{summary['epochs_saved']}/{summary['epochs_full']} "
             f"({100 * summary['saved_fraction']:.0f}%){seconds}")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``42 s``, ``3.5 min`` or ``2.1 h``."""
     if seconds < 120:
         return f"{seconds:.0f} s"

@@ -27,7 +27,14 @@ from typing import Any
 
 from ncp_search.app.sweep.folder import META_FILE, read_meta
 from ncp_search.app.sweep.hosts import pid_alive
-from ncp_search.app.sweep.progress import time_accounting
+from ncp_search.app.sweep.progress import (
+    TRIAL_TIME_MEANING,
+    duration,
+    time_accounting,
+    trial_seconds,
+    trial_time_text,
+    trial_time_used_text,
+)
 from ncp_search.errors import NCPSearchError
 
 RAY_TRIALS_FILE = "trials.jsonl"
@@ -52,9 +59,7 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
         betas = trial.user_attrs.get(BETA_ATTR, {})
         predicted = trial.user_attrs.get(HISTORY_ATTR, {})
         values = [_number(trial.intermediate_values[s]) for s in steps]
-        seconds = trial.user_attrs.get("seconds")
-        if seconds is None and trial.datetime_start and trial.datetime_complete:
-            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        seconds = trial_seconds(trial)  # the progress line's source too
         records.append({
             "number": trial.number, "state": trial.state.name, "params": dict(trial.params),
             "val_accuracy": values,
@@ -211,14 +216,15 @@ def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> s
         f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
         f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",
     ]
-    if summary.get("seconds_saved") is not None:
+    saved_time = trial_time_text(summary)
+    if saved_time is not None:
         fixed = summary.get("fixed_seconds_per_trial")
         fixed_text = ("" if fixed is None else f"; {fixed:.1f} s per trial outside steady "
                       "epochs (model build, first-epoch compilation)")
-        lines.append(f"time: {summary['seconds_used']:.0f} s used of "
-                     f"{summary['seconds_without_pruning']:.0f} s without pruning "
-                     f"({100 * summary['seconds_saved_fraction']:.0f}% saved, estimated from "
-                     f"the trials' epoch times{fixed_text})")
+        lines.append(f"time: {trial_time_used_text(summary)}, {saved_time} (saved: estimated "
+                     f"from the trials' epoch times{fixed_text}; {TRIAL_TIME_MEANING})")
+    if summary.get("wall_seconds") is not None:
+        lines.append(f"wall clock of this run: {duration(summary['wall_seconds'])}")
     best = summary["best"]
     if best is None:
         lines.append("no complete trial yet")

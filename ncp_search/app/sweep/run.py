@@ -39,7 +39,7 @@ from ncp_search.app.sweep.folder import (
     refuse_symlinks,
     resolve_ray_storage,
 )
-from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
+from ncp_search.app.sweep.progress import ProgressLine, TrialStatus, trial_seconds
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE
 from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
 from ncp_search.errors import NCPSearchError
@@ -221,12 +221,10 @@ def optuna_status(study: Any) -> list[TrialStatus]:
 
     out = []
     for trial in study.get_trials(deepcopy=False):
-        seconds = None
-        if trial.datetime_start and trial.datetime_complete:
-            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         out.append(TrialStatus(trial.number, trial.state.name, len(trial.intermediate_values),
                                trial.value if trial.state.name == "COMPLETE" else None,
-                               seconds, tuple(trial.user_attrs.get(EPOCH_SECONDS_ATTR, ()))))
+                               trial_seconds(trial),
+                               tuple(trial.user_attrs.get(EPOCH_SECONDS_ATTR, ()))))
     return out
 
 
@@ -393,6 +391,7 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
          warnings: list[str]) -> dict[str, Any]:
     from ncp_search.app.sweep.results import load_trials, summarize_sweep
 
+    started = time.monotonic()  # the sweep's wall clock, printed apart from trial time
     output = Path(config["output"])
     refuse_symlinks(output)
     if config["backend"] == "ray":
@@ -455,5 +454,6 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
 
     summary["output"] = str(output)
     summary["report"] = str(write_report(meta, records, output))
+    summary["wall_seconds"] = time.monotonic() - started
     write_json(summary, output / SUMMARY_FILE, indent=2)
     return summary
