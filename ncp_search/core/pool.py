@@ -5,11 +5,14 @@ replays) keeps the other trials here. The pool changes only through
 :meth:`TrialPool.apply` of small JSON events, so the same events written to a journal
 and replayed rebuild it exactly:
 
+- ``{"e": "add", "id"}``: the host added the trial (its order places it in a
+  bracket of the pausing policy);
 - ``{"e": "result", "id", "t", "v", "s": {series: value}}``: a report ("higher is
   better"; ``t`` going back means the host restarted the trial: what it is about
   to report again is dropped);
-- ``{"e": "decision", "id", "t", "p", "stop", "rung"}``: the prediction the policy
-  used at ``t``, whether it stopped the trial, and the rung it was compared at;
+- ``{"e": "decision", "id", "t", "p", "stop", "rung", "pause"}``: the prediction the
+  policy used at ``t``, whether it stopped the trial, the rung it was compared at,
+  and whether it paused there (the pausing policy);
 - ``{"e": "complete", "id", "final"}``: the trial completed (``final`` None when
   not a finite number: it stays out of the reference);
 - ``{"e": "remove", "id"}`` / ``{"e": "error", "id"}``: the host dropped the trial
@@ -31,7 +34,7 @@ import numpy as np
 from ncp_search.core.history import TrialHistory, as_number
 from ncp_search.core.policy import PREDICTION_SERIES
 
-EVENTS = ("result", "decision", "complete", "remove", "error")
+EVENTS = ("add", "result", "decision", "complete", "remove", "error")
 
 
 @dataclass
@@ -117,7 +120,9 @@ class TrialPool:
         if kind not in EVENTS:
             raise ValueError(f"unknown event {kind!r}")
         track = self.tracks.setdefault(trial_id, Track())
-        if kind == "result":
+        if kind == "add":
+            pass
+        elif kind == "result":
             self._result(trial_id, track, event)
         elif kind == "decision":
             prediction = as_number(event.get("p"))

@@ -35,8 +35,10 @@ MAX_SERIES = 4 * len(REPORTED_SERIES)
 BOUND = 1e15  # larger numbers are not steps, metrics or predictions
 
 _FIELDS: dict[str, dict[str, str]] = {
+    "add": {},
     "result": {"t": "step", "v": "number?", "s": "series?"},
-    "decision": {"t": "step", "p": "number?", "stop": "bool", "rung": "number?"},
+    "decision": {"t": "step", "p": "number?", "stop": "bool", "rung": "number?",
+                 "pause": "bool?"},
     "complete": {"final": "number?"},
     "remove": {},
     "error": {},

@@ -31,9 +31,11 @@ except ImportError as error:  # pragma: no cover
 
 from ncp_search.core import rules
 from ncp_search.core.history import PROBE_TERMS, REPORTED_SERIES, as_number
+from ncp_search.core.pausing import PausingPolicy
 from ncp_search.core.policy import Policy, build_policy
 from ncp_search.core.pool import Track, TrialPool
 from ncp_search.integrations.ray.journal import FORMAT, Journal
+from ncp_search.integrations.ray.pausing import TunePausing
 
 STATE_FORMAT = FORMAT
 RULES = rules.RULES
@@ -118,10 +120,11 @@ class NCPScheduler(FIFOScheduler):
                 reduction_factor=reduction_factor, min_resource=grace_period, first_step=1,
                 predictor=predictor, max_step=max_t, incumbent_alpha=incumbent_alpha,
                 prune_diverged=prune_diverged, feeds=self.FEEDS)
-        elif not isinstance(policy, Policy):
-            raise TypeError(f"policy must be an ncp_search Policy, but got "
+        elif not isinstance(policy, (Policy, PausingPolicy)):
+            raise TypeError(f"policy must be an ncp_search Policy or PausingPolicy, but got "
                             f"{type(policy).__name__}.")
-        self.policy = policy
+        self.policy: Policy | PausingPolicy = policy
+        self._pausing = TunePausing(policy) if isinstance(policy, PausingPolicy) else None
         self._metric, self._mode = metric, mode
         self._time_attr, self._beta_key = time_attr, beta_key
         self._grace_period, self._max_t = grace_period, max_t
@@ -158,10 +161,28 @@ class NCPScheduler(FIFOScheduler):
                 "or to tune.TuneConfig(metric=..., mode=...).")
         self._pool.sign = self._sign
         self._pool.tracks.setdefault(trial.trial_id, Track())
+        if self._pausing is not None and self._pausing.add(trial.trial_id):
+            self._apply({"e": "add", "id": trial.trial_id})
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = self.decide(trial.trial_id, result)
-        return TrialScheduler.STOP if decision.stop else TrialScheduler.CONTINUE
+        if self._pausing is None:
+            decision = self.decide(trial.trial_id, result)
+            return TrialScheduler.STOP if decision.stop else TrialScheduler.CONTINUE
+        recorded = self._record(trial.trial_id, result)
+        if isinstance(recorded, rules.Decision):
+            return TrialScheduler.CONTINUE
+        reported, now, _ = recorded
+        action, event = self._pausing.act(trial.trial_id, self._pool.history(trial.trial_id),
+                                          reported, result)
+        if event is not None:
+            self._apply({"e": "decision", "id": trial.trial_id, "t": now, **event})
+        self._pausing.stop_dropped(tune_controller)
+        return action
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        if self._pausing is None:
+            return super().choose_trial_to_run(tune_controller)
+        return self._pausing.choose(tune_controller)
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # Tune also calls this for the trials this scheduler stopped: their last value
@@ -169,21 +190,33 @@ class NCPScheduler(FIFOScheduler):
         track = self._pool.tracks.get(trial.trial_id)
         if track is not None and track.stopped:
             return
+        if self._pausing is not None and self._pausing.dropped(trial.trial_id):
+            # stopped by stop_dropped while paused: not a completion
+            self._apply({"e": "decision", "id": trial.trial_id, "p": None, "stop": True,
+                         "t": track.t[-1] if track is not None and track.t else 0.0})
+            return
         value = as_number((result or {}).get(self._metric))
         if not math.isfinite(value):
             self._warn_once("final", f"trial {trial.trial_id} completed without a finite "
                                      f"{self._metric!r}; it is left out of the reference.")
         self._apply({"e": "complete", "id": trial.trial_id,
                      "final": self._sign * value if math.isfinite(value) else None})
+        if self._pausing is not None and self._pausing.policy.knows(trial.trial_id):
+            self._pausing.policy.complete(trial.trial_id)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         # Tune calls neither on_trial_complete nor on_trial_remove for an errored trial.
         self._apply({"e": "error", "id": trial.trial_id})
+        if self._pausing is not None:
+            self._pausing.policy.fail(trial.trial_id)
+            self._pausing.stop_dropped(tune_controller)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         track = self._pool.tracks.get(trial.trial_id)
         if track is not None and not track.stopped and track.final is None:
             self._apply({"e": "remove", "id": trial.trial_id})
+            if self._pausing is not None:
+                self._pausing.policy.fail(trial.trial_id)
 
     def debug_string(self) -> str:
         return (f"Using NCPScheduler ({self.policy.name}, predictor="
@@ -209,24 +242,14 @@ class NCPScheduler(FIFOScheduler):
     def decide(self, trial_id: str, result: dict[str, Any]) -> rules.Decision:
         """Record ``result`` for ``trial_id`` and decide (what ``on_trial_result``
         returns as STOP/CONTINUE), with the reason."""
-        self._load_once()
-        if self._metric is None:
-            raise ValueError("NCPScheduler needs a metric; pass metric= or set it in "
-                             "tune.TuneConfig(metric=..., mode=...).")
-        reported = result.get(self._metric)
-        now = as_number(result.get(self._time_attr))
-        metric_ok = rules.is_diverged(reported) or math.isfinite(as_number(reported))
-        if math.isnan(now) or not metric_ok:
-            bad = ([] if metric_ok else [self._metric]) + (
-                [self._time_attr] if math.isnan(now) else [])
-            return self._no_value(result, bad)
-        value = as_number(reported)
-        self._pool.sign = self._sign
-        series = {name: _null(as_number(result.get(self._beta_key if name == "beta_eff"
-                                                   else name)))
-                  for name in self.policy.predictor.requires}
-        track = self._apply({"e": "result", "id": trial_id, "t": now,
-                             "v": _null(self._sign * value), "s": series})
+        if self._pausing is not None:
+            raise TypeError("decide() answers for stop policies; a PausingPolicy's answers "
+                            "(pause, resume) come through on_trial_result.")
+        recorded = self._record(trial_id, result)
+        if isinstance(recorded, rules.Decision):
+            return recorded
+        reported, now, track = recorded
+        assert isinstance(self.policy, Policy)
         verdict = self.policy.decide(self._pool.history(trial_id), self._pool.view(trial_id),
                                      reported=reported, rerun=track.completed_once)
         if verdict.missing:
@@ -246,6 +269,28 @@ class NCPScheduler(FIFOScheduler):
             self._apply({"e": "decision", "id": trial_id, "t": now, "p": _null(prediction),
                          "stop": verdict.stop, "rung": verdict.rung})
         return verdict.decision
+
+    def _record(self, trial_id: str, result: dict[str, Any]) -> Any:
+        """Record a result in the pool: ``(reported, time, track)``, or the fail-open
+        decision for a result without a usable metric or time."""
+        self._load_once()
+        if self._metric is None:
+            raise ValueError("NCPScheduler needs a metric; pass metric= or set it in "
+                             "tune.TuneConfig(metric=..., mode=...).")
+        reported = result.get(self._metric)
+        now = as_number(result.get(self._time_attr))
+        metric_ok = rules.is_diverged(reported) or math.isfinite(as_number(reported))
+        if math.isnan(now) or not metric_ok:
+            bad = ([] if metric_ok else [self._metric]) + (
+                [self._time_attr] if math.isnan(now) else [])
+            return self._no_value(result, bad)
+        self._pool.sign = self._sign
+        series = {name: _null(as_number(result.get(self._beta_key if name == "beta_eff"
+                                                   else name)))
+                  for name in self.policy.predictor.requires}
+        track = self._apply({"e": "result", "id": trial_id, "t": now,
+                             "v": _null(self._sign * as_number(reported)), "s": series})
+        return reported, now, track
 
     def _no_value(self, result: dict[str, Any], bad: Sequence[str | None]) -> rules.Decision:
         self._warn_once(
@@ -273,6 +318,9 @@ class NCPScheduler(FIFOScheduler):
             events = self._journal.read()
             if events:
                 self._pool = TrialPool.replay(events, self._sign)
+                if self._pausing is not None:
+                    self._pausing.replay(events)
+                    self.policy = self._pausing.policy
 
     def state(self) -> dict[str, Any]:
         """The scheduler's state as plain JSON (what :meth:`save` writes)."""

@@ -1,0 +1,337 @@
+"""Pause, don't kill: synchronous successive halving on predicted finals.
+
+:class:`PausingPolicy` splits the study's trials into brackets of ``bracket_size``
+trials (brackets follow one another). Every trial of a bracket trains to the first
+rung (``min_resource`` epochs) and *pauses* there (its host keeps a checkpoint).
+Once every live trial of the bracket has arrived at a rung (or diverged or failed),
+the rung closes: the best ``max(keep_min, floor(n / reduction_factor))`` of the ``n``
+that arrived, ranked by their predicted final at the rung, are promoted and resume
+from their checkpoints to the next rung (``min_resource * reduction_factor**k``
+epochs); the others stay paused and are never resumed. At the last rung the
+promoted trials run to ``max_resource`` epochs and complete. A trial whose reported
+value is NaN or infinite stops at once (``prune_diverged``).
+
+Why pause rather than kill: an asynchronous rule (ASHA) judges the first trials
+against an empty rung and lets them all through; a rung that waits for its whole
+bracket judges every trial with the bracket in view, and a trial it holds back keeps
+its checkpoint. Costs: results arrive later (no trial completes before the last
+rung closes), a checkpoint is written at each rung and read at each resume, and
+workers idle at a rung's barrier when no other bracket can start.
+
+The policy is host-neutral and event-driven: the host tells it of trials
+(:meth:`~PausingPolicy.add`), reports (:meth:`~PausingPolicy.report`), failures and
+completions, and asks it what to run next (:meth:`~PausingPolicy.next_job`). Its
+state is a function of those calls, so replaying them (a journal) rebuilds it.
+
+Epochs are counted from 1 (``epochs = step - first_step + 1``).
+
+Example:
+    >>> from ncp_search.core.history import TrialHistory
+    >>> policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2,
+    ...                        keep_min=1)
+    >>> for name, value in zip("abcd", (0.5, 0.9, 0.7, 0.6)):
+    ...     policy.add(name)
+    ...     order = policy.report(name, TrialHistory.from_reports({0: value}))
+    >>> order.action, sorted(policy.promoted())
+    ('pause', ['b', 'c'])
+    >>> policy.next_job()
+    ('resume', 'b', 2.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ncp_search.core import rules
+from ncp_search.core.history import REPORTED_SERIES, TrialHistory, as_number
+from ncp_search.core.predictors import Predictor, check_feedable, predict_final
+
+CONTINUE, PAUSE, STOP = "continue", "pause", "stop"
+_LATEST: Any = object()
+
+
+@dataclass(frozen=True)
+class Order:
+    """What a trial does after a report.
+
+    Attributes:
+        action: ``"continue"`` (train on), ``"pause"`` (checkpoint and wait: the
+            policy resumes it only if it promotes it) or ``"stop"`` (end it).
+        reason: why (``"below_rung"``, ``"at_rung"``, ``"diverged"``, ``"no_value"``,
+            ``"done"``, ``"dropped"``, ...).
+        prediction: the predicted final recorded at the rung (NaN elsewhere).
+        rung: the rung (epochs) the trial paused at, else None.
+    """
+
+    action: str
+    reason: str
+    prediction: float = math.nan
+    rung: float | None = None
+
+    @property
+    def stop(self) -> bool:
+        return self.action == STOP
+
+
+@dataclass
+class _Member:
+    bracket: int
+    target: float  # epochs to train to before the next pause or the end
+    level: int = 0  # the rung it is working towards (index into milestones)
+    status: str = "running"  # running | paused | promoted | dropped | out | done
+    at_rung: dict[int, float] = field(default_factory=dict)  # level -> prediction
+
+
+def auto_keep_min(bracket_size: int) -> int:
+    """The default floor of trials kept at a rung: 10% of the bracket, at least 2
+    (6 of 60 trials, 2 of 20; chosen with the budget benchmark: docs)."""
+    return max(2, round(0.1 * bracket_size))
+
+
+class PausingPolicy:
+    """Synchronous successive halving with pausing on predicted finals.
+
+    Args:
+        n_trials: the trials the study will run in all (the last bracket takes what
+            is left).
+        max_resource: the epochs of a complete trial.
+        reduction_factor: keep ``1/reduction_factor`` of a rung's arrivals (> 1;
+            default 2).
+        min_resource: epochs before the first rung (>= 1).
+        keep_min: the least number of trials promoted at a rung (default:
+            :func:`auto_keep_min` of the bracket size: the floor scales with it).
+        bracket_size: trials per bracket (default: all ``n_trials`` in one).
+        predictor: what ranks trials at a rung (default ``best``).
+        prune_diverged: stop a trial at once on a NaN or infinite report.
+        first_step: the step of a trial's first epoch (0 for Keras' epoch index).
+
+    Raises:
+        ValueError: Optuna-style, naming the argument.
+    """
+
+    name: ClassVar[str] = "sh_pause"
+
+    def __init__(
+        self,
+        *,
+        n_trials: int,
+        max_resource: float,
+        reduction_factor: float = 2.0,
+        min_resource: float = 1,
+        keep_min: int | None = None,
+        bracket_size: int | None = None,
+        predictor: str = "best",
+        prune_diverged: bool = True,
+        first_step: float = 0,
+        feeds: tuple[str, ...] = REPORTED_SERIES,
+        host: str = "PausingPolicy",
+    ) -> None:
+        checks = (
+            ("n_trials", n_trials, ">= 1", isinstance(n_trials, int) and n_trials >= 1),
+            ("max_resource", max_resource, ">= min_resource", max_resource >= min_resource),
+            ("reduction_factor", reduction_factor, "> 1", reduction_factor > 1),
+            ("min_resource", min_resource, ">= 1", min_resource >= 1),
+            ("keep_min", keep_min, "None or an int >= 1",
+             keep_min is None or (isinstance(keep_min, int) and keep_min >= 1)),
+            ("bracket_size", bracket_size, "None or an int >= 1",
+             bracket_size is None or (isinstance(bracket_size, int) and bracket_size >= 1)),
+        )
+        for name, value, what, holds in checks:
+            if not holds:
+                raise ValueError(f"{name} must be {what}, but got {name}={value!r}.")
+        self.predictor: Predictor = check_feedable(predictor, feeds, host)
+        if self.predictor.cross_trial:
+            raise ValueError(
+                f"predictor={predictor!r} learns from completed trials, which a bracket has "
+                "none of before its last rung; use a per-trial predictor (e.g. 'best').")
+        self.n_trials = n_trials
+        self.max_resource = float(max_resource)
+        self.reduction_factor = float(reduction_factor)
+        self.min_resource = float(min_resource)
+        self.bracket_size = n_trials if bracket_size is None else min(bracket_size, n_trials)
+        self.keep_min = auto_keep_min(self.bracket_size) if keep_min is None else keep_min
+        self.prune_diverged = prune_diverged
+        self.first_step = first_step
+        self.milestones = [*rules.asha_rungs(self.min_resource, self.reduction_factor,
+                                             self.max_resource), self.max_resource]
+        self._members: dict[str, _Member] = {}
+        self._brackets: list[list[str]] = []
+
+    # ---------------------------------------------------------------- settings
+    @property
+    def uses_beta_eff(self) -> bool:
+        return self.predictor.uses_beta_eff
+
+    def settings(self) -> dict[str, Any]:
+        return {"policy": type(self).__name__, "rule": self.name,
+                "predictor": self.predictor.name, "uses_beta_eff": self.uses_beta_eff,
+                "n_trials": self.n_trials, "max_resource": self.max_resource,
+                "reduction_factor": self.reduction_factor, "min_resource": self.min_resource,
+                "keep_min": self.keep_min, "bracket_size": self.bracket_size,
+                "prune_diverged": self.prune_diverged, "first_step": self.first_step}
+
+    # ---------------------------------------------------------------- events
+    def can_start(self) -> bool:
+        """Whether a new trial may start (the study's budget has room)."""
+        return len(self._members) < self.n_trials
+
+    def add(self, trial_id: str) -> None:
+        """A new trial starts (it joins the open bracket); a trial already added is
+        left as it is (a host that restores its trials adds them again).
+
+        Raises:
+            ValueError: past ``n_trials``.
+        """
+        if trial_id in self._members:
+            return
+        if not self.can_start():
+            raise ValueError(f"the policy was given n_trials={self.n_trials}; trial "
+                             f"{trial_id!r} would be one more.")
+        if not self._brackets or len(self._brackets[-1]) >= self._size(len(self._brackets) - 1):
+            self._brackets.append([])
+        self._brackets[-1].append(trial_id)
+        self._members[trial_id] = _Member(len(self._brackets) - 1, self.milestones[0])
+
+    def report(self, trial_id: str, history: TrialHistory, *,
+               reported: object = _LATEST) -> Order:
+        """The trial reported its latest epoch (``history``, "higher is better")."""
+        member = self._member(trial_id)
+        if member.status in ("dropped", "out", "done"):
+            return Order(STOP, member.status)
+        if not len(history):
+            return Order(CONTINUE, "no_reports")
+        if reported is _LATEST:
+            reported = float(history.values[-1]) * history.sign
+        epochs = history.last_step - self.first_step + 1
+        if self.prune_diverged and rules.is_diverged(reported) and epochs < self.max_resource:
+            self._leave(trial_id, "out")
+            return Order(STOP, "diverged")
+        if epochs >= self.max_resource:
+            member.status = "done"
+            return Order(CONTINUE, "done")
+        if not math.isfinite(as_number(reported)) and not rules.is_diverged(reported):
+            return Order(CONTINUE, "no_value")
+        if epochs < member.target:
+            member.status = "running"
+            return Order(CONTINUE, "below_rung")
+        prediction = predict_final(self.predictor, history,
+                                   horizon=self.max_resource - 1 + self.first_step)
+        return self.arrive(trial_id, prediction)
+
+    def arrive(self, trial_id: str, prediction: float) -> Order:
+        """The trial reached its rung with ``prediction`` (what :meth:`report` calls;
+        a journal replay calls it with the recorded prediction)."""
+        member = self._member(trial_id)
+        rung = member.target
+        member.at_rung[member.level] = prediction
+        member.status = "paused"
+        self._close(member.bracket)
+        return Order(PAUSE, "at_rung", prediction, rung)
+
+    def complete(self, trial_id: str) -> None:
+        """The trial ran all its epochs."""
+        self._member(trial_id).status = "done"
+
+    def fail(self, trial_id: str) -> None:
+        """The trial failed (it leaves the bracket; its rung may close)."""
+        if trial_id in self._members:
+            self._leave(trial_id, "out")
+
+    # ---------------------------------------------------------------- questions
+    def promoted(self) -> list[str]:
+        """Paused trials the policy has promoted: resume them (best first)."""
+        ready = [k for k, m in self._members.items() if m.status == "promoted"]
+        return sorted(ready, key=lambda k: -_rank_value(self._members[k]))
+
+    def dropped(self) -> list[str]:
+        """Trials paused for good (not promoted when their rung closed)."""
+        return [k for k, m in self._members.items() if m.status == "dropped"]
+
+    def target(self, trial_id: str) -> float:
+        """The epochs the trial may train to before its next pause (or its end)."""
+        return self._member(trial_id).target
+
+    def status(self, trial_id: str) -> str:
+        """``running``, ``paused`` (at a rung, waiting), ``promoted`` (to resume),
+        ``dropped`` (paused for good), ``out`` (diverged or failed) or ``done``."""
+        return self._member(trial_id).status
+
+    def knows(self, trial_id: str) -> bool:
+        return trial_id in self._members
+
+    def resume(self, trial_id: str) -> float:
+        """A promoted trial resumes: returns the epochs it may train to.
+
+        Raises:
+            ValueError: for a trial that is not promoted.
+        """
+        member = self._member(trial_id)
+        if member.status != "promoted":
+            raise ValueError(f"trial {trial_id!r} is {member.status}, not promoted.")
+        member.status = "running"
+        return member.target
+
+    def next_job(self) -> tuple[str, str | None, float] | None:
+        """What a free worker should do: ``("resume", trial_id, target_epochs)`` for a
+        promoted trial, ``("new", None, first_rung)`` when a new trial may start, or
+        None (wait: every bracket is at a barrier and the budget is spent)."""
+        for trial_id in self.promoted():
+            return ("resume", trial_id, self.resume(trial_id))
+        if self.can_start():
+            return ("new", None, self.milestones[0])
+        return None
+
+    def finished(self) -> bool:
+        """Whether nothing is left to run or resume (every trial done, out or dropped)."""
+        return not self.can_start() and all(
+            m.status in ("done", "out", "dropped") for m in self._members.values())
+
+    # ---------------------------------------------------------------- internals
+    def _member(self, trial_id: str) -> _Member:
+        member = self._members.get(trial_id)
+        if member is None:
+            raise KeyError(f"trial {trial_id!r} was never added to the policy.")
+        return member
+
+    def _size(self, bracket: int) -> int:
+        """How many trials bracket ``bracket`` holds (the last one takes what is left)."""
+        return min(self.bracket_size, self.n_trials - bracket * self.bracket_size)
+
+    def _leave(self, trial_id: str, status: str) -> None:
+        member = self._members[trial_id]
+        member.status = status
+        self._close(member.bracket)
+
+    def _close(self, bracket: int) -> None:
+        """Close every rung of ``bracket`` whose arrivals are all in."""
+        ids = self._brackets[bracket]
+        if len(ids) < self._size(bracket):
+            return  # trials of this bracket have still to start
+        if any(self._members[k].status in ("running", "promoted") for k in ids):
+            return  # arrivals still to come
+        paused = [k for k in ids if self._members[k].status == "paused"]
+        if not paused:
+            return
+        level = min(self._members[k].level for k in paused)
+        arrived = [k for k in paused if self._members[k].level == level]
+        keep = min(len(arrived), max(self.keep_min,
+                                     math.floor(len(arrived) / self.reduction_factor)))
+        ranked = sorted(arrived, key=lambda k: -_rank_value(self._members[k]))
+        nxt = level + 1
+        for position, trial_id in enumerate(ranked):
+            member = self._members[trial_id]
+            if position < keep:
+                member.status, member.level = "promoted", nxt
+                member.target = self.milestones[min(nxt, len(self.milestones) - 1)]
+            else:
+                member.status = "dropped"
+
+
+def _rank_value(member: _Member) -> float:
+    value = member.at_rung.get(member.level, member.at_rung.get(member.level - 1, math.nan))
+    return value if math.isfinite(value) else -math.inf
+
+
+__all__ = ["CONTINUE", "PAUSE", "STOP", "Order", "PausingPolicy", "auto_keep_min"]

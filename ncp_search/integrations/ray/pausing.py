@@ -1,0 +1,136 @@
+"""How NCPScheduler runs a :class:`~ncp_search.core.pausing.PausingPolicy` on Tune.
+
+Tune's own pausing scheduler (``HyperBandScheduler``) is the model: a trial that
+reaches its rung before the rest of its bracket is PAUSEd (Tune saves its checkpoint
+and frees its resources); when the rung closes, the promoted trials are handed back
+by ``choose_trial_to_run`` (Tune restores them from their checkpoints) and the others
+are stopped. The trainable must report a checkpoint with each result at a rung
+(``tune.report(metrics, checkpoint=...)``; :class:`ncp_search.NCPTuneCallback` does with
+``checkpoint=True``), or the trial would start again from scratch: the first PAUSE
+without one is an error that says so.
+
+Every step is a :class:`~ncp_search.core.pool.TrialPool` event (``add``, ``result``,
+``decision`` with ``pause``), so the journal brings the policy back after
+``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from ncp_search.core.history import TrialHistory
+from ncp_search.core.pausing import PAUSE, STOP, PausingPolicy
+
+
+class NoCheckpointError(RuntimeError):
+    """A trial reached a rung of the pausing policy without reporting a checkpoint."""
+
+
+class TunePausing:
+    """The pausing policy's side of NCPScheduler (host objects in, Tune actions out)."""
+
+    def __init__(self, policy: PausingPolicy) -> None:
+        self._template = copy.deepcopy(policy)
+        self.policy = policy
+
+    def add(self, trial_id: str) -> bool:
+        """Add a trial; False when it is already known (a restored trial)."""
+        if self.policy.knows(trial_id):
+            return False
+        if not self.policy.can_start():
+            raise ValueError(
+                f"NCPScheduler's PausingPolicy(n_trials={self.policy.n_trials}) got one "
+                "trial more: set tune.TuneConfig(num_samples=...) to n_trials.")
+        self.policy.add(trial_id)
+        return True
+
+    def act(self, trial_id: str, history: TrialHistory, reported: object,
+            result: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """The Tune action for a result and the decision event to record (or None)."""
+        order = self.policy.report(trial_id, history, reported=reported)
+        if order.action == STOP:
+            event: dict[str, Any] = {"stop": True, "p": None, "rung": None}
+            return TrialScheduler.STOP, event if order.reason == "diverged" else None
+        if order.action != PAUSE:
+            return TrialScheduler.CONTINUE, None
+        status = self.policy.status(trial_id)
+        event = {"stop": status == "dropped", "p": _null(order.prediction),
+                 "rung": order.rung, "pause": True}
+        if status == "promoted":  # it closed its rung and goes on: no pause needed
+            self.policy.resume(trial_id)
+            return TrialScheduler.CONTINUE, event
+        if status == "dropped":
+            return TrialScheduler.STOP, event
+        if "checkpoint_dir_name" in result and not result["checkpoint_dir_name"]:
+            raise NoCheckpointError(
+                f"NCPScheduler's PausingPolicy pauses trial {trial_id} at its rung "
+                f"({order.rung:g} epochs), but it reported no checkpoint there, so it would "
+                "start again from scratch. Report one with tune.report(metrics, "
+                "checkpoint=...) (NCPTuneCallback(checkpoint=True) does), or use an "
+                "AshaPolicy (the default), which never pauses.")
+        return TrialScheduler.PAUSE, event
+
+    def dropped(self, trial_id: str) -> bool:
+        """Whether the policy ended the trial (paused for good, or diverged)."""
+        return self.policy.knows(trial_id) and self.policy.status(trial_id) in ("dropped",
+                                                                               "out")
+
+    def stop_dropped(self, tune_controller: Any) -> None:
+        """Stop the PAUSED trials the policy will never resume."""
+        dropped = set(self.policy.dropped())
+        if not dropped or tune_controller is None:
+            return
+        for trial in tune_controller.get_trials():
+            if trial.trial_id in dropped and trial.status == Trial.PAUSED:
+                tune_controller.stop_trial(trial)
+
+    def choose(self, tune_controller: Any) -> Any:
+        """Promoted PAUSED trials first (best first), then new (PENDING) trials."""
+        trials = list(tune_controller.get_trials())
+        by_id = {t.trial_id: t for t in trials}
+        for trial_id in self.policy.promoted():
+            trial = by_id.get(trial_id)
+            if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
+                self.policy.resume(trial_id)  # PENDING: restored by Tuner.restore
+                return trial
+        for trial in trials:
+            if trial.status == Trial.PENDING and (
+                    not self.policy.knows(trial.trial_id)
+                    or self.policy.status(trial.trial_id) == "running"):
+                return trial
+        return None
+
+    def replay(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Rebuild the policy from the journal's events (after Tuner.restore)."""
+        policy = copy.deepcopy(self._template)
+        for event in events:
+            trial_id, kind = str(event.get("id")), event.get("e")
+            try:
+                if kind == "add":
+                    policy.add(trial_id)
+                elif kind == "decision" and event.get("pause"):
+                    policy.arrive(trial_id, _number(event.get("p")))
+                elif kind == "decision" and event.get("stop"):
+                    policy.fail(trial_id)
+                elif kind == "complete":
+                    policy.complete(trial_id)
+                elif kind in ("error", "remove"):
+                    policy.fail(trial_id)
+            except (KeyError, ValueError):
+                continue  # an event the policy cannot place: skipped, as the pool does
+        self.policy = policy
+
+
+def _null(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else math.nan

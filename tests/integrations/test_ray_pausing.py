@@ -1,0 +1,116 @@
+"""NCPScheduler with a PausingPolicy, through Tune's hooks with a stand-in controller."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray.tune", reason="optional dependency: pip install 'ncp-search[ray]'")
+
+from ray.tune.experiment import Trial as TuneTrial  # noqa: E402
+from ray.tune.schedulers import TrialScheduler  # noqa: E402
+
+from ncp_search.core.pausing import PausingPolicy  # noqa: E402
+from ncp_search.integrations.ray.pausing import NoCheckpointError  # noqa: E402
+from ncp_search.integrations.ray.scheduler import NCPScheduler  # noqa: E402
+
+PAUSE, STOP, CONTINUE = TrialScheduler.PAUSE, TrialScheduler.STOP, TrialScheduler.CONTINUE
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+        self.status = TuneTrial.PENDING
+
+
+class FakeController:
+    """What the scheduler calls on Tune's controller: get_trials, stop_trial."""
+
+    def __init__(self, trials):
+        self.trials = trials
+        self.stopped = []
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        trial.status = TuneTrial.TERMINATED
+        self.stopped.append(trial.trial_id)
+
+
+def result(t, acc, checkpoint="checkpoint_000000"):
+    return {"training_iteration": t, "acc": acc, "checkpoint_dir_name": checkpoint}
+
+
+def scheduler_for(n, path=None, **settings):
+    policy = PausingPolicy(n_trials=n, max_resource=4, reduction_factor=2, keep_min=1,
+                           first_step=1, **settings)
+    return NCPScheduler(metric="acc", mode="max", max_t=4, policy=policy,
+                        state_path=None if path is None else str(path))
+
+
+def run_to_first_rung(scheduler, controller, values):
+    answers = {}
+    for trial, value in zip(controller.trials, values):
+        trial.status = TuneTrial.RUNNING
+        answer = scheduler.on_trial_result(controller, trial, result(1, value))
+        answers[trial.trial_id] = answer
+        if answer == PAUSE:
+            trial.status = TuneTrial.PAUSED
+        elif answer == STOP:
+            trial.status = TuneTrial.TERMINATED
+            scheduler.on_trial_complete(controller, trial, result(1, value))
+    return answers
+
+
+def test_trials_pause_at_the_rung_and_the_best_resume_when_it_closes(tmp_path):
+    scheduler = scheduler_for(4, tmp_path / "journal.jsonl")
+    controller = FakeController([FakeTrial(k) for k in "abcd"])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    answers = run_to_first_rung(scheduler, controller, [0.5, 0.9, 0.7, 0.6])
+    # a, b, c pause and wait; d arrives last, closes the rung and is not promoted
+    assert answers == {"a": PAUSE, "b": PAUSE, "c": PAUSE, "d": STOP}
+    assert sorted(controller.stopped) == ["a"]  # paused for good: stopped
+    first = scheduler.choose_trial_to_run(controller)
+    assert first.trial_id == "b"  # the best promoted trial resumes first
+    first.status = TuneTrial.RUNNING
+    second = scheduler.choose_trial_to_run(controller)
+    assert second.trial_id == "c"
+    assert scheduler.choose_trial_to_run(controller) is None  # the rest wait or ended
+    # b is resumed from its checkpoint: it reports epoch 2 (its next rung)
+    assert scheduler.on_trial_result(controller, first, result(2, 0.92)) == PAUSE
+    # the journal brings the policy back after a restore
+    restored = scheduler_for(4, tmp_path / "journal.jsonl")
+    for trial in controller.trials:
+        restored.on_trial_add(controller, trial)
+    assert restored.policy.status("b") == "paused" and restored.policy.status("a") == \
+        "dropped"
+    assert restored.policy.status("c") == "promoted"  # resumed again after the restore
+
+
+def test_a_pause_without_a_checkpoint_is_a_clear_error():
+    scheduler = scheduler_for(2)
+    controller = FakeController([FakeTrial("a"), FakeTrial("b")])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    with pytest.raises(NoCheckpointError, match="reported no checkpoint"):
+        scheduler.on_trial_result(controller, controller.trials[0], result(1, 0.5, None))
+
+
+def test_more_trials_than_the_policy_was_given_is_a_clear_error():
+    scheduler = scheduler_for(1)
+    scheduler.on_trial_add(None, FakeTrial("a"))
+    with pytest.raises(ValueError, match="num_samples"):
+        scheduler.on_trial_add(None, FakeTrial("b"))
+
+
+def test_a_diverged_trial_stops_and_its_bracket_goes_on():
+    scheduler = scheduler_for(2)
+    controller = FakeController([FakeTrial("a"), FakeTrial("b")])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    a, b = controller.trials
+    assert scheduler.on_trial_result(controller, a, result(1, 0.5)) == PAUSE
+    a.status = TuneTrial.PAUSED
+    assert scheduler.on_trial_result(controller, b, result(1, float("nan"))) == STOP
+    assert scheduler.choose_trial_to_run(controller).trial_id == "a"
