@@ -10,9 +10,10 @@ and replayed rebuild it exactly:
 - ``{"e": "result", "id", "t", "v", "s": {series: value}}``: a report ("higher is
   better"; ``t`` going back means the host restarted the trial: what it is about
   to report again is dropped);
-- ``{"e": "decision", "id", "t", "p", "stop", "rung", "pause"}``: the prediction the
-  policy used at ``t``, whether it stopped the trial, the rung it was compared at,
-  and whether it paused there (the pausing policy);
+- ``{"e": "decision", "id", "t", "p", "stop", "rung", "pause", "why", "th"}``: the
+  prediction the policy used at ``t``, whether it stopped the trial, the rung it was
+  compared at, whether it paused there (the pausing policy), the decision's reason and
+  threshold (in "higher is better" units; for reports);
 - ``{"e": "complete", "id", "final"}``: the trial completed (``final`` None when
   not a finite number: it stays out of the reference);
 - ``{"e": "remove", "id"}`` / ``{"e": "error", "id"}``: the host dropped the trial

@@ -38,7 +38,7 @@ _FIELDS: dict[str, dict[str, str]] = {
     "add": {},
     "result": {"t": "step", "v": "number?", "s": "series?"},
     "decision": {"t": "step", "p": "number?", "stop": "bool", "rung": "number?",
-                 "pause": "bool?"},
+                 "pause": "bool?", "why": "reason?", "th": "number?"},
     "complete": {"final": "number?"},
     "remove": {},
     "error": {},
@@ -61,6 +61,8 @@ def _valid(field: str, kind: str, value: Any) -> bool:
         return _number(value)
     if kind == "bool":
         return isinstance(value, bool)
+    if kind == "reason":
+        return isinstance(value, str) and 0 < len(value) <= 64 and value.isidentifier()
     if kind == "series":
         return (isinstance(value, dict) and len(value) <= MAX_SERIES
                 and all(isinstance(k, str) and len(k) <= MAX_ID

@@ -267,7 +267,9 @@ class NCPScheduler(FIFOScheduler):
                                              self._pool.view(trial_id))
         if math.isfinite(prediction) or verdict.stop:
             self._apply({"e": "decision", "id": trial_id, "t": now, "p": _null(prediction),
-                         "stop": verdict.stop, "rung": verdict.rung})
+                         "stop": verdict.stop, "rung": verdict.rung,
+                         "why": verdict.decision.reason or None,
+                         "th": _null(verdict.decision.threshold)})
         return verdict.decision
 
     def _record(self, trial_id: str, result: dict[str, Any]) -> Any:
