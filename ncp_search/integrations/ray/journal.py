@@ -174,3 +174,24 @@ class Journal:
         logger.info("NCPScheduler: read %d events from %s (%d skipped)", len(events),
                     self.path, bad)
         return events
+
+
+def save_state(path: str, state: Mapping[str, Any]) -> None:
+    """Write a scheduler state file atomically (Tune's ``TrialScheduler.save``)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump({"format": FORMAT, **state}, handle, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def load_state(path: str) -> dict[str, Any]:
+    """Read a state file written by :func:`save_state`.
+
+    Raises:
+        ValueError: if it is not one.
+    """
+    with open(path, encoding="utf-8") as handle:
+        state = json.load(handle)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an NCPScheduler state file.")
+    return state

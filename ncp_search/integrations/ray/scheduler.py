@@ -10,13 +10,23 @@ This module only translates: Tune's results become events of a
 :class:`~ncp_search.core.policy.Policy`'s (ASHA on predicted finals by default), and
 its verdict becomes STOP or CONTINUE. The pool's events go to a JSON-lines journal
 (:mod:`ncp_search.integrations.ray.journal`) so that ``Tuner.restore`` finds them.
+
+NaN and edge cases:
+    The policy's guards decide (:mod:`ncp_search.core.policy`): a NaN or infinite
+    metric stops the trial (never at or after ``max_t``). A metric or
+    ``time_attr`` that is missing or not a number fails open (CONTINUE, warned
+    once, the result not recorded). An errored trial leaves every reference
+    (``on_trial_error``), as a removed one does. A trial whose ``time_attr``
+    goes back (Tune restarted it) drops what it is about to report again; a
+    trial that had completed and is re-run (``Tuner.restore``) is never stopped
+    and never compared with its own earlier final. No hook raises for a bad
+    result or a damaged journal; a journal that cannot be written is warned
+    about once and the scheduler decides without persisting.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from numbers import Real
@@ -34,7 +44,7 @@ from ncp_search.core.history import PROBE_TERMS, REPORTED_SERIES, as_number
 from ncp_search.core.pausing import PausingPolicy
 from ncp_search.core.policy import Policy, build_policy
 from ncp_search.core.pool import Track, TrialPool
-from ncp_search.integrations.ray.journal import FORMAT, Journal
+from ncp_search.integrations.ray.journal import FORMAT, Journal, load_state, save_state
 from ncp_search.integrations.ray.pausing import TunePausing
 
 STATE_FORMAT = FORMAT
@@ -72,19 +82,9 @@ class NCPScheduler(FIFOScheduler):
             finds the trials' histories again.
         policy: a ready :class:`~ncp_search.core.policy.Policy` instead of ``rule``
             and its settings (its steps are ``time_attr`` values: build it with
-            ``first_step=1``).
-
-    NaN and edge cases:
-        The policy's guards decide (:mod:`ncp_search.core.policy`): a NaN or infinite
-        metric stops the trial (never at or after ``max_t``). A metric or
-        ``time_attr`` that is missing or not a number fails open (CONTINUE, warned
-        once, the result not recorded). An errored trial leaves every reference
-        (``on_trial_error``), as a removed one does. A trial whose ``time_attr``
-        goes back (Tune restarted it) drops what it is about to report again; a
-        trial that had completed and is re-run (``Tuner.restore``) is never stopped
-        and never compared with its own earlier final. No hook raises for a bad
-        result or a damaged journal; a journal that cannot be written is warned
-        about once and the scheduler decides without persisting.
+            ``first_step=1``), or a :class:`~ncp_search.core.pausing.PausingPolicy`:
+            trials then PAUSE at its rungs and the promoted ones resume from their
+            checkpoints (:mod:`ncp_search.integrations.ray.pausing`).
     """
 
     FEEDS = REPORTED_SERIES
@@ -329,17 +329,10 @@ class NCPScheduler(FIFOScheduler):
         return {"format": STATE_FORMAT, **self._pool.state()}
 
     def save(self, checkpoint_path: str) -> None:
-        tmp = f"{checkpoint_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.state(), handle, allow_nan=False)
-        os.replace(tmp, checkpoint_path)
+        save_state(checkpoint_path, self.state())
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, encoding="utf-8") as handle:
-            state = json.load(handle)
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{checkpoint_path} is not an NCPScheduler state file.")
-        self._pool.load_state(state)
+        self._pool.load_state(load_state(checkpoint_path))
 
 
 def _check(*, grace_period: Any, max_t: Any, time_attr: Any, beta_key: Any) -> None:
