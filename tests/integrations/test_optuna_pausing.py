@@ -1,0 +1,61 @@
+"""The ask-and-tell pausing driver on a real Optuna study."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from ncp_search.core.pausing import PausingPolicy  # noqa: E402
+from ncp_search.integrations.optuna.pausing import (  # noqa: E402
+    PAUSED_ATTR,
+    RESUMES_ATTR,
+    chains,
+    optimize_pausing,
+)
+
+
+def make_train(calls):
+    def train(trial, start, stop, checkpoint):
+        quality = trial.suggest_float("quality", 0.0, 1.0)
+        if start:
+            saved = json.loads(checkpoint.read_text())
+            assert saved["epoch"] == start  # resumed where it paused
+        calls.append((trial.number, start, stop))
+        values = [quality * (1 - 0.5 ** (epoch + 1)) for epoch in range(start, stop)]
+        checkpoint.write_text(json.dumps({"epoch": stop}))
+        return values
+    return train
+
+
+def test_paused_trials_end_pruned_and_promoted_ones_continue_from_their_checkpoint(tmp_path):
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    policy = PausingPolicy(n_trials=8, max_resource=8, reduction_factor=2, keep_min=1)
+    calls = []
+    found = optimize_pausing(study, make_train(calls), policy=policy,
+                             checkpoint_dir=tmp_path)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(found) == 8 and len(complete) == 1
+    # 8 trials to epoch 1, 4 on to 2, 2 to 4, 1 to 8: 8 + 4 + 4 + 4 epochs
+    assert sum(stop - start for _, start, stop in calls) == 8 + 4 + 4 + 4
+    best = max(trials[:8], key=lambda t: t.params["quality"])
+    chain = chains(study)[best.number]
+    assert [t.number for t in chain] == found[str(best.number)]
+    assert all(t.user_attrs[RESUMES_ATTR] == best.number for t in chain[1:])
+    assert chain[-1].state == optuna.trial.TrialState.COMPLETE
+    # steps continue along the chain: 0 | 1 | 2, 3 | 4..7
+    assert [sorted(t.intermediate_values) for t in chain] == [[0], [1], [2, 3],
+                                                              [4, 5, 6, 7]]
+    assert all(PAUSED_ATTR in t.user_attrs for t in chain[:-1])
+
+
+def test_train_returning_the_wrong_number_of_values_is_refused(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    policy = PausingPolicy(n_trials=2, max_resource=4)
+    with pytest.raises(ValueError, match="one value per epoch"):
+        optimize_pausing(study, lambda trial, start, stop, ckpt: [0.5] * 7, policy=policy,
+                         checkpoint_dir=tmp_path)
