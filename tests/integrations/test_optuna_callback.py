@@ -113,6 +113,11 @@ def test_study_records_the_pruner_and_numeric_trial_attributes(caplog):
     assert frozen.user_attrs["ncp_predicted_final_last"] == (
         frozen.user_attrs["ncp_predicted_final"]["value"])
     assert frozen.user_attrs["ncp_beta_eff"] == {"0": 0.5, "1": 0.4, "2": pytest.approx(0.3)}
+    # one plain number per step too, which optuna-dashboard sorts and plots
+    assert [frozen.user_attrs[f"ncp_beta_eff/{s}"] for s in range(3)] == [
+        0.5, 0.4, pytest.approx(0.3)]
+    assert all(frozen.user_attrs[f"ncp_predicted_final/{s}"] == value
+               for s, value in frozen.user_attrs["ncp_predicted_history"].items())
 
 
 def test_default_predictor_is_logged_as_not_using_beta_eff(caplog):

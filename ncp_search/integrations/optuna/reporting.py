@@ -1,10 +1,22 @@
 """Store beta_eff and predictions on an Optuna trial (no Keras needed).
 
-Besides the per-step dictionaries the pruner reads, it stores what a dashboard can
-sort by (``ncp_beta_eff_last``, ``ncp_predicted_final_last``, ``ncp_last_step``:
-plain numbers on the trial) and what decides (the study user attribute
-``ncp_pruner``: the pruner's class and settings, and whether its predictor uses
-``beta_eff``), and logs once per study and process which predictor and rule decide.
+Besides the per-step dictionaries the pruner reads (JSON objects such as
+``ncp_beta_eff = {"0": 1.2, "1": 1.1}``), it stores what optuna-dashboard can sort
+and plot: plain numbers on the trial, which the dashboard lists as sortable columns
+of its trial table and offers as plot targets (history, slice, parallel coordinate,
+rank, EDF) beside the objective:
+
+- per step: ``ncp_beta_eff/<step>`` and ``ncp_predicted_final/<step>`` (e.g.
+  ``ncp_predicted_final/2``: the prediction after step 2, so "predicted final after
+  epoch 3" across trials is one plot); a step with no finite value has none;
+- latest: ``ncp_beta_eff_last``, ``ncp_predicted_final_last`` (``None`` for NaN,
+  which makes the dashboard treat that column as text) and ``ncp_last_step``;
+- at a prune: ``ncp_decision_value``, ``ncp_decision_threshold`` and
+  ``ncp_decision_epoch`` (the numbers of ``ncp_decision`` below).
+
+It also stores what decides (the study user attribute ``ncp_pruner``: the pruner's
+class and settings, and whether its predictor uses ``beta_eff``), and logs once per
+study and process which predictor and rule decide.
 
 Steps and epochs: a *step* is what is reported to Optuna (``trial.report(value,
 step)``); :class:`ncp_search.NCPCallback` and the sweeps report Keras' 0-based epoch
@@ -61,6 +73,8 @@ from ncp_search.integrations.optuna.pruner import (
 logger = logging.getLogger(__name__)
 
 PRUNER_ATTR = "ncp_pruner"  # study: the pruner's class and settings
+BETA_STEP_ATTR = BETA_ATTR + "/{step}"  # trial: beta_eff at a step (float)
+PREDICTION_STEP_ATTR = "ncp_predicted_final/{step}"  # trial: prediction after a step
 BETA_LAST_ATTR = "ncp_beta_eff_last"  # trial: latest beta_eff (float, None for NaN)
 PREDICTION_LAST_ATTR = "ncp_predicted_final_last"  # trial: latest prediction (float/None)
 STEP_LAST_ATTR = "ncp_last_step"  # trial: the step of the two above (int)
@@ -163,8 +177,9 @@ def report_beta_eff(
     probe terms need; the prediction into ``ncp_predicted_final``
     (``{"step": ..., "value": ...}``) and its history into ``ncp_predicted_history``
     (``{step: value}``), so all survive RDB/Journal storage and show in
-    optuna-dashboard. The latest values are also stored as plain numbers, which
-    the dashboard can sort trials by: ``ncp_beta_eff_last``,
+    optuna-dashboard. The same values are also stored as plain numbers, which the
+    dashboard can sort trials by and plot: ``ncp_beta_eff/<step>`` and
+    ``ncp_predicted_final/<step>`` (finite values only), ``ncp_beta_eff_last``,
     ``ncp_predicted_final_last`` (``None`` for NaN) and ``ncp_last_step``. On the
     first call in a process the study gets the user attribute ``ncp_pruner``
     (:func:`pruner_settings`) and one ``logging`` INFO line says which rule and
@@ -184,6 +199,8 @@ def report_beta_eff(
         betas[str(int(step))] = number if math.isfinite(number) else None
         trial.set_user_attr(BETA_ATTR, betas)
         trial.set_user_attr(BETA_LAST_ATTR, betas[str(int(step))])
+        if math.isfinite(number):
+            trial.set_user_attr(BETA_STEP_ATTR.format(step=int(step)), number)
     trial.set_user_attr(STEP_LAST_ATTR, int(step))
     if terms is not None:
         stored_terms = dict(trial.user_attrs.get(TERMS_ATTR, {}))
@@ -202,6 +219,8 @@ def report_beta_eff(
     stored = float(predicted) if math.isfinite(predicted) else None
     trial.set_user_attr(PREDICTION_ATTR, {"step": int(step), "value": stored})
     trial.set_user_attr(PREDICTION_LAST_ATTR, stored)
+    if stored is not None:
+        trial.set_user_attr(PREDICTION_STEP_ATTR.format(step=int(step)), stored)
     history = dict(trial.user_attrs.get(HISTORY_ATTR, {}))
     history[str(int(step))] = stored
     trial.set_user_attr(HISTORY_ATTR, history)
@@ -232,8 +251,10 @@ def record_decision(trial: optuna.Trial, epoch: int) -> dict[str, Any] | None:
     so, before raising ``TrialPruned``) as the user attribute ``ncp_decision``:
     ``{"step", "epoch": step + 1, "reason", "value", "threshold"}`` in the objective's
     own units (see the module docstring), so reports can draw the threshold at the
-    stop. ``epoch`` is the step just reported (Keras' 0-based epoch index). Returns
-    it, or ``None`` for another pruner or a trial that is not running."""
+    stop; its numbers also as ``ncp_decision_epoch``, ``ncp_decision_value`` and
+    ``ncp_decision_threshold`` (for optuna-dashboard). ``epoch`` is the step just
+    reported (Keras' 0-based epoch index). Returns it, or ``None`` for another pruner
+    or a trial that is not running."""
     pruner = trial.study.pruner
     frozen = _frozen(trial)
     if not isinstance(pruner, NCPPruner) or frozen is None:
@@ -247,6 +268,9 @@ def record_decision(trial: optuna.Trial, epoch: int) -> dict[str, Any] | None:
     stored = {"step": int(epoch), "epoch": int(epoch) + 1, "reason": decision.reason,
               "value": units(decision.value), "threshold": units(decision.threshold)}
     trial.set_user_attr(DECISION_ATTR, stored)
+    for key in ("epoch", "value", "threshold"):  # numbers the dashboard sorts and plots
+        if stored[key] is not None:
+            trial.set_user_attr(f"{DECISION_ATTR}_{key}", stored[key])
     return stored
 
 
