@@ -16,6 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ncp_search.core.history import TrialHistory
+from ncp_search.core.pausing import PausingPolicy
+from ncp_search.core.policy import AshaPolicy, PercentilePolicy, Policy
 from ncp_search.core.predictors import PREDICTORS, predict_final
 from ncp_search.core.regression import AccuracyPredictor, FinalAccuracy
 from ncp_search.core.rules import Decision
@@ -39,6 +41,7 @@ _LAZY = {
     "NCPPruner": "ncp_search.integrations.optuna.pruner",
     "NCPCallback": "ncp_search.integrations.optuna.callback",
     "report_beta_eff": "ncp_search.integrations.optuna.reporting",
+    "optimize_pausing": "ncp_search.integrations.optuna.pausing",
     "NCPScheduler": "ncp_search.integrations.ray.scheduler",
     "NCPTuneCallback": "ncp_search.integrations.ray.callback",
     "report_beta_eff_to_tune": "ncp_search.integrations.ray.trainable",
@@ -47,6 +50,7 @@ _LAZY = {
 __all__ = [
     "PREDICTORS",
     "AccuracyPredictor",
+    "AshaPolicy",
     "BetaEffLogger",
     "BetaEffMeter",
     "BetaEffTerms",
@@ -58,6 +62,9 @@ __all__ = [
     "NCPScheduler",
     "NCPSearchError",
     "NCPTuneCallback",
+    "PausingPolicy",
+    "PercentilePolicy",
+    "Policy",
     "ProbeError",
     "ProbeParts",
     "TrialHistory",
@@ -66,6 +73,7 @@ __all__ = [
     "beta_eff_from_weights",
     "beta_eff_terms",
     "observer_probe",
+    "optimize_pausing",
     "predict_final",
     "probe_batch",
     "report_beta_eff",
@@ -85,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from ncp_search.engine.probe import ProbeParts, attach_probe, observer_probe, split_probe
     from ncp_search.integrations.optuna.callback import NCPCallback
+    from ncp_search.integrations.optuna.pausing import optimize_pausing
     from ncp_search.integrations.optuna.pruner import NCPPruner
     from ncp_search.integrations.optuna.reporting import report_beta_eff
     from ncp_search.integrations.ray.callback import NCPTuneCallback
