@@ -89,17 +89,17 @@ def test_quick_sweep_end_to_end_then_report_and_resume(tmp_path, capsys) -> None
 def test_kill_9_mid_sweep_then_resume_loses_nothing_and_reruns_nothing(tmp_path) -> None:
     config = tiny_config(tmp_path, trials=4, epochs=16, pruner={"name": "nop"})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(_cli("sweep", str(config)), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    pausing, paused = _pausing_env(tmp_path, first=2)  # trials 0, 1 complete; 2 pauses
+    proc = subprocess.Popen(_cli("sweep", str(config)), env=pausing,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        killed_number = _wait_for(tmp_path, proc, complete=2)
-        if killed_number is not None:
-            proc.send_signal(signal.SIGKILL)
+        _wait_until(lambda: (paused / "paused-2").exists(), proc, "trial 2 after 2 epochs")
+        killed_number = 2
+        proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    assert killed_number is not None, "the sweep never reached 2 complete trials"
     stale = [t.number for t in _study(tmp_path).trials if t.state == TrialState.RUNNING]
     assert stale == [killed_number]
     before = {t.number: (t.params, t.value) for t in _study(tmp_path).trials
@@ -126,38 +126,75 @@ def test_kill_9_mid_sweep_then_resume_loses_nothing_and_reruns_nothing(tmp_path)
     assert len(set(keys)) == len(keys)
 
 
-def _wait_for(tmp_path: Path, proc: subprocess.Popen, complete: int) -> int | None:
-    """The number of a RUNNING trial with 1-15 of its 16 epochs reported once ``complete``
-    trials are COMPLETE (None if the sweep ends or 300 s pass first). The window is
-    wide and the polling quick: on an idle machine a tiny trial's epochs take tens of
-    milliseconds."""
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
+PAUSE_HOOK = """\
+# Loaded by every Python process of the sweep (PYTHONPATH): a trial numbered
+# NCP_TEST_PAUSE_FROM or more writes paused-<number> in NCP_TEST_PAUSE_DIR after its
+# second epoch and waits until the process is asked to stop (Ctrl-C, SIGTERM), so a
+# test acts at a known moment however slow the machine is.
+import os, signal, time
+
+
+def _install():
+    folder = os.environ.get("NCP_TEST_PAUSE_DIR")
+    if not folder:
+        return
+    import ncp_search.app.sweep.optuna_backend as backend
+
+    real, first = backend.run_trial, int(os.environ["NCP_TEST_PAUSE_FROM"])
+
+    def run_trial(config, params, data, on_epoch, *, model_path=None, **kwargs):
+        number = int(str(model_path).rsplit("_", 1)[-1].split(".")[0])
+
+        def hook(epoch, *args):
+            out = on_epoch(epoch, *args)
+            if number >= first and epoch == 1:
+                open(os.path.join(folder, f"paused-{number}"), "w").close()
+                stop = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+                while not getattr(stop, "requested", True):
+                    time.sleep(0.05)
+            return out
+
+        return real(config, params, data, hook, model_path=model_path, **kwargs)
+
+    backend.run_trial = run_trial
+
+
+_install()
+"""
+
+
+def _pausing_env(tmp_path: Path, first: int) -> tuple[dict[str, str], Path]:
+    """The environment of a sweep whose trials from number ``first`` on pause after
+    their second epoch (see PAUSE_HOOK), and the folder where they say so."""
+    hook, paused = tmp_path / "hook", tmp_path / "paused"
+    hook.mkdir()
+    paused.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "NCP_TEST_PAUSE_DIR": str(paused),
+            "NCP_TEST_PAUSE_FROM": str(first), "TF_CPP_MIN_LOG_LEVEL": "3"}, paused
+
+
+def _wait_until(condition, proc: subprocess.Popen, what: str) -> None:
+    """Wait for ``condition()`` while ``proc`` runs (the bound only ends a broken run)."""
+    deadline = time.time() + 900
+    while not condition():
+        assert proc.poll() is None, f"the sweep ended before {what}"
+        assert time.time() < deadline, f"no {what} in 900 s"
         time.sleep(0.1)
-        if not (tmp_path / "out" / "study.db").exists():
-            continue
-        try:
-            trials = _study(tmp_path).trials
-        except Exception:  # noqa: BLE001 - the study is not created yet
-            continue
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING
-                   and 1 <= len(t.intermediate_values) <= 15]
-        if len(done) >= complete and running:
-            return running[0].number
-    return None
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_everything(tmp_path) -> None:
     config = tiny_config(tmp_path, trials=4, epochs=16, pruner={"name": "nop"})
+    env, paused = _pausing_env(tmp_path, first=1)  # trial 0 completes, trial 1 pauses
     proc = subprocess.Popen(_cli("sweep", str(config)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
-        running = _wait_for(tmp_path, proc, complete=1)
-        assert running is not None, "the sweep never reached 1 complete trial"
+        _wait_until(lambda: (paused / "paused-1").exists(), proc, "trial 1 after 2 epochs")
+        running = 1
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -268,58 +305,27 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _worker_attrs(tmp_path: Path) -> list[dict]:
-    """The trials' user attributes, read with sqlite3 (never creates a schema); empty
-    until the study has trials."""
-    import sqlite3
-
-    db = tmp_path / "out" / "study.db"
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
-            rows = connection.execute(
-                "SELECT key FROM trial_user_attributes").fetchall()
-    except sqlite3.Error:
-        return []
-    return [{key: True} for (key,) in rows]
-
-
 @pytest.mark.slow
 def test_kill_9_of_the_driver_ends_its_workers_and_resume_finishes(tmp_path) -> None:
-    # 30 epochs: on an idle machine a tiny trial's epochs take tens of milliseconds, and
-    # the window with one trial complete and two running must outlast the polling.
     config = tiny_config(tmp_path, trials=5, epochs=30, pruner={"name": "nop"})
+    # trial 0 completes; trials 1 and 2 (one per worker) pause after 2 epochs
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    driver = subprocess.Popen(_cli("sweep", str(config), "--workers", "2"), env=env,
+    pausing, paused = _pausing_env(tmp_path, first=1)
+    driver = subprocess.Popen(_cli("sweep", str(config), "--workers", "2"), env=pausing,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pids: set[int] = set()
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-            # Read only once the driver made the study: a reader opening a fresh SQLite
-            # file creates the schema too and can race the driver's create_study.
-            if not any(t.get("ncp_worker") for t in _worker_attrs(tmp_path)):
-                continue
-            try:
-                trials = _study(tmp_path).trials
-            except Exception:  # noqa: BLE001 - not created yet
-                continue
-            pids = {int(t.user_attrs["ncp_worker"].rsplit(":", 1)[1]) for t in trials
-                    if "ncp_worker" in t.user_attrs}
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and t.intermediate_values]
-            if done and running and len(pids) == 2:
-                break
+        _wait_until(lambda: len(list(paused.iterdir())) == 2, driver, "2 paused workers")
+        trials = _study(tmp_path).trials
+        pids = {int(t.user_attrs["ncp_worker"].rsplit(":", 1)[1]) for t in trials
+                if "ncp_worker" in t.user_attrs}
         assert len(pids) == 2 and driver.poll() is None, "never had 2 busy workers"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         at_kill = _study(tmp_path).trials
         before = {t.number: (t.params, t.value) for t in at_kill
                   if t.state == TrialState.COMPLETE}
-        deadline = time.time() + 90
+        deadline = time.time() + 900  # ends a broken run; they stop after one epoch
         while time.time() < deadline and any(_alive(pid) for pid in pids):
             time.sleep(0.5)
         assert not any(_alive(pid) for pid in pids), "workers outlived their driver"

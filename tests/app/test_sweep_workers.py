@@ -133,7 +133,7 @@ PARENT = """\
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
 print(child.pid, flush=True)
-time.sleep(60)
+time.sleep(600)
 """
 CHILD = """\
 import os, signal, sys, time
@@ -143,7 +143,8 @@ def stop(signum, frame):
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 watch_parent(os.getppid())
-time.sleep(60)
+open(sys.argv[1] + ".ready", "w").write("watching")
+time.sleep(600)
 """
 
 
@@ -157,12 +158,16 @@ def test_a_worker_stops_when_its_driver_is_killed(tmp_path) -> None:
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
     try:
         child = int(parent.stdout.readline())
-        time.sleep(1.0)  # the child installs its watch
+        ready = tmp_path / "stopped.ready"
+        deadline = time.time() + 600  # ends a broken run only: waits for the child's word
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the child never installed its watch"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        deadline = time.time() + 10
+        deadline = time.time() + 120  # it stops within a second; a bound on a broken run
         while time.time() < deadline and not marker.exists():
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert marker.read_text() == "stopped"
     finally:
         if parent.poll() is None:
