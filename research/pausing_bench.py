@@ -1,0 +1,1005 @@
+"""Pause, don't kill, measured: :class:`~ncp_search.core.pausing.PausingPolicy`
+against the default (ASHA on the predicted best) and Tune's HyperBand schedulers.
+
+``python -m research bench pausing`` runs a discrete-event simulator over the budget
+benchmark's studies (:mod:`research.budget_bench`: the same workloads, the same
+trials per seed, the same regret, tolerance and good-trial definitions). Each trial
+trains epoch by epoch from its recorded curve; a paused trial keeps its progress (a
+checkpoint) and a resumed one continues at the next epoch of its own curve.
+
+Workers. ``concurrency`` workers take jobs from the rule: a new trial (the next of
+the seed's order) or a paused trial to resume. Each epoch ends at its start plus its
+recorded duration (unit time where a table has none, as Taskset); the worker whose
+epoch ends first reports next (ties by trial position, as the budget benchmark's
+trial number). A pause costs a checkpoint save and a resume a checkpoint restore
+(seconds measured on the recorded tables' Keras models, :func:`measure_checkpoints`);
+the worker is busy meanwhile. A worker that gets no job waits for the next event
+(a rung's barrier idles it): the makespan counts that.
+
+Rules (:func:`make_host`):
+
+- ``nop``: every trial to the end;
+- ``default``: ``AshaPolicy(predictor="best", reduction_factor=3, min_resource=1)``
+  over a :class:`~ncp_search.core.pool.TrialPool`, steps 1..N: the decisions of the
+  budget benchmark's ``ncp_asha:best,rf=3`` row (today's default), replayed;
+- ``pause,rf=R,keep=K,bracket=B``: ``PausingPolicy`` with ``reduction_factor=R``,
+  ``keep_min`` ``K`` (an integer, ``auto`` for
+  :func:`~ncp_search.core.pausing.auto_keep_min`, ``fF`` for
+  ``max(2, round(F * bracket))`` or ``sF`` for ``max(2, round(F * sqrt(bracket)))``)
+  and ``bracket_size`` ``B`` (``all`` or ``half`` of the study's trials);
+- ``tune_hyperband,rf=R`` / ``tune_bohb,rf=R``: Ray Tune's ``HyperBandScheduler`` /
+  ``HyperBandForBOHB`` driven through their own hooks (``on_trial_add``,
+  ``on_trial_result``, ``choose_trial_to_run``, ``on_trial_complete``,
+  ``on_trial_remove``) by a small controller that does what Tune's does with their
+  answers (:class:`TuneHost`), ``max_t`` = the epochs, mode and metric of the table.
+
+Measures per rule, workload, mode and seed: epochs share, seconds share (training
+plus checkpoint seconds over no pruning's training seconds), makespan, final regret,
+the anytime curve, pauses and resumes, good-trial prune rate (top-10% trials that
+never completed). Small studies: ``--small`` draws 16-24 of a workload's runs per
+seed (:func:`small_trials`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ncp_search.core.history import TrialHistory
+from ncp_search.core.pausing import PAUSE, STOP, PausingPolicy, auto_keep_min
+from ncp_search.core.policy import AshaPolicy
+from ncp_search.core.pool import TrialPool
+from research.budget_bench import GOOD_SHARE, Workload, study_trials
+from research.replay_common import epochs_to_reach
+
+CONTINUE, PAUSED, STOPPED, COMPLETE, FAILED = "continue", "pause", "stop", "complete", "fail"
+DEFAULT = "default"
+KEEPS = ("2", "4", "6", "auto", "s0.5", "s0.7")
+PAUSING = tuple(f"pause,rf={rf},keep={keep},bracket={bracket}"
+                for rf in (2, 3) for keep in KEEPS for bracket in ("all", "half"))
+TUNE = ("tune_hyperband,rf=3", "tune_bohb,rf=3")
+DEFAULT_RULES = ("nop", DEFAULT, *PAUSING, *TUNE)
+SMALL_SIZES = (16, 24)  # small studies draw between 16 and 24 trials
+PER_SEED = ("rule", "seed", "concurrency", "n_trials", "epochs", "epochs_share",
+            "seconds_share", "makespan", "final_regret", "n_completed", "pauses", "resumes",
+            "good_not_completed")
+
+
+def label(name: str) -> str:
+    """A short readable name of a rule."""
+    if name == "nop":
+        return "no pruning"
+    if name == DEFAULT:
+        return "default: ASHA rf3 on predicted best"
+    head, options = name.split(",")[0], _raw_options(name)
+    if head == "pause":
+        return (f"pause rf{options.get('rf', '2')} keep {options.get('keep', 'auto')} "
+                f"bracket {options.get('bracket', 'all')}")
+    rf = options.get("rf", "3")
+    return {"tune_hyperband": f"Tune HyperBandScheduler rf{rf}",
+            "tune_bohb": f"Tune HyperBandForBOHB rf{rf}"}.get(head, name)
+
+
+def _raw_options(name: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in name.split(",")[1:] if "=" in part)
+
+
+def keep_min_for(keep: str, bracket_size: int) -> int:
+    """The ``keep_min`` a setting stands for at ``bracket_size`` trials.
+
+    Raises:
+        ValueError: for a setting that is none of an integer, ``auto``, ``fF``.
+    """
+    if keep == "auto":
+        return auto_keep_min(bracket_size)
+    if keep[:1] in ("f", "s"):
+        scale = bracket_size if keep[0] == "f" else math.sqrt(bracket_size)
+        return max(2, round(float(keep[1:]) * scale))
+    if keep.isdigit() and int(keep) >= 1:
+        return int(keep)
+    raise ValueError(f"keep must be an integer >= 1, 'auto', 'f<fraction>' or "
+                     f"'s<factor>', but got keep={keep!r}.")
+
+
+def small_trials(workload: Workload, seed: int) -> np.ndarray:
+    """Seed ``seed``'s small study: 16-24 runs (the count and the runs drawn by
+    ``default_rng(10_000 + seed)``)."""
+    rng = np.random.default_rng(10_000 + seed)
+    size = int(rng.integers(SMALL_SIZES[0], SMALL_SIZES[1] + 1))
+    return rng.choice(len(workload.finals), size=min(size, len(workload.finals)),
+                      replace=False)
+
+
+# ---------------------------------------------------------------- hosts
+class Host:
+    """A rule as the simulator drives it (one study).
+
+    The simulator asks :meth:`take` for a job when a worker is free and calls
+    :meth:`result` after each epoch. Positions index the study's trial order.
+    """
+
+    def __init__(self, n_trials: int, n_steps: int, sign: float) -> None:
+        self.n_trials = n_trials
+        self.n_steps = n_steps
+        self.sign = sign
+        self.started = 0
+
+    def take(self) -> tuple[int, bool] | None:
+        """``(position, resumed)`` for a free worker, or None (nothing to run now)."""
+        raise NotImplementedError
+
+    def result(self, position: int, epoch: int, value: float, final: float) -> str:
+        """The trial's epoch ``epoch`` (1-based) gave ``value`` (the metric as
+        recorded; ``final`` its recorded final): what it does next."""
+        raise NotImplementedError
+
+    def _new(self) -> tuple[int, bool] | None:
+        if self.started >= self.n_trials:
+            return None
+        self.started += 1
+        return (self.started - 1, False)
+
+    def _end(self, epoch: int, final: float) -> str:
+        return COMPLETE if math.isfinite(final) else FAILED
+
+
+class NopHost(Host):
+    """Every trial to the end."""
+
+    def take(self) -> tuple[int, bool] | None:
+        return self._new()
+
+    def result(self, position: int, epoch: int, value: float, final: float) -> str:
+        return self._end(epoch, final) if epoch >= self.n_steps else CONTINUE
+
+
+class AshaHost(Host):
+    """Today's default replayed: ``AshaPolicy`` (predictor ``best``, rf 3, min_resource
+    1, steps 1..N, diverged trials stopped) deciding over a ``TrialPool`` of the
+    study's trials, as ``NCPPruner(rule="asha")`` decides over an Optuna study."""
+
+    def __init__(self, n_trials: int, n_steps: int, sign: float,
+                 reduction_factor: float = 3.0) -> None:
+        super().__init__(n_trials, n_steps, sign)
+        self.policy = AshaPolicy(reduction_factor=reduction_factor, min_resource=1,
+                                 first_step=1, max_step=n_steps, predictor="best")
+        self.pool = TrialPool(sign)
+        self.rung_steps = set(self.policy.rungs(n_steps))
+
+    def take(self) -> tuple[int, bool] | None:
+        return self._new()
+
+    def result(self, position: int, epoch: int, value: float, final: float) -> str:
+        key = str(position)
+        self.pool.apply({"e": "result", "id": key, "t": epoch, "v": self.sign * value})
+        history = self.pool.history(key)
+        view = self.pool.view(key)
+        verdict = self.policy.decide(history, view, reported=value)
+        rung = verdict.rung
+        prediction = verdict.prediction
+        if rung is None and verdict.stop and epoch in self.rung_steps:
+            # Optuna keeps a trial stopped as diverged at a rung step in that rung, at
+            # its prediction there (from its curve before the NaN).
+            rung, prediction = float(epoch), self.policy.value_at(history, epoch, view)
+        self.pool.apply({"e": "decision", "id": key, "t": epoch, "p": prediction,
+                         "stop": verdict.stop, "rung": rung})
+        if verdict.stop:
+            return STOPPED
+        if epoch < self.n_steps:
+            return CONTINUE
+        if math.isfinite(final):
+            self.pool.apply({"e": "complete", "id": key, "final": self.sign * final})
+            return COMPLETE
+        self.pool.apply({"e": "error", "id": key})  # Optuna: told as FAIL
+        return FAILED
+
+
+class PausingHost(Host):
+    """:class:`~ncp_search.core.pausing.PausingPolicy` through its event API."""
+
+    def __init__(self, n_trials: int, n_steps: int, sign: float, *,
+                 reduction_factor: float, keep: str, bracket: str) -> None:
+        super().__init__(n_trials, n_steps, sign)
+        if bracket not in ("all", "half"):
+            raise ValueError(f"bracket must be 'all' or 'half', but got bracket={bracket!r}.")
+        size = n_trials if bracket == "all" else max(1, math.ceil(n_trials / 2))
+        self.policy = PausingPolicy(n_trials=n_trials, max_resource=n_steps,
+                                    reduction_factor=reduction_factor,
+                                    keep_min=keep_min_for(keep, size), bracket_size=size,
+                                    first_step=1)
+        self.values: dict[int, tuple[list[float], list[float]]] = {}
+        self.pauses = 0
+        self.resumes = 0
+
+    def take(self) -> tuple[int, bool] | None:
+        job = self.policy.next_job()
+        if job is None:
+            return None
+        kind, trial_id, _ = job
+        if kind == "resume":
+            assert trial_id is not None
+            self.resumes += 1
+            return (int(trial_id), True)
+        position = self.started
+        self.started += 1
+        self.policy.add(str(position))
+        return (position, False)
+
+    def result(self, position: int, epoch: int, value: float, final: float) -> str:
+        steps, values = self.values.setdefault(position, ([], []))
+        if math.isfinite(value):  # as TrialHistory.from_reports: non-numbers dropped
+            steps.append(float(epoch))
+            values.append(self.sign * value)
+        history = TrialHistory(np.array(steps), np.array(values), sign=self.sign)
+        order = self.policy.report(str(position), history, reported=value)
+        if order.action == STOP:
+            return STOPPED
+        if order.action == PAUSE:
+            self.pauses += 1
+            return PAUSED
+        if epoch >= self.n_steps:
+            self.policy.complete(str(position))
+            return self._end(epoch, final)
+        return CONTINUE
+
+
+class _FakeTrial:
+    """What Tune's HyperBand schedulers read of a trial."""
+
+    def __init__(self, position: int) -> None:
+        self.trial_id = f"t{position:04d}"
+        self.position = position
+        self.status = "PENDING"
+        self.is_saving = False
+        self.last_result: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return self.trial_id
+
+
+class _FakeSearcher:
+    def on_pause(self, trial_id: str) -> None:
+        pass
+
+    def on_unpause(self, trial_id: str) -> None:
+        pass
+
+
+class _FakeController:
+    """The part of Tune's ``TuneController`` the HyperBand schedulers call: it
+    stops trials as ``TuneController.stop_trial`` does (a paused or pending trial:
+    ``on_trial_remove``; a running one: ``on_trial_complete``)."""
+
+    def __init__(self, trials: list[_FakeTrial]) -> None:
+        self.trials = trials
+        self.scheduler: Any = None
+        self.search_alg = type("SearchAlg", (), {"searcher": _FakeSearcher()})()
+
+    def get_trials(self) -> list[_FakeTrial]:
+        return self.trials
+
+    def stop_trial(self, trial: _FakeTrial) -> None:
+        if trial.status in ("ERROR", "TERMINATED"):
+            return
+        if trial.status in ("PENDING", "PAUSED"):
+            self.scheduler.on_trial_remove(self, trial)
+        else:
+            self.scheduler.on_trial_complete(self, trial, trial.last_result)
+        trial.status = "TERMINATED"
+
+
+class TuneHost(Host):
+    """Tune's ``HyperBandScheduler`` (``bohb=False``) or ``HyperBandForBOHB`` driven
+    through its own hooks. Every trial is added (``on_trial_add``) in the seed's
+    order before the first runs (Tune adds trials as its searcher creates them; the
+    brackets are filled in that order either way); a free worker runs what
+    ``choose_trial_to_run`` returns; each epoch's result goes to
+    ``on_trial_result`` and its answer is applied as Tune applies it (CONTINUE,
+    PAUSE: checkpoint, STOP: ``stop_trial``); a trial that reaches ``max_t`` ends
+    (``stop_trial``: ``on_trial_complete``)."""
+
+    def __init__(self, n_trials: int, n_steps: int, sign: float, *,
+                 reduction_factor: float, bohb: bool) -> None:
+        super().__init__(n_trials, n_steps, sign)
+        from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
+
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Bracket too small"
+        cls: Any = HyperBandForBOHB if bohb else HyperBandScheduler
+        self.scheduler = cls(time_attr="training_iteration", metric="value",
+                             mode="max" if sign > 0 else "min", max_t=n_steps,
+                             reduction_factor=reduction_factor)
+        self.trials = [_FakeTrial(p) for p in range(n_trials)]
+        self.controller = _FakeController(self.trials)
+        self.controller.scheduler = self.scheduler
+        for trial in self.trials:
+            self.scheduler.on_trial_add(self.controller, trial)
+        self.pauses = 0
+        self.resumes = 0
+
+    def take(self) -> tuple[int, bool] | None:
+        trial = self.scheduler.choose_trial_to_run(self.controller)
+        if trial is None:
+            return None
+        resumed = trial.status == "PAUSED"
+        self.resumes += int(resumed)
+        trial.status = "RUNNING"
+        return (trial.position, resumed)
+
+    def result(self, position: int, epoch: int, value: float, final: float) -> str:
+        trial = self.trials[position]
+        result = {"training_iteration": epoch, "value": value, "done": epoch >= self.n_steps}
+        trial.last_result = result
+        decision = self.scheduler.on_trial_result(self.controller, trial, result)
+        if epoch >= self.n_steps:
+            if trial.status == "RUNNING":
+                self.controller.stop_trial(trial)
+            return self._end(epoch, final)
+        if decision == "STOP":
+            self.controller.stop_trial(trial)
+            return STOPPED
+        if decision == "PAUSE":
+            trial.status = "PAUSED"
+            self.pauses += 1
+            return PAUSED
+        return CONTINUE
+
+
+def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
+    """The host of rule ``name`` for one study (see the module docstring).
+
+    Raises:
+        ValueError: for an unknown rule or option.
+    """
+    if name == "nop":
+        return NopHost(n_trials, n_steps, sign)
+    if name == DEFAULT:
+        return AshaHost(n_trials, n_steps, sign)
+    head, options = name.split(",")[0], _raw_options(name)
+    if head == "pause":
+        unknown = set(options) - {"rf", "keep", "bracket"}
+        if unknown:
+            raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket; got "
+                             f"{sorted(unknown)}.")
+        return PausingHost(n_trials, n_steps, sign,
+                           reduction_factor=float(options.get("rf", 2)),
+                           keep=options.get("keep", "auto"),
+                           bracket=options.get("bracket", "all"))
+    if head in ("tune_hyperband", "tune_bohb") and set(options) <= {"rf"}:
+        return TuneHost(n_trials, n_steps, sign, reduction_factor=float(options.get("rf", 3)),
+                        bohb=head == "tune_bohb")
+    raise ValueError(f"unknown rule {name!r}: use nop, default, pause,rf=R,keep=K,bracket=B, "
+                     "tune_hyperband,rf=R or tune_bohb,rf=R.")
+
+
+# ---------------------------------------------------------------- the simulator
+@dataclass(frozen=True)
+class CheckpointCost:
+    """Seconds of one checkpoint save and one restore (model + optimizer state)."""
+
+    save: float = 0.0
+    restore: float = 0.0
+
+
+def simulate(
+    workload: Workload,
+    name: str,
+    order: np.ndarray,
+    *,
+    concurrency: int = 1,
+    checkpoint: CheckpointCost = CheckpointCost(),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One study of rule ``name`` over the runs ``order`` (positions are trial
+    numbers), ``concurrency`` workers.
+
+    Returns epochs, seconds (training; checkpoint seconds apart), makespan, final
+    regret, the anytime curve (epochs consumed and regret after each trial ends),
+    pauses, resumes, and the counts behind the good-trial prune rate. ``trace`` lists
+    ``(position, epoch, value)`` in the order epochs were reported (tests read it).
+
+    Raises:
+        RuntimeError: when the rule leaves trials unfinished with no job to run.
+    """
+    n_steps = workload.n_steps
+    sign = workload.sign
+    host = make_host(name, len(order), n_steps, sign)
+    scores = sign * workload.finals[order]
+    finite = scores[np.isfinite(scores)]
+    best_possible = float(finite.max()) if finite.size else math.nan
+    n_good = max(1, math.ceil(GOOD_SHARE * len(order)))
+    good = set(np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:n_good].tolist())
+    progress = [0] * len(order)  # epochs trained (the checkpoint's epoch when paused)
+    clock = epochs = 0.0
+    train_seconds = checkpoint_seconds = 0.0
+    best = -math.inf
+    curve: list[tuple[int, float]] = []
+    completed: set[int] = set()
+    ended: dict[int, str] = {}
+    trace: list[tuple[int, int, float]] = []
+    # [end time, position, epoch or 0 for a checkpoint save]
+    slots: list[list[Any]] = []
+
+    seconds = workload.epoch_seconds[np.asarray(order, dtype=int)].tolist()
+
+    def duration(position: int, epoch: int) -> float:
+        return float(seconds[position][epoch - 1])
+
+    while True:
+        while len(slots) < concurrency:
+            job = host.take()
+            if job is None:
+                break
+            position, resumed = job
+            start = clock
+            if resumed:
+                start += checkpoint.restore
+                checkpoint_seconds += checkpoint.restore
+            epoch = progress[position] + 1
+            slots.append([start + duration(position, epoch), position, epoch])
+        if not slots:
+            break
+        slot = min(slots, key=lambda s: (s[0], s[1]))
+        end, position, epoch = slot
+        clock = end
+        if epoch == 0:  # a checkpoint save ended: the worker is free
+            slots.remove(slot)
+            continue
+        run = int(order[position])
+        epochs += 1
+        train_seconds += duration(position, epoch)
+        progress[position] = epoch
+        value = float(workload.values[run, epoch - 1])
+        trace.append((position, epoch, value))
+        action = host.result(position, epoch, value, float(workload.finals[run]))
+        if action == CONTINUE:
+            slot[0], slot[2] = clock + duration(position, epoch + 1), epoch + 1
+            continue
+        if action == PAUSED:
+            checkpoint_seconds += checkpoint.save
+            if checkpoint.save > 0:
+                slot[0], slot[2] = clock + checkpoint.save, 0
+            else:
+                slots.remove(slot)
+            continue
+        slots.remove(slot)
+        ended[position] = action
+        if action == COMPLETE:
+            completed.add(position)
+            best = max(best, sign * float(workload.finals[run]))
+        curve.append((int(epochs), (best_possible - best) * workload.scale))
+    unfinished = [p for p in range(len(order)) if p not in ended and progress[p] > 0]
+    paused_for_good = [p for p in unfinished if progress[p] < n_steps]
+    if host.started < len(order) and not isinstance(host, TuneHost):
+        raise RuntimeError(f"{name}: stalled with {len(order) - host.started} trials "
+                           "never started and nothing to run.")
+    all_epochs = len(order) * n_steps
+    all_seconds = float(np.sum(workload.epoch_seconds[np.asarray(order, dtype=int)]))
+    return {
+        "rule": name, "seed": seed, "concurrency": concurrency,
+        "n_trials": len(order), "epochs": int(epochs), "epochs_share": epochs / all_epochs,
+        "seconds": train_seconds + checkpoint_seconds,
+        "checkpoint_seconds": checkpoint_seconds,
+        "seconds_share": (train_seconds + checkpoint_seconds) / all_seconds,
+        "makespan": clock, "final_regret": (best_possible - best) * workload.scale,
+        "curve": curve, "n_completed": len(completed),
+        "n_paused_for_good": len(paused_for_good),
+        "pauses": int(getattr(host, "pauses", 0)), "resumes": int(getattr(host, "resumes", 0)),
+        "never_started": len(order) - host.started if not isinstance(host, TuneHost)
+        else sum(1 for p in range(len(order)) if progress[p] == 0),
+        "n_good": n_good, "good_not_completed": len(good - completed),
+        "trace": trace,
+    }
+
+
+# ---------------------------------------------------------------- checkpoint cost
+def measure_checkpoints(tables: Sequence[str], per_table: int = 3,
+                        folder: str | None = None) -> dict[str, dict[str, Any]]:
+    """Seconds of ``model.save`` and ``keras.models.load_model`` (the ``.keras``
+    format keeps the optimizer state) of ``per_table`` models of each recorded table,
+    built as the recorder builds them (:func:`ncp_search.engine.finetune.build_trial_models`
+    on the zoo architecture, untrained weights: the cost depends on the shapes) and
+    trained one batch so the optimizer state exists; the median per table."""
+    import tempfile
+    from pathlib import Path
+
+    import keras
+
+    from ncp_search.app.zoo import ARCHITECTURES
+    from ncp_search.engine.finetune import build_trial_models, compile_trial
+    from research.recorder import load_workload, read_table
+
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        name = Path(table).stem
+        spec = load_workload(f"configs/record_{name}.yaml")
+        shape = (8, 8, 1) if spec["source"].startswith("digits") else (28, 28, 1)
+        rows = [r for r in read_table(table)
+                if r.get("config", {}).get("mode", "observer") == "observer"][:per_table]
+        saves, restores = [], []
+        for row in rows:
+            config = row["config"]
+            keras.backend.clear_session()
+            arch = config.get("source_model", spec["source_model"])
+            source = ARCHITECTURES[arch](shape, 5, 0)
+            models = build_trial_models(source, 5, config, mode="observer")
+            compile_trial(models.trained, config)
+            x = np.random.default_rng(0).random((32, *shape), dtype=np.float32)
+            y = np.arange(32) % 5
+            models.trained.fit(x, y, epochs=1, batch_size=32, verbose=0)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                path = str(Path(tmp) / "trial.keras")
+                started = time.perf_counter()
+                models.trained.save(path)
+                saved = time.perf_counter()
+                keras.models.load_model(path)
+                restored = time.perf_counter()
+            saves.append(saved - started)
+            restores.append(restored - saved)
+        epoch = [step["epoch_seconds"] for r in read_table(table) for step in r["curve"][1:]
+                 if step.get("epoch_seconds") is not None]
+        out[name] = {"save": float(np.median(saves)), "restore": float(np.median(restores)),
+                     "models": len(rows), "epoch_seconds_median": float(np.median(epoch)),
+                     "saves": saves, "restores": restores}
+    return out
+
+
+def checkpoint_for(workload: Workload, measured: dict[str, dict[str, Any]]) -> CheckpointCost:
+    """A workload's checkpoint cost: measured for a recorded table; for a workload
+    without models (Taskset, unit time) the tables' median ratio of checkpoint
+    seconds to epoch seconds, applied to its unit epoch."""
+    if workload.name in measured:
+        m = measured[workload.name]
+        return CheckpointCost(m["save"], m["restore"])
+    if not measured:
+        return CheckpointCost()
+    unit = float(np.median(workload.epoch_seconds))
+    save = float(np.median([m["save"] / m["epoch_seconds_median"] for m in measured.values()]))
+    restore = float(np.median([m["restore"] / m["epoch_seconds_median"]
+                               for m in measured.values()]))
+    return CheckpointCost(save * unit, restore * unit)
+
+
+# ---------------------------------------------------------------- summaries
+def summarize(runs: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Per rule: means over seeds, worst seed, pooled good-trial prune rate, and
+    paired ratios against the default (per seed, then the mean)."""
+    names = list(dict.fromkeys(r["rule"] for r in runs))
+    by = {(r["rule"], r["seed"]): r for r in runs}
+    out: dict[str, Any] = {}
+    for name in names:
+        mine = [r for r in runs if r["rule"] == name]
+        regrets = [r["final_regret"] for r in mine]
+        reach = [epochs_to_reach(r["curve"], tolerance) for r in mine]
+        nop = [by.get(("nop", r["seed"])) for r in mine]
+        default = [by.get((DEFAULT, r["seed"])) for r in mine]
+        row = {
+            "label": label(name), "seeds": len(mine),
+            "epochs_share": float(np.mean([r["epochs_share"] for r in mine])),
+            "seconds_share": float(np.mean([r["seconds_share"] for r in mine])),
+            "makespan_vs_nop": _mean_ratio(mine, nop, "makespan"),
+            "makespan_vs_default": _mean_ratio(mine, default, "makespan"),
+            "epochs_vs_default": _mean_ratio(mine, default, "epochs"),
+            "regret_mean": float(np.mean(regrets)), "regret_worst": float(np.max(regrets)),
+            "within_tolerance": int(sum(g <= tolerance + 1e-9 for g in regrets)),
+            "reach_mean": float(np.mean([x for x in reach if math.isfinite(x)]))
+            if any(math.isfinite(x) for x in reach) else math.inf,
+            "good_prune_rate": sum(r["good_not_completed"] for r in mine)
+            / max(1, sum(r["n_good"] for r in mine)),
+            "pauses": float(np.mean([r["pauses"] for r in mine])),
+            "resumes": float(np.mean([r["resumes"] for r in mine])),
+            "checkpoint_share": float(np.mean([r["checkpoint_seconds"] / r["seconds"]
+                                               if r["seconds"] else 0.0 for r in mine])),
+            "n_trials": float(np.mean([r["n_trials"] for r in mine])),
+        }
+        out[name] = row
+    return out
+
+
+def _mean_ratio(mine: Sequence[dict[str, Any]], ref: Sequence[dict[str, Any] | None],
+                key: str) -> float:
+    pairs = [(a[key], b[key]) for a, b in zip(mine, ref) if b and b[key]]
+    return float(np.mean([a / b for a, b in pairs])) if pairs else math.nan
+
+
+def anytime(runs: Sequence[dict[str, Any]], grid: np.ndarray, all_epochs: int
+            ) -> dict[str, list[float]]:
+    """Per rule: the median over seeds of the regret after each epochs share of
+    ``grid`` (inf while fewer than half the seeds have a completed trial), and the
+    share of seeds with a completed trial."""
+    out: dict[str, list[float]] = {}
+    for name in dict.fromkeys(r["rule"] for r in runs):
+        table = []
+        for run in (r for r in runs if r["rule"] == name):
+            row = np.full(len(grid), math.inf)
+            for epochs, regret in run["curve"]:
+                row[grid * all_epochs >= epochs] = np.minimum(
+                    row[grid * all_epochs >= epochs], regret)
+            table.append(row)
+        values = np.array(table)
+        out[name] = [float(v) for v in np.median(values, axis=0)]
+        out[name + "|done"] = [float(v) for v in np.isfinite(values).mean(axis=0)]
+    return out
+
+
+# ---------------------------------------------------------------- one unit of work
+def bench_unit(job: dict[str, Any]) -> dict[str, Any]:
+    """One workload: every rule, seed and mode (and the small studies)."""
+    import warnings
+
+    from research.budget_bench import load_workload
+
+    logging.getLogger("ncp_search").setLevel(logging.WARNING)
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")
+    started = time.perf_counter()
+    workload = load_workload(job["source"])
+    measured = job.get("checkpoints") or {}
+    cost = checkpoint_for(workload, measured)
+    grid = np.geomspace(0.005, 1.0, 121)
+    modes: dict[str, Any] = {}
+    for size in ("large", "small") if job.get("small") else ("large",):
+        # small studies: epochs only (sequential; the pausing rules' epochs do not
+        # depend on the workers, the default's barely)
+        for concurrency in job["concurrency"] if size == "large" else [1]:
+            runs = []
+            for name in job["rules"]:
+                if size == "small" and name.startswith("tune_"):
+                    continue
+                for seed in job["seeds"]:
+                    order = (study_trials(workload, seed) if size == "large"
+                             else small_trials(workload, seed))
+                    run = simulate(workload, name, order, concurrency=concurrency,
+                                   checkpoint=cost, seed=seed)
+                    run.pop("trace")
+                    runs.append(run)
+            key = f"{size} {'sequential' if concurrency == 1 else f'{concurrency} in flight'}"
+            all_epochs = int(np.mean([r["n_trials"] for r in runs])) * workload.n_steps
+            modes[key] = {"concurrency": concurrency, "size": size,
+                          "summary": summarize(runs, workload.tolerance),
+                          "anytime": anytime(runs, grid, all_epochs) if size == "large"
+                          else {},
+                          "per_seed": [{k: r[k] for k in PER_SEED} for r in runs]}
+    return {
+        "workload": workload.name, "kind": job["source"]["kind"], "unit": workload.unit,
+        "tolerance": workload.tolerance, "n_trials": int(len(study_trials(workload, 0))),
+        "n_steps": workload.n_steps, "timed": workload.timed,
+        "checkpoint": {"save": cost.save, "restore": cost.restore,
+                       "source": "measured" if workload.name in measured else
+                       "tables' ratio to epoch seconds" if measured else "none"},
+        "grid": [float(g) for g in grid], "modes": modes,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# ---------------------------------------------------------------- the default ASHA check
+def budget_check(units: Sequence[dict[str, Any]], budget_json: str) -> list[dict[str, Any]]:
+    """This replay's default row against the budget benchmark's ``ncp_asha:best,rf=3``
+    row (``docs/budget/budget.json``): epochs share per workload and mode, and how
+    many seeds give exactly the same epochs."""
+    import json
+
+    with open(budget_json, encoding="utf-8") as handle:
+        budget = json.load(handle)
+    out = []
+    for unit in units:
+        entry = budget["workloads"].get(unit["workload"])
+        if not entry:
+            continue
+        for key, mode in unit["modes"].items():
+            if mode["size"] != "large":
+                continue
+            bmode = "sequential" if mode["concurrency"] == 1 else \
+                f"{mode['concurrency']} in flight"
+            bench = entry["modes"].get(bmode)
+            if not bench or "ncp_asha:best,rf=3" not in bench["summary"]:
+                continue
+            theirs = {r["seed"]: r["epochs"] for r in bench["runs"]
+                      if r["rule"] == "ncp_asha:best,rf=3"}
+            mine = {r["seed"]: r["epochs"] for r in mode["per_seed"] if r["rule"] == DEFAULT}
+            same = sum(1 for s in mine if theirs.get(s) == mine[s])
+            out.append({"workload": unit["workload"], "mode": key,
+                        "budget_epochs_share": bench["summary"]["ncp_asha:best,rf=3"][
+                            "epochs_share"],
+                        "replay_epochs_share": mode["summary"][DEFAULT]["epochs_share"],
+                        "seeds_equal": same, "seeds": len(mine)})
+    return out
+
+
+# ---------------------------------------------------------------- choosing the defaults
+def choose_defaults(units: Sequence[dict[str, Any]], candidates: Sequence[str]
+                    ) -> dict[str, Any]:
+    """The rule stated before the run: choose on the recorded tables, check on Taskset.
+
+    Checks per pausing setting: on every recorded table in every mode (large
+    studies), a mean regret no worse than the default's and every seed within the
+    tolerance; on the tables' small studies (16-24 trials), no more epochs than the
+    default (mean epochs share). Eligible: all checks pass. Pick: among the eligible,
+    the lowest mean epochs share over the tables' large-study cells, ties by the
+    lower mean regret (in tolerances); if none is eligible, the fewest failed checks
+    first. Then the held-out check: the same conditions and the 0.85x epochs target
+    on the Taskset tasks, reported, not used to choose."""
+    tables = [u for u in units if u["kind"] == "table"]
+    held = [u for u in units if u["kind"] != "table"]
+    scores: dict[str, dict[str, Any]] = {}
+    for name in candidates:
+        checks = [c for u in tables for key in u["modes"]
+                  for c in [cell_checks(u, key, name)] if c is not None]
+        large = [c for c in checks if c["size"] == "large"]
+        small = [c for c in checks if c["size"] == "small"]
+        ok = (all(c["regret_ok"] and c["worst_ok"] for c in large)
+              and all(c["epochs_not_more"] for c in small))
+        failed = (sum(not (c["regret_ok"] and c["worst_ok"]) for c in large)
+                  + sum(not c["epochs_not_more"] for c in small))
+        scores[name] = {
+            "eligible": bool(large) and ok, "failed_checks": failed,
+            "large_cells_ok": sum(c["regret_ok"] and c["worst_ok"] for c in large),
+            "small_cells_ok": sum(c["epochs_not_more"] for c in small),
+            "cells": [len(large), len(small)],
+            "mean_epochs_share": float(np.mean([c["epochs_share"] for c in large]))
+            if large else math.nan,
+            "mean_vs_default": float(np.mean([c["vs_default"] for c in large]))
+            if large else math.nan,
+            "mean_regret_in_tolerances": float(np.mean([c["regret_in_tolerances"]
+                                                        for c in large])) if large else math.nan,
+        }
+    ranked = [n for n in candidates if math.isfinite(scores[n]["mean_epochs_share"])]
+    pick = min(ranked, key=lambda n: (scores[n]["failed_checks"],
+                                      scores[n]["mean_epochs_share"],
+                                      scores[n]["mean_regret_in_tolerances"])) \
+        if ranked else None
+    held_out = [c for u in held for key in u["modes"] if pick
+                for c in [cell_checks(u, key, pick)] if c]
+    return {"pick": pick, "scores": scores, "held_out": held_out}
+
+
+def cell_checks(unit: dict[str, Any], key: str, name: str) -> dict[str, Any] | None:
+    """The issue's targets for rule ``name`` in one workload x mode cell."""
+    mode = unit["modes"][key]
+    rows = mode["summary"]
+    if name not in rows or DEFAULT not in rows:
+        return None
+    row, default = rows[name], rows[DEFAULT]
+    tolerance = unit["tolerance"]
+    vs_default = row["epochs_share"] / default["epochs_share"]
+    return {"workload": unit["workload"], "mode": key, "size": mode["size"],
+            "epochs_share": row["epochs_share"], "vs_default": vs_default,
+            "epochs_not_more": bool(row["epochs_share"] <= default["epochs_share"] + 1e-9),
+            "target_085": bool(vs_default <= 0.85),
+            "regret_ok": bool(row["regret_mean"] <= default["regret_mean"] + 1e-9),
+            "worst_ok": bool(row["regret_worst"] <= tolerance + 1e-9),
+            "regret_mean": row["regret_mean"], "default_regret": default["regret_mean"],
+            "regret_worst": row["regret_worst"],
+            "regret_in_tolerances": row["regret_mean"] / tolerance,
+            "makespan_vs_default": row["makespan_vs_default"]}
+
+
+# ---------------------------------------------------------------- text and plots
+DEFINITIONS = """\
+epochs: epochs trained / epochs of no pruning (all trials to the end); vs def: the
+  same per seed / the default's, averaged; secs: (training + checkpoint seconds) /
+  no pruning's training seconds; ckpt: the checkpoint seconds' share of a rule's
+  seconds; wall: makespan / the default's (per seed, averaged; with 4 workers a
+  rung's barrier idles workers).
+regret: best completed final vs the best final of the study's trials (tables:
+  accuracy points; Taskset: loss units); mean, worst seed, seeds within tolerance.
+reach: mean epochs until the best completed trial is within the tolerance.
+good: trials of the study's top 10% by recorded final that never completed (pooled).
+pauses / resumes: per study (checkpoint saves / restores)."""
+
+
+def format_table(rows: dict[str, Any], digits: int) -> str:
+    head = (f"{'rule':<40} {'epochs':>6} {'vs def':>6} {'secs':>5} {'ckpt':>5} {'wall':>5} "
+            f"{'regret':>7} {'worst':>7} {'within':>6} {'reach':>6} {'good':>5} "
+            f"{'pause':>5} {'resume':>6}")
+    lines = [head]
+    for row in rows.values():
+        lines.append(
+            f"{row['label']:<40} {row['epochs_share']:>6.3f} {row['epochs_vs_default']:>6.2f} "
+            f"{row['seconds_share']:>5.3f} {row['checkpoint_share']:>5.3f} "
+            f"{row['makespan_vs_default']:>5.2f} {row['regret_mean']:>7.{digits}f} "
+            f"{row['regret_worst']:>7.{digits}f} {row['within_tolerance']:>3}/{row['seeds']:<2} "
+            f"{row['reach_mean']:>6.0f} {row['good_prune_rate']:>5.2f} {row['pauses']:>5.1f} "
+            f"{row['resumes']:>6.1f}")
+    return "\n".join(lines)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    parts = [DEFINITIONS]
+    for unit in report["units"]:
+        digits = 2 if unit["kind"] == "table" else 4
+        ck = unit["checkpoint"]
+        for key, mode in unit["modes"].items():
+            parts.append(
+                f"\n== {unit['workload']} [{key}]: {mode['summary']['nop']['n_trials']:.1f} "
+                f"trials x {unit['n_steps']} epochs, {len(report['settings']['seeds'])} seeds; "
+                f"regret in {unit['unit']}, tolerance {unit['tolerance']:g}; checkpoint save "
+                f"{ck['save']:.3f} s + restore {ck['restore']:.3f} s ({ck['source']}) ==")
+            parts.append(format_table(mode["summary"], digits))
+    parts.append("\n== the default replayed vs the budget benchmark's ncp_asha:best,rf=3 row ==")
+    for row in report.get("budget_check", []):
+        parts.append(f"  {row['workload']:<42} {row['mode']:<20} replay "
+                     f"{row['replay_epochs_share']:.4f} budget.json "
+                     f"{row['budget_epochs_share']:.4f}; equal epochs in "
+                     f"{row['seeds_equal']}/{row['seeds']} seeds")
+    choice = report["choice"]
+    parts.append("\n== defaults chosen on the recorded tables (rule stated in the docs) ==")
+    for name, score in sorted(choice["scores"].items(),
+                              key=lambda kv: (kv[1]["failed_checks"],
+                                              kv[1]["mean_epochs_share"])):
+        parts.append(f"  {label(name):<40} {'ELIGIBLE' if score['eligible'] else '        '} "
+                     f"failed {score['failed_checks']}: large ok "
+                     f"{score['large_cells_ok']}/{score['cells'][0]}, small ok "
+                     f"{score['small_cells_ok']}/{score['cells'][1]}, epochs "
+                     f"{score['mean_epochs_share']:.3f} ({score['mean_vs_default']:.2f}x "
+                     f"default), regret {score['mean_regret_in_tolerances']:.3f} tol")
+    parts.append(f"picked: {label(choice['pick']) if choice['pick'] else 'none'}")
+    parts.append("\n== targets, the pick (tables: chosen on; Taskset: held out) ==")
+    parts.extend(format_targets(report["units"], choice["pick"]))
+    return "\n".join(parts)
+
+
+def format_targets(units: Sequence[dict[str, Any]], pick: str | None) -> list[str]:
+    lines = []
+    if not pick:
+        return ["  no pick"]
+    for unit in units:
+        for key in unit["modes"]:
+            c = cell_checks(unit, key, pick)
+            if not c:
+                continue
+            if c["size"] == "large":
+                ok = c["target_085"] and c["regret_ok"] and c["worst_ok"]
+                what = (f"{c['vs_default']:.2f}x default epochs (<= 0.85), regret "
+                        f"{c['regret_mean']:.4f} vs {c['default_regret']:.4f}, worst "
+                        f"{c['regret_worst']:.4f} (tol {unit['tolerance']:g}), wall "
+                        f"{c['makespan_vs_default']:.2f}x")
+            else:
+                ok = c["epochs_not_more"]
+                what = f"{c['vs_default']:.2f}x default epochs (<= 1)"
+            lines.append(f"  {'PASS' if ok else 'FAIL'} {unit['workload']:<40} {key:<20} "
+                         f"{what}")
+    return lines
+
+
+PLOTTED = (DEFAULT, "tune_hyperband,rf=3", "tune_bohb,rf=3")
+
+
+def plot_anytime(unit: dict[str, Any], path: str, rules: Sequence[str]) -> None:
+    """Median regret over seeds against the epochs share spent, one panel per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [(k, m) for k, m in unit["modes"].items() if m["size"] == "large"]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.4 * len(modes), 4.6), squeeze=False)
+    grid = np.array(unit["grid"])
+    colors = plt.get_cmap("tab10")
+    for ax, (key, mode) in zip(axes[0], modes):
+        for k, name in enumerate(r for r in rules if r in mode["anytime"]):
+            y = np.array(mode["anytime"][name], dtype=float)
+            y[~np.isfinite(y)] = np.nan
+            ax.plot(grid, y, color=colors(k % 10), lw=1.3, label=label(name),
+                    drawstyle="steps-post")
+        ax.axhline(unit["tolerance"], color="grey", lw=0.7, ls=":", label="tolerance")
+        ax.set_xscale("log")
+        ax.set_xlim(0.01, 1.0)
+        ax.set_yscale("symlog", linthresh=unit["tolerance"])
+        ax.set_xlabel("epochs spent, share of no pruning (log)")
+        ax.set_ylabel(f"median regret over seeds ({unit['unit']})")
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{unit['workload']}: best completed final vs epochs spent (a line starts "
+                 "once half the seeds have a completed trial)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the command
+def command(args: Any) -> int:
+    """``python -m research bench pausing`` (see :func:`research.cli.build_parser`)."""
+    import json
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+
+    from ncp_search.app.jsonio import write_json
+    from research.taskset import task_files, taskset_folder
+
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"{line} [{time.perf_counter() - started:.0f} s]", flush=True)
+
+    rules = list(args.rules or DEFAULT_RULES)
+    for name in rules:
+        make_host(name, 20, 20, 1.0) if not name.startswith("tune_") else None
+    measured: dict[str, Any] = {}
+    notes = []
+    if args.checkpoints_from:
+        with open(args.checkpoints_from, encoding="utf-8") as handle:
+            measured = json.load(handle).get("checkpoints", {})
+        notes.append(f"checkpoint seconds taken from {args.checkpoints_from}")
+    elif args.measure_checkpoints:
+        say("measuring checkpoint save + restore of the recorded tables' models")
+        measured = measure_checkpoints(args.table, per_table=args.measure_checkpoints)
+        for name, m in measured.items():
+            say(f"  {name}: save {m['save']:.3f} s, restore {m['restore']:.3f} s (median of "
+                f"{m['models']}); median epoch {m['epoch_seconds_median']:.2f} s")
+    else:
+        notes.append("checkpoint seconds not measured (0)")
+    sources: list[dict[str, Any]] = [{"kind": "table", "path": p, "tolerance": args.tolerance}
+                                     for p in args.table]
+    folder = None if args.taskset == "none" else (
+        Path(args.taskset) if args.taskset else taskset_folder())
+    if args.taskset != "none":
+        if folder is None or not task_files(folder):
+            notes.append("Taskset left out: no *.json.gz under --taskset or "
+                         "$NCP_SEARCH_TASKSET")
+        else:
+            files = task_files(folder)[: args.tasks] if args.tasks else task_files(folder)
+            sources += [{"kind": "taskset", "path": str(f), "tolerance": args.loss_tolerance,
+                         "draw": args.draw} for f in files]
+    jobs = [{"source": s, "rules": rules, "seeds": list(range(args.seeds)),
+             "concurrency": list(args.concurrency), "small": not args.no_small,
+             "checkpoints": measured} for s in sources]
+    say(f"pausing benchmark: {len(jobs)} workloads x {len(rules)} rules x {args.seeds} seeds "
+        f"x modes {list(args.concurrency)}{' (+ small studies)' if not args.no_small else ''}"
+        f", {args.processes} processes")
+    units = []
+    if args.processes <= 1:
+        for job in jobs:
+            units.append(bench_unit(job))
+            say(f"done: {units[-1]['workload']} in {units[-1]['seconds']:.0f} s")
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.processes, mp_context=context) as pool:
+            for unit in pool.map(bench_unit, jobs):
+                units.append(unit)
+                say(f"done: {unit['workload']} in {unit['seconds']:.0f} s")
+    candidates = [r for r in rules if r.startswith("pause")]
+    report: dict[str, Any] = {
+        "settings": {"rules": rules, "seeds": list(range(args.seeds)),
+                     "concurrency": list(args.concurrency), "small_sizes": list(SMALL_SIZES),
+                     "draw": args.draw, "tolerance": args.tolerance,
+                     "loss_tolerance": args.loss_tolerance, "notes": notes},
+        "checkpoints": measured, "units": units,
+        "choice": choose_defaults(units, candidates),
+    }
+    if Path(args.budget_json).exists():
+        report["budget_check"] = budget_check(units, args.budget_json)
+    report["wall_seconds"] = time.perf_counter() - started
+    text = format_report(report)
+    print(text, flush=True)
+    if args.text:
+        Path(args.text).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.text).write_text(text + "\n", encoding="utf-8")
+        say(f"wrote {args.text}")
+    if args.plot:
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        pick = report["choice"]["pick"]
+        plotted = [*PLOTTED[:1], *([pick] if pick else []),
+                   "pause,rf=2,keep=6,bracket=all", "pause,rf=2,keep=4,bracket=all",
+                   *PLOTTED[1:]]
+        for unit in units:
+            path = Path(args.plot) / f"anytime_{unit['workload']}.png"
+            plot_anytime(unit, str(path), list(dict.fromkeys(plotted)))
+            say(f"wrote {path}")
+    if args.json:
+        for unit in units:  # keep the per-seed numbers, not the anytime curves' raw runs
+            for mode in unit["modes"].values():
+                for run in mode["per_seed"]:
+                    run.pop("curve", None)
+        write_json(report, args.json)
+        say(f"wrote {args.json}")
+    print(f"\nwall time: {time.perf_counter() - started:.0f} s", flush=True)
+    return 0
