@@ -9,6 +9,7 @@ Subcommands:
     bench sampler  TPE on a recorded-table surrogate: what the sampler sees of pruned trials.
     bench budget   every stop rule against every built-in: epochs, seconds, regret, prune
                    rates, on recorded tables and public Taskset curves (Optuna and Ray).
+    bench pausing  pause-and-resume halving against the default and Tune's HyperBand.
     taskset        convert the public Taskset curves into tables of recorded runs.
 
 Example::
@@ -161,6 +162,12 @@ def _cmd_bench_budget(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _cmd_bench_pausing(args: argparse.Namespace) -> int:
+    from research.pausing_bench import command
+
+    return command(args)
+
+
 def _cmd_taskset(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -216,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--table", required=True, nargs="+")
     opt.add_argument("--mode", choices=["observer", "probe_head"], default="observer")
     opt.add_argument("--pruners", nargs="+", default=None,
-                     help="built-in names or ncp:<predictor> (default: all built-ins and "
-                     "several NCP predictors)")
+                     help="built-in names, ncp:<predictor> (ASHA) or "
+                     "ncp_percentile:<predictor> (default: all built-ins and several NCP "
+                     "predictors)")
     opt.add_argument("--seeds", type=int, default=10)
     opt.add_argument("--tolerance", type=float, default=0.5, help="accuracy points")
     opt.add_argument("--json", default=None)
@@ -271,6 +279,32 @@ def build_parser() -> argparse.ArgumentParser:
     bud.add_argument("--replot", default=None, metavar="JSON",
                      help="only draw the Pareto PNGs again from a report's JSON")
     bud.set_defaults(func=_cmd_bench_budget)
+
+    pau = bench_sub.add_parser(
+        "pausing", help="PausingPolicy (synchronous halving, pause and resume) against the "
+        "default ASHA and Tune's HyperBand schedulers, simulated on the budget studies")
+    pau.add_argument("--table", nargs="*", default=bud.get_default("table"))
+    pau.add_argument("--taskset", default=None, help="as for bench budget")
+    pau.add_argument("--tasks", type=int, default=None, help="only the first N Taskset tasks")
+    pau.add_argument("--draw", type=int, default=100, help="Taskset configurations per study")
+    pau.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (trial orders)")
+    pau.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    pau.add_argument("--rules", nargs="+", default=None, help="rule names (default: all)")
+    pau.add_argument("--no-small", action="store_true",
+                     help="leave out the small studies (16-24 trials)")
+    pau.add_argument("--tolerance", type=float, default=0.5, help="accuracy points")
+    pau.add_argument("--loss-tolerance", type=float, default=0.01, help="loss units (Taskset)")
+    pau.add_argument("--measure-checkpoints", type=int, default=0, metavar="N",
+                     help="time save + load of N Keras models per recorded table (0: no)")
+    pau.add_argument("--checkpoints-from", default=None, metavar="JSON",
+                     help="take the checkpoint seconds from an earlier report")
+    pau.add_argument("--budget-json", default="docs/budget/budget.json",
+                     help="the budget report the default's replay is checked against")
+    pau.add_argument("--processes", type=int, default=1)
+    pau.add_argument("--json", default=None)
+    pau.add_argument("--text", default=None, help="write the tables to this file")
+    pau.add_argument("--plot", default=None, help="folder for the anytime PNGs")
+    pau.set_defaults(func=_cmd_bench_pausing)
 
     tsk = sub.add_parser("taskset", help="convert the public Taskset curves into tables")
     tsk.add_argument("--folder", default=None, help="default: $NCP_SEARCH_TASKSET")
