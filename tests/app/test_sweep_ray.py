@@ -260,6 +260,11 @@ def test_ray_sweep_end_to_end(tmp_path, zoo_cache):
         n = len(record["val_accuracy"])
         assert 1 <= n <= 3 and len(record["beta_eff"]) == n
         assert record["state"] == ("COMPLETE" if n == 3 else "PRUNED")
+        if record["state"] == "PRUNED" and not record["diverged"]:
+            # NCPScheduler's decision at the stop, from its journal, as the report draws it
+            stop = record["stop"]
+            assert stop["epoch"] == n and stop["reason"] in ("below", "below_incumbent")
+            assert stop["reason"] != "below" or stop["threshold"] > stop["value"]
         assert set(record["params"]) == {"learning_rate", "optimizer"}
         assert record["seconds"] > 0
     best = summary["best"]

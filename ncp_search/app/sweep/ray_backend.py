@@ -20,7 +20,10 @@ Trial records (``number`` is the Tune trial index, ``seconds`` Tune's
 ``time_total_s``, ``epoch_seconds`` each epoch's wall time, ``predicted_final``
 what an NCP scheduler predicted after each epoch, ``diverged`` why a diverged trial
 was stopped, see :mod:`ncp_search.app.sweep.trial`); states: COMPLETE (all
-``budget.epochs``), PRUNED (stopped by the scheduler earlier, or diverged), FAIL
+``budget.epochs``), PRUNED (stopped by the scheduler earlier, or diverged; ``stop``
+holds an NCPScheduler's decision there, read from its journal: ``{"epoch"`` (the
+1-based training iteration), ``"reason", "value"`` (the compared prediction),
+``"threshold"}``), FAIL
 (the trial raised, or it was still running when the sweep was interrupted or ran
 out of ``budget.minutes``; its partial curve is kept).
 
@@ -77,7 +80,7 @@ from ncp_search.app.jsonio import atomic_write, strict_json
 from ncp_search.app.sweep.config import ConfigError, as_config
 from ncp_search.app.sweep.folder import check_ray_experiment, write_ray_id
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
-from ncp_search.app.sweep.results import RAY_TRIALS_FILE
+from ncp_search.app.sweep.results import RAY_TRIALS_FILE, ray_stops
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.ray.trainable import trial_resources
@@ -271,6 +274,7 @@ class _Session:
         self.scheduler = scheduler  # the prediction shown is the one it recorded
         self.epochs = int(config["budget"]["epochs"])
         self.path = output / RAY_TRIALS_FILE
+        self.journal = output / STATE_FILE  # where an NCPScheduler journals its stops
         self.progress = progress
         self.records: dict[str, dict[str, Any]] = {}
         self.frozen: set[str] = set()  # finished before this run: never changed
@@ -302,6 +306,7 @@ class _Session:
                 "state": "RUNNING", "params": strict_json(dict(trial.config)),
                 "val_accuracy": [], "beta_eff": [], "predicted_final": [], "final": None,
                 "epoch_seconds": [], "diverged": None, "model_path": None, "seconds": None,
+                "stop": None,
             }
         return record
 
@@ -313,7 +318,7 @@ class _Session:
         # starts from scratch.
         record.update(state="RUNNING", val_accuracy=[], beta_eff=[], predicted_final=[],
                       epoch_seconds=[], final=None, model_path=None, seconds=None,
-                      diverged=None)
+                      diverged=None, stop=None)
 
     def result(self, trial: Any, result: Mapping[str, Any]) -> None:
         if METRIC not in result or trial.trial_id in self.frozen:
@@ -356,6 +361,10 @@ class _Session:
             record["state"] = "COMPLETE" if complete else "PRUNED"
         if record["state"] != "COMPLETE":
             record["model_path"] = None
+        # the scheduler's decision at the stop (reason, compared prediction, threshold),
+        # journaled by NCPScheduler before Tune ends the trial; None for other schedulers
+        record["stop"] = (ray_stops(self.journal, MODE).get(trial.trial_id)
+                          if record["state"] == "PRUNED" else None)
         self.write()
 
     def reconcile(self, trials: Iterable[Any]) -> None:

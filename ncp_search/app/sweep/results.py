@@ -6,12 +6,15 @@ A trial record::
      "params": {...}, "val_accuracy": [per epoch], "beta_eff": [per epoch],
      "predicted_final": [per epoch, None where none], "final": float | None,
      "model_path": "models/trial_0003.keras" | None, "seconds": float | None,
-     "epoch_seconds": [per epoch], "diverged": reason | None}
+     "epoch_seconds": [per epoch], "diverged": reason | None,
+     "stop": {"epoch": 1-based, "reason", "value", "threshold"} | None}
 
 ``seconds`` is the trial's whole wall time (model loading and building included),
 ``epoch_seconds`` the wall time of each epoch (``beta_eff`` measurement included);
 ``diverged`` says why a PRUNED trial counts as diverged
-(:func:`ncp_search.app.sweep.trial.divergence`).
+(:func:`ncp_search.app.sweep.trial.divergence`); ``stop`` is the pruner's or
+scheduler's decision at a PRUNED trial's stop (Optuna: the ``ncp_decision`` user
+attribute; Ray: NCPScheduler's journal, :func:`ray_stops`).
 
 Optuna sweeps are read from their storage (the URL in ``sweep.json``, or the one
 given), Ray sweeps from ``trials.jsonl`` written by the driver.
@@ -38,7 +41,8 @@ from ncp_search.app.sweep.progress import (
 from ncp_search.errors import NCPSearchError
 
 RAY_TRIALS_FILE = "trials.jsonl"
-__all__ = ["META_FILE", "RAY_TRIALS_FILE", "load_trials", "read_meta", "summarize_sweep"]
+__all__ = ["META_FILE", "RAY_JOURNAL_FILE", "RAY_TRIALS_FILE", "load_trials", "ray_stops",
+           "read_meta", "summarize_sweep"]
 
 
 def _number(value: Any) -> float | None:
@@ -73,6 +77,35 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
             "stop": trial.user_attrs.get("ncp_decision"),
         })
     return records
+
+
+RAY_JOURNAL_FILE = "ncp_scheduler.jsonl"
+
+
+def ray_stops(path: str | os.PathLike[str], mode: str = "max") -> dict[str, dict[str, Any]]:
+    """The stop decision of each trial an NCPScheduler stopped, read from its journal
+    (``ncp_scheduler.jsonl``), keyed by Tune trial id: ``{"epoch", "reason", "value",
+    "threshold"}`` as the report draws it (``epoch`` the 1-based training iteration;
+    ``value``, the compared prediction, and ``threshold`` in the metric's own units,
+    the journal holding them as "higher is better"). A trial stopped more than once
+    (run again after a restore) keeps its last stop; {} without a journal."""
+    import logging
+
+    from ncp_search.integrations.ray.journal import Journal
+
+    log = logging.getLogger(__name__)
+    events = Journal(str(path), lambda _key, message: log.warning("%s", message)).read()
+    sign = -1.0 if mode == "min" else 1.0
+    stops: dict[str, dict[str, Any]] = {}
+    for event in events or []:
+        if event["e"] != "decision" or not event["stop"]:
+            continue
+        value, threshold = event.get("p"), event.get("th")
+        stops[event["id"]] = {
+            "epoch": int(event["t"]), "reason": event.get("why"),
+            "value": None if value is None else sign * value,
+            "threshold": None if threshold is None else sign * threshold}
+    return stops
 
 
 HEARTBEAT_GRACE_S = 120.0
@@ -114,7 +147,13 @@ def load_trials(output: str | os.PathLike[str],
     if meta["backend"] == "ray":
         from ncp_search.app.jsonio import read_jsonl as read_table
 
-        return meta, [fail_if_stale(r) for r in read_table(folder / RAY_TRIALS_FILE)]
+        records = [fail_if_stale(r) for r in read_table(folder / RAY_TRIALS_FILE)]
+        if any(r["state"] == "PRUNED" and "stop" not in r for r in records):
+            # records written before they kept the decision: the journal has it
+            stops = ray_stops(folder / RAY_JOURNAL_FILE)
+            records = [{**r, "stop": stops.get(str(r.get("trial_id")))}
+                       if r["state"] == "PRUNED" and "stop" not in r else r for r in records]
+        return meta, records
     import optuna
 
     from ncp_search.app.sweep.folder import check_study, resolve_storage
