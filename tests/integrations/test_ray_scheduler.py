@@ -9,17 +9,13 @@ pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tun
 from ray.tune.schedulers import TrialScheduler  # noqa: E402
 
 from ncp_search.integrations.ray.scheduler import NCPScheduler  # noqa: E402
+from tests.integrations.tune_fakes import Trial  # noqa: E402
 
 # The percentile rule with the 0.1 defaults these tests were written for.
 RULE_01 = {"rule": "percentile", "grace_period": 2}
 PERCENTILE = {"rule": "percentile"}  # the rule these tests are about (0.1 default)
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
-
-
-class Trial:
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
 
 
 def feed(scheduler, trial, values, start=1, beta=1.0, metric="acc"):

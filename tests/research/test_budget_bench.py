@@ -145,12 +145,12 @@ def test_real_taskset_files_convert():
 
 # ---------------------------------------------------------------- names and replay
 def test_rule_names_parse_and_build():
-    assert parse_spec("ncp_asha:ncp_raw+shuffled,rf=3,alpha=0.2") == parse_spec(
-        "ncp_asha:ncp_raw+shuffled,rf=3,alpha=0.2")
-    spec = parse_spec("ncp_asha:ncp_raw+shuffled,rf=3,alpha=0.2")
-    assert (spec.head, spec.predictor, spec.shuffled) == ("ncp_asha", "ncp_raw", True)
+    assert parse_spec("ncp:ncp_raw+shuffled,rf=3,alpha=0.2") == parse_spec(
+        "ncp:ncp_raw+shuffled,rf=3,alpha=0.2")
+    spec = parse_spec("ncp:ncp_raw+shuffled,rf=3,alpha=0.2")
+    assert (spec.head, spec.predictor, spec.shuffled) == ("ncp", "ncp_raw", True)
     assert spec.options == {"rf": 3.0, "alpha": 0.2}
-    pruner = make_rule("ncp_asha:best,rf=4,alpha=0.1", 20)
+    pruner = make_rule("ncp:best,rf=4,alpha=0.1", 20)
     assert (pruner.rule, pruner.reduction_factor, pruner.incumbent_alpha) == ("asha", 4.0, 0.1)
     assert pruner.max_step == 20 and pruner.min_resource == 1
     assert isinstance(make_rule("successive_halving,rf=3", 20),
@@ -184,8 +184,8 @@ def test_concurrent_replay_interleaves_in_simulated_time():
 
 def test_smoke_two_seeds_on_a_synthetic_table():
     workload = workload_from_rows("synthetic", make_runs(16, epochs=6, seed=4))
-    rules = ["nop", "median", "successive_halving,rf=3", "iepoch,i=1", "ncp:best",
-             "ncp_asha:best,rf=3", "ncp_asha:best,rf=3,alpha=0.3"]
+    rules = ["nop", "median", "successive_halving,rf=3", "iepoch,i=1", "ncp_percentile:best",
+             "ncp:best,rf=3", "ncp:best,rf=3,alpha=0.3"]
     for concurrency in (1, 4):
         bench = bench_workload(workload, rules, seeds=[0, 1], concurrency=concurrency)
         rows = bench["summary"]
@@ -198,7 +198,7 @@ def test_smoke_two_seeds_on_a_synthetic_table():
                 assert 0.0 <= row[key] <= 1.0, (row["label"], key, row[key])
             assert row["regret_worst"] >= row["regret_mean"] >= 0.0
         assert rows["median"]["epochs_share"] < 1.0
-        assert rows["ncp_asha:best,rf=3"]["n_pruned"] > 0
+        assert rows["ncp:best,rf=3"]["n_pruned"] > 0
 
 
 @pytest.mark.slow
@@ -207,8 +207,8 @@ def test_command_writes_the_report_and_plots(tmp_path, capsys):
     write_table(make_runs(12, epochs=5, seed=2), table)
     code = cli.main(["bench", "budget", "--table", str(table), "--taskset", "none",
                      "--seeds", "2", "--rules", "nop", "median", "successive_halving,rf=3",
-                     "ncp:best", "ncp_asha:best,rf=3", "--beta-rules",
-                     "ncp_asha:ncp_raw,rf=3", "ncp_asha:ncp_raw+shuffled,rf=3",
+                     "ncp_percentile:best", "ncp:best,rf=3", "--beta-rules",
+                     "ncp:ncp_raw,rf=3", "ncp:ncp_raw+shuffled,rf=3",
                      "--json", str(tmp_path / "out.json"), "--plot", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_command_writes_the_report_and_plots(tmp_path, capsys):
     report = json.loads((tmp_path / "out.json").read_text())
     entry = report["workloads"]["synthetic"]
     assert set(entry["modes"]) == {"sequential", "4 in flight"}
-    assert "ncp_asha:ncp_raw+shuffled,rf=3" in entry["modes"]["sequential"]["summary"]
+    assert "ncp:ncp_raw+shuffled,rf=3" in entry["modes"]["sequential"]["summary"]
     assert os.path.getsize(tmp_path / "pareto_synthetic.png") > 1000
     again = tmp_path / "again"
     assert cli.main(["bench", "budget", "--replot", str(tmp_path / "out.json"),
@@ -231,8 +231,10 @@ def test_ray_scheduler_names_take_options():
     asha = ray_replay.make_scheduler("async_hyperband,rf=3", 20)
     assert asha._reduction_factor == 3
     assert ray_replay.make_scheduler("async_hyperband", 20)._reduction_factor == 4
-    ncp = ray_replay.make_scheduler("ncp_asha:best,grace=1,rf=3,alpha=0.3", 20)
-    assert (ncp._grace_period, ncp._incumbent_alpha, ncp._rung_steps) == (1, 0.3, [1, 3, 9])
+    ncp = ray_replay.make_scheduler("ncp:best,grace=1,rf=3,alpha=0.3", 20)
+    settings = ncp.settings()
+    assert (settings["grace_period"], settings["incumbent_alpha"]) == (1, 0.3)
+    assert ncp.policy.rungs(settings["max_t"]) == [1, 3, 9]
     with pytest.raises(ValueError, match="options"):
         ray_replay.make_scheduler("fifo,kappa=1", 20)
     with pytest.raises(ValueError, match="unknown scheduler"):
@@ -245,15 +247,15 @@ def test_default_pick_beats_median_outright_not_only_as_safe():
 
     report = {"workloads": {"w": {"tolerance": 0.5, "modes": {"sequential": {"summary": {
         "median": row(0.30, 0.1, 0.4),
-        "ncp:best": row(0.50, 0.0, 0.0),            # as safe, but dearer than the median
-        "ncp_asha:best,rf=3": row(0.20, 0.1, 0.4),  # beats the median outright
-        "ncp_asha:best,rf=4": row(0.15, 0.2, 0.4),  # cheaper, but loses more
+        "ncp_percentile:best": row(0.50, 0.0, 0.0),            # as safe, but dearer than the median
+        "ncp:best,rf=3": row(0.20, 0.1, 0.4),  # beats the median outright
+        "ncp:best,rf=4": row(0.15, 0.2, 0.4),  # cheaper, but loses more
     }}}}}}
     from research.budget_bench import pick_default
 
-    pick = pick_default(report, ["ncp:best", "ncp_asha:best,rf=3", "ncp_asha:best,rf=4"])
-    assert pick["rule"] == "ncp_asha:best,rf=3"
-    assert pick["scores"]["ncp:best"] == {"beats_median": 0, "safe_cells": 1, "cells": 1,
+    pick = pick_default(report, ["ncp_percentile:best", "ncp:best,rf=3", "ncp:best,rf=4"])
+    assert pick["rule"] == "ncp:best,rf=3"
+    assert pick["scores"]["ncp_percentile:best"] == {"beats_median": 0, "safe_cells": 1, "cells": 1,
                                           "mean_epochs_share": 0.5,
                                           "mean_regret_in_tolerances": 0.0}
 
@@ -359,7 +361,7 @@ def test_budget_tables_render_every_rule_and_workload(tmp_path):
     from research.budget_tables import tables
 
     workload = workload_from_rows("synthetic", make_runs(10, epochs=4, seed=3))
-    rules = ["nop", "median", "ray_asha,rf=3", "ncp_asha:best,rf=3"]
+    rules = ["nop", "median", "ray_asha,rf=3", "ncp:best,rf=3"]
     bench = bench_workload(workload, rules, seeds=[0, 1], concurrency=1)
     for row in bench["summary"].values():
         row.setdefault("cheapest_built_in", None)
