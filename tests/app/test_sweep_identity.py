@@ -178,3 +178,22 @@ def test_sweep_json_of_an_old_sweep_still_reads(tmp_path, capsys, cheap_trials) 
                  "--resume"]) == 0
     assert read_meta(out / "sweep.json")["id"]
     assert _report_trials(out, capsys) == 3
+
+
+def test_a_tuner_pickle_other_than_the_sweeps_is_refused(tmp_path) -> None:
+    from ncp_search.app.sweep.folder import TUNER_DIGEST, check_tuner_pickle, tuner_digest
+    from ncp_search.errors import NCPSearchError
+
+    experiment = tmp_path / "ray" / "name"
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"what Tune wrote")
+    meta = {TUNER_DIGEST: tuner_digest(experiment)}
+    check_tuner_pickle(experiment, meta)
+    check_tuner_pickle(experiment, {})  # a sweep from before the digest: not checked
+    (experiment / "tuner.pkl").write_bytes(b"planted")
+    with pytest.raises(NCPSearchError, match="not the file this sweep wrote"):
+        check_tuner_pickle(experiment, meta)
+    (experiment / "tuner.pkl").unlink()
+    (experiment / "tuner.pkl").symlink_to(tmp_path / "elsewhere.pkl")
+    with pytest.raises(NCPSearchError, match="symbolic link"):
+        check_tuner_pickle(experiment, {})

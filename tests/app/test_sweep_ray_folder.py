@@ -96,6 +96,14 @@ def test_a_moved_and_a_copied_ray_folder_resume_on_their_own_journal(tmp_path) -
     assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*")
             if p.is_file()} == copy_files  # the copy is untouched
 
+    # A tuner.pkl that is not the one the sweep wrote is never unpickled.
+    assert read_meta(moved / "sweep.json")["tuner_sha256"]
+    pickle = moved / "ray" / "rayfolder" / "tuner.pkl"
+    pickle.write_bytes(b"planted" + pickle.read_bytes())
+    before = (moved / "sweep.json").read_bytes()
+    assert main(["sweep", str(config), "--output", str(moved), "--resume"]) == 2
+    assert (moved / "sweep.json").read_bytes() == before
+
     # An experiment that records another sweep id is refused before anything runs.
     id_file = copy / "ray" / "rayfolder" / RAY_ID_FILE
     id_file.write_text(json.dumps({"id": "another-sweep", "name": "rayfolder"}))

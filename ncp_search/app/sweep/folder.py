@@ -232,6 +232,47 @@ def write_ray_id(experiment: str | os.PathLike[str], meta: Mapping[str, Any]) ->
     write_json({"id": meta["id"], "name": meta["name"]}, path)
 
 
+TUNER_PICKLE = "tuner.pkl"
+TUNER_DIGEST = "tuner_sha256"
+"""``sweep.json`` key: the SHA-256 of the ``tuner.pkl`` Tune wrote when the sweep
+started (Tune writes it once; ``Tuner.restore`` unpickles it, which runs code)."""
+
+
+def tuner_digest(experiment: str | os.PathLike[str]) -> str | None:
+    """The SHA-256 of a Ray experiment's ``tuner.pkl`` (None: there is none)."""
+    import hashlib
+
+    path = Path(experiment) / TUNER_PICKLE
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def check_tuner_pickle(experiment: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
+    """Refuse to restore a Ray experiment whose ``tuner.pkl`` is not the one the sweep
+    wrote (``sweep.json``'s :data:`TUNER_DIGEST`; a sweep from before the digest is
+    not checked): Tune unpickles it, and a planted pickle runs code.
+
+    Raises:
+        NCPSearchError: the digests differ, or the pickle is a symbolic link.
+    """
+    path = Path(experiment) / TUNER_PICKLE
+    if path.is_symlink():
+        raise NCPSearchError(f"{path} is a symbolic link; Tune would unpickle what it points "
+                             "to: remove it.")
+    expected = meta.get(TUNER_DIGEST)
+    if expected is None:
+        return
+    found = tuner_digest(experiment)
+    if found != expected:
+        raise NCPSearchError(
+            f"{path} is not the file this sweep wrote (SHA-256 {str(found)[:12]}..., "
+            f"sweep.json records {str(expected)[:12]}...); resuming would unpickle it, "
+            "which runs any code in it: restore the sweep folder from a trusted copy, or "
+            "start a new sweep in another output folder.")
+
+
 # -- symlinks ----------------------------------------------------------------------------
 def refuse_symlinks(folder: str | os.PathLike[str], names: Iterable[str] = WRITTEN) -> None:
     """Refuse a sweep folder in which something the sweep writes is a symbolic link

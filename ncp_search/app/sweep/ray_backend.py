@@ -63,7 +63,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,12 @@ except ImportError as error:  # pragma: no cover
 
 from ncp_search.app.jsonio import atomic_write, strict_json
 from ncp_search.app.sweep.config import ConfigError, as_config
-from ncp_search.app.sweep.folder import check_ray_experiment, write_ray_id
+from ncp_search.app.sweep.folder import (
+    check_ray_experiment,
+    check_tuner_pickle,
+    tuner_digest,
+    write_ray_id,
+)
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE, ray_stops
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
@@ -514,6 +519,7 @@ def run_ray_sweep(
     cache_dir: str | None = None,
     storage_override: str | None = None,
     sweep_meta: Mapping[str, Any] | None = None,
+    on_created: Callable[[str], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the sweep on Ray Tune; return the trial records.
 
@@ -528,7 +534,10 @@ def run_ray_sweep(
         cache_dir: model-zoo cache folder.
         storage_override: Tune's ``storage_path`` (default ``<output>/ray``).
         sweep_meta: the sweep's ``sweep.json``: its ``id`` is checked against (and
-            recorded in) the experiment folder.
+            recorded in) the experiment folder, its ``tuner_sha256`` against the
+            experiment's ``tuner.pkl`` before a restore.
+        on_created: called with the SHA-256 of ``tuner.pkl`` once Tune wrote it (a
+            new experiment), to be recorded in ``sweep.json``.
 
     Raises:
         NCPSearchError: with ``resume=True`` when there is nothing to restore.
@@ -548,6 +557,7 @@ def run_ray_sweep(
     local = "://" not in experiment
     if resume and local and sweep_meta is not None:
         check_ray_experiment(experiment, sweep_meta, output)
+        check_tuner_pickle(experiment, sweep_meta)
     if not resume:
         if tune.Tuner.can_restore(experiment):
             raise NCPSearchError(f"a Ray Tune experiment already exists at {experiment}; pass "
@@ -591,6 +601,9 @@ def run_ray_sweep(
             )
         if local and sweep_meta is not None:
             write_ray_id(experiment, sweep_meta)
+        digest = tuner_digest(experiment) if local and not resume else None
+        if digest is not None and on_created is not None:
+            on_created(digest)
         _SESSIONS[key] = session
         session.update_progress()
         fitting = True

@@ -32,9 +32,11 @@ from typing import Any, TextIO
 from ncp_search.app.jsonio import read_jsonl, write_json
 from ncp_search.app.sweep.folder import (
     META_FILE,
+    TUNER_DIGEST,
     IdentityError,
     check_ray_experiment,
     check_study,
+    check_tuner_pickle,
     read_meta,
     refuse_symlinks,
     resolve_ray_storage,
@@ -417,6 +419,7 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
         experiment = Path(ray_storage or resolve_ray_storage(None, output)) / config["name"]
         if "://" not in str(ray_storage or ""):
             check_ray_experiment(experiment, previous, output)  # before anything is written
+            check_tuner_pickle(experiment, previous)
     if resume:
         from ncp_search.app.sweep.trial import clean_partial_models
 
@@ -445,7 +448,9 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
         try:
             run_ray_sweep(config, output, workers=workers, resume=resume,
                           address=address or config["ray"]["address"], progress=progress,
-                          cache_dir=cache_dir, storage_override=ray_storage, sweep_meta=meta)
+                          cache_dir=cache_dir, storage_override=ray_storage, sweep_meta=meta,
+                          on_created=lambda digest: write_json(
+                              {**meta, TUNER_DIGEST: digest}, meta_path, indent=2))
         finally:
             progress.close()
     meta, records = load_trials(output, storage=url)
