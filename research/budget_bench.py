@@ -67,6 +67,7 @@ from optuna.trial import TrialState
 
 from ncp_search.core.history import PROBE_TERMS
 from ncp_search.core.predictors import get_predictor
+from ncp_search.integrations import registry
 from ncp_search.integrations.optuna.pruner import NCPPruner
 from ncp_search.integrations.optuna.reporting import report_beta_eff
 from research.iepoch import IEpochPruner
@@ -83,17 +84,18 @@ BUILT_IN = ("nop", "median", "percentile", "successive_halving,rf=3",
             "ray_asha,rf=4")
 BASELINES = ("iepoch,i=1", "iepoch,i=3", "iepoch,i=5")  # Egele et al. 2024
 ALPHAS = (0.1, 0.2, 0.3)
-TODAY = "ncp:best,nan=0"  # NCPPruner's 0.1 default: percentile rule, diverged run on
-NCP = (TODAY, "ncp_asha:best,rf=3", "ncp_asha:best,rf=4",
-       *(f"ncp_asha:best,rf={rf},alpha={a}" for rf in (3, 4) for a in ALPHAS))
+# NCP rules by their registry name (ncp_search.integrations.registry): ncp is ASHA on
+# predictions, ncp_percentile the percentile rule.
+TODAY = "ncp_percentile:best,nan=0"  # NCPPruner's 0.1 default: diverged trials run on
+NCP = (TODAY, "ncp:best,rf=3", "ncp:best,rf=4",
+       *(f"ncp:best,rf={rf},alpha={a}" for rf in (3, 4) for a in ALPHAS))
 # What stopping diverged trials (prune_diverged, the default since 0.2) changes: the
 # same ASHA rules with diverged trials left to run (prune_diverged=False).
-NAN_KEPT = ("ncp_asha:best,rf=3,nan=0", "ncp_asha:best,rf=3,alpha=0.3,nan=0")
+NAN_KEPT = ("ncp:best,rf=3,nan=0", "ncp:best,rf=3,alpha=0.3,nan=0")
 # beta_eff measured the same way (recorded tables only): with its features, without
 # them (the same predictor on the curve alone) and with a shuffled beta_eff series.
-BETA = ("ncp_asha:xtrial_resid_curve,rf=3", "ncp_asha:xtrial_resid_ncp,rf=3",
-        "ncp_asha:xtrial_resid_ncp+shuffled,rf=3", "ncp_asha:ncp_raw,rf=3",
-        "ncp_asha:ncp_raw+shuffled,rf=3")
+BETA = ("ncp:xtrial_resid_curve,rf=3", "ncp:xtrial_resid_ncp,rf=3",
+        "ncp:xtrial_resid_ncp+shuffled,rf=3", "ncp:ncp_raw,rf=3", "ncp:ncp_raw+shuffled,rf=3")
 DEFAULT_RULES = (*BUILT_IN, *BASELINES, *NCP, *NAN_KEPT)
 LABELS = {"nop": "NopPruner", "median": "MedianPruner", "percentile": "PercentilePruner(25)",
           "successive_halving,rf=3": "SuccessiveHalving rf3",
@@ -111,7 +113,8 @@ def label(name: str) -> str:
     options = spec.options
     if spec.head == "iepoch":
         return f"i-Epoch i={options.get('i', 1):g}"
-    text = spec.head.replace("ncp_asha", "NCP asha").replace("ncp", "NCP percentile")
+    rule = ncp_rule(spec)
+    text = f"NCP {rule}" if rule else spec.head
     if "rf" in options:
         text += f" rf{options['rf']:g}"
     if "mr" in options:
@@ -249,7 +252,7 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     warm-up steps where they apply); ``successive_halving,rf=R``:
     SuccessiveHalvingPruner(min_resource=1, reduction_factor=R) (rungs at the steps
     of NCP's ASHA); ``iepoch,i=I``: :class:`research.iepoch.IEpochPruner`;
-    ``ncp:<predictor>``: NCPPruner, percentile rule; ``ncp_asha:<predictor>,rf=R
+    ``ncp_percentile:<predictor>``: NCPPruner, percentile rule; ``ncp:<predictor>,rf=R
     [,alpha=A][,mr=M]``: NCPPruner(rule="asha", min_resource=M (1), reduction_factor=R,
     incumbent_alpha=A); ``,nan=0``: prune_diverged=False; ``,step0=1``: epochs
     reported from 0 (as NCPCallback and the sweeps report Keras' epoch index);
@@ -262,12 +265,16 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     """
     spec = parse_spec(name)
     options = spec.options
-    allowed = {"successive_halving": {"rf"}, "iepoch": {"i"}, "ncp": {"alpha", "nan"},
-               "ncp_asha": {"rf", "alpha", "nan", "mr", "step0", "fs"},
-               "ray_asha": {"rf"}}.get(spec.head, set())
+    rule = ncp_rule(spec)
+    if rule is not None:
+        allowed = {"percentile": {"alpha", "nan"},
+                   "asha": {"rf", "alpha", "nan", "mr", "step0", "fs"}}[rule]
+    else:
+        allowed = {"successive_halving": {"rf"}, "iepoch": {"i"},
+                   "ray_asha": {"rf"}}.get(spec.head, set())
     if set(options) - allowed:
         raise ValueError(f"rule {name!r}: {spec.head!r} takes the options {sorted(allowed)}.")
-    if spec.head in ("ncp", "ncp_asha"):
+    if rule is not None:
         if not spec.predictor:
             raise ValueError(f"rule {name!r}: name a predictor, e.g. '{spec.head}:best'.")
         alpha = options.get("alpha")
@@ -275,7 +282,7 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
         step0 = int(options.get("step0", 0))
         n_steps -= step0  # epochs reported from 0: the last step is N - 1
         first_step = int(options.get("fs", 1 - step0))  # where the first epoch is reported
-        if spec.head == "ncp":
+        if rule == "percentile":
             return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="percentile",
                              incumbent_alpha=alpha, prune_diverged=diverged)
         return NCPPruner(max_step=n_steps, predictor=spec.predictor, rule="asha",
@@ -294,6 +301,11 @@ def make_rule(name: str, n_steps: int) -> optuna.pruners.BasePruner:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return make_pruner(spec.head, n_steps)
+
+
+def ncp_rule(spec: RuleSpec, host: str = registry.OPTUNA) -> str | None:
+    """The NCP rule a rule name's head names on ``host`` (None: not an NCP rule)."""
+    return registry.ncp_rule(host, spec.head)
 
 
 def uses_beta(spec: RuleSpec) -> bool:
@@ -522,7 +534,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 rf = int(spec.options.get("rf", 3))
                 halving = rows.get(f"successive_halving,rf={rf}")
                 asha = rows.get(f"ray_asha,rf={rf}")
-                if spec.head == "ncp_asha" and asha and median:
+                if ncp_rule(spec) == "asha" and asha and median:
                     ratio = row["epochs_share"] / asha["epochs_share"]
                     ok = (ratio <= 1.05 and row["regret_mean"] <= median["regret_mean"] + 1e-9
                           and row["regret_worst"] <= tolerance + 1e-9)
@@ -640,8 +652,8 @@ def format_table(rows: dict[str, Any], digits: int = 2) -> str:
     return "\n".join(lines)
 
 
-LABELLED = (*BUILT_IN, "iepoch,i=1", TODAY, "ncp_asha:best,rf=3", "ncp_asha:best,rf=4",
-            "ncp_asha:best,rf=3,alpha=0.3", *NAN_KEPT, "ncp_asha:xtrial_resid_ncp,rf=3")
+LABELLED = (*BUILT_IN, "iepoch,i=1", TODAY, "ncp:best,rf=3", "ncp:best,rf=4",
+            "ncp:best,rf=3,alpha=0.3", *NAN_KEPT, "ncp:xtrial_resid_ncp,rf=3")
 
 
 def _family(name: str) -> str:
@@ -745,7 +757,7 @@ RAY_BUILT_IN = ("fifo", "async_hyperband,rf=3", "async_hyperband,rf=4", "median_
 def ray_ncp(alpha: float) -> tuple[str, ...]:
     """The NCPScheduler variants of the Ray part: ASHA on the predicted final (grace
     1, rf 3), without and with the incumbent test at ``alpha``."""
-    return ("ncp_asha:best,grace=1,rf=3", f"ncp_asha:best,grace=1,rf=3,alpha={alpha:g}")
+    return ("ncp:best,grace=1,rf=3", f"ncp:best,grace=1,rf=3,alpha={alpha:g}")
 
 
 def mode_name(concurrency: int) -> str:
@@ -884,7 +896,7 @@ def ray_checks(ray_report: dict[str, Any], tolerance: float) -> list[dict[str, A
         median = rows.get("median_stopping")
         for name, row in rows.items():
             spec = parse_spec(name)
-            if spec.head != "ncp_asha":
+            if ncp_rule(spec, registry.RAY) != "asha":
                 continue
             rf = int(spec.options.get("rf", 3))
             asha = rows.get(f"async_hyperband,rf={rf}")

@@ -19,42 +19,52 @@ import numpy as np
 import optuna
 
 from ncp_search.core.history import PROBE_TERMS
+from ncp_search.integrations import registry
 from ncp_search.integrations.optuna.pruner import NCPPruner
 from ncp_search.integrations.optuna.reporting import report_beta_eff
 from research.replay_common import epochs_to_reach, plot_anytime_regret, step_value
 
 BUILT_IN = ("nop", "median", "percentile", "successive_halving", "hyperband", "patient")
-DEFAULT_PRUNERS = (*BUILT_IN, "ncp:best", "ncp:pow3", "ncp:ncp_raw", "ncp:xtrial_curve",
-                   "ncp:xtrial_ncp", "ncp/median:ncp_raw", "ncp/hyperband:ncp_raw",
-                   "ncp/median:pow3")
+DEFAULT_PRUNERS = (*BUILT_IN, "ncp_percentile:best", "ncp_percentile:pow3",
+                   "ncp_percentile:ncp_raw", "ncp_percentile:xtrial_curve",
+                   "ncp_percentile:xtrial_ncp", "ncp_percentile/median:ncp_raw",
+                   "ncp_percentile/hyperband:ncp_raw", "ncp_percentile/median:pow3")
+# The settings the committed replay tables were made with (5 start-up trials and 2
+# warm-up steps where they apply; Optuna's defaults otherwise).
+_WARM = {"n_startup_trials": 5, "n_warmup_steps": 2}
+_SETTINGS: dict[str, dict[str, Any]] = {
+    "nop": {}, "median": _WARM, "percentile": {"percentile": 25.0, **_WARM},
+    "successive_halving": {"reduction_factor": 4}, "hyperband": {"reduction_factor": 3},
+}
 
 
 def make_pruner(name: str, n_steps: int) -> optuna.pruners.BasePruner:
-    """A pruner by name: a built-in one, or ``ncp:<predictor>`` for NCPPruner."""
-    warm = {"n_startup_trials": 5, "n_warmup_steps": 2}
-    if name.startswith("ncp"):
-        # "ncp:<predictor>" (percentile rule) or "ncp/<built-in>:<predictor>"
-        head, _, predictor = name.partition(":")
-        base = make_pruner(head[4:], n_steps) if head.startswith("ncp/") else None
-        # the 0.1 settings the committed replay tables were made with
+    """A pruner by name (:mod:`ncp_search.integrations.registry`): a built-in one,
+    ``patient`` (PatientPruner over MedianPruner, patience 2), ``ncp:<predictor>``
+    (NCPPruner, ASHA as the sweeps build it), ``ncp_percentile:<predictor>`` (the
+    percentile rule with 0.1's settings, diverged trials run on) or
+    ``ncp_percentile/<built-in>:<predictor>`` (a built-in on the predictions)."""
+    head, _, predictor = name.partition(":")
+    chosen, _, base_name = head.partition("/")
+    rule = registry.ncp_rule(registry.OPTUNA, chosen)
+    if rule == "percentile":
+        base = make_pruner(base_name, n_steps) if base_name else None
         return NCPPruner(max_step=n_steps - 1, predictor=predictor, base=base,
-                         rule="percentile", prune_diverged=False, **warm)
-    factories: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "nop": optuna.pruners.NopPruner,
-        "median": lambda: optuna.pruners.MedianPruner(**warm),
-        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, **warm),
-        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1,
-                                                            max_resource=n_steps),
-        "patient": lambda: optuna.pruners.PatientPruner(
-            optuna.pruners.MedianPruner(**warm), patience=2),
-    }
-    if name not in factories:
-        raise ValueError(
-            f"unknown pruner {name!r}; available: {list(factories)}, 'ncp:<predictor>' and "
-            "'ncp/<built-in>:<predictor>'."
-        )
-    return factories[name]()
+                         rule="percentile", prune_diverged=False, **_WARM)
+    if rule == "asha" and not base_name:
+        pruner: optuna.pruners.BasePruner = registry.PRUNERS[chosen].make(
+            {"predictor": predictor}, n_steps)
+        return pruner
+    if name in _SETTINGS:
+        built: optuna.pruners.BasePruner = registry.PRUNERS[name].make(_SETTINGS[name],
+                                                                       n_steps)
+        return built
+    if name == "patient":
+        return optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(**_WARM), patience=2)
+    raise ValueError(
+        f"unknown pruner {name!r}; available: {list(BUILT_IN)}, 'ncp:<predictor>', "
+        "'ncp_percentile:<predictor>' and 'ncp_percentile/<built-in>:<predictor>'."
+    )
 
 
 def replay(runs: Sequence[dict[str, Any]], pruner_name: str, seed: int) -> dict[str, Any]:

@@ -75,6 +75,7 @@ except ImportError as error:  # pragma: no cover
         "research.ray_replay needs Ray Tune: pip install 'ncp-search[ray]'"
     ) from error
 
+from ncp_search.integrations import registry
 from ncp_search.integrations.ray.scheduler import NCPScheduler
 from research.replay_common import epochs_to_reach, parse_spec, plot_anytime_regret, step_value
 
@@ -88,7 +89,8 @@ _TUNE_ENV = {"TUNE_MAX_PENDING_TRIALS_PG": "2", "TUNE_DISABLE_AUTO_CALLBACK_LOGG
              "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
 
 BUILT_IN = ("fifo", "async_hyperband", "hyperband", "median_stopping")
-DEFAULT_SCHEDULERS = (*BUILT_IN, "ncp:best", "ncp_asha:best", "ncp:ncp_raw", "ncp_asha:ncp_raw")
+DEFAULT_SCHEDULERS = (*BUILT_IN, "ncp_percentile:best", "ncp:best", "ncp_percentile:ncp_raw",
+                      "ncp:ncp_raw")
 PAUSING = ("hyperband", "median_stopping")  # schedulers that pause trials: checkpoints needed
 METRIC = "val_accuracy"
 
@@ -165,13 +167,15 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     HyperbandPruner; with the fix of :class:`HyperBandFixed`), ``median_stopping``
     (MedianStoppingRule: grace period 2 epochs, at least 5 other trials, as Optuna's
     MedianPruner with 5 start-up trials and 2 warm-up steps), ``ncp:<predictor>``
-    (NCPScheduler, percentile rule) and ``ncp_asha:<predictor>`` (NCPScheduler, ASHA
-    on the predictions), both with the scheduler's 0.1 defaults (grace period 2, 50th
-    percentile, reduction factor 3, diverged trials run on). Options after the name
+    (NCPScheduler, ASHA on the predictions; ``ncp_asha`` is the same) and
+    ``ncp_percentile:<predictor>`` (NCPScheduler, percentile rule), both with the
+    scheduler's 0.1 defaults (grace period 2, 50th percentile, reduction factor 3,
+    diverged trials run on); the names are :mod:`ncp_search.integrations.registry`'s.
+    Options after the name
     change a setting:
     ``,rf=3`` (reduction factor), ``,grace=1`` (grace period) and, for NCP,
     ``,alpha=0.3`` (``incumbent_alpha``), e.g. ``async_hyperband,rf=3`` or
-    ``ncp_asha:best,grace=1,rf=3,alpha=0.3``. Each is the Tune class with
+    ``ncp:best,grace=1,rf=3,alpha=0.3``. Each is the Tune class with
     :class:`_TrialPathOnAdd` mixed in (a work-around that changes no decision).
     """
     common = {"metric": METRIC, "mode": "max", "time_attr": "training_iteration"}
@@ -182,10 +186,11 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
         raise ValueError(f"scheduler {name!r}: the Ray replay takes the options "
                          f"{list(_OPTIONS)} (',key=value'), no '+shuffled'.")
     rf = options.get("rf")
-    if spec.head in ("ncp", "ncp_asha") and spec.predictor:
+    rule = registry.ncp_rule(registry.RAY, spec.head)
+    if rule is not None and spec.predictor:
         # 0.1's defaults, which the committed replay tables were made with
         settings = {"grace_period": 2, "prune_diverged": False, **NCP_SETTINGS}
-        if spec.head == "ncp_asha":
+        if rule == "asha":
             settings.pop("n_startup_trials", None)  # the percentile rule's only
         if rf is not None:
             settings["reduction_factor"] = rf
@@ -193,9 +198,7 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
             settings["grace_period"] = int(options["grace"])
         if "alpha" in options:
             settings["incumbent_alpha"] = options["alpha"]
-        return _NCP(max_t=n_steps, predictor=spec.predictor,
-                    rule="asha" if spec.head == "ncp_asha" else "percentile", **common,
-                    **settings)
+        return _NCP(max_t=n_steps, predictor=spec.predictor, rule=rule, **common, **settings)
     grace = int(options.get("grace", 1))
     factories: dict[str, Callable[[], TrialScheduler]] = {
         "fifo": lambda: _FIFO(),
@@ -207,8 +210,8 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     if spec.head not in factories or spec.predictor:
         raise ValueError(
             f"unknown scheduler {name!r}; available: {list(factories)}, 'ncp:<predictor>' "
-            "and 'ncp_asha:<predictor>', each with options ',rf=R', ',grace=G' and (NCP) "
-            "',alpha=A'."
+            "(ASHA) and 'ncp_percentile:<predictor>', each with options ',rf=R', ',grace=G' "
+            "and (NCP) ',alpha=A'."
         )
     return factories[spec.head]()
 

@@ -71,8 +71,8 @@ def plot_anytime_regret(report: dict[str, Any], path: str, *, group_key: str, ti
 @dataclass(frozen=True)
 class RuleSpec:
     """A rule name of the replay benchmarks, parsed: ``<head>[:<predictor>][+shuffled]``
-    followed by ``,key=value`` options, e.g. ``ncp_asha:best,rf=3,alpha=0.2``,
-    ``successive_halving,rf=4`` or ``ncp_asha:ncp_raw+shuffled,rf=3``."""
+    followed by ``,key=value`` options, e.g. ``ncp:best,rf=3,alpha=0.2``,
+    ``successive_halving,rf=4`` or ``ncp:ncp_raw+shuffled,rf=3``."""
 
     head: str
     predictor: str = ""

@@ -93,8 +93,8 @@ def compare_sampler(
     """Mean best final and epochs per variant over seeds (plus TPE without pruning)."""
     variants: list[tuple[str, str | None, bool]] = [("tpe, no pruning", None, False)]
     for predictor in predictors:
-        variants += [(f"ncp:{predictor}, raw value to sampler", predictor, False),
-                     (f"ncp:{predictor}, prediction to sampler", predictor, True)]
+        variants += [(f"ncp_percentile:{predictor}, raw value to sampler", predictor, False),
+                     (f"ncp_percentile:{predictor}, prediction to sampler", predictor, True)]
     best_possible = max(r["final_val_accuracy"] for r in runs)
     out = {}
     for label, predictor, report in variants:

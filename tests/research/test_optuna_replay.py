@@ -21,10 +21,11 @@ def test_nop_consumes_every_epoch_and_finds_the_best():
 
 def test_pruners_save_epochs_and_same_order_per_seed():
     runs = make_runs(16, epochs=8, seed=2)
-    report = compare(runs, pruners=["nop", "median", "ncp:best"], seeds=range(2))
+    report = compare(runs, pruners=["nop", "median", "ncp_percentile:best"], seeds=range(2))
     assert report["summary"]["median"]["epochs"] < report["summary"]["nop"]["epochs"]
-    assert report["summary"]["ncp:best"]["n_pruned"] > 0
-    assert compare(runs, pruners=["ncp/median:pow3"], seeds=[0])["summary"]["ncp/median:pow3"][
+    assert report["summary"]["ncp_percentile:best"]["n_pruned"] > 0
+    on_predictions = "ncp_percentile/median:pow3"
+    assert compare(runs, pruners=[on_predictions], seeds=[0])["summary"][on_predictions][
         "n_pruned"] > 0
     again = compare(runs, pruners=["median"], seeds=range(2))
     for key in ("epochs", "n_pruned", "final_regret", "epochs_to_tolerance"):
@@ -45,10 +46,10 @@ def test_cli_bench_optuna(tmp_path, capsys):
     table = tmp_path / "t.jsonl"
     table.write_text("\n".join(json.dumps(r) for r in make_runs(10, epochs=5)) + "\n")
     code = cli.main(["bench", "optuna", "--table", str(table), "--seeds", "2", "--pruners",
-                     "nop", "median", "ncp:ncp_raw", "--json", str(tmp_path / "o.json"),
+                     "nop", "median", "ncp_percentile:ncp_raw", "--json", str(tmp_path / "o.json"),
                      "--plot", str(tmp_path)])
     assert code == 0
-    assert "ncp:ncp_raw" in capsys.readouterr().out
+    assert "ncp_percentile:ncp_raw" in capsys.readouterr().out
     assert (tmp_path / "optuna_t.png").stat().st_size > 1000
 
 

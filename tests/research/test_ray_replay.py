@@ -30,7 +30,7 @@ def _designed_table(curves: list[list[float]], seed: int) -> list[dict]:
 
 
 # Trial by trial (one at a time): 0.90 completes; the best run (0.95) starts slowly and
-# ncp:best stops it at epoch 2 (best so far 0.30 < 0.90); 0.50 is stopped at epoch 2;
+# ncp_percentile:best stops it at epoch 2 (best so far 0.30 < 0.90); 0.50 is stopped at epoch 2;
 # 0.92 completes. FIFO completes all four.
 CURVES = [[0.9] * EPOCHS, [0.3, 0.3, 0.3, 0.95], [0.5] * EPOCHS, [0.92] * EPOCHS]
 
@@ -40,7 +40,7 @@ def designed(ray_session):
     table = _designed_table(CURVES, seed=3)
     ray_replay.NCP_SETTINGS["n_startup_trials"] = 1  # 4 trials: decide after the first
     try:
-        return ray_replay.compare(table, schedulers=["fifo", "ncp:best"], seeds=[3],
+        return ray_replay.compare(table, schedulers=["fifo", "ncp_percentile:best"], seeds=[3],
                                   concurrency=1)
     finally:
         ray_replay.NCP_SETTINGS.clear()
@@ -60,7 +60,7 @@ def test_fifo_consumes_every_epoch_and_regret_by_hand(designed):
 
 @pytest.mark.slow
 def test_stopping_scheduler_consumes_fewer_epochs_and_regret_by_hand(designed):
-    ncp = next(r for r in designed["runs"] if r["scheduler"] == "ncp:best")
+    ncp = next(r for r in designed["runs"] if r["scheduler"] == "ncp_percentile:best")
     assert ncp["epochs"] == ncp["epochs_tune"] == 4 + 2 + 2 + 4
     assert ncp["n_stopped"] == 2
     assert [e for e, _ in ncp["curve"]] == [4, 6, 8, 12]
@@ -68,9 +68,9 @@ def test_stopping_scheduler_consumes_fewer_epochs_and_regret_by_hand(designed):
     assert [r for _, r in ncp["curve"]] == pytest.approx([5.0, 5.0, 5.0, 3.0])
     assert ncp["final_regret"] == pytest.approx(3.0)
     summary = designed["summary"]
-    assert summary["ncp:best"]["epochs_vs_fifo"] == pytest.approx(12 / 16)
-    assert summary["ncp:best"]["reached"] == 0
-    assert math.isinf(summary["ncp:best"]["epochs_to_tolerance"])
+    assert summary["ncp_percentile:best"]["epochs_vs_fifo"] == pytest.approx(12 / 16)
+    assert summary["ncp_percentile:best"]["reached"] == 0
+    assert math.isinf(summary["ncp_percentile:best"]["epochs_to_tolerance"])
     assert summary["fifo"]["epochs_to_tolerance"] == 8
 
 
@@ -106,11 +106,11 @@ def test_summary_arithmetic():
         _result("async_hyperband", 1, 30, [(20, 0.4), (30, 0.4)], stopped=5),
         _result("median_stopping", 0, 50, [(20, 3.0), (50, 0.0)], stopped=3),
         _result("median_stopping", 1, 70, [(20, 0.0), (70, 0.0)], stopped=2),
-        _result("ncp:best", 0, 20, [(20, 0.0)], stopped=8),
-        _result("ncp:best", 1, 40, [(20, 0.5), (40, 0.0)], stopped=6),
+        _result("ncp_percentile:best", 0, 20, [(20, 0.0)], stopped=8),
+        _result("ncp_percentile:best", 1, 40, [(20, 0.5), (40, 0.0)], stopped=6),
     ]
     summary = ray_replay.summarize(results, tolerance=0.5)
-    assert list(summary) == ["fifo", "async_hyperband", "median_stopping", "ncp:best"]
+    assert list(summary) == ["fifo", "async_hyperband", "median_stopping", "ncp_percentile:best"]
     assert summary["fifo"]["epochs"] == 100 and summary["fifo"]["epochs_vs_fifo"] == 1.0
     assert summary["fifo"]["final_regret"] == pytest.approx(0.5)
     assert summary["fifo"]["reached"] == 1 and summary["fifo"]["epochs_to_tolerance"] == 40
@@ -120,19 +120,19 @@ def test_summary_arithmetic():
     assert summary["async_hyperband"]["epochs_to_tolerance"] == 20
     assert summary["median_stopping"]["epochs"] == 60
     assert summary["median_stopping"]["epochs_to_tolerance"] == pytest.approx(35)
-    assert summary["ncp:best"]["epochs_to_tolerance"] == pytest.approx(20)  # 0.5 <= 0.5
-    assert summary["ncp:best"]["n_stopped"] == 7
+    assert summary["ncp_percentile:best"]["epochs_to_tolerance"] == pytest.approx(20)  # 0.5 <= 0.5
+    assert summary["ncp_percentile:best"]["n_stopped"] == 7
     # best built-in: lowest mean regret (median 0.0) beats fewer epochs (ASHA, 0.7)
     assert ray_replay.best_built_in(summary) == "median_stopping"
-    target = ray_replay.targets(summary)["ncp:best"]
+    target = ray_replay.targets(summary)["ncp_percentile:best"]
     assert target["epochs_vs_fifo"] == pytest.approx(0.3) and not target["fifo_target_met"]
     assert target["epochs_vs_best"] == pytest.approx(0.5)
     assert target["regret_not_worse"] and target["best_target_met"]
     text = ray_replay.format_summary({"tolerance": 0.5, "summary": summary})
     assert "best built-in (lowest mean final regret, then fewest epochs): median_stopping" in text
-    assert "target ncp:best: 0.30 of FIFO's epochs (<= 0.25: not met); 0.50x median_stopping" \
-        in text
-    row = next(line for line in text.splitlines() if line.startswith("ncp:best"))
+    assert ("target ncp_percentile:best: 0.30 of FIFO's epochs (<= 0.25: not met); 0.50x "
+            "median_stopping") in text
+    row = next(line for line in text.splitlines() if line.startswith("ncp_percentile:best"))
     assert row.split()[1:4] == ["30", "0.30", "0.50"]
 
 
@@ -140,9 +140,9 @@ def test_targets_need_no_worse_regret():
     summary = {
         "fifo": {"epochs": 100.0, "epochs_vs_fifo": 1.0, "final_regret": 0.0},
         "async_hyperband": {"epochs": 30.0, "epochs_vs_fifo": 0.3, "final_regret": 0.1},
-        "ncp:best": {"epochs": 10.0, "epochs_vs_fifo": 0.1, "final_regret": 0.2},
+        "ncp_percentile:best": {"epochs": 10.0, "epochs_vs_fifo": 0.1, "final_regret": 0.2},
     }
-    target = ray_replay.targets(summary)["ncp:best"]
+    target = ray_replay.targets(summary)["ncp_percentile:best"]
     assert target["fifo_target_met"] and not target["regret_not_worse"]
     assert not target["best_target_met"]
 
@@ -150,11 +150,14 @@ def test_targets_need_no_worse_regret():
 def test_epochs_to_reach_and_scheduler_names():
     assert ray_replay.epochs_to_reach([(10, 5.0), (20, 0.4), (30, 0.0)], 0.5) == 20
     assert math.isinf(ray_replay.epochs_to_reach([(10, math.inf), (20, 5.0)], 0.5))
-    assert ray_replay.make_scheduler("ncp_asha:ncp_raw", 20)._rule == "asha"
-    assert ray_replay.make_scheduler("ncp:pow3", 20)._rule == "percentile"
+    # The registry's names: ncp (and its older Ray name ncp_asha) is ASHA everywhere.
+    assert ray_replay.make_scheduler("ncp:ncp_raw", 20).settings()["rule"] == "asha"
+    assert ray_replay.make_scheduler("ncp_asha:ncp_raw", 20).settings()["rule"] == "asha"
+    assert ray_replay.make_scheduler("ncp_percentile:pow3", 20).settings()["rule"] == (
+        "percentile")
     for name in ray_replay.DEFAULT_SCHEDULERS:  # every one prepares trials when added
         assert isinstance(ray_replay.make_scheduler(name, 20), ray_replay._TrialPathOnAdd)
-    with pytest.raises(ValueError, match="ncp_asha:<predictor>"):
+    with pytest.raises(ValueError, match="ncp:<predictor>"):
         ray_replay.make_scheduler("asha", 20)
     with pytest.raises(ValueError, match="predictor"):
         ray_replay.make_scheduler("ncp:no_such_predictor", 20)
