@@ -204,7 +204,8 @@ def percentile_rule(
         n_startup_trials: continue until this many completed trials have a finite
             final (at least 1: a rule over predictions only compares a first wave
             of trials with each other).
-        kappa, spread: decide on ``prediction + kappa * spread`` (see
+        kappa: decide on ``prediction + kappa * spread``.
+        spread: the predictor's error spread at this step (see
             :func:`prediction_spread`).
     """
     done = _finite(finals)
@@ -300,7 +301,7 @@ def incumbent_rule(
     rule's own survivors (the stopped ones never report a final), so they are
     not exchangeable with a trial being judged early; and a trial is looked at
     at every step, so its chance of a wrong stop over a run is larger than
-    ``alpha`` per look. The README reports the measured rate of good trials
+    ``alpha`` per look. docs/benchmarks.md reports the measured rate of good trials
     stopped next to each ``alpha``.
 
     Args:
