@@ -4,6 +4,7 @@ anything is written."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -110,3 +111,26 @@ def test_a_wrong_postgres_password_or_database_is_one_line(tmp_path, capsys, dam
     err = _one_line(capsys)
     assert "cannot open the storage" in err and "not-the-password" not in err
     assert not (tmp_path / "out").exists()
+
+
+_RAY_META = {"name": "hostile", "backend": "ray", "epochs": 2, "storage": None,
+             "config": {"budget": {"epochs": 2}}}
+_RECORD = {"number": 0, "trial_id": "a_00000", "state": "COMPLETE", "params": {},
+           "val_accuracy": [0.5, 0.6], "beta_eff": [1.0, 1.0], "final": 0.6}
+
+
+@pytest.mark.parametrize("line", [
+    "5", "[]", "\"text\"", "{\"number\": 0}", json.dumps({**_RECORD, "number": "0"}),
+    json.dumps({**_RECORD, "state": "DONE"}), json.dumps({**_RECORD, "params": [1]}),
+    json.dumps({**_RECORD, "val_accuracy": 0.6}), json.dumps({**_RECORD, "trial_id": 7}),
+    "{\"number\": ", "[" * 50_000,
+])
+def test_a_damaged_ray_trials_file_is_one_line(tmp_path, capsys, line) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(_RAY_META))
+    (out / "trials.jsonl").write_text(line + "\n" + json.dumps(_RECORD) + "\n")
+    assert main(["report", str(out)]) == 2
+    assert "trials.jsonl" in _one_line(capsys)
+    assert main(["sweep", str(_config(tmp_path, backend="ray")), "--resume"]) == 2
+    assert "trials.jsonl" in _one_line(capsys)

@@ -290,9 +290,9 @@ class _Session:
     # records
     def load(self) -> None:
         """Take the records of an earlier run back (resume)."""
-        from ncp_search.app.jsonio import read_jsonl as read_table
+        from ncp_search.app.sweep.results import read_ray_records
 
-        for record in read_table(self.path):
+        for record in read_ray_records(self.path):
             key = record.get("trial_id") or f"#{record['number']}"
             self.records[key] = record
             if record.get("state") in FINISHED:

@@ -131,6 +131,40 @@ def fail_if_stale(record: dict[str, Any], now: float | None = None) -> dict[str,
     return record
 
 
+RAY_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def read_ray_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The trial records of a Ray sweep's ``trials.jsonl`` (none if it does not
+    exist), each checked (an object with an integer ``number``, a known ``state``,
+    ``params`` an object, the per-epoch series lists).
+
+    Raises:
+        NCPSearchError: naming the first damaged line.
+    """
+    from ncp_search.app.jsonio import read_jsonl
+
+    try:
+        rows = read_jsonl(path)
+    except (ValueError, RecursionError) as error:
+        raise NCPSearchError(f"{path} is damaged ({str(error)[:200]}); the sweep rewrites it "
+                             "atomically, so something else changed it: restore it from a "
+                             "copy.") from None
+    series = ("val_accuracy", "beta_eff", "predicted_final", "epoch_seconds")
+    for number, row in enumerate(rows, start=1):
+        ok = (isinstance(row, dict) and type(row.get("number")) is int and row["number"] >= 0
+              and row.get("state") in RAY_STATES and isinstance(row.get("params", {}), dict)
+              and all(isinstance(row.get(key) or [], list) for key in series)
+              and isinstance(row.get("trial_id") or "", str))
+        if not ok:
+            raise NCPSearchError(
+                f"{path}: record {number} is damaged (expected an object with an integer "
+                f"number, a state in {list(RAY_STATES)}, params an object and lists per "
+                f"epoch, but got {json.dumps(row)[:120]}); the sweep rewrites it atomically, "
+                "so something else changed it: restore it from a copy.")
+    return rows
+
+
 def load_trials(output: str | os.PathLike[str],
                 storage: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(meta, trials)`` of a sweep's output folder.
@@ -145,9 +179,7 @@ def load_trials(output: str | os.PathLike[str],
                              "CONFIG` first, or point at the config's output folder.")
     meta = read_meta(meta_path)
     if meta["backend"] == "ray":
-        from ncp_search.app.jsonio import read_jsonl as read_table
-
-        records = [fail_if_stale(r) for r in read_table(folder / RAY_TRIALS_FILE)]
+        records = [fail_if_stale(r) for r in read_ray_records(folder / RAY_TRIALS_FILE)]
         if any(r["state"] == "PRUNED" and "stop" not in r for r in records):
             # records written before they kept the decision: the journal has it
             stops = ray_stops(folder / RAY_JOURNAL_FILE)

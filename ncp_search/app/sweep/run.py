@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncp_search.app.jsonio import read_jsonl, write_json
+from ncp_search.app.jsonio import write_json
 from ncp_search.app.sweep.folder import (
     META_FILE,
     TUNER_DIGEST,
@@ -42,7 +42,7 @@ from ncp_search.app.sweep.folder import (
     resolve_ray_storage,
 )
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus, trial_seconds
-from ncp_search.app.sweep.results import RAY_TRIALS_FILE
+from ncp_search.app.sweep.results import RAY_TRIALS_FILE, read_ray_records
 from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
 from ncp_search.errors import NCPSearchError
 
@@ -84,7 +84,7 @@ def _ran_trials(meta: Mapping[str, Any], output: Path, url: str | None) -> bool:
         IdentityError: its storage holds trials of another sweep.
     """
     if meta.get("backend") == "ray":
-        if read_jsonl(output / RAY_TRIALS_FILE):
+        if read_ray_records(output / RAY_TRIALS_FILE):
             return True
         storage = resolve_ray_storage(meta.get("storage"), output)
         return "://" not in storage and (Path(storage) / str(meta.get("name"))).is_dir()
