@@ -100,7 +100,7 @@ MAX_YAML_BYTES = 1_000_000
 """A config file larger than this is refused (a sweep config is a few KB)."""
 MAX_YAML_DEPTH = 32
 """YAML nested deeper than this is refused (a sweep config nests 4 levels)."""
-MAX_YAML_NODES = 100_000
+MAX_YAML_NODES = 10_000
 """YAML whose aliases expand to more values than this is refused (an alias bomb)."""
 
 
@@ -191,6 +191,7 @@ class _Spec:
     check: Callable[[Any], bool]
     required: bool = False
     hint: str = ""
+    problem: Callable[[Any], str] | None = None  # more to say about a refused value
 
 
 def _key(expected: str, check: Callable[[Any], bool], default: Any = None, *,
@@ -220,7 +221,8 @@ class _Section(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, dicts), as stored in ``sweep.json``."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        return {f.name: _plain(getattr(self, f.name)) for f in fields}
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
@@ -539,6 +541,9 @@ class _Checker:
                 continue
             value = raw[key]
             if not spec.check(value):
+                problem = spec.problem(value) if spec.problem else ""
+                if problem:
+                    raise self.fail(f"{prefix}{key}", problem)
                 raise self.expected(f"{prefix}{key}", spec.expected, value, spec.hint)
             out[key] = value
         return out
@@ -612,8 +617,9 @@ class _Checker:
         entry = table[chosen]
         if entry.rule == "asha":
             self.renamed_rule(section, chosen, value, host)
-        specs = {key: (_Spec(registry.SETTINGS[key].expected, registry.SETTINGS[key].check),
-                       registry.SETTINGS[key].default) for key in entry.settings}
+        settings = [registry.SETTINGS[key] for key in entry.settings]
+        specs = {s.name: (_Spec(s.expected, s.check, problem=s.problem), s.default)
+                 for s in settings}
         self.unknown(value, {"name", *entry.settings}, f"{section}.",
                      other=registry.SETTINGS)
         out = self.fields({k: v for k, v in value.items() if k != "name"}, specs,
