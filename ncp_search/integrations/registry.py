@@ -73,6 +73,21 @@ def _predictor(value: Any) -> bool:
     return isinstance(value, str) and value in usable_predictors()
 
 
+def predictor_problem(value: Any) -> str:
+    """Why a known predictor name cannot serve a sweep (``""`` when it can, or when
+    the name is unknown): it reads a series no adapter records, or gives a score."""
+    from ncp_search.core.history import REPORTED_SERIES
+    from ncp_search.core.predictors import PREDICTORS, check_feedable
+
+    if not isinstance(value, str) or value not in PREDICTORS:
+        return ""
+    try:
+        check_feedable(value, REPORTED_SERIES, "a sweep's pruner or scheduler")
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting a pruner or scheduler name accepts.
@@ -82,17 +97,20 @@ class Setting:
         expected: what must hold, in words (bounds with their reason).
         check: whether a value is accepted.
         default: the value when the config leaves it out.
+        problem: why a refused value cannot serve, when more can be said than
+            ``expected`` (``""`` otherwise).
     """
 
     name: str
     expected: str
     check: Callable[[Any], bool]
     default: Any
+    problem: Callable[[Any], str] = lambda value: ""
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("predictor", "a predictor name such as 'best', 'pow3' or 'ncp_raw'", _predictor,
-            "best"),
+            "best", predictor_problem),
     Setting("percentile", "a number in [0, 100]", _number_in(0, 100), 50.0),
     Setting("n_startup_trials", f"an integer in [0, {MAX_TRIALS}] (start-up trials; more is "
             "a typo)", _int_in(0, MAX_TRIALS), 5),

@@ -192,6 +192,46 @@ BROKEN: list[tuple[str, Any, list[str]]] = [
         search_space={**c["search_space"], "source_model": {"type": "categorical",
                                                             "choices": ["mlp"]}}),
      ["source.file: search_space.source_model chooses among zoo models"]),
+    # -- issue 20: hostile or unbounded input, late errors, silent accepts ----------------
+    ("alias bomb (YAML text)", "description: [" + ", ".join(
+        [f"&l0 [{', '.join(['x'] * 9)}]"]
+        + [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 6)]) + "]\n",
+     ["aliases (*name) expand to more than 10,000 values", "write the values out"]),
+    ("recursive alias (YAML text)", "description: &loop [*loop]\n",
+     ["the alias *loop at line 10 is inside the value it names"]),
+    ("10,000-deep nesting (YAML text)", "description: " + "[" * 10_000 + "]" * 10_000 + "\n",
+     ["YAML nested deeper than 32 levels at line 10"]),
+    ("source.epochs a million", _set("source.epochs", 1_000_000),
+     ["source.epochs: expected an integer in [1, 1000] (epochs to pre-train a zoo source; "
+      "more is a typo), but got 1000000 (int)"]),
+    ("huge input_shape", lambda c: c.update(source={"application": "MobileNetV2",
+                                                    "input_shape": [100_000, 100_000, 3]}),
+     ["source.input_shape: expected null or [height, width, channels] with height, width "
+      "in [32, 1024]", "do not fit a probe batch"]),
+    ("huge head_units", _set("search_space.head_units", 10**9),
+     ["search_space.head_units: expected an integer in [0, 65536]", "does not fit"]),
+    ("huge budget.trials", _set("budget.trials", 10**9),
+     ["budget.trials: expected an integer in [1, 100000]"]),
+    ("seed of 200 digits", _set("seed", 10**200),
+     ["seed: expected an integer >= 0 of at most 100 digits"]),
+    ("pruner: false", _set("pruner", False),
+     ["pruner: expected a mapping such as {name: nop}, but got False (bool)"]),
+    ("name: ..", _set("name", ".."), ["name: expected a name of letters", "not only dots"]),
+    ("ncp_two_batch predictor", _set("pruner.predictor", "ncp_two_batch"),
+     ["pruner.predictor: predictor='ncp_two_batch' reads ['beta_eff_batch2']",
+      "use one of ['best'"]),
+    ("one-class target", _set("data.target", "digits:5"),
+     ["data.target: a classifier needs at least 2 classes, but 'digits:5' has 1"]),
+    ("labels the data lacks", _set("data.target", "digits:5-12"),
+     ["data.target: the data's labels are 0-9, but 'digits:5-12' names [10, 11, 12]"]),
+    # -- issue 19: a section the backend does not use --------------------------------------
+    ("scheduler with backend optuna", _set("scheduler", {"name": "fifo"}),
+     ["scheduler: not used by backend: optuna (Ray Tune schedulers apply to backend: ray "
+      "only); remove the scheduler section, or set backend: ray."]),
+    ("ray section with backend optuna", _set("ray", {"cpus_per_trial": 2}),
+     ["ray: not used by backend: optuna"]),
+    ("pruner with backend ray", _set("backend", "ray"),
+     ["pruner: not used by backend: ray", "remove the pruner section"]),
 ]
 
 
@@ -228,6 +268,34 @@ def test_broken_config_exits_2_with_one_line_and_writes_nothing(
         assert fragment in lines[0], lines[0]
     assert "Traceback" not in err and "hunter2" not in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_backend_from_the_command_line_refuses_the_other_backends_section(
+        tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, lambda c, m: (c.pop("pruner"), c.update(
+        backend="ray", scheduler={"name": "fifo"})), "ray", {})
+    assert main(["sweep", str(path), "--backend", "optuna"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"ncp-search: error: {path}: scheduler: not used by backend: optuna "
+                     "(from --backend) (Ray Tune schedulers apply to backend: ray only); "
+                     "remove the scheduler section, or set backend: ray."]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_oversized_config_file_is_refused_unread(tmp_path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(BASE_YAML.format(output=tmp_path / "out", low="1.0e-4", epochs=3,
+                                     extra=f"description: '{'x' * 1_000_000}'\n"))
+    with pytest.raises(ConfigError, match=r"big.yaml: larger than 1,000,000 bytes"):
+        load_sweep_config(path)
+
+
+def test_an_empty_pruner_section_means_the_default(tmp_path) -> None:
+    path = _write(tmp_path, "", "plain", {})
+    path.write_text(path.read_text() + "pruner:\n")  # a key with nothing after it
+    assert load_sweep_config(path).choice.describe() == (
+        "ncp (predictor=best, reduction_factor=3)")
 
 
 def test_the_base_config_is_valid(tmp_path, models) -> None:
