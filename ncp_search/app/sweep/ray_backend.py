@@ -154,21 +154,21 @@ def param_space(config: Mapping[str, Any]) -> dict[str, Any]:
     ``int`` ranges include ``high``, like the Optuna backend's ``suggest_int``;
     sampling is seeded by :func:`make_search_alg`.
     """
-    return {name: _domain(spec) for name, spec in config["search_space"].items()}
+    return {name: _domain(spec) for name, spec in as_config(config).search_space.items()}
 
 
 def make_search_alg(config: Mapping[str, Any],
                     max_concurrent: int | None = None) -> BasicVariantGenerator:
     """Random search over :func:`param_space`, seeded with the config's ``seed``,
     running at most ``max_concurrent`` trials at once (None: as resources allow)."""
-    return BasicVariantGenerator(random_state=reduce_seed(int(config["seed"])),
+    return BasicVariantGenerator(random_state=reduce_seed(as_config(config).seed),
                                  max_concurrent=int(max_concurrent or 0))
 
 
 def concurrency(config: Mapping[str, Any], workers: int | None) -> int | None:
     """Concurrent trials: ``workers`` when above 1, else the config's
     ``ray.max_concurrent_trials``, else ``workers`` (None: as resources allow)."""
-    configured = config["ray"]["max_concurrent_trials"]
+    configured = as_config(config).ray.max_concurrent_trials
     if workers is not None and workers > 1:
         return int(workers)
     return int(configured) if configured else workers
