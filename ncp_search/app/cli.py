@@ -35,8 +35,14 @@ import threading
 import warnings
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ncp_search.errors import NCPSearchError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ncp_search.app.zoo import PlannedModel
 
 # absl / TensorFlow C++ log lines: "I0000 00:00:1796125544.665569    6919 port.cc:153] ...",
 # possibly behind a Ray worker prefix "(pid=123) " or "(Trainable pid=123, ip=...) ".
@@ -201,10 +207,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _about(seconds: float) -> str:
+    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+
+
+def _zoo_plan_lines(plan: Sequence[PlannedModel], source: str, epochs: int, folder: Path,
+                    listing: bool) -> list[str]:
+    """What ``ncp-search zoo`` will do (or, with ``--list``, would do)."""
+    todo = [m for m in plan if m.train]
+    basis = ("from models trained here" if all(m.measured for m in todo)
+             else "from reference times on a 2-core CPU; yours may differ several fold")
+    lines = [f"zoo: cache folder {folder}"]
+    if listing:
+        for m in plan:
+            state = f"to train, {_about(m.seconds)}" if m.train else "cached"
+            lines.append(f"  {m.name:<12} {state:<24} {m.path}")
+    cached = [m.name for m in plan if not m.train]
+    if not todo:
+        return [*lines, f"zoo: all {len(plan)} model(s) are cached; nothing to train"]
+    verb = "would train" if listing else "will train"
+    lines.append(f"zoo: {verb} {len(todo)} model(s) ({', '.join(m.name for m in todo)}) on "
+                 f"{source} for {epochs} epoch(s): {_about(sum(m.seconds for m in todo))} "
+                 f"({basis})" + (f"; cached: {', '.join(cached)}" if cached else ""))
+    return lines
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
-    from ncp_search.app.zoo import available_models, build_zoo
+    from ncp_search.app.zoo import available_models, build_zoo, cache_folder, plan_zoo
 
     names = args.names or available_models()
+    plan = plan_zoo(names, source=args.source, epochs=args.epochs, seed=args.seed,
+                    cache_dir=args.cache_dir, retrain=args.retrain)
+    for line in _zoo_plan_lines(plan, args.source, args.epochs, cache_folder(args.cache_dir),
+                                args.list):
+        print(line, flush=True)
+    if args.list:
+        return 0
     infos = build_zoo(
         names,
         source=args.source,
@@ -271,6 +309,19 @@ def _positive(text: str) -> int:
     return value
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help that ends each option's line with its default, unless the line says it or
+    there is none (None, a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is False or default == [] \
+                or default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncp-search",
@@ -284,28 +335,48 @@ def build_parser() -> argparse.ArgumentParser:
                         help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from ncp_search.app.zoo import available_models  # standard library only at import
+
+    zoo_names = ", ".join(available_models())
+    cache_help = ("model-zoo cache folder (default: $NCP_SEARCH_CACHE/zoo, else "
+                  "~/.cache/ncp_search/zoo)")
     demo = sub.add_parser("demo", parents=[common],
-                          help="embedded default job: probe, beta_eff, prediction")
-    demo.add_argument("--source-model", default="cnn_small", help="zoo architecture")
+                          formatter_class=_DefaultsHelp,
+                          help="embedded default job: probe, beta_eff, prediction",
+                          description="Fine-tune a probed zoo model on a target task and "
+                          "print beta_eff per epoch and the predicted final accuracy.")
+    demo.add_argument("--source-model", default="cnn_small",
+                      help=f"zoo architecture, one of: {zoo_names}")
     demo.add_argument("--source", default="digits:0-4", help="source task of the zoo model")
     demo.add_argument("--target", default="digits:5-9", help="target task to fine-tune on")
-    demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs")
     demo.add_argument("--observe", type=int, default=4, help="epochs seen by the prediction")
-    demo.add_argument("--hidden", type=_hidden, default=(64, 64, 64), help="probe widths")
-    demo.add_argument("--probe-samples", type=int, default=256)
-    demo.add_argument("--learning-rate", type=float, default=1e-3)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--cache-dir", default=None, help="model-zoo cache folder")
+    demo.add_argument("--hidden", type=_hidden, default=(64, 64, 64),
+                      help="probe widths, comma-separated (default: 64,64,64)")
+    demo.add_argument("--probe-samples", type=int, default=256, help="probe batch size")
+    demo.add_argument("--learning-rate", type=float, default=1e-3, help="fine-tuning rate")
+    demo.add_argument("--seed", type=int, default=0, help="seed of data, weights and probe")
+    demo.add_argument("--cache-dir", default=None, help=cache_help)
     demo.add_argument("--json", default=None, help="also write the figures to this JSON file")
     demo.set_defaults(func=_cmd_demo)
 
-    zoo = sub.add_parser("zoo", parents=[common], help="pre-train and cache the model zoo")
-    zoo.add_argument("names", nargs="*", help="architectures (default: all)")
+    zoo = sub.add_parser("zoo", parents=[common],
+                         formatter_class=_DefaultsHelp,
+                         help="pre-train and cache the model zoo",
+                         description="Pre-train the zoo's source models and cache them. It "
+                         "first says which models it will train, where, and roughly how "
+                         "long that takes (minutes on a CPU for all of them); --list stops "
+                         "there.")
+    zoo.add_argument("names", nargs="*", metavar="NAME",
+                     help=f"architectures to train, of: {zoo_names} (default: all)")
     zoo.add_argument("--source", default="fashion_mnist:0-4", help="source task")
-    zoo.add_argument("--epochs", type=int, default=3)
-    zoo.add_argument("--seed", type=int, default=0)
-    zoo.add_argument("--cache-dir", default=None)
+    zoo.add_argument("--epochs", type=int, default=3, help="training epochs")
+    zoo.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    zoo.add_argument("--cache-dir", default=None, help=cache_help)
     zoo.add_argument("--retrain", action="store_true", help="ignore cached models")
+    zoo.add_argument("--list", action="store_true",
+                     help="list the models, whether each is cached and the estimated "
+                     "training time, and train nothing")
     zoo.set_defaults(func=_cmd_zoo)
 
     swp = sub.add_parser("sweep", parents=[common], help="run a config-driven sweep with pruning")

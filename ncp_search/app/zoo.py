@@ -29,6 +29,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +379,110 @@ def source_model_info(
     except (OSError, ValueError) as error:
         logger.warning("zoo: sidecar %s is unreadable (%s); ignoring it", path, error)
         return None
+
+
+REFERENCE_MS_PER_SAMPLE = {"cnn_small": 0.6, "cnn_wide": 3.5, "mlp": 0.7, "resnet_tiny": 4.1}
+"""Milliseconds of training per sample-epoch on 28x28x1 images (a validation sample
+counts a third), measured on a busy 2-core CPU with ``benchmarks/zoo_cost.py``: the
+rough figure :func:`plan_zoo` estimates from when the cache holds no model of the
+same architecture and input shape to measure from."""
+FIXED_SECONDS = 5.0
+"""Seconds a model costs besides its epochs (building, compiling, loading the data)."""
+_SIZES = {"digits": ((8, 8, 1), 135, 45), "fashion_mnist": ((28, 28, 1), 6000, 1000)}
+"""Dataset -> (image shape, training and validation samples per class)."""
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One zoo model of a plan: where it is cached, whether it must be trained, and
+    about how long that takes.
+
+    Attributes:
+        name: the architecture.
+        path: its cache file (``<key>.keras``).
+        cached: found in the cache (nothing to train unless ``retrain``).
+        train: it will be trained.
+        seconds: estimated training seconds (0.0 when not trained).
+        measured: the estimate comes from models of this architecture trained here
+            (their sidecars' ``train_seconds``), not from :data:`REFERENCE_MS_PER_SAMPLE`.
+    """
+
+    name: str
+    path: Path
+    cached: bool
+    train: bool
+    seconds: float
+    measured: bool
+
+
+def _sample_epochs(source: str, epochs: int, n_train: int | None) -> tuple[tuple, float]:
+    """The source task's image shape and its training samples x epochs (validation at a
+    third of a sample), from the dataset's known sizes (no data is loaded)."""
+    from ncp_search.app.data import _parse_spec
+
+    dataset, classes = _parse_spec(source)
+    shape, train, val = _SIZES[dataset]
+    count = len(set(classes)) if classes else 10
+    samples = train * count if n_train is None else min(n_train, train * count)
+    return shape, epochs * (samples + val * count / 3)
+
+
+def _measured_ms(folder: Path, name: str, shape: tuple) -> float | None:
+    """Milliseconds per sample-epoch of ``name`` from the sidecars in the cache (the
+    median over models of the same input shape), or None."""
+    costs = []
+    for sidecar in folder.glob(f"{name}-*.json"):
+        try:
+            info = json.loads(sidecar.read_text())
+            if tuple(info["input_shape"]) != shape or info["architecture"] != name:
+                continue
+            work = info["epochs"] * (info["train_samples"] + info["val_samples"] / 3)
+            costs.append(1000.0 * float(info["train_seconds"]) / work)
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue
+    return sorted(costs)[len(costs) // 2] if costs else None
+
+
+def plan_zoo(
+    names: Sequence[str] | None = None,
+    *,
+    source: str = "fashion_mnist:0-4",
+    epochs: int = 3,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    n_train: int | None = None,
+) -> list[PlannedModel]:
+    """What :func:`build_zoo` with the same arguments would do, without doing it:
+    which models are cached, which would be trained, and roughly how long each takes.
+
+    The estimate is :data:`FIXED_SECONDS` plus the epochs' samples times a cost per
+    sample: measured from the cache's sidecars of the same architecture and input
+    shape where there are any, else :data:`REFERENCE_MS_PER_SAMPLE` scaled by the
+    image's pixels. It is a rough figure (CPU, load and threads change it several
+    fold), meant to say "seconds" or "minutes" before a long run starts.
+
+    Raises:
+        ValueError: for an unknown architecture name, ``epochs < 1``, ``n_train < 1``
+            or a bad task spec.
+    """
+    chosen = list(names) if names else available_models()
+    for name in chosen:
+        _check_request(name, epochs, n_train)
+    folder = cache_folder(cache_dir)
+    shape, work = _sample_epochs(source, epochs, n_train)
+    plan = []
+    for name in chosen:
+        path = folder / f"{_key(name, source, epochs, seed, n_train)}.keras"
+        cached = path.exists()
+        measured = _measured_ms(folder, name, shape)
+        per_sample = (measured if measured is not None else
+                      REFERENCE_MS_PER_SAMPLE.get(name, max(REFERENCE_MS_PER_SAMPLE.values()))
+                      * (shape[0] * shape[1]) / (28 * 28))
+        train = retrain or not cached
+        seconds = FIXED_SECONDS + work * per_sample / 1000.0 if train else 0.0
+        plan.append(PlannedModel(name, path, cached, train, seconds, measured is not None))
+    return plan
 
 
 def build_zoo(names: Sequence[str] | None = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
