@@ -476,7 +476,9 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
                                               " (recorded, not used to decide)"
                                               if decider.known else "")),
                     figure_dir, "beta_eff per epoch")
-            or '<p class="note">No beta_eff recorded (backend without beta_eff).</p>',
+            or '<p class="note">No beta_eff recorded: trials measure it only when the '
+            "pruner's or scheduler's predictor reads it (e.g. <code>ncp_raw</code>), "
+            "not for this sweep's.</p>",
             "<h2>Optimisation history</h2>",
             _figure("history", report_plots.optimisation_history(rows, steps, metric),
                     figure_dir, "optimisation history")

@@ -155,6 +155,22 @@ def check_input_shape(model: Any, task: Any, what: str) -> None:
                          "on the same dataset (source.task) or set source.input_shape.")
 
 
+def reads_beta_eff(config: Mapping[str, Any]) -> bool:
+    """Whether the sweep's pruner (Optuna) or scheduler (Ray) reads ``beta_eff``: an
+    NCP one whose predictor reads ``beta_eff`` or a probe term. Trials measure
+    ``beta_eff`` only then (the probe costs CPU every epoch and a trace per process);
+    an unknown predictor name counts as reading it."""
+    from ncp_search.core.predictors import PREDICTORS
+
+    section = config.get("scheduler" if config.get("backend") == "ray" else "pruner") or {}
+    settings = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+    predictor = settings.get("predictor")
+    if predictor is None:
+        return False
+    found = PREDICTORS.get(str(predictor))
+    return True if found is None else found.uses_beta_eff
+
+
 def run_trial(
     config: Mapping[str, Any],
     params: Mapping[str, Any],
@@ -164,6 +180,7 @@ def run_trial(
     trial_seed: int,
     model_path: str | Path | None = None,
     cache_dir: str | None = None,
+    measure_beta_eff: bool | None = None,
 ) -> dict[str, Any]:
     """Fine-tune one configuration for up to ``budget.epochs`` epochs.
 
@@ -180,6 +197,10 @@ def run_trial(
         model_path: where the trained model is saved when the trial runs all its
             epochs (``None``: not saved).
         cache_dir: model-zoo cache folder.
+        measure_beta_eff: measure ``beta_eff`` after each epoch; ``None`` (default):
+            when the sweep's pruner or scheduler reads it (:func:`reads_beta_eff`).
+            Unmeasured, ``beta_eff`` is NaN and ``terms`` holds ``train_loss`` only,
+            and no meter is traced.
 
     Returns:
         ``{"val_accuracy": [...], "beta_eff": [...], "epoch_seconds": [...],
@@ -190,7 +211,7 @@ def run_trial(
     import keras
 
     from ncp_search.core.history import probe_series
-    from ncp_search.engine.capacitance import BetaEffMeter
+    from ncp_search.engine.capacitance import NAN_TERMS, BetaEffMeter
     from ncp_search.engine.finetune import build_trial_models, compile_trial, schedule_callback
 
     started = time.perf_counter()
@@ -207,7 +228,9 @@ def run_trial(
                                 hidden=tuple(probe["hidden"]),
                                 probe_seed=reduce_seed(probe["seed"]))
     compile_trial(models.trained, params)
-    meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
+    if measure_beta_eff is None:
+        measure_beta_eff = reads_beta_eff(config)
+    meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe) if measure_beta_eff else None
     epochs = int(config["budget"]["epochs"])
     record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "epoch_seconds": [],
                               "diverged": None, "model_path": None}
@@ -222,11 +245,11 @@ def run_trial(
 
     def end_of_epoch(epoch: int, logs: dict[str, Any]) -> None:
         value = float(logs.get("val_accuracy", math.nan))
-        measured = meter()
+        measured = meter() if meter is not None else NAN_TERMS
         now = time.perf_counter()
         seconds, clock["epoch"] = now - clock["epoch"], now
         beta = float(measured.beta_eff)
-        terms = probe_series(measured)
+        terms = probe_series(measured) if meter is not None else {}
         terms["train_loss"] = float(logs.get("loss", math.nan))
         losses.append(terms["train_loss"])
         record["val_accuracy"].append(value)
