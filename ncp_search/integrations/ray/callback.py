@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 try:
-    from ray.tune.integration.keras import TuneReportCheckpointCallback
+    from ray import tune
 except ImportError as error:  # pragma: no cover
     raise ImportError(
         "ncp_search.NCPTuneCallback needs Ray Tune: pip install 'ncp-search[ray]'"
@@ -15,6 +15,7 @@ except ImportError as error:  # pragma: no cover
 from ncp_search.core.history import PROBE_TERMS
 from ncp_search.engine.callbacks import ProbeCallback
 from ncp_search.engine.probe import DEFAULT_HIDDEN
+from ncp_search.integrations.ray.checkpoint import keras_checkpoint
 from ncp_search.integrations.ray.trainable import predictor_reads_beta_eff, tune_metrics
 
 REPORTED = ("beta_eff", *PROBE_TERMS)  # what this callback adds to every report
@@ -29,11 +30,19 @@ class NCPTuneCallback(ProbeCallback):
     scheduler's predictor reads them, writes them into the epoch logs as
     ``beta_eff`` and ``probe_<name>`` (the keys :class:`ncp_search.NCPScheduler`
     reads), and reports ``metrics`` with them through ``ray.tune.report``, with a
-    checkpoint of the model, exactly as Ray's own ``TuneReportCheckpointCallback``
-    does (it does the reporting and checkpointing: the model saved to a temporary
-    folder, reported, the folder removed). ``checkpoint_on=None`` reports without a
-    checkpoint, which saves the time of saving the model every epoch when nothing
-    restores it.
+    checkpoint of the whole training state, as Ray's own
+    ``TuneReportCheckpointCallback`` reports one of the model: ``model.keras`` (with
+    the optimizer state) and the epochs done, in a temporary folder, reported, the
+    folder removed (:mod:`ncp_search.integrations.ray.checkpoint`).
+    ``checkpoint_on=None`` reports without a checkpoint, which saves the time of
+    saving the model every epoch when nothing restores it.
+
+    Pause and resume: a trial Tune pauses (``NCPScheduler`` with a ``PausingPolicy``,
+    Tune's ``HyperBandScheduler``) or restores continues where it stopped when the
+    trainable calls ``initial_epoch=restore_keras(model)``
+    (:func:`ncp_search.integrations.ray.restore_keras`) before ``fit``: same weights as
+    a trial that ran on. A pausing scheduler needs a checkpoint at every epoch where it
+    may pause (its rungs): keep ``checkpoint_frequency=1`` or a divisor of the rungs.
 
     When to measure: a callback in a trainable cannot see Tune's scheduler, so
     ``measure="auto"`` (the default) follows ``predictor``, the name given to
@@ -58,6 +67,9 @@ class NCPTuneCallback(ProbeCallback):
         checkpoint_on: when to save and report a checkpoint: ``"epoch_end"`` (Ray's
             default), ``"train_end"`` (one more report with the final model), both,
             or ``None`` (never).
+        checkpoint_frequency: with ``"epoch_end"``, a checkpoint every this many
+            epochs (after epochs k, 2k, ...; as Tune's ``CheckpointConfig``); the
+            other epochs report metrics only. Default 1: every epoch.
         probed_model: the model carrying the probe, when it is not the model being fit.
         num_classes, hidden, feature_layer, probe_seed: how the observer probe is
             attached (see :func:`ncp_search.observer_probe`).
@@ -71,7 +83,8 @@ class NCPTuneCallback(ProbeCallback):
         measuring: whether the current ``fit`` measures ``beta_eff``.
 
     Raises:
-        ValueError: for an unknown ``checkpoint_on``, ``predictor`` or ``measure``;
+        ValueError: for an unknown ``checkpoint_on``, ``predictor`` or ``measure``, a
+            ``checkpoint_frequency`` below 1;
             during ``fit``, if a requested metric is not in the epoch logs (the
             message lists the available keys).
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached;
@@ -88,6 +101,14 @@ class NCPTuneCallback(ProbeCallback):
         ...     model.fit(x, y, validation_data=(x_val, y_val), epochs=20, verbose=0,
         ...               callbacks=[ncp_search.NCPTuneCallback(x_probe, y_probe,
         ...                                                     metrics=["val_accuracy"])])
+        >>> # paused trials resumed where they stopped (NCPScheduler with a PausingPolicy):
+        >>> from ncp_search.integrations.ray import restore_keras
+        >>> def train(config):
+        ...     model = build_model(config)   # built and compiled as before, same seed
+        ...     model.fit(x, y, validation_data=(x_val, y_val), epochs=20, verbose=0,
+        ...               initial_epoch=restore_keras(model),
+        ...               callbacks=[ncp_search.NCPTuneCallback(x_probe, y_probe,
+        ...                                                     metrics=["val_accuracy"])])
         >>> # with NCPScheduler(predictor="ncp_raw"), which reads beta_eff:
         >>> callback = ncp_search.NCPTuneCallback(x_probe, y_probe, metrics=["val_accuracy"],
         ...                                       predictor="ncp_raw")  # doctest: +SKIP
@@ -100,6 +121,7 @@ class NCPTuneCallback(ProbeCallback):
         metrics: str | Sequence[str] | Mapping[str, str] | None = None,
         *,
         checkpoint_on: str | Sequence[str] | None = "epoch_end",
+        checkpoint_frequency: int = 1,
         probed_model: Any = None,
         num_classes: int | None = None,
         hidden: Sequence[int] = DEFAULT_HIDDEN,
@@ -124,25 +146,28 @@ class NCPTuneCallback(ProbeCallback):
                 f"checkpoint_on must be None or among {list(CHECKPOINT_HOOKS)}, but got "
                 f"checkpoint_on={checkpoint_on!r}."
             )
+        if isinstance(checkpoint_frequency, bool) or not isinstance(checkpoint_frequency, int) \
+                or checkpoint_frequency < 1:
+            raise ValueError(
+                "checkpoint_frequency must be an integer >= 1 (a checkpoint every so many "
+                f"epochs), but got checkpoint_frequency={checkpoint_frequency!r}; pass "
+                "checkpoint_on=None for no checkpoints."
+            )
+        self.checkpoint_on = checkpoints
+        self.checkpoint_frequency = checkpoint_frequency
         # Known now (it follows predictor alone), so the reported keys are fixed here.
         self.measuring = self.measure == "always" or (
             self.measure == "auto" and self._reads_beta_eff)
-        self._report = TuneReportCheckpointCallback(
-            metrics=_with_keys(metrics, REPORTED if self.measuring else ()),
-            report_metrics_on="epoch_end", checkpoint_on=checkpoints,
-        )
+        self._reported = _with_keys(metrics, REPORTED if self.measuring else ())
+        self._epochs_done: int | None = None
 
     def needs_beta_eff(self) -> bool:
         """Whether ``predictor`` reads ``beta_eff`` (what ``"auto"`` follows)."""
         return self._reads_beta_eff
 
-    def set_model(self, model: Any) -> None:
-        super().set_model(model)
-        self._report.set_model(model)
-
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        self._report.on_train_begin(logs)
+        self._epochs_done = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {} if logs is None else logs
@@ -155,10 +180,24 @@ class NCPTuneCallback(ProbeCallback):
             )
         if self.measuring:
             logs.update(tune_metrics(self.measure_terms()))
-        self._report.on_epoch_end(epoch, logs)
+        self._epochs_done = epoch + 1
+        save = ("epoch_end" in self.checkpoint_on
+                and (epoch + 1) % self.checkpoint_frequency == 0)
+        self._send(logs, save)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self._report.on_train_end(logs)
+        # as Ray's callback: one more report, with the final model, when asked for
+        if "train_end" in self.checkpoint_on and self._epochs_done is not None:
+            self._send({} if logs is None else logs, True)
+
+    def _send(self, logs: Mapping[str, Any], save: bool) -> None:
+        metrics = _pick(self._reported, logs)
+        if not save:
+            tune.report(metrics)
+            return
+        assert self._epochs_done is not None
+        with keras_checkpoint(self.model, self._epochs_done) as checkpoint:
+            tune.report(metrics, checkpoint=checkpoint)
 
 
 def _wanted_keys(metrics: Any) -> list[str]:
@@ -170,6 +209,15 @@ def _wanted_keys(metrics: Any) -> list[str]:
     if isinstance(metrics, Mapping):
         return [key for key in metrics.values() if key not in REPORTED]
     return [key for key in metrics if key not in REPORTED]
+
+
+def _pick(metrics: Any, logs: Mapping[str, Any]) -> dict[str, Any]:
+    """What is reported of ``logs`` for ``metrics`` as :func:`_with_keys` returns them."""
+    if metrics is None:
+        return dict(logs)
+    if isinstance(metrics, Mapping):
+        return {name: logs[key] for name, key in metrics.items()}
+    return {key: logs[key] for key in metrics}
 
 
 def _with_keys(metrics: Any, keys: Sequence[str]) -> Any:

@@ -1,0 +1,185 @@
+"""Keras checkpoints for Ray Tune: a paused trial resumed from its checkpoint reaches the
+same weights as one that ran on; NCPTuneCallback's checkpoints; pausing on a real Tuner.
+
+The fast tests save and restore without Ray's runtime (``ray.tune.report`` captured);
+the slow ones run real Tuners on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import ray.tune
+from sklearn.datasets import load_digits
+
+from ncp_search.integrations.ray import NCPTuneCallback, keras_checkpoint, restore_keras
+from ncp_search.integrations.ray.checkpoint import MODEL_FILE, STATE_FILE, load_keras, save_keras
+
+EPOCHS = 4
+
+
+def digits():
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype("float32")[:600], y[:600]
+
+
+def build(seed=0, learning_rate=0.01):
+    """A tiny classifier with Dropout (its masks depend on a seed state) and Adam
+    (moments and a step count): what must be restored for the same weights."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dropout(0.3),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def fit(model, epochs, initial_epoch=0, callbacks=()):
+    x, y = digits()
+    model.fit(x, y, validation_data=(x[:100], y[:100]), epochs=epochs,
+              initial_epoch=initial_epoch, batch_size=64, verbose=0, shuffle=True,
+              callbacks=list(callbacks))
+
+
+def assert_same_weights(a, b):
+    assert len(a.get_weights()) == len(b.get_weights())
+    for left, right in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(left, right, rtol=0, atol=1e-6)
+
+
+def ran_on():
+    model = build()
+    fit(model, EPOCHS)
+    return model
+
+
+def test_a_restored_model_goes_on_to_the_same_weights_as_one_that_ran_on(tmp_path):
+    paused = build()
+    fit(paused, 2)
+    save_keras(paused, tmp_path, epoch=2)
+    keras.backend.clear_session()
+    resumed = build()  # as a restarted trainable: built and compiled again, same seed
+    epoch = load_keras(resumed, tmp_path)
+    assert epoch == 2
+    assert int(resumed.optimizer.iterations) == int(paused.optimizer.iterations)
+    fit(resumed, EPOCHS, initial_epoch=epoch)
+    assert_same_weights(resumed, ran_on())
+
+
+def test_without_the_seed_states_dropout_would_differ(tmp_path):
+    """The check above can fail: restoring the weights and optimizer alone (what
+    model.keras holds) gives other Dropout masks after the pause."""
+    paused = build()
+    fit(paused, 2)
+    save_keras(paused, tmp_path, epoch=2)
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["epoch"] == 2 and len(state["seed_states"]) == 1
+    state["seed_states"] = []  # as if only model.keras were restored
+    keras.backend.clear_session()
+    resumed = build()
+    resumed.optimizer.build(resumed.trainable_variables)
+    resumed.load_weights(str(tmp_path / MODEL_FILE))
+    fit(resumed, EPOCHS, initial_epoch=2)
+    reference = ran_on()
+    assert any(not np.allclose(a, b, rtol=0, atol=1e-6)
+               for a, b in zip(resumed.get_weights(), reference.get_weights()))
+
+
+@pytest.fixture
+def reports(monkeypatch, tmp_path):
+    """``ray.tune.report`` captured; each checkpoint copied (the callback removes its
+    temporary folder after reporting, as Tune has copied it by then)."""
+    captured = []
+
+    def report(metrics, *, checkpoint=None):
+        copy = None
+        if checkpoint is not None:
+            copy = tmp_path / f"checkpoint_{len(captured)}"
+            shutil.copytree(checkpoint.path, copy)
+        captured.append({"metrics": dict(metrics), "checkpoint": copy})
+
+    monkeypatch.setattr(ray.tune, "report", report)
+    return captured
+
+
+def callback(**options):
+    x, y = digits()
+    return NCPTuneCallback(x[:32], y[:32], metrics=["val_accuracy"], **options)
+
+
+def test_callback_checkpoints_resume_where_the_trial_paused(reports, monkeypatch):
+    fit(build(), 2, callbacks=[callback()])
+    assert [sorted(os.listdir(r["checkpoint"])) for r in reports] == \
+        [[MODEL_FILE, STATE_FILE]] * 2
+    # Tune restarts the paused trainable: tune.get_checkpoint() gives the latest one
+    latest = ray.tune.Checkpoint.from_directory(str(reports[-1]["checkpoint"]))
+    monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: latest)
+    keras.backend.clear_session()
+    resumed = build()
+    epoch = restore_keras(resumed)
+    assert epoch == 2
+    fit(resumed, EPOCHS, initial_epoch=epoch, callbacks=[callback()])
+    assert len(reports) == 4
+    state = json.loads((reports[-1]["checkpoint"] / STATE_FILE).read_text())
+    assert state["epoch"] == EPOCHS  # epochs are counted on from the restored one
+    assert_same_weights(resumed, ran_on())
+
+
+def test_no_checkpoint_restores_nothing(monkeypatch):
+    monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: None)
+    model = build()
+    before = [w.copy() for w in model.get_weights()]
+    assert restore_keras(model) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_checkpoint_frequency_checkpoints_every_kth_epoch(reports):
+    fit(build(), 5, callbacks=[callback(checkpoint_frequency=2)])
+    assert [r["checkpoint"] is not None for r in reports] == [False, True, False, True, False]
+    assert all(set(r["metrics"]) == {"val_accuracy"} for r in reports)
+
+
+def test_train_end_checkpoint_holds_the_epochs_done(reports):
+    fit(build(), 3, callbacks=[callback(checkpoint_on="train_end")])
+    assert [r["checkpoint"] is not None for r in reports] == [False, False, False, True]
+    assert json.loads((reports[-1]["checkpoint"] / STATE_FILE).read_text())["epoch"] == 3
+
+
+@pytest.mark.parametrize("frequency", [0, -1, 1.5, True])
+def test_checkpoint_frequency_must_be_a_positive_integer(frequency):
+    with pytest.raises(ValueError, match="checkpoint_frequency must be an integer >= 1"):
+        callback(checkpoint_frequency=frequency)
+
+
+def test_keras_checkpoint_is_removed_after_the_block():
+    model = build()
+    with keras_checkpoint(model, 0) as checkpoint:
+        folder = checkpoint.path
+        assert sorted(os.listdir(folder)) == [MODEL_FILE, STATE_FILE]
+    assert not os.path.exists(folder)
+
+
+def test_a_folder_that_is_not_a_keras_checkpoint_is_refused(tmp_path):
+    build().save(tmp_path / MODEL_FILE)  # Ray's own callback writes model.keras alone
+    with pytest.raises(ValueError, match=r"must hold model.keras and training_state.json, "
+                       r"but .* holds \['model.keras'\]"):
+        load_keras(build(), tmp_path)
+
+
+def test_an_uncompiled_model_is_refused(tmp_path):
+    save_keras(build(), tmp_path, epoch=1)
+    plain = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dropout(0.3),
+                              keras.layers.Dense(10, activation="softmax")])
+    with pytest.raises(ValueError, match="must be compiled first"):
+        load_keras(plain, tmp_path)
+
+
+def test_a_negative_epoch_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="epoch=-1"):
+        save_keras(build(), tmp_path, epoch=-1)
