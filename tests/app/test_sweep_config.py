@@ -4,12 +4,18 @@ what was expected and a fix, and the CLI exits with code 2."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
 
 from ncp_search.app.cli import main
-from ncp_search.app.sweep.config import ConfigError, load_sweep_config, validate_sweep_config
+from ncp_search.app.sweep.config import (
+    ConfigError,
+    SweepConfig,
+    load_sweep_config,
+    validate_sweep_config,
+)
 
 GOOD = {
     "name": "t",
@@ -179,3 +185,35 @@ def test_ncp_names_pick_their_rule_and_the_pruner_it_builds() -> None:
         "asha", 2.0, 1, 2)
     built = make_pruner(old)
     assert (built.rule, built.percentile, built.n_startup_trials) == ("percentile", 30.0, 2)
+
+
+def test_the_typed_config_reads_as_attributes_and_as_the_stored_mapping() -> None:
+    config = validate_sweep_config({**GOOD, "probe": {"hidden": [8, 8, 8]}}, "t.yaml")
+    assert (config.budget.epochs, config.probe.hidden, config.choice.name) == (
+        3, (8, 8, 8), "ncp")
+    stored = config.to_dict()  # what sweep.json and the study hold: plain JSON values
+    assert stored == dict(config) and stored["probe"]["hidden"] == [8, 8, 8]
+    assert json.loads(json.dumps(stored)) == stored
+    assert SweepConfig.from_dict(stored) == config
+
+
+def test_a_config_stored_by_0_1_or_0_2_reads_back() -> None:
+    from ncp_search.app.sweep.optuna_backend import describe_pruner, make_pruner
+
+    # 0.2 stored every section and every setting of both choices, with the rule.
+    old = validate_sweep_config(GOOD, "t.yaml").to_dict()
+    old["pruner"] = {"name": "ncp_percentile", "predictor": "best", "percentile": 30,
+                     "n_startup_trials": 2, "n_warmup_steps": 1, "kappa": 0.0,
+                     "reduction_factor": 3, "rule": "percentile"}
+    old["scheduler"] = {"name": "ncp", "predictor": "best", "percentile": 50.0,
+                        "grace_period": 1, "reduction_factor": 3, "rule": "asha"}
+    config = SweepConfig.from_dict(old)
+    assert config.scheduler is None and config.choice.settings == {
+        "predictor": "best", "percentile": 30, "n_startup_trials": 2, "n_warmup_steps": 1,
+        "kappa": 0.0}
+    assert describe_pruner(old) == ("ncp_percentile (predictor=best, percentile=30, "
+                                    "n_startup_trials=2, n_warmup_steps=1, kappa=0.0)")
+    assert make_pruner(old).settings()["percentile"] == 30.0
+    # The keys a resume compares are the same in the old and the new form.
+    for key in ("data", "source", "probe", "mode", "search_space", "backend"):
+        assert config[key] == old[key], key
