@@ -110,3 +110,17 @@ def test_importing_the_registry_imports_no_host() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_research_replays_use_the_registry_names() -> None:
+    from research import budget_bench, optuna_replay
+
+    research_only = {"patient"}  # PatientPruner: a research baseline, not a sweep choice
+    assert set(optuna_replay.BUILT_IN) - research_only <= set(PRUNERS)
+    assert budget_bench.ncp_rule(budget_bench.parse_spec(budget_bench.TODAY)) == "percentile"
+    assert all(budget_bench.ncp_rule(budget_bench.parse_spec(name)) == "asha"
+               for name in budget_bench.NCP if name != budget_bench.TODAY)
+    pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
+    from research import ray_replay
+
+    assert set(ray_replay.BUILT_IN) <= set(SCHEDULERS)
