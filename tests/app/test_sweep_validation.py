@@ -227,7 +227,8 @@ BROKEN: list[tuple[str, Any, list[str]]] = [
     # -- issue 19: a section the backend does not use --------------------------------------
     ("scheduler with backend optuna", _set("scheduler", {"name": "fifo"}),
      ["scheduler: not used by backend: optuna (Ray Tune schedulers apply to backend: ray "
-      "only); remove the scheduler section, or set backend: ray."]),
+      "only; backend: optuna reads the pruner section); remove the scheduler section, or set "
+      "backend: ray."]),
     ("ray section with backend optuna", _set("ray", {"cpus_per_trial": 2}),
      ["ray: not used by backend: optuna"]),
     ("pruner with backend ray", _set("backend", "ray"),
@@ -278,8 +279,9 @@ def test_backend_from_the_command_line_refuses_the_other_backends_section(
     assert main(["sweep", str(path), "--backend", "optuna"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"ncp-search: error: {path}: scheduler: not used by backend: optuna "
-                     "(from --backend) (Ray Tune schedulers apply to backend: ray only); "
-                     "remove the scheduler section, or set backend: ray."]
+                     "(from --backend) (Ray Tune schedulers apply to backend: ray only; "
+                     "backend: optuna reads the pruner section); remove the scheduler section, "
+                     "or run without --backend optuna."]
     assert not (tmp_path / "out").exists()
 
 

@@ -599,13 +599,17 @@ class _Checker:
         ``scheduler: {name: fifo}`` with ``backend: optuna``)."""
         for name, used_by in USED_BY.items():
             if name in raw and used_by != backend:
-                origin = self._origin("backend")
+                flag = self.overridden.get("backend")
                 home = {"pruner": "Optuna pruners", "optuna": "Optuna settings",
                         "scheduler": "Ray Tune schedulers", "ray": "Ray settings"}[name]
+                instead = {"pruner": "scheduler", "scheduler": "pruner", "optuna": "ray",
+                           "ray": "optuna"}[name]
+                fix = f"run without {flag} {backend}" if flag else f"set backend: {used_by}"
                 raise ConfigError(
-                    f"{self.where}: {name}: not used by backend: {backend}{origin} ({home} "
-                    f"apply to backend: {used_by} only); remove the {name} section, or set "
-                    f"backend: {used_by}.")
+                    f"{self.where}: {name}: not used by backend: {backend}"
+                    f"{self._origin('backend')} ({home} apply to backend: {used_by} only; "
+                    f"backend: {backend} reads the {instead} section); remove the {name} "
+                    f"section, or {fix}.")
 
     def choice(self, section: str, value: Mapping[str, Any], host: str) -> dict[str, Any]:
         """The ``pruner`` or ``scheduler`` section: a registry name and its settings."""
