@@ -160,14 +160,13 @@ def reads_beta_eff(config: Mapping[str, Any]) -> bool:
     NCP one whose predictor reads ``beta_eff`` or a probe term. Trials measure
     ``beta_eff`` only then (the probe costs CPU every epoch and a trace per process);
     an unknown predictor name counts as reading it."""
+    from ncp_search.app.sweep.config import as_config
     from ncp_search.core.predictors import PREDICTORS
 
-    section = config.get("scheduler" if config.get("backend") == "ray" else "pruner") or {}
-    settings = section.to_dict() if hasattr(section, "to_dict") else dict(section)
-    predictor = settings.get("predictor")
-    if predictor is None:
+    choice = as_config(config).choice
+    if not choice.rule:
         return False
-    found = PREDICTORS.get(str(predictor))
+    found = PREDICTORS.get(str(choice.settings["predictor"]))
     return True if found is None else found.uses_beta_eff
 
 
