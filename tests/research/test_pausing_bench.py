@@ -1,0 +1,178 @@
+"""The pausing benchmark's simulator (research.pausing_bench) on synthetic runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+import research.cli as cli
+from research.budget_bench import replay, study_trials, workload_from_rows
+from research.pausing_bench import (
+    BUDGET_NAMES,
+    DEFAULT,
+    CheckpointCost,
+    keep_min_for,
+    label,
+    make_host,
+    simulate,
+    small_trials,
+)
+from tests.synthetic_runs import make_runs
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+# 8 trials x 8 epochs, rf 2, at least 2 kept: rungs after epochs 1, 2, 4, then 8.
+# Rung 1: all 8 arrive, 4 go on; rung 2: 2 go on; rung 4: 2 go on and complete.
+HALVING = "pause,rf=2,keep=2,bracket=all"
+
+
+@pytest.fixture
+def workload():
+    # make_runs has no epoch_seconds: unit time per epoch
+    return workload_from_rows("synthetic", make_runs(n=8, epochs=8, seed=3))
+
+
+def test_epochs_pauses_and_resumes_are_counted_by_hand(workload):
+    order = study_trials(workload, 0)
+    cost = CheckpointCost(save=0.5, restore=0.25)
+    run = simulate(workload, HALVING, order, checkpoint=cost)
+    assert run["epochs"] == 8 * 1 + 4 * 1 + 2 * 2 + 2 * 4
+    assert run["epochs_share"] == pytest.approx(24 / 64)
+    assert run["pauses"] == 8 + 4 + 2  # a checkpoint written at each rung
+    assert run["resumes"] == 4 + 2 + 2  # and read back at each promotion
+    assert run["checkpoint_seconds"] == pytest.approx(14 * 0.5 + 8 * 0.25)
+    assert run["seconds_share"] == pytest.approx((24 + 14 * 0.5 + 8 * 0.25) / 64)
+    assert run["n_completed"] == 2
+    assert run["n_paused_for_good"] == 6
+
+
+def test_a_resumed_trial_continues_its_own_curve_where_it_stopped(workload):
+    order = study_trials(workload, 1)
+    run = simulate(workload, HALVING, order, concurrency=4)
+    seen: dict[int, list[int]] = {}
+    for position, epoch, value in run["trace"]:
+        seen.setdefault(position, []).append(epoch)
+        assert value == workload.values[int(order[position]), epoch - 1]
+    for epochs in seen.values():  # 1, 2, 3, ...: no epoch trained twice, none skipped
+        assert epochs == list(range(1, len(epochs) + 1))
+    # the best two really were paused (other trials trained in between) and resumed
+    finished = [p for p, epochs in seen.items() if len(epochs) == workload.n_steps]
+    assert len(finished) == 2
+    for position in finished:
+        at = [i for i, (p, _, _) in enumerate(run["trace"]) if p == position]
+        assert at[1] - at[0] > 1
+
+
+def test_a_trial_diverged_at_its_first_epoch_stops_and_its_rung_closes():
+    # Its history holds the NaN (dropping it left an empty history: the trial ran on
+    # unjudged and the other 7 stayed paused at rung 1 for good).
+    rows = make_runs(n=8, epochs=8, seed=3)
+    for step in rows[0]["curve"]:
+        step["val_accuracy"] = None
+    rows[0]["final_val_accuracy"] = None
+    workload = workload_from_rows("synthetic", rows)
+    order = study_trials(workload, 0)
+    run = simulate(workload, HALVING, order)
+    diverged = int(np.flatnonzero(order == 0)[0])
+    assert [e for p, e, _ in run["trace"] if p == diverged] == [1]
+    # 1 + rung 1: 7 arrive, max(2, 3) go on; rung 2: 2; rung 4: 2 complete
+    assert run["epochs"] == 1 + 7 + 3 * 1 + 2 * 2 + 2 * 4
+    assert run["n_completed"] == 2
+
+
+def test_a_rule_left_waiting_is_an_error(workload, monkeypatch):
+    from ncp_search.core.pausing import PausingPolicy
+
+    monkeypatch.setattr(PausingPolicy, "next_job", lambda self: None
+                        if self._members else ("new", None, 1.0))
+    with pytest.raises(RuntimeError, match="has not finished"):
+        simulate(workload, HALVING, study_trials(workload, 0))
+
+
+def test_four_workers_wait_at_the_rung_barrier(workload):
+    order = study_trials(workload, 2)
+    # Unit epochs, no checkpoint cost: rung 1 takes two waves (t=2), rung 2 one
+    # epoch (t=3), epochs 3-4 of the 2 promoted (t=5: two workers idle), then 5-8 (t=9).
+    assert simulate(workload, HALVING, order, concurrency=4)["makespan"] == pytest.approx(9)
+    assert simulate(workload, "nop", order, concurrency=4)["makespan"] == pytest.approx(16)
+    assert simulate(workload, HALVING, order)["makespan"] == pytest.approx(24)
+    # Saves (0.5 s) keep a worker busy after each pause, restores (0.25 s) come before
+    # each resume: the waves of rung 1 end at 1 (+0.5) and 2.5 (+0.5); rung 2 at
+    # 3 + 0.25 + 1 (+0.5); epochs 3-4 at 4.75 + 0.25 + 2 = 7; the two workers idle since
+    # 4.75 take epochs 5-8 at once: 7 + 0.25 + 4.
+    cost = CheckpointCost(save=0.5, restore=0.25)
+    run = simulate(workload, HALVING, order, concurrency=4, checkpoint=cost)
+    assert run["makespan"] == pytest.approx(11.25)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_default_replay_makes_the_budget_benchmarks_decisions(concurrency):
+    workload = workload_from_rows("synthetic", make_runs(n=12, epochs=10, seed=0))
+    for seed in range(3):
+        theirs = replay(workload, BUDGET_NAMES[0], seed, concurrency)
+        mine = simulate(workload, DEFAULT, study_trials(workload, seed),
+                        concurrency=concurrency, seed=seed)
+        assert mine["epochs"] == theirs["epochs"]
+        assert mine["curve"] == theirs["curve"]
+        assert mine["makespan"] == pytest.approx(theirs["makespan"])
+        assert mine["final_regret"] == pytest.approx(theirs["final_regret"])
+    assert theirs["n_pruned"] > 0  # the case decides something
+
+
+def test_tune_hyperband_runs_every_trial_to_an_end(workload):
+    pytest.importorskip("ray.tune")
+    order = study_trials(workload, 0)
+    for name in ("tune_hyperband,rf=2", "tune_bohb,rf=2"):
+        run = simulate(workload, name, order, concurrency=4)
+        assert run["never_started"] == 0
+        assert run["pauses"] > 0 and run["resumes"] > 0
+        positions: dict[int, list[int]] = {}
+        for position, epoch, _ in run["trace"]:
+            positions.setdefault(position, []).append(epoch)
+        assert all(e == list(range(1, len(e) + 1)) for e in positions.values())
+
+
+def test_keep_settings_and_rule_names():
+    assert keep_min_for("auto", 60) == 6
+    assert keep_min_for("4", 20) == 4
+    assert [keep_min_for("s0.6", n) for n in (16, 24, 40, 100)] == [2, 3, 4, 6]
+    assert keep_min_for("f0.05", 20) == 2
+    with pytest.raises(ValueError, match="keep must be"):
+        keep_min_for("x", 10)
+    with pytest.raises(ValueError, match="unknown rule"):
+        make_host("halving", 10, 10, 1.0)
+    with pytest.raises(ValueError, match="takes rf, keep, bracket"):
+        make_host("pause,eta=2", 10, 10, 1.0)
+    assert label(HALVING) == "pause rf2 keep 2 bracket all"
+
+
+def test_small_studies_draw_16_to_24_trials():
+    workload = workload_from_rows("synthetic", make_runs(n=40, epochs=4, seed=0))
+    sizes = {len(small_trials(workload, seed)) for seed in range(30)}
+    assert min(sizes) >= 16 and max(sizes) <= 24 and len(sizes) > 3
+
+
+def test_command_writes_the_report(tmp_path):
+    table = tmp_path / "synthetic.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in make_runs(n=12, epochs=6)))
+    out = tmp_path / "pausing.json"
+    args = cli.build_parser().parse_args([
+        "bench", "pausing", "--table", str(table), "--taskset", "none", "--seeds", "2",
+        "--rules", "nop", DEFAULT, HALVING, "pause,rf=3,keep=auto,bracket=half",
+        "--budget-json", str(tmp_path / "absent.json"), "--json", str(out),
+        "--text", str(tmp_path / "pausing.txt")])
+    assert args.func(args) == 0
+    report = json.loads(out.read_text())
+    unit = report["units"][0]
+    assert set(unit["modes"]) == {"large sequential", "large 4 in flight", "small sequential"}
+    rows = unit["modes"]["large sequential"]["summary"]
+    assert rows["nop"]["epochs_share"] == 1.0
+    assert rows[HALVING]["epochs_share"] == pytest.approx((12 + 6 + 3 * 2 + 2 * 2) / 72)
+    # the default's floor must scale with the bracket: fixed floors are not picked
+    assert report["choice"]["pick"] == "pause,rf=3,keep=auto,bracket=half"
+    assert report["choice_any_floor"]["pick"] in (HALVING, "pause,rf=3,keep=auto,bracket=half")
+    assert np.isfinite(rows[DEFAULT]["epochs_vs_default"])
+    assert "targets" in (tmp_path / "pausing.txt").read_text()
