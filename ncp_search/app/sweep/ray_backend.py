@@ -198,6 +198,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     before a resume (in ``finished``) replays its recorded epochs instead."""
     from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
 
+    _allow_slow_stops()
     trial_id = tune.get_context().get_trial_id() or "trial_0"
     if finished and trial_id in finished:
         _replay(finished[trial_id])
@@ -230,6 +231,24 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         if record["model_path"]:
             held["model_path"] = f"{MODELS}/{model_path.name}"
         tune.report(held)
+
+
+REUSE_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+REUSE_TIMEOUT_S = 120
+
+
+def _allow_slow_stops() -> None:
+    """Let this actor's stopped trial take up to :data:`REUSE_TIMEOUT_S` to end before
+    Tune gives the actor to the next trial (``reuse_actors=True``).
+
+    Tune reuses a function trainable's actor by waking the stopped trial's thread
+    (blocked in ``tune.report``) and waiting for it to end, by default 2 s
+    (``TUNE_FUNCTION_THREAD_TIMEOUT_S``, read in the actor at each reuse); past that
+    it fails the *next* trial with "Could not re-use actor". Unwinding Keras' fit
+    takes far less when the actor has a CPU (measured: at most 0.04 s), but Ray runs
+    its workers at nice 15, so on a busy machine the wait can pass 2 s. Set in the
+    actor by the first trial it runs, unless the user set it."""
+    os.environ.setdefault(REUSE_TIMEOUT_ENV, str(REUSE_TIMEOUT_S))
 
 
 def _replay(record: Mapping[str, Any]) -> None:
@@ -595,7 +614,10 @@ def run_ray_sweep(
                 tune_config=tune.TuneConfig(
                     metric=METRIC, mode=MODE, num_samples=int(config["budget"]["trials"]),
                     scheduler=scheduler, search_alg=make_search_alg(config, limit),
-                    time_budget_s=None if minutes is None else 60.0 * float(minutes)),
+                    time_budget_s=None if minutes is None else 60.0 * float(minutes),
+                    # a trial runs in the actor of a finished one: no new process, no
+                    # TensorFlow import per trial (see _allow_slow_stops)
+                    reuse_actors=True),
                 run_config=tune.RunConfig(name=config["name"], storage_path=storage,
                                           verbose=0, callbacks=[_SweepCallback(key)]),
             )
