@@ -339,10 +339,10 @@ def test_sampler_benchmark_runs():
         run["config"]["x"] = i / 11
     space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
     result = compare_sampler(runs, space, seeds=range(2), n_trials=8, predictors=["best"])
-    assert set(result) == {"tpe, no pruning", "ncp:best, raw value to sampler",
-                           "ncp:best, prediction to sampler"}
+    assert set(result) == {"tpe, no pruning", "ncp_percentile:best, raw value to sampler",
+                           "ncp_percentile:best, prediction to sampler"}
     assert result["tpe, no pruning"]["epochs"] == 8 * 6
-    assert result["ncp:best, raw value to sampler"]["epochs"] <= 8 * 6
+    assert result["ncp_percentile:best, raw value to sampler"]["epochs"] <= 8 * 6
 
 
 def test_one_pruner_object_serves_two_studies():
