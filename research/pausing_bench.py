@@ -945,6 +945,20 @@ def plot_anytime(unit: dict[str, Any], path: str, rules: Sequence[str]) -> None:
     plt.close(fig)
 
 
+def slim(report: dict[str, Any]) -> dict[str, Any]:
+    """The report as saved: per-seed rows only of no pruning, the default, Tune's and
+    the picks (the summaries keep every rule), anytime curves at 4 significant digits."""
+    keep = {"nop", DEFAULT, *TUNE, report["choice"]["pick"],
+            report.get("choice_any_floor", {}).get("pick")}
+    for unit in report["units"]:
+        for mode in unit["modes"].values():
+            mode["per_seed"] = [r for r in mode["per_seed"] if r["rule"] in keep]
+            mode["anytime"] = {k: [float(f"{v:.4g}") if v is not None and math.isfinite(v)
+                                   else v for v in values]
+                               for k, values in mode["anytime"].items()}
+    return report
+
+
 # ---------------------------------------------------------------- the command
 def command(args: Any) -> int:
     """``python -m research bench pausing`` (see :func:`research.cli.build_parser`)."""
@@ -1041,11 +1055,7 @@ def command(args: Any) -> int:
             plot_anytime(unit, str(path), list(dict.fromkeys(plotted)))
             say(f"wrote {path}")
     if args.json:
-        for unit in units:  # keep the per-seed numbers, not the anytime curves' raw runs
-            for mode in unit["modes"].values():
-                for run in mode["per_seed"]:
-                    run.pop("curve", None)
-        write_json(report, args.json)
+        write_json(slim(report), args.json)
         say(f"wrote {args.json}")
     print(f"\nwall time: {time.perf_counter() - started:.0f} s", flush=True)
     return 0
