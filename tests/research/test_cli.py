@@ -21,7 +21,8 @@ def _subcommands(parser):
 def test_subcommands():
     commands = _subcommands(cli.build_parser())
     assert sorted(commands) == ["bench", "record", "taskset"]
-    assert sorted(_subcommands(commands["bench"])) == ["budget", "optuna", "predict", "sampler"]
+    assert sorted(_subcommands(commands["bench"])) == ["budget", "optuna", "pausing", "predict",
+                                                           "sampler"]
 
 
 def test_python_m_research_help_runs_from_the_repository_root():
