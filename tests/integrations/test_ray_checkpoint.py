@@ -183,3 +183,141 @@ def test_an_uncompiled_model_is_refused(tmp_path):
 def test_a_negative_epoch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="epoch=-1"):
         save_keras(build(), tmp_path, epoch=-1)
+
+
+# -- real Tuners ---------------------------------------------------------------------
+def pausing_trainable(config):
+    """Digits, EPOCHS epochs, NCPTuneCallback reporting every log with a checkpoint
+    (or none: ``checkpoint=False``), restored from ``tune.get_checkpoint()``; reports
+    ``epoch`` (1-based) and ``resumed_from`` (what restore_keras returned)."""
+    model = build(seed=0, learning_rate=config["learning_rate"])
+    start = restore_keras(model)
+
+    def mark(epoch, logs):
+        logs.update(epoch=epoch + 1, resumed_from=start)
+
+    x, y = digits()
+    report = NCPTuneCallback(x[:32], y[:32], metrics=None,
+                             checkpoint_on="epoch_end" if config["checkpoint"] else None)
+    fit(model, EPOCHS, initial_epoch=start,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=mark), report])
+
+
+# Tune's max_concurrent_trials counts paused trials, so with fewer than a bracket no
+# trial is left to close the first rung: the 2 CPUs of ray_session bound it instead.
+CONCURRENT = None
+RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+
+
+def tuner(tmp_path, name, rates, checkpoint=True, scheduler=None):
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers get it
+    return ray.tune.Tuner(
+        pausing_trainable,
+        param_space={"learning_rate": ray.tune.grid_search(rates), "checkpoint": checkpoint},
+        tune_config=ray.tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=CONCURRENT,
+                                        reuse_actors=False),
+        run_config=ray.tune.RunConfig(storage_path=str(tmp_path), name=name, verbose=0),
+    )
+
+
+def pausing_scheduler(n_trials):
+    from ncp_search.core.pausing import PausingPolicy
+    from ncp_search.integrations.ray import NCPScheduler
+
+    policy = PausingPolicy(n_trials=n_trials, max_resource=EPOCHS, reduction_factor=2,
+                           keep_min=1, first_step=1)
+    return NCPScheduler(metric="val_accuracy", mode="max", max_t=EPOCHS, policy=policy)
+
+
+def ran_on_weights(learning_rate, epochs):
+    model = build(seed=0, learning_rate=learning_rate)
+    fit(model, epochs)
+    return model.get_weights()
+
+
+def checkpoint_weights(checkpoint):
+    with checkpoint.as_directory() as folder:
+        model = build()
+        load_keras(model, folder)
+        return model.get_weights()
+
+
+@pytest.mark.slow
+def test_paused_trials_resume_from_their_checkpoints_on_a_real_tuner(ray_session, tmp_path):
+    results = tuner(tmp_path, "pausing", RATES, scheduler=pausing_scheduler(6)).fit()
+    assert not results.errors
+    # 6 trials, halved at epochs 1 and 2 (at least one kept): 3 end at 1, 2 at 2, 1 at 4
+    frames = {result.config["learning_rate"]: result.metrics_dataframe for result in results}
+    assert sorted(int(f["training_iteration"].iloc[-1]) for f in frames.values()) == \
+        [1, 1, 1, 2, 2, EPOCHS]
+    resumed = {}
+    for rate, frame in frames.items():
+        iterations = frame["training_iteration"].tolist()
+        # each epoch reported once, in order, and counted on after a resume (a trial
+        # started again from scratch would report epoch 1 at iteration 2 or 3)
+        assert iterations == list(range(1, len(iterations) + 1)), (rate, iterations)
+        assert frame["epoch"].tolist() == iterations, (rate, frame["epoch"].tolist())
+        starts = set(frame["resumed_from"].tolist()) - {0}
+        assert starts <= {1, 2}, (rate, starts)  # resumed only at the rungs
+        if starts:
+            resumed[rate] = len(iterations)
+    assert resumed, "no trial was paused and resumed"
+    # those trials reach the same weights as the same trials run on without pausing,
+    # trained in a Ray worker too (same threads)
+    import ray
+
+    reference = ray.get([ray.remote(num_cpus=1)(ran_on_weights).remote(rate, epochs)
+                         for rate, epochs in sorted(resumed.items())])
+    paused = {result.config["learning_rate"]: result for result in results}
+    for (rate, _), theirs in zip(sorted(resumed.items()), reference):
+        mine = checkpoint_weights(paused[rate].checkpoint)
+        assert len(mine) == len(theirs)
+        for left, right in zip(mine, theirs):
+            np.testing.assert_allclose(left, right, rtol=0, atol=1e-6, err_msg=str(rate))
+
+
+@pytest.mark.slow
+def test_a_trainable_without_checkpoints_gets_the_no_checkpoint_error(ray_session, tmp_path):
+    from ray.tune.error import TuneError
+
+    try:
+        results = tuner(tmp_path, "no_checkpoint", RATES[:2], checkpoint=False,
+                        scheduler=pausing_scheduler(2)).fit()
+    except TuneError as error:  # the scheduler raises in Tune's controller
+        text = str(error) + repr(error.__cause__)
+    else:
+        text = " ".join(str(error) for error in results.errors)
+    assert "reported no checkpoint there" in text, text
+
+
+# -- the sweep's Ray trainable -------------------------------------------------------
+def test_sweep_trials_checkpoint_only_under_a_pausing_scheduler():
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler
+
+    from ncp_search.app.sweep.ray_backend import pauses
+
+    assert pauses(HyperBandScheduler()) and pauses(pausing_scheduler(6))
+    assert not pauses(FIFOScheduler()) and not pauses(AsyncHyperBandScheduler())
+
+
+def test_sweep_records_of_a_resumed_trial_keep_their_epochs(tmp_path):
+    from types import SimpleNamespace
+
+    from ncp_search.app.sweep.ray_backend import _Session
+
+    session = _Session({"budget": {"epochs": 4}}, tmp_path, None)
+    trial = SimpleNamespace(trial_id="ab_00000", config={}, status="RUNNING", checkpoint=None)
+    session.start(trial)
+    for epoch, value in enumerate([0.5, 0.6]):
+        session.result(trial, {"val_accuracy": value, "epoch": epoch})
+    trial.checkpoint = object()  # paused at epoch 2, resumed from its checkpoint
+    session.start(trial)
+    session.result(trial, {"val_accuracy": 0.7, "epoch": 2})
+    assert session.records["ab_00000"]["val_accuracy"] == [0.5, 0.6, 0.7]
+    trial.checkpoint = None  # restarted without one: from scratch
+    session.start(trial)
+    assert session.records["ab_00000"]["val_accuracy"] == []

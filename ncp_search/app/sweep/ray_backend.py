@@ -42,8 +42,13 @@ result (``heartbeat``; ``trials.jsonl`` is rewritten at most every
 dead or whose heartbeat is stale is read back as FAIL
 (:func:`ncp_search.app.sweep.results.fail_if_stale`).
 
-Trials do not checkpoint: a trial that Tune pauses (the synchronous ``hyperband``
-scheduler) or restores starts again from its first epoch.
+Checkpoints: when the scheduler pauses trials (Tune's ``hyperband``, an
+NCPScheduler with a ``PausingPolicy``), each epoch but the last is reported with a
+checkpoint (the model with its optimizer state and the epochs done:
+:mod:`ncp_search.integrations.ray.checkpoint`), and a trial Tune resumes or restores
+goes on from its latest one; other schedulers never resume a trial, so nothing is
+saved (a save costs about a tenth of an epoch: docs/cost/checkpoint_cost.txt) and a
+trial restored after an interruption starts again from its first epoch.
 
 Ctrl-C: Tune stops the experiment and saves its state; the records of what
 finished are written and ``KeyboardInterrupt`` is raised. A second Ctrl-C skips
@@ -129,6 +134,18 @@ def make_scheduler(config: Mapping[str, Any],
     return scheduler
 
 
+def pauses(scheduler: Any) -> bool:
+    """Whether ``scheduler`` pauses trials and resumes them later (Tune's
+    ``HyperBandScheduler``, an NCPScheduler with a ``PausingPolicy``): then the
+    trials checkpoint each epoch."""
+    from ray.tune.schedulers import HyperBandScheduler
+
+    from ncp_search.core.pausing import PausingPolicy
+
+    return isinstance(scheduler, HyperBandScheduler) or isinstance(
+        getattr(scheduler, "policy", None), PausingPolicy)
+
+
 def _domain(spec: Any) -> Any:
     if not isinstance(spec, Mapping):
         return spec  # a fixed value
@@ -193,10 +210,14 @@ def _absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- the trainable (runs in a Ray actor) ----------------------------------------------
 def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: str,
-           cache_dir: str | None, finished: Mapping[str, Any] | None = None) -> None:
-    """Fine-tune one configuration; report each epoch to Tune. A trial that finished
-    before a resume (in ``finished``) replays its recorded epochs instead."""
+           cache_dir: str | None, finished: Mapping[str, Any] | None = None,
+           checkpoint: bool = False) -> None:
+    """Fine-tune one configuration; report each epoch to Tune, with a checkpoint when
+    ``checkpoint`` (but the last epoch's), going on from the trial's latest checkpoint.
+    A trial that finished before a resume (in ``finished``) replays its recorded
+    epochs instead."""
     from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
+    from ncp_search.integrations.ray.checkpoint import keras_checkpoint, restore_keras
 
     _allow_slow_stops()
     trial_id = tune.get_context().get_trial_id() or "trial_0"
@@ -219,6 +240,9 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
             return True  # stop: recorded as PRUNED, with the reason
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
+        elif checkpoint:
+            with keras_checkpoint(info.model, epoch + 1) as saved:
+                tune.report(metrics, checkpoint=saved)
         else:
             tune.report(metrics)
         return False
@@ -226,7 +250,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     model_path = Path(output) / MODELS / f"trial_{trial_id}.keras"
     record = run_trial(sweep, strict_json(dict(params)), data, on_epoch,
                        trial_seed=trial_seed(int(sweep["seed"]), trial_number(trial_id)),
-                       model_path=model_path, cache_dir=cache_dir)
+                       model_path=model_path, cache_dir=cache_dir, restore=restore_keras)
     if held:
         if record["model_path"]:
             held["model_path"] = f"{MODELS}/{model_path.name}"
@@ -338,6 +362,8 @@ class _Session:
         if trial.trial_id in self.frozen:
             return
         record = self._record(trial)
+        if getattr(trial, "checkpoint", None) is not None:
+            return  # resumed from its checkpoint: its epochs so far stand
         # A trial that starts again (resume, or a paused trial without checkpoint)
         # starts from scratch.
         record.update(state="RUNNING", val_accuracy=[], beta_eff=[], predicted_final=[],
@@ -600,7 +626,8 @@ def run_ray_sweep(
             tune.with_parameters(_train, data=data, sweep=sweep, output=str(output),
                                  cache_dir=None if cache_dir is None
                                  else os.path.abspath(cache_dir),
-                                 finished=session.finished()),
+                                 finished=session.finished(),
+                                 checkpoint=pauses(scheduler)),
             trial_resources(float(ray_settings["cpus_per_trial"]),
                             ray_settings["gpus_per_trial"]))
         if resume:

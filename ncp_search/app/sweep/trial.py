@@ -44,6 +44,7 @@ class EpochInfo:
     train_loss: float
     val_loss: float
     diverged: str | None  # why the trial counts as diverged (None: it does not)
+    model: Any = None  # the model being trained (to checkpoint it)
 
 
 EpochHook = Callable[[int, float, float, dict[str, float], EpochInfo], Any]
@@ -180,6 +181,7 @@ def run_trial(
     model_path: str | Path | None = None,
     cache_dir: str | None = None,
     measure_beta_eff: bool | None = None,
+    restore: Callable[[Any], int] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune one configuration for up to ``budget.epochs`` epochs.
 
@@ -200,6 +202,10 @@ def run_trial(
             when the sweep's pruner or scheduler reads it (:func:`reads_beta_eff`).
             Unmeasured, ``beta_eff`` is NaN and ``terms`` holds ``train_loss`` only,
             and no meter is traced.
+        restore: called with the compiled model before training; loads a checkpoint
+            into it and returns the epochs it had done (0: none), from which
+            training goes on (``initial_epoch``; the record holds the epochs run
+            here, ``epochs`` counts them all).
 
     Returns:
         ``{"val_accuracy": [...], "beta_eff": [...], "epoch_seconds": [...],
@@ -231,6 +237,7 @@ def run_trial(
         measure_beta_eff = reads_beta_eff(config)
     meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe) if measure_beta_eff else None
     epochs = int(config["budget"]["epochs"])
+    start = 0 if restore is None else int(restore(models.trained))
     record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "epoch_seconds": [],
                               "diverged": None, "model_path": None}
     losses: list[float] = []
@@ -260,18 +267,19 @@ def run_trial(
             record["diverged"] = diverged
             models.trained.stop_training = True
         info = EpochInfo(seconds=seconds, train_loss=terms["train_loss"], val_loss=val_loss,
-                         diverged=diverged)
+                         diverged=diverged, model=models.trained)
         if on_epoch(epoch, value, beta, terms, info) is True:
             models.trained.stop_training = True
 
     models.trained.fit(
         task.x_train, task.y_train, validation_data=(task.x_val, task.y_val), epochs=epochs,
+        initial_epoch=start,
         batch_size=int(params.get("batch_size", 64)), verbose=0,
         callbacks=[schedule_callback(params, epochs),
                    keras.callbacks.LambdaCallback(on_train_begin=start_of_training,
                                                   on_epoch_end=end_of_epoch)],
     )
-    record["epochs"] = len(record["val_accuracy"])
+    record["epochs"] = start + len(record["val_accuracy"])
     record["seconds"] = time.perf_counter() - started
     if model_path is not None and record["epochs"] == epochs and not record["diverged"]:
         save_model(models.trained, Path(model_path))

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 try:
@@ -31,6 +30,7 @@ except ImportError as error:  # pragma: no cover
 from ncp_search.core.history import probe_series
 from ncp_search.core.predictors import get_predictor
 from ncp_search.engine.callbacks import check_measure
+from ncp_search.integrations.ray.checkpoint import load_keras, save_keras
 
 
 def tune_metrics(terms: Any) -> dict[str, float]:
@@ -139,6 +139,13 @@ class KerasProbeTrainable(tune.Trainable):
     what :meth:`build` returns; ``"auto"`` measures when the predictor reads
     ``beta_eff`` (:func:`measures_beta_eff`). When it does not measure, no meter is
     built (no tracing) and :meth:`beta_eff` returns NaN.
+
+    Checkpoints (Tune asks for one when it pauses the trial, and at
+    ``CheckpointConfig(checkpoint_frequency=...)``) hold the trained model with its
+    optimizer state, the epochs done and the ``Dropout`` seed states
+    (:mod:`ncp_search.integrations.ray.checkpoint`): a paused trial, restored, goes
+    on to the same weights as one that ran on (``build`` must seed the model as
+    before). Epochs are counted on (``initial_epoch``) for Keras callbacks.
     """
 
     measure: str = "auto"
@@ -157,6 +164,7 @@ class KerasProbeTrainable(tune.Trainable):
         if missing:
             raise ValueError(f"build() must return {sorted(missing)} as well.")
         self.parts = parts
+        self.epochs_done = 0
         measuring = measures_beta_eff(parts.get("measure", self.measure),
                                       parts.get("predictor", self.predictor))
         self.meter = (BetaEffMeter(parts["probed"], parts["x_probe"], parts["y_probe"])
@@ -169,17 +177,19 @@ class KerasProbeTrainable(tune.Trainable):
 
     def step(self) -> dict[str, Any]:
         parts = self.parts
+        start = self.epochs_done
         history = parts["trained"].fit(
             parts["x"], parts["y"], validation_data=(parts["x_val"], parts["y_val"]),
-            epochs=int(parts.get("epochs_per_step", 1)),
+            epochs=start + int(parts.get("epochs_per_step", 1)), initial_epoch=start,
             batch_size=int(parts.get("batch_size", 64)), verbose=0,
         )
+        self.epochs_done = start + len(history.epoch)
         logs = {key: float(values[-1]) for key, values in history.history.items()}
         return {**logs, **(tune_metrics(self.meter()) if self.meter is not None else {})}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.parts["trained"].save_weights(os.path.join(checkpoint_dir, "model.weights.h5"))
+        save_keras(self.parts["trained"], checkpoint_dir, self.epochs_done)
 
     # Tune passes the checkpoint directory here; its stub says dict | None.
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
-        self.parts["trained"].load_weights(os.path.join(checkpoint_dir, "model.weights.h5"))
+        self.epochs_done = load_keras(self.parts["trained"], checkpoint_dir)
