@@ -61,7 +61,7 @@ from research.replay_common import epochs_to_reach
 
 CONTINUE, PAUSED, STOPPED, COMPLETE, FAILED = "continue", "pause", "stop", "complete", "fail"
 DEFAULT = "default"
-KEEPS = ("2", "4", "6", "auto", "s0.5", "s0.7")
+KEEPS = ("2", "4", "6", "auto", "s0.5", "f0.1")  # auto = s0.7; f0.1 the first placeholder
 PAUSING = tuple(f"pause,rf={rf},keep={keep},bracket={bracket}"
                 for rf in (2, 3) for keep in KEEPS for bracket in ("all", "half"))
 TUNE = ("tune_hyperband,rf=3", "tune_bohb,rf=3")

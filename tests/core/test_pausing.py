@@ -80,8 +80,7 @@ def test_brackets_follow_one_another_and_the_last_takes_what_is_left():
 
 
 def test_the_floor_of_kept_trials_scales_with_the_bracket():
-    assert auto_keep_min(20) < auto_keep_min(60) <= 6
-    assert auto_keep_min(4) >= 2
+    assert [auto_keep_min(n) for n in (4, 16, 24, 40, 60, 100)] == [2, 3, 3, 4, 5, 7]
 
 
 def test_settings_are_checked():
@@ -93,3 +92,21 @@ def test_settings_are_checked():
     policy.add("a")
     with pytest.raises(ValueError, match="n_trials=1"):
         policy.add("b")
+
+
+def test_a_nan_dropped_by_the_host_still_stops_the_trial():
+    # Was: an empty history returned "no_reports" before the diverged check, so a host
+    # that drops NaN reports kept the trial running, never judged.
+    policy = PausingPolicy(n_trials=2, max_resource=4, reduction_factor=2, keep_min=1)
+    policy.add("a")
+    assert policy.report("a", TrialHistory(), reported=float("nan")).action == "stop"
+
+
+def test_a_trial_that_ends_early_lets_its_rung_close():
+    # Was: complete() never closed the rung, so the rest of the bracket stayed paused.
+    policy = PausingPolicy(n_trials=2, max_resource=4, reduction_factor=2, keep_min=1)
+    policy.add("a")
+    policy.report("a", curve([0.9]))
+    policy.add("b")
+    policy.complete("b")  # its host ended it before the rung
+    assert policy.promoted() == ["a"]
