@@ -321,3 +321,34 @@ def test_sweep_records_of_a_resumed_trial_keep_their_epochs(tmp_path):
     trial.checkpoint = None  # restarted without one: from scratch
     session.start(trial)
     assert session.records["ab_00000"]["val_accuracy"] == []
+
+
+# -- KerasProbeTrainable (a class trainable: Tune calls save/load_checkpoint) ---------
+def test_class_trainable_restored_goes_on_to_the_same_weights(tmp_path):
+    from ncp_search.integrations.ray.trainable import KerasProbeTrainable
+
+    class Digits(KerasProbeTrainable):
+        def build(self, config):
+            model = build()
+            x, y = digits()
+            return {"trained": model, "probed": model, "x": x, "y": y, "x_val": x[:100],
+                    "y_val": y[:100], "x_probe": x[:32], "y_probe": y[:32]}
+
+    def trainable():
+        keras.backend.clear_session()
+        return Digits(config={})
+
+    paused = trainable()
+    for _ in range(2):
+        paused.step()
+    paused.save_checkpoint(str(tmp_path / "checkpoint"))
+    resumed = trainable()
+    resumed.load_checkpoint(str(tmp_path / "checkpoint"))
+    assert resumed.epochs_done == 2
+    for _ in range(2):
+        resumed.step()
+    ran = trainable()
+    for _ in range(EPOCHS):
+        ran.step()
+    assert_same_weights(resumed.parts["trained"], ran.parts["trained"])
+
