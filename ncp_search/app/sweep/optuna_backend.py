@@ -22,12 +22,17 @@ before each trial, so each such worker can start at most one trial over it. A
 worker that finds the budget used waits while other trials still run (one may
 fail and free its slot) and exits when none does.
 
-Each trial records its worker (``host:pid``) and a heartbeat: a trial left
-RUNNING by a dead worker is marked FAIL (on this host at once, by any worker or
-when the sweep is resumed; elsewhere once its heartbeat is 2 minutes old),
+Each trial records its worker (``host:pid``), its seed (``ncp_seed``) and a
+heartbeat: a trial left RUNNING by a dead worker is marked FAIL (on this host at
+once, by any worker or when the sweep is resumed; elsewhere once its heartbeat is
+``optuna.stale_after_s`` old, 120 s by default, through Optuna's heartbeat check),
 keeping its partial curve, and its configuration is queued to run again from the
-start as a new trial (user attribute ``retry_of``). Completed trials are never
-run again.
+start as a new trial (user attribute ``retry_of``) with the same seed, so it trains
+the same model. A RUNNING trial that no worker owns (no worker attribute, so no
+heartbeat either: a notebook's ``study.ask()``, a process killed before its
+objective started) is failed and queued the same way once it started
+``optuna.stale_after_s`` ago, so it never holds ``--resume``. Completed trials are
+never run again.
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ SWEEP_ATTR = "ncp_sweep"
 BUDGET_LOCK = ".budget.lock"
 """File in the output folder that local workers lock to check the budget."""
 WAIT_S = 2.0  # a worker with no budget left polls this often while others run
+GC_AFTER_TRIAL = False
+"""No full garbage collection after each trial: with TensorFlow loaded its cost grows
+with the heap (0.45 s -> 1.45 s a trial over 150 trials); Python's own collector
+already runs a full pass when the long-lived objects grow by a quarter, which keeps
+the cost per trial flat (benchmarks/sweep_overhead.py)."""
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 HEARTBEAT_S = 10
 GRACE_S = 120
@@ -496,7 +506,7 @@ def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float],
         with lock.held():
             if budget_used(study) < budget:
                 study.optimize(locked_objective, n_trials=1, catch=(Exception,),
-                               gc_after_trial=True,
+                               gc_after_trial=GC_AFTER_TRIAL,
                                callbacks=[lambda _study, trial: finished.append(trial)])
             else:
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -18,13 +18,14 @@ runs only what is left.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -230,6 +231,24 @@ def optuna_status(study: Any) -> list[TrialStatus]:
     return out
 
 
+PROGRESS_EVERY_S = 1.0
+"""Within a trial the progress line (which reads every trial of the study) is
+redrawn at most this often, so its cost per epoch does not grow with the study."""
+
+
+def _throttled(call: Callable[[], Any], every_s: float) -> Callable[[], None]:
+    """``call``, skipped when the previous run was less than ``every_s`` ago."""
+    last = [-math.inf]
+
+    def run() -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            call()
+
+    return run
+
+
 def _spawn_workers(study_name: str, storage: str, output: Path, n: int,
                    cache_dir: str | None) -> list[subprocess.Popen]:
     """Start ``n`` worker processes. They read the effective settings from the study
@@ -282,7 +301,8 @@ def _run_optuna(config: Mapping[str, Any], storage: str, output: Path,
             sweep_optuna.run_worker(
                 config, storage, output, deadline=deadline, cache_dir=cache_dir,
                 after_trial=lambda s: progress.update(optuna_status(s)),
-                on_epoch=lambda: progress.update(optuna_status(study)))
+                on_epoch=_throttled(lambda: progress.update(optuna_status(study)),
+                                    PROGRESS_EVERY_S))
         finally:
             progress.update(optuna_status(study))
         return

@@ -221,8 +221,9 @@ def run_trial(
 
     started = time.perf_counter()
     # No garbage collection here (0.5-2.5 s a trial with TensorFlow loaded, measured
-    # on 2 cores): the Optuna worker collects once after each trial (gc_after_trial),
-    # and a Ray trial runs in its own actor.
+    # on 2 cores, growing with the heap): Python's generational collector frees the
+    # trial's cycles at a flat cost per trial (benchmarks/sweep_overhead.py), and a Ray
+    # trial runs in its own actor.
     keras.backend.clear_session(free_memory=False)
     task = data.task
     source = load_source(config, params, task.num_classes, cache_dir)
