@@ -295,13 +295,19 @@ def test_a_trainable_without_checkpoints_gets_the_no_checkpoint_error(ray_sessio
 
 
 # -- the sweep's Ray trainable -------------------------------------------------------
-def test_sweep_trials_checkpoint_only_under_a_pausing_scheduler():
+def test_sweep_trials_checkpoint_where_the_scheduler_may_pause():
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler
 
-    from ncp_search.app.sweep.ray_backend import pauses
+    from ncp_search.app.sweep.ray_backend import pause_epochs
+    from ncp_search.core.pausing import PausingPolicy
+    from ncp_search.integrations.ray import NCPScheduler
 
-    assert pauses(HyperBandScheduler()) and pauses(pausing_scheduler(6))
-    assert not pauses(FIFOScheduler()) and not pauses(AsyncHyperBandScheduler())
+    assert pause_epochs(pausing_scheduler(6), EPOCHS) == (1, 2)  # rungs 1, 2 (4: the end)
+    policy = PausingPolicy(n_trials=9, max_resource=9, reduction_factor=3, first_step=1)
+    assert pause_epochs(NCPScheduler(metric="a", mode="max", max_t=9, policy=policy), 9) == \
+        (1, 3)
+    assert pause_epochs(HyperBandScheduler(), 4) == (1, 2, 3)
+    assert pause_epochs(FIFOScheduler(), 4) == pause_epochs(AsyncHyperBandScheduler(), 4) == ()
 
 
 def test_sweep_records_of_a_resumed_trial_keep_their_epochs(tmp_path):

@@ -42,13 +42,14 @@ result (``heartbeat``; ``trials.jsonl`` is rewritten at most every
 dead or whose heartbeat is stale is read back as FAIL
 (:func:`ncp_search.app.sweep.results.fail_if_stale`).
 
-Checkpoints: when the scheduler pauses trials (Tune's ``hyperband``, an
-NCPScheduler with a ``PausingPolicy``), each epoch but the last is reported with a
-checkpoint (the model with its optimizer state and the epochs done:
-:mod:`ncp_search.integrations.ray.checkpoint`), and a trial Tune resumes or restores
-goes on from its latest one; other schedulers never resume a trial, so nothing is
-saved (a save costs about a tenth of an epoch: docs/cost/checkpoint_cost.txt) and a
-trial restored after an interruption starts again from its first epoch.
+Checkpoints: where the scheduler may pause a trial (an NCPScheduler with a
+``PausingPolicy``: at its rungs; Tune's ``hyperband``: every epoch but the last) the
+epoch is reported with a checkpoint (the model with its optimizer state and the
+epochs done: :mod:`ncp_search.integrations.ray.checkpoint`), and a trial Tune resumes
+or restores goes on from its latest one. Other schedulers never resume a trial, so
+nothing is saved (a save costs about a tenth of an epoch of the quick CNN:
+docs/cost/checkpoint_cost.txt) and a trial restored after an interruption starts
+again from its first epoch.
 
 Ctrl-C: Tune stops the experiment and saves its state; the records of what
 finished are written and ``KeyboardInterrupt`` is raised. A second Ctrl-C skips
@@ -134,16 +135,22 @@ def make_scheduler(config: Mapping[str, Any],
     return scheduler
 
 
-def pauses(scheduler: Any) -> bool:
-    """Whether ``scheduler`` pauses trials and resumes them later (Tune's
-    ``HyperBandScheduler``, an NCPScheduler with a ``PausingPolicy``): then the
-    trials checkpoint each epoch."""
+def pause_epochs(scheduler: Any, epochs: int) -> tuple[int, ...]:
+    """The epochs (1-based, Tune's ``training_iteration``) after which ``scheduler``
+    may pause a trial of ``epochs`` epochs to resume it later, where the trial
+    checkpoints: an NCPScheduler with a ``PausingPolicy``, at its rungs; Tune's
+    ``HyperBandScheduler``, at any epoch; other schedulers never (empty)."""
     from ray.tune.schedulers import HyperBandScheduler
 
     from ncp_search.core.pausing import PausingPolicy
 
-    return isinstance(scheduler, HyperBandScheduler) or isinstance(
-        getattr(scheduler, "policy", None), PausingPolicy)
+    policy = getattr(scheduler, "policy", None)
+    if isinstance(policy, PausingPolicy):  # rungs in epochs counted from first_step
+        rungs = (int(math.ceil(rung)) + int(policy.first_step) - 1 for rung in policy.milestones)
+        return tuple(sorted({rung for rung in rungs if 1 <= rung < epochs}))
+    if isinstance(scheduler, HyperBandScheduler):
+        return tuple(range(1, epochs))
+    return ()
 
 
 def _domain(spec: Any) -> Any:
@@ -211,11 +218,11 @@ def _absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
 # -- the trainable (runs in a Ray actor) ----------------------------------------------
 def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: str,
            cache_dir: str | None, finished: Mapping[str, Any] | None = None,
-           checkpoint: bool = False) -> None:
-    """Fine-tune one configuration; report each epoch to Tune, with a checkpoint when
-    ``checkpoint`` (but the last epoch's), going on from the trial's latest checkpoint.
-    A trial that finished before a resume (in ``finished``) replays its recorded
-    epochs instead."""
+           checkpoint: Iterable[int] = ()) -> None:
+    """Fine-tune one configuration; report each epoch to Tune, with a checkpoint after
+    the epochs (1-based) in ``checkpoint`` (:func:`pause_epochs`), going on from the
+    trial's latest checkpoint. A trial that finished before a resume (in ``finished``)
+    replays its recorded epochs instead."""
     from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
     from ncp_search.integrations.ray.checkpoint import keras_checkpoint, restore_keras
 
@@ -229,6 +236,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         data = _resized(data, shape)
     epochs = int(sweep["budget"]["epochs"])
     held: dict[str, Any] = {}
+    checkpoint = frozenset(checkpoint)
 
     def on_epoch(epoch: int, value: float, beta: float, terms: dict[str, float],
                  info: EpochInfo) -> bool:
@@ -240,7 +248,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
             return True  # stop: recorded as PRUNED, with the reason
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
-        elif checkpoint:
+        elif epoch + 1 in checkpoint:
             with keras_checkpoint(info.model, epoch + 1) as saved:
                 tune.report(metrics, checkpoint=saved)
         else:
@@ -627,7 +635,8 @@ def run_ray_sweep(
                                  cache_dir=None if cache_dir is None
                                  else os.path.abspath(cache_dir),
                                  finished=session.finished(),
-                                 checkpoint=pauses(scheduler)),
+                                 checkpoint=pause_epochs(
+                                     scheduler, int(config["budget"]["epochs"]))),
             trial_resources(float(ray_settings["cpus_per_trial"]),
                             ray_settings["gpus_per_trial"]))
         if resume:
