@@ -114,7 +114,7 @@ class PausingPolicy:
         ValueError: Optuna-style, naming the argument.
     """
 
-    name: ClassVar[str] = "sh_pause"
+    name: ClassVar[str] = "pause"
 
     def __init__(
         self,

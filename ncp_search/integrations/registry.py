@@ -138,8 +138,8 @@ class Entry:
         label: the class that decides, in words, for logs and the report.
         settings: the keys of :data:`SETTINGS` it accepts, in section order.
         factory: ``(settings, epochs, state_path, host_kwargs) -> host object``.
-        rule: the NCP rule (``"asha"`` or ``"percentile"``); None for the hosts'
-            own pruners and schedulers.
+        rule: the NCP rule (``"asha"``, ``"percentile"`` or ``"pause"``); None for the
+            hosts' own pruners and schedulers.
         stops: whether it can stop a trial at all.
         summary: one line for help texts.
     """
@@ -167,13 +167,17 @@ class Entry:
                 for key in self.settings}
 
     def make(self, settings: Mapping[str, Any], epochs: int,
-             state_path: str | os.PathLike[str] | None = None, **host_kwargs: Any) -> Any:
+             state_path: str | os.PathLike[str] | None = None, *,
+             n_trials: int | None = None, **host_kwargs: Any) -> Any:
         """The host object for ``settings`` (completed with the defaults) and trials of
         ``epochs`` epochs, reported from epoch 0 (Optuna) or as Tune's
         ``training_iteration`` from 1 (Ray); ``state_path``: where an NCPScheduler
-        keeps its journal; ``host_kwargs`` go to the constructor (e.g. ``metric``,
-        ``mode`` for Tune)."""
+        keeps its journal; ``n_trials``: the sweep's trials (read by the names that
+        plan over the whole study: ``ncp_pause``); ``host_kwargs`` go to the
+        constructor (e.g. ``metric``, ``mode`` for Tune)."""
         path = None if state_path is None else os.path.abspath(state_path)
+        if self.rule == "pause":
+            host_kwargs["n_trials"] = n_trials
         return self.factory(self.complete(settings), int(epochs), path, host_kwargs)
 
     def describe(self, settings: Mapping[str, Any]) -> str:
@@ -255,6 +259,27 @@ def _ncp_scheduler(rule: str) -> Factory:
     return make
 
 
+def _ncp_pause_scheduler(s: Mapping[str, Any], epochs: int, state_path: str | None,
+                         kw: Mapping[str, Any]) -> Any:
+    from ncp_search.core.pausing import PausingPolicy
+    from ncp_search.integrations.ray.scheduler import NCPScheduler
+
+    options = dict(kw)
+    n_trials = options.pop("n_trials", None)
+    if n_trials is None:
+        raise TypeError("ncp_pause needs n_trials (the sweep's budget.trials).")
+    policy = PausingPolicy(n_trials=int(n_trials), max_resource=epochs,
+                           reduction_factor=PAUSE_REDUCTION_FACTOR,
+                           min_resource=int(s["grace_period"]), predictor=s["predictor"],
+                           first_step=1, host="NCPScheduler")
+    return NCPScheduler(time_attr=TIME_ATTR, max_t=epochs, state_path=state_path,
+                        policy=policy, **options)
+
+
+PAUSE_REDUCTION_FACTOR = 2
+"""ncp_pause's reduction factor: the pausing benchmark's pick (docs/budget/pausing.md)."""
+
+
 def _tune(class_name: str, *keys: str, max_t: bool = True, time_attr: bool = True) -> Factory:
     def make(s: Mapping[str, Any], epochs: int, _: str | None, kw: Mapping[str, Any]) -> Any:
         from ray.tune import schedulers
@@ -277,6 +302,10 @@ SCHEDULERS: dict[str, Entry] = {e.name: e for e in (
           summary="the same as ncp (its name before 0.2)"),
     Entry("ncp_percentile", RAY, "NCPScheduler", ("predictor", "percentile", "grace_period"),
           _ncp_scheduler("percentile"), rule="percentile", summary=_PERCENTILE_SUMMARY),
+    Entry("ncp_pause", RAY, "NCPScheduler with a PausingPolicy", ("predictor", "grace_period"),
+          _ncp_pause_scheduler, rule="pause",
+          summary="successive halving that pauses instead of killing (rf 2, one bracket of "
+                  "all trials; trials checkpoint at each rung)"),
     Entry("fifo", RAY, "no early stopping (Tune's FIFOScheduler)", (),
           _tune("FIFOScheduler", max_t=False, time_attr=False), stops=False),
     Entry("async_hyperband", RAY, "Tune's AsyncHyperBandScheduler",

@@ -478,3 +478,14 @@ def test_ray_sweep_killed_9_and_resumed_keeps_every_complete_trial(tmp_path, zoo
         assert os.stat(output / record["model_path"]).st_mtime_ns == models[number]
     stopped, num_stopped = _journal_stops(output / "ncp_scheduler.jsonl")
     assert num_stopped == len(stopped)  # each stopped trial counted once
+
+
+def test_ncp_pause_builds_a_pausing_scheduler_over_the_sweeps_trials():
+    from ncp_search.core.pausing import PausingPolicy
+
+    scheduler = make_scheduler(make_config({"name": "ncp_pause"}))
+    assert isinstance(scheduler.policy, PausingPolicy)
+    settings = scheduler.settings()
+    assert (settings["rule"], settings["reduction_factor"], settings["first_step"]) == (
+        "pause", 2.0, 1)
+    assert settings["n_trials"] == make_config({"name": "ncp_pause"})["budget"]["trials"]

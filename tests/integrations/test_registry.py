@@ -44,7 +44,7 @@ def test_every_pruner_name_builds_its_optuna_class(name: str) -> None:
 def test_every_scheduler_name_builds_its_tune_class(name: str, tmp_path) -> None:
     pytest.importorskip("ray.tune", reason="optional dependency: pip install ray[tune]")
     entry = SCHEDULERS[name]
-    scheduler = entry.make(entry.defaults(), 6, tmp_path / "state.jsonl")
+    scheduler = entry.make(entry.defaults(), 6, tmp_path / "state.jsonl", n_trials=8)
     expected = "NCPScheduler" if entry.is_ncp else entry.label.split("'s ")[-1].rstrip(")")
     assert type(scheduler).__name__ == expected
     if entry.is_ncp:

@@ -41,7 +41,8 @@ class Decider:
             ``""`` when unknown.
         host: the class that made the decisions, in words.
         backend: ``"optuna"`` or ``"ray"``.
-        rule: ``"percentile"`` or ``"asha"`` for the NCP adapters, else ``None``.
+        rule: ``"percentile"``, ``"asha"`` or ``"pause"`` for the NCP adapters, else
+            ``None``.
         predictor: the NCP predictor's name, else ``None``.
         predictor_summary: its one-line summary (``""`` if unknown).
         uses_beta_eff: whether that predictor reads ``beta_eff`` or probe terms;
@@ -151,6 +152,14 @@ def rule_sentence(decider: Decider, metric: str) -> str:
     if not decider.is_ncp:
         return (f"{_text(decider.host)} decides on the raw {metric} of each trial: "
                 "it makes no prediction and does not read beta_eff.")
+    if decider.rule == "pause":
+        text = (f"{decider.host}: successive halving that pauses instead of killing: every "
+                f"trial trains to epoch {_number(s.get('grace_period', 1))} and pauses; once "
+                "all have arrived, the best half (at least max(2, 0.7 sqrt n) of n) by predicted "
+                "final resume from their "
+                "checkpoints to the next rung (epochs doubling), the others stay paused "
+                "for good.")
+        return text
     if decider.rule == "asha":
         rf = float(s.get("reduction_factor") or 3)
         where = (f"at epochs {_number(s.get('grace_period', 1))} x {rf:g}^k"

@@ -349,9 +349,11 @@ class ChoiceConfig(_Section):
         """The NCP rule (``"asha"``, ``"percentile"``), None for a built-in."""
         return self.entry.rule
 
-    def make(self, epochs: int, state_path: str | os.PathLike[str] | None = None) -> Any:
-        """The host's pruner or scheduler for trials of ``epochs`` epochs."""
-        return self.entry.make(self.settings, epochs, state_path)
+    def make(self, epochs: int, state_path: str | os.PathLike[str] | None = None, *,
+             n_trials: int | None = None) -> Any:
+        """The host's pruner or scheduler for trials of ``epochs`` epochs (``n_trials``:
+        the sweep's budget, for the names that plan over the whole study)."""
+        return self.entry.make(self.settings, epochs, state_path, n_trials=n_trials)
 
     def describe(self) -> str:
         """The name and its settings in one line, e.g. ``ncp (predictor=best, ...)``."""

@@ -131,7 +131,8 @@ def make_scheduler(config: Mapping[str, Any],
     if grace is not None and grace > epochs:
         raise ConfigError(f"scheduler.grace_period: {grace} exceeds budget.epochs={epochs}; "
                           "set grace_period <= budget.epochs.")
-    scheduler: TrialScheduler = choice.make(epochs, state_path)
+    scheduler: TrialScheduler = choice.make(epochs, state_path,
+                                            n_trials=typed.budget.trials)
     return scheduler
 
 
