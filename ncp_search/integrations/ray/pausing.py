@@ -5,8 +5,8 @@ reaches its rung before the rest of its bracket is PAUSEd (Tune saves its checkp
 and frees its resources); when the rung closes, the promoted trials are handed back
 by ``choose_trial_to_run`` (Tune restores them from their checkpoints) and the others
 are stopped. The trainable must report a checkpoint with each result at a rung
-(``tune.report(metrics, checkpoint=...)``; :class:`ncp_search.NCPTuneCallback` does with
-``checkpoint=True``), or the trial would start again from scratch: the first PAUSE
+(``tune.report(metrics, checkpoint=...)``; :class:`ncp_search.NCPTuneCallback` does at
+every epoch by default), or the trial would start again from scratch: the first PAUSE
 without one is an error that says so.
 
 Every step is a :class:`~ncp_search.core.pool.TrialPool` event (``add``, ``result``,
@@ -72,7 +72,7 @@ class TunePausing:
                 f"NCPScheduler's PausingPolicy pauses trial {trial_id} at its rung "
                 f"({order.rung:g} epochs), but it reported no checkpoint there, so it would "
                 "start again from scratch. Report one with tune.report(metrics, "
-                "checkpoint=...) (NCPTuneCallback(checkpoint=True) does), or use an "
+                "checkpoint=...) (NCPTuneCallback does at every epoch by default), or use an "
                 "AshaPolicy (the default), which never pauses.")
         return TrialScheduler.PAUSE, event
 
