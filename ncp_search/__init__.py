@@ -23,7 +23,7 @@ from ncp_search.core.regression import AccuracyPredictor, FinalAccuracy
 from ncp_search.core.rules import Decision
 from ncp_search.errors import DataError, NCPSearchError, ProbeError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Public names whose modules import TensorFlow/Keras: resolved lazily (PEP 562).
 _LAZY = {
