@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 
 from ncp_search.core import rules
 from ncp_search.core.history import REPORTED_SERIES, TrialHistory, as_number
+from ncp_search.core.policy import Named
 from ncp_search.core.predictors import Predictor, check_feedable, predict_final
 
 CONTINUE, PAUSE, STOP = "continue", "pause", "stop"
@@ -93,7 +94,7 @@ def auto_keep_min(bracket_size: int) -> int:
     return max(2, round(0.7 * math.sqrt(bracket_size)))
 
 
-class PausingPolicy:
+class PausingPolicy(Named):
     """Synchronous successive halving with pausing on predicted finals.
 
     Args:
@@ -163,14 +164,9 @@ class PausingPolicy:
         self._brackets: list[list[str]] = []
 
     # ---------------------------------------------------------------- settings
-    @property
-    def uses_beta_eff(self) -> bool:
-        return self.predictor.uses_beta_eff
-
     def settings(self) -> dict[str, Any]:
-        return {"policy": type(self).__name__, "rule": self.name,
-                "predictor": self.predictor.name, "uses_beta_eff": self.uses_beta_eff,
-                "n_trials": self.n_trials, "max_resource": self.max_resource,
+        """The policy's class and settings as JSON values."""
+        return {**self._identity(), "n_trials": self.n_trials, "max_resource": self.max_resource,
                 "reduction_factor": self.reduction_factor, "min_resource": self.min_resource,
                 "keep_min": self.keep_min, "bracket_size": self.bracket_size,
                 "prune_diverged": self.prune_diverged, "first_step": self.first_step}

@@ -148,7 +148,23 @@ class Verdict:
         return self.decision.stop
 
 
-class Policy:
+class Named:
+    """What every policy has: its rule's name and the predictor that ranks trials."""
+
+    name: ClassVar[str] = ""
+    predictor: Predictor
+
+    @property
+    def uses_beta_eff(self) -> bool:
+        """Whether the predictor reads anything the probe measures."""
+        return self.predictor.uses_beta_eff
+
+    def _identity(self) -> dict[str, Any]:
+        return {"policy": type(self).__name__, "rule": self.name,
+                "predictor": self.predictor.name, "uses_beta_eff": self.uses_beta_eff}
+
+
+class Policy(Named):
     """Shared guards, prediction and incumbent test; subclasses add their rule.
 
     Args:
@@ -164,8 +180,6 @@ class Policy:
         feeds: the series the host can report (a predictor needing others is refused).
         host: the adapter's name, for error messages.
     """
-
-    name: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -205,16 +219,10 @@ class Policy:
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- settings
-    @property
-    def uses_beta_eff(self) -> bool:
-        """Whether the predictor reads anything the probe measures."""
-        return self.predictor.uses_beta_eff
-
     def settings(self) -> dict[str, Any]:
         """The policy's class and settings as JSON values."""
-        return {"policy": type(self).__name__, "rule": self.name,
-                "predictor": self.predictor.name, "uses_beta_eff": self.uses_beta_eff,
-                "max_step": self.max_step, "incumbent_alpha": self.incumbent_alpha,
+        return {**self._identity(), "max_step": self.max_step,
+                "incumbent_alpha": self.incumbent_alpha,
                 "prune_diverged": self.prune_diverged, **self._own_settings()}
 
     def _own_settings(self) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class NCPScheduler(FIFOScheduler):
         prune_diverged: bool = True,
         beta_key: str = "beta_eff",
         state_path: str | None = None,
-        policy: Policy | None = None,
+        policy: Policy | PausingPolicy | None = None,
     ) -> None:
         super().__init__()
         if mode not in (None, "max", "min"):
