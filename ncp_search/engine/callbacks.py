@@ -27,15 +27,9 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import keras
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
-    ) from error
-
 from ncp_search.core.history import probe_series
 from ncp_search.engine.capacitance import BetaEffMeter
+from ncp_search.engine.keras_import import keras
 from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
 
 logger = logging.getLogger(__name__)

@@ -41,14 +41,7 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import keras
-    import tensorflow as tf
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
-    ) from error
-
+from ncp_search.engine.keras_import import keras, tf
 from ncp_search.engine.probe import ProbeParts, split_probe
 
 logger = logging.getLogger(__name__)

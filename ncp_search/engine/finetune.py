@@ -28,13 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-try:
-    import keras
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
-    ) from error
-
+from ncp_search.engine.keras_import import keras
 from ncp_search.engine.probe import attach_probe, classifier_features, observer_probe
 
 __all__ = ["build_trial_models", "compile_trial", "learning_rate_at", "observer_probe",

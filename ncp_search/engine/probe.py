@@ -19,13 +19,7 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import keras
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "ncp_search's Keras engine needs TensorFlow and Keras: pip install 'ncp-search[keras]'"
-    ) from error
-
+from ncp_search.engine.keras_import import keras
 from ncp_search.errors import ProbeError
 
 FEATURES_NAME = "ncp_probe_features"
