@@ -112,19 +112,27 @@ def _draw_stop(ax: Any, trial: dict[str, Any], *, size: float = 1.0) -> None:
         ax.plot([epoch], [value], "o", mfc="none", color="k", ms=7 * size, zorder=6)
 
 
+def _per_epoch(drawn: Sequence[dict[str, Any]], key: str, *, lw: float,
+               alpha: float) -> tuple[Any, Any]:
+    """A figure with each trial's series ``key`` per epoch (1-based), coloured by state."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for trial in drawn:
+        epochs = np.arange(1, len(trial[key]) + 1)
+        finite = np.isfinite(trial[key])
+        ax.plot(epochs[finite], trial[key][finite], "-", marker=".", ms=4, lw=lw,
+                alpha=alpha, color=_color(trial["state"]))
+    return fig, ax
+
+
 def learning_curves(trials: Sequence[dict[str, Any]], metric: str) -> bytes | None:
     """Every trial's curve on one axis, coloured by state, with its stop point
     (and the threshold where recorded); ``None`` when no trial has a value."""
     drawn = [t for t in trials if np.isfinite(t["val"]).any()]
     if not drawn:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _per_epoch(drawn, "val", lw=1.2, alpha=0.8)
     for trial in drawn:
-        epochs = np.arange(1, len(trial["val"]) + 1)
-        finite = np.isfinite(trial["val"])
-        ax.plot(epochs[finite], trial["val"][finite], "-", marker=".", ms=4, lw=1.2,
-                alpha=0.8, color=_color(trial["state"]))
         _draw_stop(ax, trial)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
@@ -226,13 +234,7 @@ def beta_trajectories(trials: Sequence[dict[str, Any]],
     drawn = [t for t in trials if np.isfinite(t["beta"]).any()]
     if not drawn:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for trial in drawn:
-        epochs = np.arange(1, len(trial["beta"]) + 1)
-        finite = np.isfinite(trial["beta"])
-        ax.plot(epochs[finite], trial["beta"][finite], "-", marker=".", ms=4, lw=1,
-                alpha=0.75, color=_color(trial["state"]))
+    fig, ax = _per_epoch(drawn, "beta", lw=1, alpha=0.75)
     ax.set_xlabel("epoch")
     ax.set_ylabel("beta_eff")
     ax.set_title(title)
