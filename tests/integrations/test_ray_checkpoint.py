@@ -358,3 +358,58 @@ def test_class_trainable_restored_goes_on_to_the_same_weights(tmp_path):
         ran.step()
     assert_same_weights(resumed.parts["trained"], ran.parts["trained"])
 
+
+
+
+PAUSING_SWEEP = """\
+name: pausing
+backend: ray
+seed: 0
+output: {output}
+data: {{target: "digits:5-9"}}
+source: {{zoo: mlp, task: "digits:0-4", epochs: 10}}
+probe: {{hidden: [16, 16, 16], batch: 64}}
+search_space:
+  learning_rate: {{type: float, low: 1.0e-3, high: 0.3, log: true}}
+budget: {{trials: 4, epochs: 4}}
+"""
+
+
+@pytest.mark.slow
+def test_ray_sweep_under_a_pausing_scheduler_resumes_trials_from_checkpoints(tmp_path,
+                                                                             monkeypatch):
+    """``ncp-search sweep`` on Ray with an NCPScheduler that pauses (put in place of the
+    config's scheduler: the sweep config cannot name one yet): the paused trials go
+    on from their checkpoints (epochs counted on, records whole)."""
+    from ncp_search.app.sweep import ray_backend
+    from ncp_search.app.sweep.run import run_sweep
+    from ncp_search.core.pausing import PausingPolicy
+    from ncp_search.integrations.ray import NCPScheduler
+
+    def pausing(config, state_path=None):
+        policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=1,
+                               first_step=1)
+        return NCPScheduler(max_t=4, policy=policy)
+
+    monkeypatch.setattr(ray_backend, "make_scheduler", pausing)
+    config = tmp_path / "sweep.yaml"
+    config.write_text(PAUSING_SWEEP.format(output=tmp_path / "out"))
+    summary = run_sweep(str(config), backend="ray", workers=2,
+                        cache_dir=str(tmp_path / "zoo"), stream=None)
+    assert summary["fail"] == 0 and summary["running"] == 0
+    resumed = 0
+    for folder in (tmp_path / "out" / "ray" / "pausing").iterdir():
+        if not folder.is_dir() or not (folder / "result.json").is_file():
+            continue
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        # one row per epoch, in order: a trial that started again would repeat epoch 0
+        assert [row["epoch"] for row in rows] == \
+            [row["training_iteration"] - 1 for row in rows] == list(range(len(rows)))
+        resumed += any(row["iterations_since_restore"] < row["training_iteration"]
+                       for row in rows)
+    assert resumed, "no trial was paused and resumed"
+    records = [json.loads(line)
+               for line in (tmp_path / "out" / "trials.jsonl").read_text().splitlines()]
+    assert sorted(len(record["val_accuracy"]) for record in records) == [1, 1, 2, 4]
+    for record in records:
+        assert None not in record["val_accuracy"], record

@@ -620,6 +620,7 @@ def run_ray_sweep(
         (output / STATE_FILE).unlink(missing_ok=True)  # a stale NCPScheduler state
     limit = concurrency(config, workers)
     scheduler = make_scheduler(config, output / STATE_FILE)
+    checkpoints = pause_epochs(scheduler, int(config["budget"]["epochs"]))
     ray_settings = config["ray"]
     cpus = max(2, math.ceil((limit or 1) * float(ray_settings["cpus_per_trial"])))
     started = _init_ray(address, cpus)
@@ -636,8 +637,7 @@ def run_ray_sweep(
                                  cache_dir=None if cache_dir is None
                                  else os.path.abspath(cache_dir),
                                  finished=session.finished(),
-                                 checkpoint=pause_epochs(
-                                     scheduler, int(config["budget"]["epochs"]))),
+                                 checkpoint=checkpoints),
             trial_resources(float(ray_settings["cpus_per_trial"]),
                             ray_settings["gpus_per_trial"]))
         if resume:
@@ -650,7 +650,11 @@ def run_ray_sweep(
                 trainable, param_space=param_space(config),
                 tune_config=tune.TuneConfig(
                     metric=METRIC, mode=MODE, num_samples=int(config["budget"]["trials"]),
-                    scheduler=scheduler, search_alg=make_search_alg(config, limit),
+                    scheduler=scheduler,
+                    # the searcher's limit counts paused trials: with fewer than a rung
+                    # waits for, none would come to close it (a hang); the CPUs of the
+                    # local Ray bound what runs at once instead
+                    search_alg=make_search_alg(config, None if checkpoints else limit),
                     time_budget_s=None if minutes is None else 60.0 * float(minutes),
                     # a trial runs in the actor of a finished one: no new process, no
                     # TensorFlow import per trial (see _allow_slow_stops)
