@@ -232,8 +232,9 @@ def optuna_status(study: Any) -> list[TrialStatus]:
 
 
 PROGRESS_EVERY_S = 1.0
-"""Within a trial the progress line (which reads every trial of the study) is
-redrawn at most this often, so its cost per epoch does not grow with the study."""
+"""The progress line (which reads every trial of the study) is redrawn at most this
+often while trials run (and once at the end), so its cost per trial does not grow
+with the study."""
 
 
 def _throttled(call: Callable[[], Any], every_s: float) -> Callable[[], None]:
@@ -297,12 +298,11 @@ def _run_optuna(config: Mapping[str, Any], storage: str, output: Path,
                                   "(partial curves kept) and queued to run again\n")
     progress.update(optuna_status(study))
     if workers == 1:
+        redraw = _throttled(lambda: progress.update(optuna_status(study)), PROGRESS_EVERY_S)
         try:
             sweep_optuna.run_worker(
                 config, storage, output, deadline=deadline, cache_dir=cache_dir,
-                after_trial=lambda s: progress.update(optuna_status(s)),
-                on_epoch=_throttled(lambda: progress.update(optuna_status(study)),
-                                    PROGRESS_EVERY_S))
+                after_trial=lambda _study: redraw(), on_epoch=redraw)
         finally:
             progress.update(optuna_status(study))
         return
