@@ -45,6 +45,8 @@ _LAZY = {
     "NCPScheduler": "ncp_search.integrations.ray.scheduler",
     "NCPTuneCallback": "ncp_search.integrations.ray.callback",
     "report_beta_eff_to_tune": "ncp_search.integrations.ray.trainable",
+    "restore_keras": "ncp_search.integrations.ray.checkpoint",
+    "keras_checkpoint": "ncp_search.integrations.ray.checkpoint",
 }
 
 __all__ = [
@@ -74,10 +76,12 @@ __all__ = [
     "beta_eff_terms",
     "observer_probe",
     "optimize_pausing",
+    "keras_checkpoint",
     "predict_final",
     "probe_batch",
     "report_beta_eff",
     "report_beta_eff_to_tune",
+    "restore_keras",
     "split_probe",
 ]
 
@@ -97,6 +101,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ncp_search.integrations.optuna.pruner import NCPPruner
     from ncp_search.integrations.optuna.reporting import report_beta_eff
     from ncp_search.integrations.ray.callback import NCPTuneCallback
+    from ncp_search.integrations.ray.checkpoint import keras_checkpoint, restore_keras
     from ncp_search.integrations.ray.scheduler import NCPScheduler
     from ncp_search.integrations.ray.trainable import report_beta_eff_to_tune
 

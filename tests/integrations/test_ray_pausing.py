@@ -114,3 +114,15 @@ def test_a_diverged_trial_stops_and_its_bracket_goes_on():
     a.status = TuneTrial.PAUSED
     assert scheduler.on_trial_result(controller, b, result(1, float("nan"))) == STOP
     assert scheduler.choose_trial_to_run(controller).trial_id == "a"
+
+
+def test_a_concurrency_limit_that_starves_the_rung_is_warned_about():
+    # Tune's max_concurrent_trials counts paused trials: with 2 of 4 trials created and
+    # both paused at the first rung, nothing can start and the rung never closes.
+    scheduler = scheduler_for(4)
+    controller = FakeController([FakeTrial("a"), FakeTrial("b")])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    run_to_first_rung(scheduler, controller, [0.5, 0.9])
+    with pytest.warns(RuntimeWarning, match="max_concurrent_trials"):
+        assert scheduler.choose_trial_to_run(controller) is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ class TunePausing:
     def __init__(self, policy: PausingPolicy) -> None:
         self._template = copy.deepcopy(policy)
         self.policy = policy
+        self._warned = False
 
     def add(self, trial_id: str) -> bool:
         """Add a trial; False when it is already known (a restored trial)."""
@@ -104,6 +106,18 @@ class TunePausing:
                     not self.policy.knows(trial.trial_id)
                     or self.policy.status(trial.trial_id) == "running"):
                 return trial
+        if (self.policy.can_start() and trials and not self._warned
+                and not any(t.status in (Trial.PENDING, Trial.RUNNING) for t in trials)):
+            # Every trial is paused at a rung that waits for trials not yet started:
+            # Tune's max_concurrent_trials counts paused trials, so none can start.
+            self._warned = True
+            warnings.warn(
+                "NCPScheduler's PausingPolicy waits at a rung for trials that have not "
+                f"started ({len(trials)} of n_trials={self.policy.n_trials} added, none "
+                "pending or running): a concurrency limit (TuneConfig(max_concurrent_"
+                "trials=...) or a searcher's max_concurrent) counts paused trials and "
+                "stops the rest from starting. Bound concurrency with the resources per "
+                "trial (tune.with_resources) instead.", RuntimeWarning, stacklevel=2)
         return None
 
     def replay(self, events: Iterable[Mapping[str, Any]]) -> None:
