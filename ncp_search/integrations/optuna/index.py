@@ -224,6 +224,11 @@ class OptunaView:
         self._number = number
         self._running: list[FrozenTrial] | None = None
 
+    @property
+    def sign(self) -> float:
+        """+1 for a maximised objective, -1 for a minimised one."""
+        return self._state.sign
+
     def _live(self) -> list[FrozenTrial]:
         if self._running is None:
             trials = self._trials()

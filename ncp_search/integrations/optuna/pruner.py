@@ -192,7 +192,7 @@ class NCPPruner(BasePruner):
 
     def _verdict(self, study: optuna.study.Study, trial: FrozenTrial) -> Verdict:
         view = self._view(study, trial)
-        history = trial_history(trial, view._state.sign)
+        history = trial_history(trial, view.sign)
         step = trial.last_step
         reported = None if step is None else trial.intermediate_values[step]
         verdict = self.policy.decide(history, view, reported=reported)
@@ -211,7 +211,7 @@ class NCPPruner(BasePruner):
         """The trial's predicted final value, in the objective's own units (NaN if
         none). ``completed`` is accepted for compatibility and not needed."""
         view = self._view(study, trial)
-        sign = view._state.sign
+        sign = view.sign
         history = trial_history(trial, sign)
         missing = missing_inputs(self.policy.predictor, history) if len(history) else []
         self._warn_missing(trial, missing)

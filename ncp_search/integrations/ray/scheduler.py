@@ -250,7 +250,8 @@ class NCPScheduler(FIFOScheduler):
             return recorded
         reported, now, track = recorded
         assert isinstance(self.policy, Policy)
-        verdict = self.policy.decide(self._pool.history(trial_id), self._pool.view(trial_id),
+        history, view = self._pool.history(trial_id), self._pool.view(trial_id)
+        verdict = self.policy.decide(history, view,
                                      reported=reported, rerun=track.completed_once)
         if verdict.missing:
             keys = [self._beta_key if m == "beta_eff" else m for m in verdict.missing]
@@ -263,8 +264,7 @@ class NCPScheduler(FIFOScheduler):
         if math.isnan(prediction) and not verdict.missing and not verdict.stop:
             # the prediction at every report, as NCPCallback stores it on Optuna: the
             # other trials' latest predictions are the percentile rule's reference
-            prediction = self.policy.predict(self._pool.history(trial_id),
-                                             self._pool.view(trial_id))
+            prediction = self.policy.predict(history, view)
         if math.isfinite(prediction) or verdict.stop:
             self._apply({"e": "decision", "id": trial_id, "t": now, "p": _null(prediction),
                          "stop": verdict.stop, "rung": verdict.rung,
