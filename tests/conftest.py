@@ -24,3 +24,25 @@ def ray_session() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def meter_calls(monkeypatch):
+    """Counts probe attachments and beta_eff measurements of the callbacks."""
+    import ncp_search.engine.callbacks as callbacks
+
+    calls = {"probe_for": 0, "measure": 0}
+    real_probe_for, real_meter = callbacks.probe_for, callbacks.BetaEffMeter
+
+    def probe_for(*args, **kwargs):
+        calls["probe_for"] += 1
+        return real_probe_for(*args, **kwargs)
+
+    class CountingMeter(real_meter):
+        def __call__(self, *args, **kwargs):
+            calls["measure"] += 1
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "probe_for", probe_for)
+    monkeypatch.setattr(callbacks, "BetaEffMeter", CountingMeter)
+    return calls

@@ -172,28 +172,6 @@ def test_a_sequential_model_without_input_is_built_from_the_probe_batch():
     assert len(study.get_trials()[-1].user_attrs["ncp_beta_eff"]) == 2
 
 
-@pytest.fixture
-def meter_calls(monkeypatch):
-    """Counts probe attachments and beta_eff measurements of the callbacks."""
-    import ncp_search.engine.callbacks as callbacks
-
-    calls = {"probe_for": 0, "measure": 0}
-    real_probe_for, real_meter = callbacks.probe_for, callbacks.BetaEffMeter
-
-    def probe_for(*args, **kwargs):
-        calls["probe_for"] += 1
-        return real_probe_for(*args, **kwargs)
-
-    class CountingMeter(real_meter):
-        def __call__(self, *args, **kwargs):
-            calls["measure"] += 1
-            return super().__call__(*args, **kwargs)
-
-    monkeypatch.setattr(callbacks, "probe_for", probe_for)
-    monkeypatch.setattr(callbacks, "BetaEffMeter", CountingMeter)
-    return calls
-
-
 @pytest.mark.parametrize("pruner", [NCPPruner(), optuna.pruners.MedianPruner()],
                          ids=["NCPPruner()", "MedianPruner"])
 def test_default_callback_never_measures_when_the_pruner_does_not_read_beta_eff(

@@ -88,28 +88,6 @@ def test_all_logs_by_default_and_later_callbacks_see_beta_eff(reports):
     assert "probe_feature_norm" in seen[0]
 
 
-@pytest.fixture
-def meter_calls(monkeypatch):
-    """Counts probe attachments and beta_eff measurements of the callbacks."""
-    import ncp_search.engine.callbacks as callbacks
-
-    calls = {"probe_for": 0, "measure": 0}
-    real_probe_for, real_meter = callbacks.probe_for, callbacks.BetaEffMeter
-
-    def probe_for(*args, **kwargs):
-        calls["probe_for"] += 1
-        return real_probe_for(*args, **kwargs)
-
-    class CountingMeter(real_meter):
-        def __call__(self, *args, **kwargs):
-            calls["measure"] += 1
-            return super().__call__(*args, **kwargs)
-
-    monkeypatch.setattr(callbacks, "probe_for", probe_for)
-    monkeypatch.setattr(callbacks, "BetaEffMeter", CountingMeter)
-    return calls
-
-
 @pytest.mark.parametrize("kwargs", [{}, {"predictor": "best"}, {"predictor": "tse"},
                                     {"predictor": "ncp_raw", "measure": "never"}])
 def test_nothing_measured_when_the_schedulers_predictor_reads_no_beta_eff(
