@@ -236,22 +236,16 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     from ncp_search.app.zoo import available_models, build_zoo, cache_folder, plan_zoo
 
     names = args.names or available_models()
-    plan = plan_zoo(names, source=args.source, epochs=args.epochs, seed=args.seed,
-                    cache_dir=args.cache_dir, retrain=args.retrain)
+    # The plan and the build read the same arguments, so the plan says what the build does.
+    request = {"source": args.source, "epochs": args.epochs, "seed": args.seed,
+               "cache_dir": args.cache_dir, "retrain": args.retrain}
+    plan = plan_zoo(names, **request)
     for line in _zoo_plan_lines(plan, args.source, args.epochs, cache_folder(args.cache_dir),
                                 args.list):
         print(line, flush=True)
     if args.list:
         return 0
-    infos = build_zoo(
-        names,
-        source=args.source,
-        epochs=args.epochs,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        retrain=args.retrain,
-        progress=lambda line: print(line, flush=True),
-    )
+    infos = build_zoo(names, progress=lambda line: print(line, flush=True), **request)
     print(f"{'model':<14} {'source':<18} {'epochs':>6} {'val_acc':>8} {'train_s':>8}")
     for name, info in infos.items():
         print(
@@ -335,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from ncp_search.app.zoo import available_models  # standard library only at import
+    from ncp_search.app.zoo import ZooKey, available_models  # standard library only at import
 
     zoo_names = ", ".join(available_models())
     cache_help = ("model-zoo cache folder (default: $NCP_SEARCH_CACHE/zoo, else "
@@ -369,9 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "there.")
     zoo.add_argument("names", nargs="*", metavar="NAME",
                      help=f"architectures to train, of: {zoo_names} (default: all)")
-    zoo.add_argument("--source", default="fashion_mnist:0-4", help="source task")
-    zoo.add_argument("--epochs", type=int, default=3, help="training epochs")
-    zoo.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    zoo.add_argument("--source", default=ZooKey.source, help="source task")
+    zoo.add_argument("--epochs", type=int, default=ZooKey.epochs, help="training epochs")
+    zoo.add_argument("--seed", type=int, default=ZooKey.seed, help="seed of data and weights")
     zoo.add_argument("--cache-dir", default=None, help=cache_help)
     zoo.add_argument("--retrain", action="store_true", help="ignore cached models")
     zoo.add_argument("--list", action="store_true",

@@ -31,7 +31,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -159,20 +162,67 @@ def _key(name: str, source: str, epochs: int, seed: int, n_train: int | None) ->
     return f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
+class SourceSpec(TypedDict, total=False):
+    """The keyword arguments that say which source model of an architecture is meant and
+    where it is cached; :func:`load_source_model`, :func:`source_model_info` and
+    :func:`plan_zoo` take them. Their meaning and defaults: :class:`ZooKey`."""
+
+    source: str
+    epochs: int
+    seed: int
+    n_train: int | None
+    cache_dir: str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class ZooKey:
+    """One source model of the cache: the architecture, how it is pre-trained, and the
+    cache folder. The cache file's name is made of all but ``cache_dir``.
+
+    Attributes:
+        name: an architecture from :func:`available_models`.
+        source: task spec of the source task (see :func:`ncp_search.app.data.load_task`).
+        epochs: training epochs, >= 1.
+        seed: seed of the data subset, the initial weights and training.
+        n_train: train on a seeded subset of this many samples (None: all).
+        cache_dir: cache folder (default: see the module docstring).
+    """
+
+    name: str
+    source: str = "fashion_mnist:0-4"
+    epochs: int = 3
+    seed: int = 0
+    n_train: int | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The cache folder (:func:`cache_folder` of ``cache_dir``)."""
+        return cache_folder(self.cache_dir)
+
+    @property
+    def path(self) -> Path:
+        """The model's cache file, ``<key>.keras``; its sidecar is ``<key>.json``."""
+        key = _key(self.name, self.source, self.epochs, self.seed, self.n_train)
+        return self.folder / f"{key}.keras"
+
+    def check(self) -> None:
+        """Raise ValueError for an unknown architecture, ``epochs < 1`` or ``n_train < 1``."""
+        _check_name(self.name)
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, but got epochs={self.epochs}.")
+        if self.n_train is not None and self.n_train < 1:
+            raise ValueError(
+                f"n_train must be None (all) or >= 1, but got n_train={self.n_train}."
+            )
+
+
 def _check_name(name: str) -> None:
     if name not in ARCHITECTURES:
         raise ValueError(
             f"the zoo model must be one of {available_models()}, but got {name!r}; pick one "
             "of those (ncp_search.app.zoo.available_models())."
         )
-
-
-def _check_request(name: str, epochs: int, n_train: int | None) -> None:
-    _check_name(name)
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, but got epochs={epochs}.")
-    if n_train is not None and n_train < 1:
-        raise ValueError(f"n_train must be None (all) or >= 1, but got n_train={n_train}.")
 
 
 def _version(package: str) -> str | None:
@@ -199,19 +249,13 @@ def _fit(model: Any, task: Any, epochs: int, name: str, say: Callable[[str], Any
     return accuracies
 
 
-def _train(
-    name: str,
-    source: str,
-    epochs: int,
-    seed: int,
-    n_train: int | None,
-    say: Callable[[str], Any],
-) -> tuple[Any, dict[str, Any]]:
-    """Train ``name`` on ``source``; returns the model and its sidecar info."""
+def _train(key: ZooKey, say: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
+    """Train ``key.name`` on ``key.source``; returns the model and its sidecar info."""
     import keras
 
     from ncp_search.app.data import load_task
 
+    name, source, epochs, seed, n_train = key.name, key.source, key.epochs, key.seed, key.n_train
     task = load_task(source, seed=seed, **({"n_train": n_train} if n_train else {}))
     keras.utils.set_random_seed(seed)  # seeds initial weights and shuffling
     model = ARCHITECTURES[name](task.x_train.shape[1:], task.num_classes, seed)
@@ -294,13 +338,9 @@ def _load_cached(path: Path, name: str) -> Any | None:
 def load_source_model(
     name: str,
     *,
-    source: str = "fashion_mnist:0-4",
-    epochs: int = 3,
-    seed: int = 0,
-    cache_dir: str | os.PathLike[str] | None = None,
     retrain: bool = False,
-    n_train: int | None = None,
     progress: Callable[[str], Any] | None = None,
+    **spec: Unpack[SourceSpec],
 ) -> Any:
     """A source model pre-trained on ``source``: from the cache, else trained and cached.
 
@@ -313,14 +353,12 @@ def load_source_model(
 
     Args:
         name: an architecture from :func:`available_models`.
-        source: task spec of the source task (see :func:`ncp_search.app.data.load_task`).
-        epochs: training epochs, >= 1.
-        seed: seed of the data subset, the initial weights and training.
-        cache_dir: cache folder (default: see the module docstring).
         retrain: train and overwrite even if a cached model exists.
-        n_train: train on a seeded subset of this many samples (None: all).
         progress: callable receiving one line per training step (default: the
             module's logger at INFO level).
+        **spec: which model and where it is cached: ``source``, ``epochs``, ``seed``,
+            ``n_train``, ``cache_dir`` (see :class:`ZooKey` for their meaning and
+            defaults).
 
     Returns:
         The compiled ``keras.Model``.
@@ -332,30 +370,22 @@ def load_source_model(
     """
     import keras
 
-    _check_request(name, epochs, n_train)
+    key = ZooKey(name, **spec)
+    key.check()
     say = progress or logger.info
-    folder = cache_folder(cache_dir)
-    path = folder / f"{_key(name, source, epochs, seed, n_train)}.keras"
+    path = key.path
     if path.exists() and not retrain:
         model = _load_cached(path, name)
         if model is not None:
             logger.debug("zoo: loaded %s from %s", name, path)
             return model
-    model, info = _train(name, source, epochs, seed, n_train, say)
-    _save(model, info, folder, path.stem)
+    model, info = _train(key, say)
+    _save(model, info, key.folder, path.stem)
     say(f"zoo: cached {name} at {path}")
     return keras.models.load_model(path)
 
 
-def source_model_info(
-    name: str,
-    *,
-    source: str = "fashion_mnist:0-4",
-    epochs: int = 3,
-    seed: int = 0,
-    cache_dir: str | os.PathLike[str] | None = None,
-    n_train: int | None = None,
-) -> dict[str, Any] | None:
+def source_model_info(name: str, **spec: Unpack[SourceSpec]) -> dict[str, Any] | None:
     """The sidecar JSON of a cached source model, or None if there is none.
 
     The sidecar holds ``architecture``, ``source``, ``epochs``, ``seed``,
@@ -364,14 +394,16 @@ def source_model_info(
     An unreadable sidecar gives None and a warning.
 
     Args:
-        name, source, epochs, seed, cache_dir, n_train: as for
-            :func:`load_source_model`.
+        name: an architecture from :func:`available_models`.
+        **spec: which model and where it is cached: ``source``, ``epochs``, ``seed``,
+            ``n_train``, ``cache_dir`` (see :class:`ZooKey`).
 
     Raises:
         ValueError: for an unknown architecture name.
     """
+    key = ZooKey(name, **spec)
     _check_name(name)
-    path = cache_folder(cache_dir) / f"{_key(name, source, epochs, seed, n_train)}.json"
+    path = key.path.with_suffix(".json")
     if not path.exists():
         return None
     try:
@@ -446,12 +478,8 @@ def _measured_ms(folder: Path, name: str, shape: tuple) -> float | None:
 def plan_zoo(
     names: Sequence[str] | None = None,
     *,
-    source: str = "fashion_mnist:0-4",
-    epochs: int = 3,
-    seed: int = 0,
-    cache_dir: str | os.PathLike[str] | None = None,
     retrain: bool = False,
-    n_train: int | None = None,
+    **spec: Unpack[SourceSpec],
 ) -> list[PlannedModel]:
     """What :func:`build_zoo` with the same arguments would do, without doing it:
     which models are cached, which would be trained, and roughly how long each takes.
@@ -462,18 +490,23 @@ def plan_zoo(
     image's pixels. It is a rough figure (CPU, load and threads change it several
     fold), meant to say "seconds" or "minutes" before a long run starts.
 
+    Args:
+        names: architectures (default: all of :func:`available_models`).
+        retrain: every model would be trained, cached or not.
+        **spec: which models and where they are cached: ``source``, ``epochs``,
+            ``seed``, ``n_train``, ``cache_dir`` (see :class:`ZooKey`).
+
     Raises:
         ValueError: for an unknown architecture name, ``epochs < 1``, ``n_train < 1``
             or a bad task spec.
     """
-    chosen = list(names) if names else available_models()
-    for name in chosen:
-        _check_request(name, epochs, n_train)
-    folder = cache_folder(cache_dir)
-    shape, work = _sample_epochs(source, epochs, n_train)
+    keys = [ZooKey(name, **spec) for name in (list(names) if names else available_models())]
+    for key in keys:
+        key.check()
     plan = []
-    for name in chosen:
-        path = folder / f"{_key(name, source, epochs, seed, n_train)}.keras"
+    for key in keys:
+        name, folder, path = key.name, key.folder, key.path
+        shape, work = _sample_epochs(key.source, key.epochs, key.n_train)
         cached = path.exists()
         measured = _measured_ms(folder, name, shape)
         per_sample = (measured if measured is not None else
