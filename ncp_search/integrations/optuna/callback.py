@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-try:
-    import optuna
-except ImportError as error:  # pragma: no cover
-    raise ImportError(
-        "ncp_search.NCPCallback needs Optuna: pip install 'ncp-search[optuna]'"
-    ) from error
+# Optuna before the Keras engine: without either, the install hint names Optuna first.
+from ncp_search.integrations.optuna._optuna import optuna
 
+# isort: split
 from ncp_search.engine.callbacks import ProbeCallback, check_interval
 from ncp_search.engine.probe import DEFAULT_HIDDEN
 from ncp_search.integrations.optuna.reporting import (

@@ -23,20 +23,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-try:
-    import optuna
-    from optuna.pruners import BasePruner
-    from optuna.study import StudyDirection
-    from optuna.trial import FrozenTrial
-except ImportError as error:  # pragma: no cover - exercised without optuna only
-    raise ImportError(
-        "ncp_search.NCPPruner needs Optuna: pip install 'ncp-search[optuna]'"
-    ) from error
-
 from ncp_search.core import rules
 from ncp_search.core.history import REPORTED_SERIES
 from ncp_search.core.policy import Policy, Verdict, build_policy
 from ncp_search.core.predictors import missing_inputs
+from ncp_search.integrations.optuna._optuna import BasePruner, FrozenTrial, StudyDirection, optuna
 from ncp_search.integrations.optuna.index import (
     BETA_ATTR,
     HISTORY_ATTR,

@@ -52,23 +52,16 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-try:
-    import optuna
-    from optuna.trial import TrialState
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "ncp_search.report_beta_eff needs Optuna: pip install 'ncp-search[optuna]'"
-    ) from error
-
 from ncp_search.core.history import PROBE_TERMS, as_number, probe_series
 from ncp_search.core.predictors import PREDICTORS
-from ncp_search.integrations.optuna.pruner import (
+from ncp_search.integrations.optuna._optuna import TrialState, optuna
+from ncp_search.integrations.optuna.index import (
     BETA_ATTR,
     HISTORY_ATTR,
     PREDICTION_ATTR,
     TERMS_ATTR,
-    NCPPruner,
 )
+from ncp_search.integrations.optuna.pruner import NCPPruner
 
 logger = logging.getLogger(__name__)
 
