@@ -102,93 +102,58 @@ def run_trial(
     trial_seed: int,
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune one configuration for all epochs and return its curve."""
+    """Fine-tune one configuration for all epochs and return its curve (through the
+    package's trial runner, :func:`ncp_search.engine.finetune.fine_tune`)."""
     import keras
 
     from ncp_search.app.zoo import load_source_model
     from ncp_search.engine.capacitance import BetaEffMeter
-    from ncp_search.engine.finetune import (
-        build_trial_models,
-        compile_trial,
-        observer_probe,
-        schedule_callback,
-    )
+    from ncp_search.engine.finetune import EpochEnd, TrialModels, fine_tune, observer_probe
 
     keras.backend.clear_session()
-    source_name = config.get("source_model", workload["source_model"])
     source = load_source_model(
-        source_name,
+        config.get("source_model", workload["source_model"]),
         source=workload["source"],
         epochs=workload["source_epochs"],
         cache_dir=cache_dir,
     )
-    # Seed after loading: a cold zoo cache trains (and reseeds) inside load_source_model.
-    keras.utils.set_random_seed(trial_seed)
     probe = workload["probe"]
-    models = build_trial_models(
-        source,
-        task.num_classes,
-        config,
-        mode=mode,
-        hidden=tuple(probe["hidden"]),
-        probe_seed=int(probe["seed"]),
-    )
-    compile_trial(models.trained, config)
     n_probe = min(int(probe["batch"]), len(task.y_train) // 2)
     xa, ya = task.probe_batch(n_probe, seed=int(probe["seed"]))
     xb, yb = task.probe_batch(n_probe, seed=int(probe["seed"]) + 1)
-    meters = {
-        "": BetaEffMeter(models.probed, xa, ya),
-        "_batch2": BetaEffMeter(models.probed, xb, yb),
-    }
-    for extra in workload.get("extra_probes", []):
-        # Extra probes only observe the same features (they never change training).
-        extra_probe = observer_probe(
-            source, task.num_classes, hidden=tuple(extra["hidden"]), seed=int(extra.get("seed", 0))
-        )
-        meters[f"@{extra['name']}"] = BetaEffMeter(extra_probe, xa, ya)
-    epochs = int(workload["epochs"])
-    val_loss, val_acc = models.trained.evaluate(task.x_val, task.y_val, verbose=0)
-    curve = [
-        {"step": 0, "val_accuracy": val_acc, "val_loss": val_loss, "train_loss": None,
-         "train_accuracy": None, "learning_rate": None, **_measure(meters)}
-    ]
-    timer = {"start": time.perf_counter()}
+    meters: dict[str, Any] = {}
+    curve: list[dict[str, Any]] = []
 
-    def on_epoch_begin(epoch: int, logs: Any = None) -> None:
-        timer["start"] = time.perf_counter()
+    def step_zero(models: TrialModels) -> None:
+        meters[""] = BetaEffMeter(models.probed, xa, ya)
+        meters["_batch2"] = BetaEffMeter(models.probed, xb, yb)
+        for extra in workload.get("extra_probes", []):
+            # Extra probes only observe the same features (they never change training).
+            extra_probe = observer_probe(source, task.num_classes, hidden=tuple(extra["hidden"]),
+                                         seed=int(extra.get("seed", 0)))
+            meters[f"@{extra['name']}"] = BetaEffMeter(extra_probe, xa, ya)
+        val_loss, val_acc = models.trained.evaluate(task.x_val, task.y_val, verbose=0)
+        curve.append({"step": 0, "val_accuracy": val_acc, "val_loss": val_loss,
+                      "train_loss": None, "train_accuracy": None, "learning_rate": None,
+                      **_measure(meters)})
 
-    def on_epoch_end(epoch: int, logs: dict[str, Any]) -> None:
-        seconds = time.perf_counter() - timer["start"]
-        lr = float(keras.ops.convert_to_numpy(models.trained.optimizer.learning_rate))
-        curve.append(
-            {
-                "step": epoch + 1,
-                "val_accuracy": float(logs["val_accuracy"]),
-                "val_loss": float(logs["val_loss"]),
-                "train_loss": float(logs["loss"]),
-                "train_accuracy": float(logs["accuracy"]),
-                "learning_rate": lr,
-                "epoch_seconds": seconds,
-                **_measure(meters),
-            }
-        )
+    def on_epoch(end: EpochEnd) -> None:
+        optimizer = end.models.trained.optimizer
+        curve.append({
+            "step": end.epoch + 1,
+            "val_accuracy": end.logs["val_accuracy"],
+            "val_loss": end.logs["val_loss"],
+            "train_loss": end.logs["loss"],
+            "train_accuracy": end.logs["accuracy"],
+            "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            "epoch_seconds": end.train_seconds,
+            **_measure(meters),
+        })
 
     started = time.perf_counter()
-    models.trained.fit(
-        task.x_train,
-        task.y_train,
-        validation_data=(task.x_val, task.y_val),
-        epochs=epochs,
-        batch_size=int(config.get("batch_size", 64)),
-        callbacks=[
-            schedule_callback(config, epochs),
-            keras.callbacks.LambdaCallback(
-                on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end
-            ),
-        ],
-        verbose=0,
-    )
+    fine_tune(source, task, config, epochs=int(workload["epochs"]), trial_seed=trial_seed,
+              on_epoch=on_epoch, mode=mode, hidden=tuple(probe["hidden"]),
+              probe_seed=int(probe["seed"]), on_built=step_zero)
     return {
         "curve": curve,
         "final_val_accuracy": curve[-1]["val_accuracy"],

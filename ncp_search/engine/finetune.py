@@ -24,15 +24,16 @@ Two ways of tuning, named ``mode``:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ncp_search.engine.keras_import import keras
 from ncp_search.engine.probe import attach_probe, classifier_features, observer_probe
 
-__all__ = ["build_trial_models", "compile_trial", "learning_rate_at", "observer_probe",
-           "schedule_callback", "trial_settings", "TrialModels"]
+__all__ = ["build_trial_models", "compile_trial", "EpochEnd", "fine_tune", "learning_rate_at",
+           "observer_probe", "schedule_callback", "trial_settings", "TrialModels"]
 
 MODES = ("probe_head", "observer")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "adagrad")
@@ -163,3 +164,79 @@ def schedule_callback(config: Mapping[str, Any], epochs: int) -> Any:
             epoch, epochs, settings["learning_rate"], settings["schedule"]
         )
     )
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What :func:`fine_tune`'s ``on_epoch`` hook gets after each epoch."""
+
+    epoch: int  # 0-based, counting the epochs a restored checkpoint had done
+    logs: Mapping[str, float]  # Keras' logs: loss, accuracy, val_loss, val_accuracy
+    train_seconds: float  # the epoch's training and validation (Keras' epoch)
+    models: TrialModels
+
+
+def fine_tune(
+    source: Any,
+    task: Any,
+    config: Mapping[str, Any],
+    *,
+    epochs: int,
+    trial_seed: int,
+    on_epoch: Callable[[EpochEnd], Any],
+    mode: str = "observer",
+    hidden: Sequence[int] = (64, 64, 64),
+    probe_seed: int = 0,
+    on_built: Callable[[TrialModels], Any] | None = None,
+    restore: Callable[[Any], int] | None = None,
+) -> int:
+    """Build one trial's models on ``source`` and fine-tune them on ``task``: the one
+    trial runner of the sweeps and the research recorder.
+
+    Seeds Keras with ``trial_seed``, builds the trained and the probed model
+    (:func:`build_trial_models`), compiles the trained one (:func:`compile_trial`),
+    then trains for up to ``epochs`` epochs with the trial's learning-rate schedule.
+
+    Args:
+        source: a freshly loaded source model (its layers are reused).
+        task: the target task (``x_train``, ``y_train``, ``x_val``, ``y_val``,
+            ``num_classes``).
+        config: the trial's configuration (module docstring).
+        epochs: the trial's length.
+        trial_seed: seeds the head's weights, dropout and the data order.
+        on_epoch: called after each epoch with an :class:`EpochEnd`; a return of
+            ``True`` stops training, an exception propagates.
+        mode, hidden, probe_seed: as :func:`build_trial_models`.
+        on_built: called with the :class:`TrialModels` before training (to measure
+            the untrained model or to attach meters).
+        restore: called with the compiled trained model; loads a checkpoint into it
+            and returns the epochs it had done, from which training goes on.
+
+    Returns:
+        The epoch training started from (0 without a checkpoint).
+    """
+    keras.utils.set_random_seed(int(trial_seed))
+    models = build_trial_models(source, task.num_classes, config, mode=mode,
+                                hidden=hidden, probe_seed=probe_seed)
+    compile_trial(models.trained, config)
+    start = 0 if restore is None else int(restore(models.trained))
+    if on_built is not None:
+        on_built(models)
+    clock = {"begin": time.perf_counter()}
+
+    def begin(epoch: int, logs: Any = None) -> None:
+        clock["begin"] = time.perf_counter()
+
+    def end(epoch: int, logs: Mapping[str, Any] | None) -> None:
+        seconds = time.perf_counter() - clock["begin"]
+        numbers = {k: float(v) for k, v in (logs or {}).items()}
+        if on_epoch(EpochEnd(epoch, numbers, seconds, models)) is True:
+            models.trained.stop_training = True
+
+    models.trained.fit(
+        task.x_train, task.y_train, validation_data=(task.x_val, task.y_val),
+        epochs=int(epochs), initial_epoch=start, verbose=0,
+        batch_size=int(config.get("batch_size", 64)),
+        callbacks=[schedule_callback(config, int(epochs)),
+                   keras.callbacks.LambdaCallback(on_epoch_begin=begin, on_epoch_end=end)])
+    return start

@@ -84,3 +84,50 @@ def test_compile_uses_weight_decay():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
     compile_trial(model, {"optimizer": "adam", "weight_decay": 0.01})
     assert model.optimizer.weight_decay == pytest.approx(0.01)
+
+
+def _tiny_task(classes: int = 3):
+    from types import SimpleNamespace
+
+    x, y = batch((8, 8, 1), n=48, classes=classes)
+    return SimpleNamespace(x_train=x[:32], y_train=y[:32], x_val=x[32:], y_val=y[32:],
+                           num_classes=classes)
+
+
+def test_fine_tune_calls_back_in_order_and_stops_when_told():
+    from ncp_search.engine.finetune import fine_tune
+
+    calls: list[object] = []
+
+    def built(models):
+        calls.append(("built", models.trained.optimizer is not None))
+
+    def on_epoch(end):
+        calls.append((end.epoch, {"loss", "val_accuracy"} <= set(end.logs),
+                      end.train_seconds >= 0))
+        return end.epoch == 1  # stop after the second epoch
+
+    start = fine_tune(sequential_classifier(), _tiny_task(), {"batch_size": 16}, epochs=5,
+                      trial_seed=3, on_epoch=on_epoch, hidden=(8, 8, 8), on_built=built)
+    assert start == 0
+    assert calls == [("built", True), (0, True, True), (1, True, True)]
+
+
+def test_fine_tune_goes_on_from_the_restored_epoch_and_is_seeded():
+    from ncp_search.engine.finetune import fine_tune
+
+    def run(restore=None):
+        epochs: list[int] = []
+        values: list[float] = []
+
+        def on_epoch(end):
+            epochs.append(end.epoch)
+            values.append(end.logs["loss"])
+
+        start = fine_tune(sequential_classifier(), _tiny_task(), {"batch_size": 16}, epochs=4,
+                          trial_seed=7, on_epoch=on_epoch, hidden=(8, 8, 8), restore=restore)
+        return start, epochs, values
+
+    start, epochs, _ = run(restore=lambda model: 3)
+    assert (start, epochs) == (3, [3])
+    assert run()[2] == run()[2]  # the same seed trains the same model

@@ -217,7 +217,7 @@ def run_trial(
 
     from ncp_search.core.history import probe_series
     from ncp_search.engine.capacitance import NAN_TERMS, BetaEffMeter
-    from ncp_search.engine.finetune import build_trial_models, compile_trial, schedule_callback
+    from ncp_search.engine.finetune import EpochEnd, TrialModels, fine_tune
 
     started = time.perf_counter()
     # No garbage collection here (0.5-2.5 s a trial with TensorFlow loaded, measured
@@ -228,33 +228,28 @@ def run_trial(
     task = data.task
     source = load_source(config, params, task.num_classes, cache_dir)
     check_input_shape(source, task, "the source model")
-    keras.utils.set_random_seed(trial_seed)  # after loading: a cold zoo cache reseeds
-    probe = config["probe"]
-    models = build_trial_models(source, task.num_classes, params, mode=config["mode"],
-                                hidden=tuple(probe["hidden"]),
-                                probe_seed=reduce_seed(probe["seed"]))
-    compile_trial(models.trained, params)
     if measure_beta_eff is None:
         measure_beta_eff = reads_beta_eff(config)
-    meter = BetaEffMeter(models.probed, data.x_probe, data.y_probe) if measure_beta_eff else None
-    epochs = int(config["budget"]["epochs"])
-    start = 0 if restore is None else int(restore(models.trained))
     record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "epoch_seconds": [],
                               "diverged": None, "model_path": None}
     losses: list[float] = []
     # An epoch's time runs from the previous epoch's beta_eff measurement (or the
-    # start of fit) to its own: training, validation, beta_eff and the previous
+    # start of training) to its own: training, validation, beta_eff and the previous
     # epoch's reporting (what running one more epoch costs).
-    clock = {"epoch": started}
+    state: dict[str, Any] = {"meter": None, "clock": started, "trained": None}
 
-    def start_of_training(logs: dict[str, Any] | None = None) -> None:
-        clock["epoch"] = time.perf_counter()
+    def built(models: TrialModels) -> None:
+        if measure_beta_eff:
+            state["meter"] = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
+        state["trained"] = models.trained
+        state["clock"] = time.perf_counter()
 
-    def end_of_epoch(epoch: int, logs: dict[str, Any]) -> None:
+    def end_of_epoch(end: EpochEnd) -> bool:
+        logs, meter = end.logs, state["meter"]
         value = float(logs.get("val_accuracy", math.nan))
         measured = meter() if meter is not None else NAN_TERMS
         now = time.perf_counter()
-        seconds, clock["epoch"] = now - clock["epoch"], now
+        seconds, state["clock"] = now - state["clock"], now
         beta = float(measured.beta_eff)
         terms = probe_series(measured) if meter is not None else {}
         terms["train_loss"] = float(logs.get("loss", math.nan))
@@ -266,24 +261,19 @@ def run_trial(
         record["epoch_seconds"].append(seconds)
         if diverged:
             record["diverged"] = diverged
-            models.trained.stop_training = True
         info = EpochInfo(seconds=seconds, train_loss=terms["train_loss"], val_loss=val_loss,
-                         diverged=diverged, model=models.trained)
-        if on_epoch(epoch, value, beta, terms, info) is True:
-            models.trained.stop_training = True
+                         diverged=diverged, model=end.models.trained)
+        return on_epoch(end.epoch, value, beta, terms, info) is True or bool(diverged)
 
-    models.trained.fit(
-        task.x_train, task.y_train, validation_data=(task.x_val, task.y_val), epochs=epochs,
-        initial_epoch=start,
-        batch_size=int(params.get("batch_size", 64)), verbose=0,
-        callbacks=[schedule_callback(params, epochs),
-                   keras.callbacks.LambdaCallback(on_train_begin=start_of_training,
-                                                  on_epoch_end=end_of_epoch)],
-    )
+    probe = config["probe"]
+    epochs = int(config["budget"]["epochs"])
+    start = fine_tune(source, task, params, epochs=epochs, trial_seed=trial_seed,
+                      on_epoch=end_of_epoch, mode=config["mode"], hidden=tuple(probe["hidden"]),
+                      probe_seed=reduce_seed(probe["seed"]), on_built=built, restore=restore)
     record["epochs"] = start + len(record["val_accuracy"])
     record["seconds"] = time.perf_counter() - started
     if model_path is not None and record["epochs"] == epochs and not record["diverged"]:
-        save_model(models.trained, Path(model_path))
+        save_model(state["trained"], Path(model_path))
         record["model_path"] = str(model_path)
     return record
 
