@@ -75,11 +75,11 @@ def test_make_scheduler_ncp_rules_and_state_path(tmp_path):
     settings = scheduler.settings()
     assert (settings["rule"], settings["max_t"], settings["grace_period"]) == ("percentile", 3, 1)
     assert settings["percentile"] == 30.0 and settings["time_attr"] == "training_iteration"
-    assert scheduler._journal is not None
-    assert scheduler._journal.path == str(tmp_path / "state.jsonl")
+    journal = scheduler._records.journal
+    assert journal is not None and journal.path == str(tmp_path / "state.jsonl")
     asha = make_scheduler(make_config({"name": "ncp_asha", "reduction_factor": 2}))
     assert asha.settings()["rule"] == "asha" and asha.settings()["reduction_factor"] == 2.0
-    assert asha._journal is None
+    assert asha._records.journal is None
     default = make_scheduler(make_config({"name": "ncp"})).settings()
     assert (default["rule"], default["grace_period"], default["reduction_factor"]) == (
         "asha", 1, 3.0)

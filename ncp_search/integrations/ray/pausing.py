@@ -25,8 +25,10 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from ncp_search.core import rules
 from ncp_search.core.history import TrialHistory
 from ncp_search.core.pausing import PAUSE, STOP, PausingPolicy
+from ncp_search.integrations.ray.records import TuneRecords, null
 
 
 class NoCheckpointError(RuntimeError):
@@ -62,7 +64,7 @@ class TunePausing:
         if order.action != PAUSE:
             return TrialScheduler.CONTINUE, None
         status = self.policy.status(trial_id)
-        event = {"stop": status == "dropped", "p": _null(order.prediction),
+        event = {"stop": status == "dropped", "p": null(order.prediction),
                  "rung": order.rung, "pause": True}
         if status == "promoted":  # it closed its rung and goes on: no pause needed
             self.policy.resume(trial_id)
@@ -78,10 +80,30 @@ class TunePausing:
                 "AshaPolicy (the default), which never pauses.")
         return TrialScheduler.PAUSE, event
 
-    def dropped(self, trial_id: str) -> bool:
-        """Whether the policy ended the trial (paused for good, or diverged)."""
-        return self.policy.knows(trial_id) and self.policy.status(trial_id) in ("dropped",
-                                                                               "out")
+    def on_result(self, records: TuneRecords, tune_controller: Any, trial_id: str,
+                  result: Mapping[str, Any]) -> str:
+        """Record a result and act on it (NCPScheduler's ``on_trial_result``)."""
+        recorded = records.record(trial_id, result)
+        if isinstance(recorded, rules.Decision):
+            return TrialScheduler.CONTINUE  # fail open: no usable metric or time
+        reported, now, _ = recorded
+        action, event = self.act(trial_id, records.pool.history(trial_id), reported, result)
+        if event is not None:
+            records.apply({"e": "decision", "id": trial_id, "t": now, **event})
+        self.stop_dropped(tune_controller)
+        return action
+
+    def ended_by_policy(self, records: TuneRecords, trial_id: str) -> bool:
+        """At Tune's ``on_trial_complete``: True when the policy had ended the trial
+        (paused for good, or diverged), so it is not a completion; its stop is
+        journaled."""
+        if not (self.policy.knows(trial_id)
+                and self.policy.status(trial_id) in ("dropped", "out")):
+            return False
+        track = records.pool.tracks.get(trial_id)
+        records.apply({"e": "decision", "id": trial_id, "p": None, "stop": True,
+                       "t": track.t[-1] if track is not None and track.t else 0.0})
+        return True
 
     def stop_dropped(self, tune_controller: Any) -> None:
         """Stop the PAUSED trials the policy will never resume."""
@@ -139,10 +161,6 @@ class TunePausing:
             except (KeyError, ValueError):
                 continue  # an event the policy cannot place: skipped, as the pool does
         self.policy = policy
-
-
-def _null(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _number(value: Any) -> float:

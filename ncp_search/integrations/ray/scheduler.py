@@ -27,8 +27,6 @@ NaN and edge cases:
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
@@ -43,9 +41,10 @@ from ncp_search.core import rules
 from ncp_search.core.history import PROBE_TERMS, REPORTED_SERIES, as_number
 from ncp_search.core.pausing import PausingPolicy
 from ncp_search.core.policy import Policy, build_policy
-from ncp_search.core.pool import Track, TrialPool
-from ncp_search.integrations.ray.journal import FORMAT, Journal, load_state, save_state
+from ncp_search.core.pool import Track
+from ncp_search.integrations.ray.journal import FORMAT, load_state, save_state
 from ncp_search.integrations.ray.pausing import TunePausing
+from ncp_search.integrations.ray.records import TuneRecords, null
 
 STATE_FORMAT = FORMAT
 RULES = rules.RULES
@@ -66,10 +65,9 @@ class NCPScheduler(FIFOScheduler):
         predictor: a predictor name (default ``"best"``, the benchmark's choice).
         rule: ``"asha"`` (default: :class:`~ncp_search.core.policy.AshaPolicy`, rungs
             at ``grace_period * reduction_factor**k`` below ``max_t``) or
-            ``"percentile"`` (:class:`~ncp_search.core.policy.PercentilePolicy`, the
-            default in 0.1). ``percentile``, ``n_startup_trials`` and ``kappa`` belong
-            to the percentile rule: passing one with ``rule="asha"`` is a ValueError.
-        percentile, n_startup_trials, kappa: the percentile rule's settings.
+            ``"percentile"`` (:class:`~ncp_search.core.policy.PercentilePolicy`).
+        percentile, n_startup_trials, kappa: the percentile rule's settings (a
+            ValueError with ``rule="asha"``).
         reduction_factor: ASHA keeps the best ``1/reduction_factor`` at each rung.
         incumbent_alpha: also stop when the conformal bound of the trial's final is
             below the best completed final; ``None`` (default) turns it off.
@@ -125,59 +123,47 @@ class NCPScheduler(FIFOScheduler):
                             f"{type(policy).__name__}.")
         self.policy: Policy | PausingPolicy = policy
         self._pausing = TunePausing(policy) if isinstance(policy, PausingPolicy) else None
-        self._metric, self._mode = metric, mode
-        self._time_attr, self._beta_key = time_attr, beta_key
+        self._records = TuneRecords(time_attr=time_attr, beta_key=beta_key,
+                                    requires=policy.predictor.requires, state_path=state_path)
+        self._records.metric, self._records.mode = metric, mode
         self._grace_period, self._max_t = grace_period, max_t
-        self._pool = TrialPool()
-        self._journal = None if state_path is None else Journal(state_path, self._warn_once)
-        self._loaded = False
-        self._warned: set[str] = set()
 
     def settings(self) -> dict[str, Any]:
         """The scheduler's class and its policy's settings as JSON values (the keys
         :meth:`ncp_search.NCPPruner.settings` has, where they apply)."""
+        records = self._records
         return {"class": type(self).__name__, **self.policy.settings(),
-                "metric": self._metric, "mode": self._mode, "time_attr": self._time_attr,
+                "metric": records.metric, "mode": records.mode, "time_attr": records.time_attr,
                 "grace_period": self._grace_period, "max_t": self._max_t}
 
     # -- Tune's hooks ---------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        if (self._metric and metric) or (self._mode and mode):
+        records = self._records
+        if (records.metric and metric) or (records.mode and mode):
             return False
-        if metric:
-            self._metric = metric
-        if mode:
-            self._mode = mode
-        if self._metric is None and self._mode:
-            self._metric = DEFAULT_METRIC  # as Tune's own schedulers do
+        records.metric, records.mode = metric or records.metric, mode or records.mode
+        if records.metric is None and records.mode:
+            records.metric = DEFAULT_METRIC  # as Tune's own schedulers do
         return True
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._load_once()
-        if not self._metric or self._mode not in ("max", "min"):
+        metric, mode = self._records.metric, self._records.mode
+        if not metric or mode not in ("max", "min"):
             raise ValueError(
                 f"NCPScheduler needs a metric and a mode ('max' or 'min'), but got "
-                f"metric={self._metric!r}, mode={self._mode!r}. Pass them to NCPScheduler "
+                f"metric={metric!r}, mode={mode!r}. Pass them to NCPScheduler "
                 "or to tune.TuneConfig(metric=..., mode=...).")
-        self._pool.sign = self._sign
-        self._pool.tracks.setdefault(trial.trial_id, Track())
+        self._records.pool.sign = self._records.sign
+        self._records.pool.tracks.setdefault(trial.trial_id, Track())
         if self._pausing is not None and self._pausing.add(trial.trial_id):
-            self._apply({"e": "add", "id": trial.trial_id})
+            self._records.apply({"e": "add", "id": trial.trial_id})
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if self._pausing is None:
             decision = self.decide(trial.trial_id, result)
             return TrialScheduler.STOP if decision.stop else TrialScheduler.CONTINUE
-        recorded = self._record(trial.trial_id, result)
-        if isinstance(recorded, rules.Decision):
-            return TrialScheduler.CONTINUE
-        reported, now, _ = recorded
-        action, event = self._pausing.act(trial.trial_id, self._pool.history(trial.trial_id),
-                                          reported, result)
-        if event is not None:
-            self._apply({"e": "decision", "id": trial.trial_id, "t": now, **event})
-        self._pausing.stop_dropped(tune_controller)
-        return action
+        return self._pausing.on_result(self._records, tune_controller, trial.trial_id, result)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         if self._pausing is None:
@@ -187,34 +173,33 @@ class NCPScheduler(FIFOScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # Tune also calls this for the trials this scheduler stopped: their last value
         # is not a final; their last prediction stays in the pool.
-        track = self._pool.tracks.get(trial.trial_id)
+        track = self._records.pool.tracks.get(trial.trial_id)
         if track is not None and track.stopped:
             return
-        if self._pausing is not None and self._pausing.dropped(trial.trial_id):
-            # stopped by stop_dropped while paused: not a completion
-            self._apply({"e": "decision", "id": trial.trial_id, "p": None, "stop": True,
-                         "t": track.t[-1] if track is not None and track.t else 0.0})
+        if self._pausing is not None and self._pausing.ended_by_policy(self._records,
+                                                                       trial.trial_id):
             return
-        value = as_number((result or {}).get(self._metric))
+        metric = self._records.metric
+        value = as_number((result or {}).get(metric))
         if not math.isfinite(value):
-            self._warn_once("final", f"trial {trial.trial_id} completed without a finite "
-                                     f"{self._metric!r}; it is left out of the reference.")
-        self._apply({"e": "complete", "id": trial.trial_id,
-                     "final": self._sign * value if math.isfinite(value) else None})
+            self._records.warn_once("final", f"trial {trial.trial_id} completed without a "
+                                    f"finite {metric!r}; it is left out of the reference.")
+        self._records.apply({"e": "complete", "id": trial.trial_id,
+                             "final": null(self._records.sign * value)})
         if self._pausing is not None and self._pausing.policy.knows(trial.trial_id):
             self._pausing.policy.complete(trial.trial_id)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         # Tune calls neither on_trial_complete nor on_trial_remove for an errored trial.
-        self._apply({"e": "error", "id": trial.trial_id})
+        self._records.apply({"e": "error", "id": trial.trial_id})
         if self._pausing is not None:
             self._pausing.policy.fail(trial.trial_id)
             self._pausing.stop_dropped(tune_controller)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        track = self._pool.tracks.get(trial.trial_id)
+        track = self._records.pool.tracks.get(trial.trial_id)
         if track is not None and not track.stopped and track.final is None:
-            self._apply({"e": "remove", "id": trial.trial_id})
+            self._records.apply({"e": "remove", "id": trial.trial_id})
             if self._pausing is not None:
                 self._pausing.policy.fail(trial.trial_id)
 
@@ -225,114 +210,63 @@ class NCPScheduler(FIFOScheduler):
     @property
     def num_stopped(self) -> int:
         """Trials stopped by this scheduler (a trial re-run and stopped again counts once)."""
-        return self._pool.num_stopped
+        return self._records.pool.num_stopped
 
     def latest_prediction(self, trial_id: str) -> float:
         """The prediction the policy made at the trial's latest decision, in the
         metric's own units (NaN if none): what displays show."""
-        track = self._pool.tracks.get(trial_id)
+        track = self._records.pool.tracks.get(trial_id)
         value = math.nan if track is None else track.latest_prediction
-        return self._sign * value if math.isfinite(value) else math.nan
+        return self._records.sign * value if math.isfinite(value) else math.nan
 
     # -- decisions ------------------------------------------------------------------
-    @property
-    def _sign(self) -> float:
-        return 1.0 if self._mode == "max" else -1.0
-
     def decide(self, trial_id: str, result: dict[str, Any]) -> rules.Decision:
         """Record ``result`` for ``trial_id`` and decide (what ``on_trial_result``
         returns as STOP/CONTINUE), with the reason."""
-        if self._pausing is not None:
+        if not isinstance(self.policy, Policy):
             raise TypeError("decide() answers for stop policies; a PausingPolicy's answers "
                             "(pause, resume) come through on_trial_result.")
-        recorded = self._record(trial_id, result)
+        records = self._records
+        recorded = records.record(trial_id, result)
         if isinstance(recorded, rules.Decision):
             return recorded
         reported, now, track = recorded
-        assert isinstance(self.policy, Policy)
-        history, view = self._pool.history(trial_id), self._pool.view(trial_id)
-        verdict = self.policy.decide(history, view,
-                                     reported=reported, rerun=track.completed_once)
+        history, view = records.pool.history(trial_id), records.pool.view(trial_id)
+        verdict = self.policy.decide(history, view, reported=reported,
+                                     rerun=track.completed_once)
         if verdict.missing:
-            keys = [self._beta_key if m == "beta_eff" else m for m in verdict.missing]
-            self._warn_once("inputs", f"results lack {keys}, which predictor="
-                            f"{self.policy.predictor.name!r} needs; NCPScheduler lets such "
-                            "trials run. Report them with ncp_search's Ray helpers.")
+            records.warn_missing(verdict.missing, self.policy.predictor.name)
         if verdict.decision.reason == "no_value":
-            return self._no_value(result, [self._metric])
+            return records.no_value(result, [records.metric])
         prediction = verdict.prediction
         if math.isnan(prediction) and not verdict.missing and not verdict.stop:
             # the prediction at every report, as NCPCallback stores it on Optuna: the
             # other trials' latest predictions are the percentile rule's reference
             prediction = self.policy.predict(history, view)
         if math.isfinite(prediction) or verdict.stop:
-            self._apply({"e": "decision", "id": trial_id, "t": now, "p": _null(prediction),
-                         "stop": verdict.stop, "rung": verdict.rung,
-                         "why": verdict.decision.reason or None,
-                         "th": _null(verdict.decision.threshold)})
+            records.apply({"e": "decision", "id": trial_id, "t": now, "p": null(prediction),
+                           "stop": verdict.stop, "rung": verdict.rung,
+                           "why": verdict.decision.reason or None,
+                           "th": null(verdict.decision.threshold)})
         return verdict.decision
 
-    def _record(self, trial_id: str, result: dict[str, Any]) -> Any:
-        """Record a result in the pool: ``(reported, time, track)``, or the fail-open
-        decision for a result without a usable metric or time."""
-        self._load_once()
-        if self._metric is None:
-            raise ValueError("NCPScheduler needs a metric; pass metric= or set it in "
-                             "tune.TuneConfig(metric=..., mode=...).")
-        reported = result.get(self._metric)
-        now = as_number(result.get(self._time_attr))
-        metric_ok = rules.is_diverged(reported) or math.isfinite(as_number(reported))
-        if math.isnan(now) or not metric_ok:
-            bad = ([] if metric_ok else [self._metric]) + (
-                [self._time_attr] if math.isnan(now) else [])
-            return self._no_value(result, bad)
-        self._pool.sign = self._sign
-        series = {name: _null(as_number(result.get(self._beta_key if name == "beta_eff"
-                                                   else name)))
-                  for name in self.policy.predictor.requires}
-        track = self._apply({"e": "result", "id": trial_id, "t": now,
-                             "v": _null(self._sign * as_number(reported)), "s": series})
-        return reported, now, track
-
-    def _no_value(self, result: dict[str, Any], bad: Sequence[str | None]) -> rules.Decision:
-        self._warn_once(
-            "metric", f"results with a missing, non-numeric or non-finite {bad} (got "
-            f"{[result.get(k) for k in bad if k]}); NCPScheduler lets such trials run. "
-            f"Reported keys: {sorted(result)[:20]}.")
-        return rules.Decision(False, "no_value")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-
     # -- state ------------------------------------------------------------------------
-    def _apply(self, event: dict[str, Any]) -> Any:
-        track = self._pool.apply(event)
-        if self._journal is not None:
-            self._journal.write(event)
-        return track
-
     def _load_once(self) -> None:
-        """After Tuner.restore: replay the journal."""
-        if not self._loaded and self._journal is not None:
-            self._loaded = True
-            events = self._journal.read()
-            if events:
-                self._pool = TrialPool.replay(events, self._sign)
-                if self._pausing is not None:
-                    self._pausing.replay(events)
-                    self.policy = self._pausing.policy
+        """After Tuner.restore: replay the journal (into the policy too, when it pauses)."""
+        events = self._records.load_once()
+        if events and self._pausing is not None:
+            self._pausing.replay(events)
+            self.policy = self._pausing.policy
 
     def state(self) -> dict[str, Any]:
         """The scheduler's state as plain JSON (what :meth:`save` writes)."""
-        return {"format": STATE_FORMAT, **self._pool.state()}
+        return self._records.state()
 
     def save(self, checkpoint_path: str) -> None:
         save_state(checkpoint_path, self.state())
 
     def restore(self, checkpoint_path: str) -> None:
-        self._pool.load_state(load_state(checkpoint_path))
+        self._records.pool.load_state(load_state(checkpoint_path))
 
 
 def _check(*, grace_period: Any, max_t: Any, time_attr: Any, beta_key: Any) -> None:
@@ -345,10 +279,6 @@ def _check(*, grace_period: Any, max_t: Any, time_attr: Any, beta_key: Any) -> N
     for name, value in (("time_attr", time_attr), ("beta_key", beta_key)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"{name} must be a non-empty string, but got {name}={value!r}.")
-
-
-def _null(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 __all__ = ["NCPScheduler", "PROBE_TERMS"]
