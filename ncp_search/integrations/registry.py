@@ -122,6 +122,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "decision)", _int_in(1, MAX_EPOCHS), 1),
     Setting("reduction_factor", f"an integer in [2, {MAX_REDUCTION_FACTOR}] (1 trial in "
             "reduction_factor goes on at each rung)", _int_in(2, MAX_REDUCTION_FACTOR), 3),
+    Setting("min_resource", f"an integer in [1, {MAX_EPOCHS}] (epochs before the first "
+            "rung)", _int_in(1, MAX_EPOCHS), 1),
 )}
 """Every setting of every name, in the order a section lists them."""
 
@@ -222,6 +224,23 @@ def _hyperband_pruner(s: Mapping[str, Any], epochs: int, _: str | None,
                                           reduction_factor=s["reduction_factor"], **kw)
 
 
+def _ncp_pause_policy(s: Mapping[str, Any], epochs: int, _: str | None,
+                      kw: Mapping[str, Any]) -> Any:
+    """ncp_pause on Optuna: the PausingPolicy that the sweep's ask-and-tell driver
+    (:func:`ncp_search.integrations.optuna.pausing.optimize_pausing`) follows; the study
+    itself gets no pruner (the driver pauses, Optuna cannot resume a trial)."""
+    from ncp_search.core.pausing import PausingPolicy
+
+    options = dict(kw)
+    n_trials = options.pop("n_trials", None)
+    if n_trials is None:
+        raise TypeError("ncp_pause needs n_trials (the sweep's budget.trials).")
+    return PausingPolicy(n_trials=int(n_trials), max_resource=epochs,
+                         reduction_factor=PAUSE_REDUCTION_FACTOR,
+                         min_resource=int(s["min_resource"]), predictor=s["predictor"],
+                         first_step=0, host="the Optuna pausing driver", **options)
+
+
 _NCP_SUMMARY = "ASHA on predicted finals (the default)"
 _PERCENTILE_SUMMARY = "the percentile rule on predicted finals (the 0.1 default)"
 PRUNERS: dict[str, Entry] = {e.name: e for e in (
@@ -230,6 +249,11 @@ PRUNERS: dict[str, Entry] = {e.name: e for e in (
     Entry("ncp_percentile", OPTUNA, "NCPPruner",
           ("predictor", "percentile", "n_startup_trials", "n_warmup_steps", "kappa"),
           _ncp_percentile_pruner, rule="percentile", summary=_PERCENTILE_SUMMARY),
+    Entry("ncp_pause", OPTUNA, "a PausingPolicy driving the study (ask and tell)",
+          ("predictor", "min_resource"), _ncp_pause_policy, rule="pause",
+          summary="successive halving that pauses instead of killing (rf 2, one bracket of "
+                  "all trials; a paused trial ends PRUNED with a checkpoint, a promoted one "
+                  "continues as a new trial; one worker)"),
     Entry("median", OPTUNA, "Optuna's MedianPruner", ("n_startup_trials", "n_warmup_steps"),
           _optuna("MedianPruner", "n_startup_trials", "n_warmup_steps")),
     Entry("percentile", OPTUNA, "Optuna's PercentilePruner",

@@ -59,3 +59,36 @@ def test_train_returning_the_wrong_number_of_values_is_refused(tmp_path):
     with pytest.raises(ValueError, match="one value per epoch"):
         optimize_pausing(study, lambda trial, start, stop, ckpt: [0.5] * 7, policy=policy,
                          checkpoint_dir=tmp_path)
+
+
+def test_an_interrupted_run_continues_where_it_stopped_and_counts_each_epoch_once(tmp_path):
+    """A run stopped after some trials (an interrupt; the running trial marked FAIL)
+    continues on the same study with a fresh policy: the finished trials are replayed,
+    the failed one runs again, and the epochs add up to those of one uninterrupted run."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def policy():
+        return PausingPolicy(n_trials=8, max_resource=8, reduction_factor=2, keep_min=1)
+
+    study = optuna.create_study(direction="maximize", storage=storage, study_name="s",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    calls = []
+    train = make_train(calls)
+
+    def interrupted(trial, start, stop, checkpoint):
+        if len(calls) == 10:  # a resumed trial: its policy had promoted it
+            raise KeyboardInterrupt
+        return train(trial, start, stop, checkpoint)
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize_pausing(study, interrupted, policy=policy(), checkpoint_dir=tmp_path)
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(failed) == 1 and RESUMES_ATTR in failed[0].user_attrs  # stopped in a resume
+    again = optuna.load_study(study_name="s", storage=storage,
+                              sampler=optuna.samplers.RandomSampler(seed=1))
+    optimize_pausing(again, train, policy=policy(), checkpoint_dir=tmp_path)
+    done = [t for t in again.get_trials() if t.state != optuna.trial.TrialState.FAIL]
+    assert sum(stop - start for _, start, stop in calls) == 8 + 4 + 4 + 4
+    assert len(chains(again)) == 8  # 8 configurations, one more trial (the FAIL) joined in
+    assert sum(len(t.intermediate_values) for t in done) == 8 + 4 + 4 + 4
+    assert [t.state for t in done].count(optuna.trial.TrialState.COMPLETE) == 1

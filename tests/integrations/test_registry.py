@@ -32,6 +32,10 @@ def test_every_default_passes_its_own_bound() -> None:
 @pytest.mark.parametrize("name", list(PRUNERS))
 def test_every_pruner_name_builds_its_optuna_class(name: str) -> None:
     entry = PRUNERS[name]
+    if entry.rule == "pause":  # the policy the sweep's ask-and-tell driver follows
+        policy = entry.make(entry.defaults(), 6, n_trials=8)
+        assert type(policy).__name__ == "PausingPolicy" and policy.n_trials == 8
+        return
     pruner = entry.make(entry.defaults(), 6)
     expected = "NCPPruner" if entry.is_ncp else entry.label.split("'s ")[-1].rstrip(")")
     assert type(pruner).__name__ == expected

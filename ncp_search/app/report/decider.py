@@ -153,8 +153,9 @@ def rule_sentence(decider: Decider, metric: str) -> str:
         return (f"{_text(decider.host)} decides on the raw {metric} of each trial: "
                 "it makes no prediction and does not read beta_eff.")
     if decider.rule == "pause":
+        first = s.get("grace_period", s.get("min_resource", 1))  # Ray's name, Optuna's
         text = (f"{decider.host}: successive halving that pauses instead of killing: every "
-                f"trial trains to epoch {_number(s.get('grace_period', 1))} and pauses; once "
+                f"trial trains to epoch {_number(first)} and pauses; once "
                 "all have arrived, the best half (at least max(2, 0.7 sqrt n) of n) by predicted "
                 "final resume from their "
                 "checkpoints to the next rung (epochs doubling), the others stay paused "

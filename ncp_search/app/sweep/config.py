@@ -806,8 +806,23 @@ class _Checker:
 
     def limits(self, config: dict[str, Any]) -> None:
         budget = config["budget"]
+        section = registry.SECTIONS[config["backend"]]
+        chosen = config[section]
+        if registry.ncp_rule(config["backend"], chosen["name"]) == "pause":
+            from ncp_search.core.predictors import PREDICTORS
+
+            predictor = chosen.get("predictor")
+            if predictor in PREDICTORS and PREDICTORS[predictor].cross_trial:
+                raise self.fail(f"{section}.predictor", f"{predictor!r} learns from completed "
+                                f"trials, which {chosen['name']} has none of before its last "
+                                "rung; use a per-trial predictor such as 'best' or 'pow3'.")
         if config["backend"] == registry.OPTUNA:
             pruner = config["pruner"]
+            if "min_resource" in pruner and pruner["min_resource"] > budget["epochs"]:
+                raise self.fail("pruner.min_resource", f"{pruner['min_resource']} exceeds "
+                                f"budget.epochs={budget['epochs']}"
+                                f"{self._origin('budget.epochs')}; set min_resource <= "
+                                "budget.epochs.")
             if "n_warmup_steps" in pruner and pruner["n_warmup_steps"] >= budget["epochs"]:
                 self.idle("pruner.n_warmup_steps", "budget.epochs",
                           f"{pruner['n_warmup_steps']} warm-up epochs of "

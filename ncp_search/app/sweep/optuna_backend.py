@@ -33,6 +33,12 @@ heartbeat either: a notebook's ``study.ask()``, a process killed before its
 objective started) is failed and queued the same way once it started
 ``optuna.stale_after_s`` ago, so it never holds ``--resume``. Completed trials are
 never run again.
+
+``pruner: {name: ncp_pause}``: the study gets no pruner and :func:`run_pausing` drives it
+instead of ``study.optimize`` (ask and tell, one worker): a trial that pauses at a rung
+saves a checkpoint under :data:`CHECKPOINTS` and ends PRUNED; a promoted configuration
+continues as a new trial that loads it (user attribute ``ncp_resumes``). A stale trial of
+a chain is failed and queued again as above, keeping its ``ncp_resumes``.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
+from ncp_search.integrations.optuna.pausing import RESUMES_ATTR
 from ncp_search.integrations.optuna.reporting import (
     prune_message,
     record_decision,
@@ -102,8 +109,32 @@ def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     from ncp_search.app.sweep.config import as_config
 
     typed = as_config(config)
+    if typed.choice.rule == "pause":  # the pausing driver decides; the study never prunes
+        return optuna.pruners.NopPruner()
     pruner: optuna.pruners.BasePruner = typed.choice.make(typed.budget.epochs)
     return pruner
+
+
+def is_pausing(config: Mapping[str, Any]) -> bool:
+    """Whether the config's pruner pauses (``ncp_pause``: :func:`run_pausing` drives it)."""
+    from ncp_search.app.sweep.config import as_config
+
+    return as_config(config).choice.rule == "pause"
+
+
+def check_workers(config: Mapping[str, Any], workers: int) -> None:
+    """Refuse several workers for a pausing sweep (its driver owns the whole study).
+
+    Raises:
+        ConfigError: ``workers > 1`` with ``pruner: {name: ncp_pause}``.
+    """
+    from ncp_search.app.sweep.config import ConfigError
+
+    if workers > 1 and is_pausing(config):
+        raise ConfigError(
+            f"pruner: ncp_pause runs one worker at a time on backend: optuna, but got "
+            f"--workers {workers}; run with --workers 1, or run the config with --backend "
+            "ray and scheduler: {name: ncp_pause} to pause trials that run side by side.")
 
 
 def describe_pruner(config: Mapping[str, Any]) -> str:
@@ -133,6 +164,8 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     attrs: dict[str, Any] = {RETRY_ATTR: trial.number}
     if isinstance(trial.user_attrs.get(SEED_ATTR), int):
         attrs[SEED_ATTR] = trial.user_attrs[SEED_ATTR]  # the retry trains the same model
+    if isinstance(trial.user_attrs.get(RESUMES_ATTR), int):  # ncp_pause: resume it again
+        attrs[RESUMES_ATTR] = trial.user_attrs[RESUMES_ATTR]
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
@@ -441,6 +474,11 @@ def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, wor
                 on_epoch()
             stop.check()
 
+        if is_pausing(config):
+            run_pausing(study, config, data, Path(output), deadline=deadline,
+                        after_trial=after_trial, on_epoch=epoch_done, cache_dir=cache_dir,
+                        stop=stop)
+            return
         objective = make_objective(config, data, output, epoch_done, cache_dir)
         _run_trials(study, objective, config, worker, deadline, after_trial, stop,
                     BudgetLock(Path(output) / BUDGET_LOCK))
@@ -531,3 +569,178 @@ def _wait(seconds: float, stop: StopAtEpochEnd) -> None:
     while time.time() < end:
         stop.check()
         time.sleep(min(0.2, max(0.0, end - time.time())))
+
+
+# -- ncp_pause: the pausing driver ------------------------------------------------------
+CHECKPOINTS = "checkpoints"
+"""Folder of the output folder that holds paused configurations' checkpoints
+(``checkpoints/<first trial>/epoch_<n>``: the model with its optimizer state and the
+epochs done, :func:`ncp_search.integrations.ray.checkpoint.save_keras`)."""
+CHECKPOINT_SECONDS_ATTR = "ncp_checkpoint_seconds"
+"""Trial user attribute: seconds the trial spent saving and loading checkpoints."""
+PAUSE_LOCK = ".pause.lock"
+"""File in the output folder that the pausing driver holds while it runs."""
+
+
+def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData, output: Path,
+                *, deadline: float | None = None,
+                after_trial: Callable[[optuna.Study], Any] | None = None,
+                on_epoch: Callable[[], Any] | None = None, cache_dir: str | None = None,
+                stop: StopAtEpochEnd | None = None) -> None:
+    """Run the sweep under ``pruner: {name: ncp_pause}``: a
+    :class:`~ncp_search.integrations.optuna.pausing.PausingDriver` asks one trial at a
+    time; a trial that pauses at a rung saves a checkpoint and ends PRUNED
+    (``ncp_paused``: its path); a promoted configuration continues as a new trial
+    (``ncp_resumes``) that loads it, its epochs counted on.
+
+    The study is the record: a resumed sweep replays its COMPLETE and PRUNED trials
+    into a fresh policy; an interrupted trial (FAIL) runs again, from the last
+    checkpoint its configuration recorded. A trial that raises is marked FAIL and the
+    policy is rebuilt from the study the same way (its configuration runs again; 3
+    failures in a row stop the sweep).
+
+    Raises:
+        NCPSearchError: another process runs this sweep's pausing driver, or 3 trials
+            in a row failed.
+        KeyboardInterrupt: after marking the running trial FAIL.
+    """
+    from ncp_search.app.sweep.config import as_config
+    from ncp_search.integrations.optuna.pausing import PausingDriver
+
+    typed = as_config(config)
+    stop = stop or StopAtEpochEnd()
+    folder = Path(output) / CHECKPOINTS
+    failures_in_a_row = 0
+    with _exclusive(Path(output) / PAUSE_LOCK), warnings.catch_warnings():
+        # ask-and-tell: the dead-worker checks read the trial's worker, not a heartbeat
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        fail_stale_trials(study, stale_after(config))
+        driver = PausingDriver(study, typed.choice.make(typed.budget.epochs,
+                                                        n_trials=typed.budget.trials),
+                               folder, carry=(SEED_ATTR,))
+        while not driver.policy.finished():
+            if deadline is not None and time.time() >= deadline:
+                return
+            stop.check()
+            job = driver.next()
+            if job is None:
+                return
+            try:
+                _run_job(driver, job, config, data, output, on_epoch, cache_dir)
+            except KeyboardInterrupt:
+                study.tell(job.trial, state=TrialState.FAIL)
+                raise
+            except Exception:  # noqa: BLE001 - logged; the trial is FAIL, the sweep goes on
+                logger.exception("trial %d failed", job.trial.number)
+                study.tell(job.trial, state=TrialState.FAIL)
+                failures_in_a_row += 1
+                if failures_in_a_row >= 3:
+                    raise NCPSearchError(
+                        f"3 trials in a row failed (last: trial {job.trial.number}); stopping "
+                        "the sweep. The errors are logged above; finished trials are kept "
+                        "and --resume continues the sweep.") from None
+                driver = PausingDriver(study, typed.choice.make(
+                    typed.budget.epochs, n_trials=typed.budget.trials), folder,
+                    carry=(SEED_ATTR,))
+            else:
+                failures_in_a_row = 0
+            if after_trial is not None:
+                after_trial(study)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` or refuse at once (one pausing driver per
+    sweep folder)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NCPSearchError(
+                f"another process runs this ncp_pause sweep ({path.parent}); ncp_pause runs "
+                "one worker at a time: wait for it to end, or stop it and run --resume.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
+             output: Path, on_epoch: Callable[[], Any] | None, cache_dir: str | None) -> None:
+    """Train one trial of the pausing driver from ``job.start`` epochs (restoring its
+    configuration's checkpoint) until the policy pauses, stops or completes it; tell it."""
+    import shutil
+
+    from ncp_search.core.pausing import CONTINUE, PAUSE
+    from ncp_search.integrations.optuna.pruner import HISTORY_ATTR
+    from ncp_search.integrations.ray.checkpoint import load_keras, save_keras
+
+    trial = job.trial
+    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    params = suggest(trial, config["search_space"])
+    seed = trial.user_attrs.get(SEED_ATTR)  # a resume's or a retry's: its configuration's
+    if not isinstance(seed, int):
+        seed = trial_seed(int(config["seed"]), int(job.name))
+        trial.set_user_attr(SEED_ATTR, seed)
+    epoch_seconds: list[float] = []
+    spent = {"checkpoint": 0.0}
+    outcome: dict[str, Any] = {"order": None, "stopped": None, "saved": None}
+
+    def restore(model: Any) -> int:
+        began = time.perf_counter()
+        done = load_keras(model, Path(output) / job.restore)  # recorded relative to it
+        spent["checkpoint"] += time.perf_counter() - began
+        if done != job.start:
+            raise NCPSearchError(f"the checkpoint {job.restore} holds {done} epochs, but "
+                                 f"configuration {job.name} recorded {job.start}.")
+        return done
+
+    def report(epoch: int, value: float, beta: float, terms: dict[str, float],
+               info: EpochInfo) -> bool:
+        report_beta_eff(trial, epoch, beta, value, terms=terms)
+        epoch_seconds.append(info.seconds)
+        trial.set_user_attr(EPOCH_SECONDS_ATTR, list(epoch_seconds))
+        if info.diverged:
+            trial.set_user_attr(DIVERGED_ATTR, info.diverged)
+            driver.values[job.name][epoch] = float(value)  # its epoch, not fed to the policy
+            outcome["stopped"] = f"diverged after epoch {epoch + 1}: {info.diverged}"
+            return True
+        order = driver.report(job, value, {"beta_eff": beta, **terms}, report=False)
+        outcome["order"] = order
+        if order.action == PAUSE:
+            if math.isfinite(order.prediction):
+                history = dict(trial.user_attrs.get(HISTORY_ATTR, {}))
+                history[str(epoch)] = driver.sign * order.prediction
+                trial.set_user_attr(HISTORY_ATTR, history)
+            began = time.perf_counter()
+            path = job.checkpoint / f"epoch_{epoch + 1:04d}"
+            save_keras(info.model, path, epoch + 1)
+            spent["checkpoint"] += time.perf_counter() - began
+            outcome["saved"] = path
+        if order.action != CONTINUE:
+            return True
+        if on_epoch is not None:
+            on_epoch()  # progress; an interrupt stops here, between epochs
+        return False
+
+    model_path = output / "models" / f"trial_{int(job.name):04d}.keras"  # its configuration
+    record = run_trial(config, params, data, report, trial_seed=seed, model_path=model_path,
+                       cache_dir=cache_dir, restore=restore if job.start else None)
+    trial.set_user_attr("seconds", record["seconds"])
+    trial.set_user_attr(CHECKPOINT_SECONDS_ATTR, spent["checkpoint"])
+    if record["model_path"]:
+        trial.set_user_attr(MODEL_ATTR, os.path.relpath(record["model_path"], output))
+    saved = outcome["saved"]
+    driver.finish(job, outcome["order"], stopped=outcome["stopped"],
+                  checkpoint=None if saved is None else os.path.relpath(saved, output))
+    # keep only the checkpoint the study records for a paused configuration
+    for old in job.checkpoint.glob("epoch_*") if job.checkpoint.is_dir() else ():
+        if saved is None or old != saved:
+            shutil.rmtree(old, ignore_errors=True)

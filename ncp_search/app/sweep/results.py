@@ -14,7 +14,10 @@ A trial record::
 ``diverged`` says why a PRUNED trial counts as diverged
 (:func:`ncp_search.app.sweep.trial.divergence`); ``stop`` is the pruner's or
 scheduler's decision at a PRUNED trial's stop (Optuna: the ``ncp_decision`` user
-attribute; Ray: NCPScheduler's journal, :func:`ray_stops`).
+attribute; Ray: NCPScheduler's journal, :func:`ray_stops`). Under ``ncp_pause`` on
+Optuna a record is a configuration, possibly a chain of trials, and also holds
+``trials`` (their numbers), ``pauses`` and ``checkpoint_seconds``
+(:func:`optuna_records`).
 
 Optuna sweeps are read from their storage (the URL in ``sweep.json``, or the one
 given), Ray sweeps from ``trials.jsonl`` written by the driver.
@@ -53,30 +56,72 @@ def _number(value: Any) -> float | None:
 
 
 def optuna_records(study: Any) -> list[dict[str, Any]]:
-    """Trial records of an Optuna study written by the sweep (or any NCPPruner study)."""
-    from ncp_search.app.sweep.optuna_backend import DIVERGED_ATTR, EPOCH_SECONDS_ATTR, MODEL_ATTR
+    """Trial records of an Optuna study written by the sweep (or any NCPPruner study).
+
+    Under ``ncp_pause`` a configuration that paused and resumed is a chain of trials
+    (``ncp_resumes``): it is one record (``number``: its first trial; ``trials``: the
+    chain's trial numbers; ``pauses``: how many of them paused; its curve, epoch times,
+    seconds and ``checkpoint_seconds`` summed over the chain; its state, model and
+    stop those of its last trial), so it and its epochs count once. An interrupted
+    trial of a chain (FAIL) stays a record of its own."""
+    from ncp_search.integrations.optuna.pausing import configurations
+
+    return [_joined([_optuna_record(trial) for trial in group])
+            for group in configurations(study.get_trials(deepcopy=False))]
+
+
+def _optuna_record(trial: Any) -> dict[str, Any]:
+    from ncp_search.app.sweep.optuna_backend import (
+        CHECKPOINT_SECONDS_ATTR,
+        DIVERGED_ATTR,
+        EPOCH_SECONDS_ATTR,
+        MODEL_ATTR,
+    )
+    from ncp_search.integrations.optuna.pausing import PAUSED_ATTR
     from ncp_search.integrations.optuna.pruner import BETA_ATTR, HISTORY_ATTR
 
-    records = []
-    for trial in study.get_trials(deepcopy=False):
-        steps = sorted(trial.intermediate_values)
-        betas = trial.user_attrs.get(BETA_ATTR, {})
-        predicted = trial.user_attrs.get(HISTORY_ATTR, {})
-        values = [_number(trial.intermediate_values[s]) for s in steps]
-        seconds = trial_seconds(trial)  # the progress line's source too
-        records.append({
-            "number": trial.number, "state": trial.state.name, "params": dict(trial.params),
-            "val_accuracy": values,
-            "beta_eff": [_number(betas.get(str(s))) for s in steps] if betas else [],
-            "predicted_final": ([_number(predicted.get(str(s))) for s in steps]
-                                if predicted else []),
-            "final": values[-1] if values else None,
-            "model_path": trial.user_attrs.get(MODEL_ATTR), "seconds": seconds,
-            "epoch_seconds": [_number(v) for v in trial.user_attrs.get(EPOCH_SECONDS_ATTR, [])],
-            "diverged": trial.user_attrs.get(DIVERGED_ATTR),
-            "stop": trial.user_attrs.get("ncp_decision"),
-        })
-    return records
+    steps = sorted(trial.intermediate_values)
+    betas = trial.user_attrs.get(BETA_ATTR, {})
+    predicted = trial.user_attrs.get(HISTORY_ATTR, {})
+    values = [_number(trial.intermediate_values[s]) for s in steps]
+    seconds = trial_seconds(trial)  # the progress line's source too
+    record = {
+        "number": trial.number, "state": trial.state.name, "params": dict(trial.params),
+        "val_accuracy": values,
+        "beta_eff": [_number(betas.get(str(s))) for s in steps] if betas else [],
+        "predicted_final": ([_number(predicted.get(str(s))) for s in steps]
+                            if predicted else []),
+        "final": values[-1] if values else None,
+        "model_path": trial.user_attrs.get(MODEL_ATTR), "seconds": seconds,
+        "epoch_seconds": [_number(v) for v in trial.user_attrs.get(EPOCH_SECONDS_ATTR, [])],
+        "diverged": trial.user_attrs.get(DIVERGED_ATTR),
+        "stop": trial.user_attrs.get("ncp_decision"),
+    }
+    if CHECKPOINT_SECONDS_ATTR in trial.user_attrs:
+        record["checkpoint_seconds"] = _number(trial.user_attrs[CHECKPOINT_SECONDS_ATTR])
+        record["paused"] = PAUSED_ATTR in trial.user_attrs
+    return record
+
+
+def _joined(chain: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record of a configuration's chain of trial records (see optuna_records)."""
+    if len(chain) == 1 and "paused" not in chain[0]:
+        return chain[0]
+    first, last = chain[0], chain[-1]
+    seconds = [r["seconds"] for r in chain]
+    out = {**last, "number": first["number"], "params": first["params"],
+           "trials": [r["number"] for r in chain],
+           "pauses": sum(bool(r.get("paused")) for r in chain),
+           "seconds": None if None in seconds else sum(seconds),
+           "checkpoint_seconds": sum(r.get("checkpoint_seconds") or 0.0 for r in chain)}
+    for key in ("val_accuracy", "beta_eff", "predicted_final", "epoch_seconds"):
+        if key in ("beta_eff", "predicted_final") and not any(r[key] for r in chain):
+            out[key] = []
+            continue
+        out[key] = [v for r in chain for v in (r[key] or [None] * len(r["val_accuracy"]))]
+    out.pop("paused", None)
+    out["final"] = out["val_accuracy"][-1] if out["val_accuracy"] else None
+    return out
 
 
 RAY_JOURNAL_FILE = "ncp_scheduler.jsonl"

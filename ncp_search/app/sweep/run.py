@@ -221,13 +221,17 @@ def _secrets_kept(url: str | None) -> Iterator[None]:
 def optuna_status(study: Any) -> list[TrialStatus]:
     """Progress view of an Optuna study's trials."""
     from ncp_search.app.sweep.optuna_backend import EPOCH_SECONDS_ATTR
+    from ncp_search.integrations.optuna.pausing import configurations
 
     out = []
-    for trial in study.get_trials(deepcopy=False):
-        out.append(TrialStatus(trial.number, trial.state.name, len(trial.intermediate_values),
+    for chain in configurations(study.get_trials(deepcopy=False)):  # ncp_pause: joined
+        trial, times = chain[-1], [trial_seconds(t) for t in chain]
+        out.append(TrialStatus(chain[0].number, trial.state.name,
+                               sum(len(t.intermediate_values) for t in chain),
                                trial.value if trial.state.name == "COMPLETE" else None,
-                               trial_seconds(trial),
-                               tuple(trial.user_attrs.get(EPOCH_SECONDS_ATTR, ()))))
+                               None if None in times else sum(t or 0.0 for t in times),
+                               tuple(v for t in chain
+                                     for v in t.user_attrs.get(EPOCH_SECONDS_ATTR, ()))))
     return out
 
 
@@ -370,6 +374,10 @@ def run_sweep(
         "budget.trials": (trials, "--trials"), "budget.epochs": (epochs, "--epochs"),
     }, warnings=warnings)
     url = _storage_url(storage, config) if config["backend"] == "optuna" else None
+    if config["backend"] == "optuna":
+        from ncp_search.app.sweep.optuna_backend import check_workers
+
+        check_workers(config, workers)  # ncp_pause: one worker
     stream = stream or sys.stderr
     for warning in warnings:
         stream.write(f"warning: {warning}\n")

@@ -22,9 +22,11 @@ several workers use Ray Tune's NCPScheduler, or ``ncp-search sweep``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +34,227 @@ import optuna
 from optuna.trial import TrialState
 
 from ncp_search.core.history import TrialHistory
-from ncp_search.core.pausing import PAUSE, STOP, PausingPolicy
+from ncp_search.core.pausing import CONTINUE, PAUSE, STOP, Order, PausingPolicy
 
 PAUSED_ATTR = "ncp_paused"  # the checkpoint path of a paused trial
 RESUMES_ATTR = "ncp_resumes"  # the number of the configuration's first trial
 EPOCHS_ATTR = "ncp_epochs"  # epochs trained so far by the chain
 PREDICTED_ATTR = "ncp_predicted_final"
+STOPPED_ATTR = "ncp_stopped"  # why the host stopped a trial itself (e.g. diverged)
+
+logger = logging.getLogger(__name__)
 
 Train = Callable[[optuna.Trial, int, int, Path], Sequence[float]]
 """``train(trial, start_epoch, stop_epoch, checkpoint) -> values``: train the trial's
 configuration from ``start_epoch`` (0: from scratch; else restore ``checkpoint``) to
 ``stop_epoch`` epochs, save a checkpoint to ``checkpoint`` (model and optimizer state),
 and return the metric after each epoch trained (``stop_epoch - start_epoch`` values)."""
+
+
+@dataclass
+class Job:
+    """One trial the driver asked: train configuration ``name`` from ``start`` to
+    ``stop`` epochs (restoring ``restore``, the checkpoint its last pause recorded,
+    when ``start > 0``); ``checkpoint`` is the configuration's checkpoint folder."""
+
+    trial: optuna.Trial
+    name: str
+    start: int
+    stop: int
+    checkpoint: Path
+    restore: str | None
+
+
+class PausingDriver:
+    """The shared piece of :func:`optimize_pausing` and the ``ncp-search sweep``
+    Optuna backend: asks one trial at a time as the policy says (:meth:`next`), feeds
+    its reports to the policy (:meth:`report`) and tells it (:meth:`finish`).
+
+    Built on a study that already holds trials (a resumed sweep), it replays them into
+    the policy first, in trial order (the policy's state is a function of its events):
+    COMPLETE and PRUNED trials count; FAIL trials (interrupted) do not, so an
+    interrupted configuration runs again (a new one from the start, a resumed one
+    from its checkpoint). A WAITING trial (a retry queued for a trial whose worker
+    died, or a resume queued before an interrupt) is asked before anything else when
+    the policy can run it, and told FAIL otherwise.
+
+    Args:
+        study: the study.
+        policy: a fresh pausing policy (``first_step=0``).
+        checkpoint_dir: checkpoints go to ``<checkpoint_dir>/<first trial number>``.
+        carry: user attributes copied from a configuration's trial to the trial that
+            resumes it (e.g. its seed).
+    """
+
+    def __init__(self, study: optuna.Study, policy: PausingPolicy,
+                 checkpoint_dir: str | os.PathLike[str], carry: Sequence[str] = ()) -> None:
+        self.study = study
+        self.policy = policy
+        self.folder = Path(checkpoint_dir)
+        self.carry = tuple(carry)
+        self.sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        self.values: dict[str, dict[int, float]] = {}
+        self.series: dict[str, dict[str, dict[int, Any]]] = {}
+        self.chains: dict[str, list[int]] = {}
+        self.params: dict[str, dict[str, Any]] = {}
+        self.saved: dict[str, str | None] = {}
+        self.carried: dict[str, dict[str, Any]] = {}
+        self._replay()
+
+    # ---------------------------------------------------------------- asking
+    def next(self) -> Job | None:
+        """Ask the next trial, or None when the policy has nothing left to run."""
+        while True:
+            waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if waiting:
+                job = self._ask_waiting(min(waiting, key=lambda t: t.number))
+                if job is not None:
+                    return job
+                continue
+            planned = self.policy.next_job()
+            if planned is None:
+                return None
+            kind, name, target = planned
+            if kind == "new":
+                return self._start(self.study.ask(), None, target)
+            assert name is not None
+            self.study.enqueue_trial(self.params[name], user_attrs={
+                **self.carried.get(name, {}), RESUMES_ATTR: int(name)})
+            return self._start(self.study.ask(), name, target)
+
+    def _ask_waiting(self, first: optuna.trial.FrozenTrial) -> Job | None:
+        resumes = first.user_attrs.get(RESUMES_ATTR)
+        name = None if resumes is None else str(resumes)
+        if name is None and self.policy.can_start():
+            return self._start(self.study.ask(), None, self.policy.milestones[0])
+        if name is not None and self.policy.knows(name) \
+                and self.policy.status(name) == "promoted":
+            return self._start(self.study.ask(), name, self.policy.resume(name))
+        trial = self.study.ask()  # pops ``first``: nothing may run it now
+        self.study.tell(trial, state=TrialState.FAIL)
+        logger.warning("trial %d was queued (%s) but the pausing policy has nothing for it "
+                       "to run: marked FAIL", trial.number,
+                       "a new configuration" if name is None else f"resumes {name}")
+        return None
+
+    def _start(self, trial: optuna.Trial, name: str | None, target: float) -> Job:
+        if name is None:
+            name = str(trial.number)
+            self.policy.add(name)
+            self.values[name], self.series[name], self.chains[name] = {}, {}, []
+        self.chains[name].append(trial.number)
+        start = len(self.values[name])
+        stop = int(min(target, self.policy.max_resource))
+        return Job(trial, name, start, stop, self.folder / name,
+                   self.saved.get(name) if start else None)
+
+    # ---------------------------------------------------------------- reporting
+    def report(self, job: Job, value: float, series: Mapping[str, Any] | None = None,
+               *, report: bool = True) -> Order:
+        """Epoch ``len(chain) + 1`` of ``job`` gave ``value`` (and the side measurements
+        ``series``, e.g. ``beta_eff``); reported to the trial (unless ``report`` is False:
+        the caller did) and to the policy. Returns the policy's order."""
+        step = len(self.values[job.name])
+        if report:
+            job.trial.report(float(value), step)
+        return self._feed(job.name, step, float(value), series)
+
+    def _feed(self, name: str, step: int, value: float,
+              series: Mapping[str, Any] | None) -> Order:
+        self.values[name][step] = value
+        for key, number in (series or {}).items():
+            self.series[name].setdefault(key, {})[step] = number
+        history = TrialHistory.from_reports(self.values[name], sign=self.sign,
+                                            series=self.series[name])
+        return self.policy.report(name, history, reported=value)
+
+    def finish(self, job: Job, order: Order | None, *, stopped: str | None = None,
+               checkpoint: str | os.PathLike[str] | None = None) -> optuna.trial.FrozenTrial:
+        """Tell ``job``'s trial: PRUNED where ``order`` paused or stopped it (the pause
+        records ``checkpoint``, default ``job.checkpoint``, and the prediction) or where
+        the host stopped it (``stopped``: why, e.g. diverged; the policy drops the
+        configuration), COMPLETE when its configuration has run all its epochs."""
+        trial, name = job.trial, job.name
+        self.params[name] = dict(trial.params)
+        for key in self.carry:
+            if key in trial.user_attrs:
+                self.carried.setdefault(name, {})[key] = trial.user_attrs[key]
+        state = TrialState.COMPLETE
+        epochs = len(self.values[name])
+        if stopped is not None:
+            state = TrialState.PRUNED
+            trial.set_user_attr(STOPPED_ATTR, stopped)
+            self.policy.fail(name)
+        elif order is not None and order.action in (PAUSE, STOP):
+            state = TrialState.PRUNED
+            if order.action == PAUSE:
+                path = str(job.checkpoint if checkpoint is None else checkpoint)
+                trial.set_user_attr(PAUSED_ATTR, path)
+                trial.set_user_attr(PREDICTED_ATTR, self.sign * order.prediction
+                                    if math.isfinite(order.prediction) else None)
+                self.saved[name] = path
+        elif epochs >= self.policy.max_resource:
+            self.policy.complete(name)
+        else:
+            raise ValueError(f"trial {trial.number} ran {epochs} of its configuration's "
+                             f"epochs, short of its target {job.stop}, with no pause or stop.")
+        if state == TrialState.PRUNED:
+            trial.set_user_attr(EPOCHS_ATTR, epochs)
+        value = self.values[name][epochs - 1] if state == TrialState.COMPLETE else None
+        return self.study.tell(trial, value, state=state)
+
+    # ---------------------------------------------------------------- resuming
+    def _replay(self) -> None:
+        done = self.study.get_trials(deepcopy=False,
+                                     states=(TrialState.COMPLETE, TrialState.PRUNED))
+        for trial in sorted(done, key=lambda t: t.number):
+            resumes = trial.user_attrs.get(RESUMES_ATTR)
+            if resumes is None:
+                if not self.policy.can_start():
+                    logger.warning("trial %d is past the pausing policy's n_trials=%d: left "
+                                   "out", trial.number, self.policy.n_trials)
+                    continue
+                name = str(trial.number)
+                self.policy.add(name)
+                self.values[name], self.series[name], self.chains[name] = {}, {}, []
+            else:
+                name = str(resumes)
+                if not (self.policy.knows(name) and self.policy.status(name) == "promoted"):
+                    logger.warning("trial %d resumes %s, which the pausing policy did not "
+                                   "promote: left out", trial.number, name)
+                    continue
+                self.policy.resume(name)
+            self.chains[name].append(trial.number)
+            self._replay_trial(trial, name)
+
+    def _replay_trial(self, trial: optuna.trial.FrozenTrial, name: str) -> None:
+        """Feed a finished trial's reports to the policy as they came live."""
+        from ncp_search.core.policy import PREDICTION_SERIES
+        from ncp_search.integrations.optuna.index import trial_history
+
+        history = trial_history(trial, self.sign)
+        index = {int(step): i for i, step in enumerate(history.steps)}
+        steps = sorted(int(step) for step in trial.intermediate_values)
+        stopped = trial.user_attrs.get(STOPPED_ATTR) is not None
+        for position, step in enumerate(steps):
+            value = float(trial.intermediate_values[step])
+            if stopped and position == len(steps) - 1:
+                self.values[name][step] = value  # the host stopped it there, unfed
+                break
+            extra = {key: series[index[step]] for key, series in history.series.items()
+                     if key != PREDICTION_SERIES} if step in index else {}
+            if self._feed(name, step, value, extra).action != CONTINUE:
+                break
+        if stopped:
+            self.policy.fail(name)
+        elif trial.state == TrialState.COMPLETE:
+            self.policy.complete(name)
+        if PAUSED_ATTR in trial.user_attrs:
+            self.saved[name] = str(trial.user_attrs[PAUSED_ATTR])
+        self.params[name] = dict(trial.params)
+        for key in self.carry:
+            if key in trial.user_attrs:
+                self.carried.setdefault(name, {})[key] = trial.user_attrs[key]
 
 
 def optimize_pausing(
@@ -57,7 +268,9 @@ def optimize_pausing(
     """Run ``policy.n_trials`` configurations under the pausing policy.
 
     Args:
-        study: the study (its direction says which way the metric goes).
+        study: the study (its direction says which way the metric goes). A study
+            that holds trials of an earlier, interrupted run is continued (see
+            :class:`PausingDriver`); give it a fresh ``policy`` with the same settings.
         train: see :data:`Train`.
         policy: the pausing policy (``first_step=0``: step ``k`` is epoch ``k + 1``).
         checkpoint_dir: where each configuration's checkpoint lives
@@ -71,58 +284,30 @@ def optimize_pausing(
     Raises:
         ValueError: if ``train`` returns a number of values other than the epochs asked.
     """
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    folder = Path(checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    values: dict[str, list[float]] = {}
-    chains: dict[str, list[int]] = {}
-    params: dict[str, dict[str, Any]] = {}
+    driver = PausingDriver(study, policy, checkpoint_dir)
+    driver.folder.mkdir(parents=True, exist_ok=True)
     while not policy.finished():
-        job = policy.next_job()
+        job = driver.next()
         if job is None:
             break
-        kind, name, target = job
-        if kind == "new":
-            trial = study.ask()
-            name = str(trial.number)
-            policy.add(name)
-            values[name], chains[name] = [], []
-        else:
-            assert name is not None
-            study.enqueue_trial(params[name], user_attrs={RESUMES_ATTR: int(name)})
-            trial = study.ask()
-        chains[name].append(trial.number)
-        start = len(values[name])
-        stop = int(min(target, policy.max_resource))
-        got = list(train(trial, start, stop, folder / name))
-        if len(got) != stop - start:
-            raise ValueError(f"train must return one value per epoch trained ({stop - start}), "
-                             f"but got {len(got)} for trial {trial.number}.")
-        params[name] = dict(trial.params)
+        try:
+            got = list(train(job.trial, job.start, job.stop, job.checkpoint))
+        except BaseException:  # as study.optimize does: the trial fails, the error goes on
+            study.tell(job.trial, state=TrialState.FAIL)
+            raise
+        if len(got) != job.stop - job.start:
+            raise ValueError(f"train must return one value per epoch trained "
+                             f"({job.stop - job.start}), but got {len(got)} for trial "
+                             f"{job.trial.number}.")
         order = None
         for value in got:
-            step = len(values[name])
-            values[name].append(float(value))
-            trial.report(float(value), step)
-            history = TrialHistory.from_reports(dict(enumerate(values[name])), sign=sign)
-            order = policy.report(name, history, reported=float(value))
-            if order.action != "continue":
+            order = driver.report(job, value)
+            if order.action != CONTINUE:
                 break
-        state = TrialState.COMPLETE
-        if order is not None and order.action in (PAUSE, STOP):
-            state = TrialState.PRUNED
-            trial.set_user_attr(EPOCHS_ATTR, len(values[name]))
-            if order.action == PAUSE:
-                trial.set_user_attr(PAUSED_ATTR, str(folder / name))
-                trial.set_user_attr(PREDICTED_ATTR, sign * order.prediction
-                                    if math.isfinite(order.prediction) else None)
-        elif len(values[name]) >= policy.max_resource:
-            policy.complete(name)
-        frozen = study.tell(trial, values[name][-1] if state == TrialState.COMPLETE else None,
-                            state=state)
+        frozen = driver.finish(job, order)
         for callback in callbacks:
             callback(study, frozen)
-    return chains
+    return driver.chains
 
 
 def chains(study: optuna.Study) -> dict[int, list[optuna.trial.FrozenTrial]]:
@@ -139,3 +324,20 @@ def chains(study: optuna.Study) -> dict[int, list[optuna.trial.FrozenTrial]]:
             first = previous
         out.setdefault(first.number, []).append(trial)
     return {k: sorted(v, key=lambda t: t.number) for k, v in sorted(out.items())}
+
+
+def configurations(
+        trials: Sequence[optuna.trial.FrozenTrial]) -> list[list[optuna.trial.FrozenTrial]]:
+    """``trials`` grouped by configuration, in order of their first trial: a chain's
+    trials that did not fail joined by ``ncp_resumes`` (its epochs once, in order),
+    each FAIL trial on its own (an interrupted piece, run again by a later trial)."""
+    by_number = {t.number: t for t in trials}
+    groups: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        first = trial.user_attrs.get(RESUMES_ATTR)
+        key = trial.number
+        if (trial.state != TrialState.FAIL and isinstance(first, int) and first < trial.number
+                and first in by_number and by_number[first].state != TrialState.FAIL):
+            key = first
+        groups.setdefault(key, []).append(trial)
+    return [groups[key] for key in sorted(groups)]

@@ -26,14 +26,22 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-try:
+if TYPE_CHECKING:
     from ray import tune
-except ImportError as error:  # pragma: no cover
-    raise ImportError(
-        "ncp_search's Ray checkpoints need Ray Tune: pip install 'ncp-search[ray]'"
-    ) from error
+
+
+def _tune() -> Any:
+    """``ray.tune``, imported on first use: :func:`save_keras` and :func:`load_keras`
+    need no Ray (the Optuna sweep's ``ncp_pause`` uses them)."""
+    try:
+        from ray import tune
+    except ImportError as error:  # pragma: no cover
+        raise ImportError(
+            "ncp_search's Ray checkpoints need Ray Tune: pip install 'ncp-search[ray]'"
+        ) from error
+    return tune
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "training_state.json"
@@ -77,7 +85,7 @@ def keras_checkpoint(model: Any, epoch: int) -> Iterator[tune.Checkpoint]:
     folder = tempfile.mkdtemp(prefix="ncp_checkpoint_")
     try:
         save_keras(model, folder, epoch)
-        yield cast(tune.Checkpoint, tune.Checkpoint.from_directory(folder))
+        yield cast("tune.Checkpoint", _tune().Checkpoint.from_directory(folder))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -151,7 +159,7 @@ def restore_keras(model: Any, checkpoint: tune.Checkpoint | None = None) -> int:
         ...                                                     metrics=["val_accuracy"])])
     """
     if checkpoint is None:
-        checkpoint = tune.get_checkpoint()
+        checkpoint = _tune().get_checkpoint()
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:

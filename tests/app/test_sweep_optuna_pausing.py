@@ -1,0 +1,233 @@
+"""``pruner: {name: ncp_pause}`` on the Optuna backend of ``ncp-search sweep``: the
+config, one worker only, a configuration's chain of trials counted once, a real sweep
+whose promoted trials resume from their checkpoints, and a kill -9 then ``--resume``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from ncp_search.app.cli import main
+from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, RESUMES_ATTR
+
+TRIALS, EPOCHS = 6, 4
+# rungs at epochs 1, 2, 4; at least 2 kept of 6: 6 to epoch 1, 3 on to 2, 2 on to 4
+PLANNED_EPOCHS = 6 * 1 + 3 * 1 + 2 * 2
+
+
+def pause_config(tmp_path: Path, **pruner: object) -> Path:
+    config = {
+        "name": "pausing", "seed": 0, "output": str(tmp_path / "out"),
+        "data": {"target": "digits:5-9"},
+        "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
+        "probe": {"hidden": [32, 32, 32], "batch": 128},
+        "search_space": {
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+            # no diverging rates: the epochs planned by the policy are then exact
+            "learning_rate": {"type": "float", "low": 1e-3, "high": 0.03, "log": True},
+        },
+        "budget": {"trials": TRIALS, "epochs": EPOCHS},
+        "pruner": {"name": "ncp_pause", **pruner},
+    }
+    path = tmp_path / "pausing.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="pausing",
+                             storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ncp_search.app.cli", *args]
+
+
+# -- the config ---------------------------------------------------------------------------
+def test_ncp_pause_is_an_optuna_pruner_with_the_ray_entrys_policy(tmp_path) -> None:
+    from ncp_search.app.sweep.config import load_sweep_config
+    from ncp_search.core.pausing import PausingPolicy, auto_keep_min
+    from ncp_search.integrations.registry import PAUSE_REDUCTION_FACTOR
+
+    config = load_sweep_config(pause_config(tmp_path, min_resource=2))
+    policy = config.choice.make(EPOCHS, n_trials=TRIALS)
+    assert isinstance(policy, PausingPolicy)
+    assert (policy.n_trials, policy.max_resource, policy.min_resource) == (TRIALS, EPOCHS, 2)
+    assert policy.reduction_factor == PAUSE_REDUCTION_FACTOR
+    assert policy.keep_min == auto_keep_min(TRIALS) and policy.first_step == 0
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({"reduction_factor": 3}, "pruner.reduction_factor: unknown key (not used by this choice)"),
+    ({"min_resource": 9}, "pruner.min_resource: 9 exceeds budget.epochs=4"),
+    ({"predictor": "xtrial_curve"}, "pruner.predictor: 'xtrial_curve' learns from completed"),
+])
+def test_a_bad_ncp_pause_setting_exits_2_with_one_line(tmp_path, capsys, setting,
+                                                      expected) -> None:
+    assert main(["sweep", str(pause_config(tmp_path, **setting))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_several_workers_are_refused_with_one_line(tmp_path, capsys) -> None:
+    assert main(["sweep", str(pause_config(tmp_path)), "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ncp_pause runs one worker at a time" in err and "--workers 2" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# -- records: a chain counts once ------------------------------------------------------------
+def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once() -> None:
+    from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR
+    from ncp_search.app.sweep.results import optuna_records, summarize_sweep
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(values: dict[int, float], state: TrialState, **attrs: object) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": 0.5}, distributions=dist, intermediate_values=values, state=state,
+            value=list(values.values())[-1] if state == TrialState.COMPLETE else None,
+            user_attrs={CHECKPOINT_SECONDS_ATTR: 0.25, **attrs}))
+
+    add({0: 0.5}, TrialState.PRUNED, **{PAUSED_ATTR: "checkpoints/0/epoch_0001"})  # 0
+    add({0: 0.3}, TrialState.PRUNED, **{PAUSED_ATTR: "checkpoints/1/epoch_0001"})  # 1
+    add({1: 0.6}, TrialState.FAIL, **{RESUMES_ATTR: 0})  # 2: interrupted, run again
+    add({1: 0.6}, TrialState.PRUNED, **{RESUMES_ATTR: 0, PAUSED_ATTR: "checkpoints/0/e2"})
+    add({2: 0.7, 3: 0.8}, TrialState.COMPLETE, **{RESUMES_ATTR: 0})  # 4
+    records = optuna_records(study)
+    assert [(r["number"], r["state"]) for r in records] == [
+        (0, "COMPLETE"), (1, "PRUNED"), (2, "FAIL")]
+    chain = records[0]
+    assert chain["trials"] == [0, 3, 4] and chain["pauses"] == 2
+    assert chain["val_accuracy"] == [0.5, 0.6, 0.7, 0.8] and chain["final"] == 0.8
+    assert chain["checkpoint_seconds"] == pytest.approx(0.75)
+    summary = summarize_sweep({"name": "s", "backend": "optuna", "epochs": 4}, records)
+    assert (summary["trials"], summary["complete"], summary["pruned"]) == (3, 1, 1)
+    assert summary["epochs_used"] == 4 + 1 and summary["epochs_without_pruning"] == 8
+
+
+# -- real sweeps ------------------------------------------------------------------------------
+def _check_chains(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials, after checking the chains: each resumed trial continues its
+    configuration's steps where the previous trial paused."""
+    trials = _study(tmp_path).trials
+    by_number = {t.number: t for t in trials}
+    done = [t for t in trials if t.state != TrialState.FAIL]
+    for trial in done:
+        first = trial.user_attrs.get(RESUMES_ATTR)
+        if first is None:
+            assert min(trial.intermediate_values) == 0
+            continue
+        before = [t for t in done if t.number < trial.number
+                  and first in (t.number, t.user_attrs.get(RESUMES_ATTR))]
+        assert PAUSED_ATTR in before[-1].user_attrs and by_number[first].params == trial.params
+        assert min(trial.intermediate_values) == max(before[-1].intermediate_values) + 1
+        assert trial.user_attrs["ncp_seed"] == by_number[first].user_attrs["ncp_seed"]
+    return trials
+
+
+@pytest.mark.slow
+def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path,
+                                                                       capsys) -> None:
+    config = pause_config(tmp_path)
+    assert main(["sweep", str(config)]) == 0
+    out = capsys.readouterr()
+    assert f"/{TRIALS} trials" in out.err and "best: trial" in out.out
+    trials = _check_chains(tmp_path)
+    resumed = [t for t in trials if RESUMES_ATTR in t.user_attrs]
+    assert resumed and all(t.user_attrs["ncp_checkpoint_seconds"] > 0 for t in resumed)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # each configuration once, its epochs once
+    assert summary["trials"] == TRIALS and summary["complete"] + summary["pruned"] == TRIALS
+    assert summary["epochs_used"] == sum(len(t.intermediate_values) for t in trials)
+    assert summary["epochs_used"] == PLANNED_EPOCHS and summary["complete"] == 2
+    assert (tmp_path / "out" / summary["best"]["model_path"]).is_file()
+    assert main(["report", str(tmp_path / "out")]) == 0
+
+
+HOOK = """\
+# Loaded by the sweep's process (PYTHONPATH): the first trial that resumes a checkpoint
+# writes resumed-<n> in NCP_TEST_PAUSE_DIR after its first epoch and waits to be killed.
+import os, time
+
+def _install():
+    folder = os.environ.get("NCP_TEST_PAUSE_DIR")
+    if not folder:
+        return
+    import ncp_search.app.sweep.optuna_backend as backend
+
+    real = backend.run_trial
+
+    def run_trial(config, params, data, on_epoch, **kwargs):
+        def hook(epoch, *args):
+            out = on_epoch(epoch, *args)
+            if kwargs.get("restore") is not None and not os.listdir(folder):
+                open(os.path.join(folder, f"resumed-{epoch}"), "w").close()
+                end = time.time() + 900
+                while time.time() < end:
+                    time.sleep(0.05)
+            return out
+
+        return real(config, params, data, hook, **kwargs)
+
+    backend.run_trial = run_trial
+
+
+_install()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_in_a_resumed_trial_then_resume_loses_and_repeats_nothing(tmp_path) -> None:
+    config = pause_config(tmp_path)
+    hook, marks = tmp_path / "hook", tmp_path / "marks"
+    hook.mkdir()
+    marks.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "NCP_TEST_PAUSE_DIR": str(marks),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(_cli("sweep", str(config)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        end = time.time() + 900  # bounds a broken run only
+        while not os.listdir(marks):
+            assert proc.poll() is None and time.time() < end, "no resumed trial"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    at_kill = _study(tmp_path).trials
+    (killed,) = [t for t in at_kill if t.state == TrialState.RUNNING]
+    assert RESUMES_ATTR in killed.user_attrs
+    before = {t.number: (t.state, t.intermediate_values) for t in at_kill
+              if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+
+    resumed = subprocess.run(_cli("sweep", str(config), "--resume"), env=env,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = _check_chains(tmp_path)
+    assert all((t.state, t.intermediate_values) == before[t.number]
+               for t in trials if t.number in before)  # nothing finished changed
+    assert trials[killed.number].state == TrialState.FAIL
+    again = [t for t in trials if t.number > killed.number
+             and t.user_attrs.get(RESUMES_ATTR) == killed.user_attrs[RESUMES_ATTR]]
+    assert sorted(again[0].intermediate_values) == sorted(killed.intermediate_values)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trials"] == TRIALS + 1 and summary["fail"] == 1  # the killed piece
+    assert summary["complete"] + summary["pruned"] == TRIALS
+    assert summary["epochs_used"] == PLANNED_EPOCHS
