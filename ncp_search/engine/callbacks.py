@@ -22,15 +22,17 @@ pruning callbacks take ``measure``:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ncp_search.core.history import probe_series
 from ncp_search.engine.capacitance import BetaEffMeter
 from ncp_search.engine.keras_import import keras
-from ncp_search.engine.probe import DEFAULT_HIDDEN, probe_for
+from ncp_search.engine.probe import ProbeOptions, check_probe_options, probe_for
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +63,12 @@ class ProbeCallback(keras.callbacks.Callback):
 
     Args:
         x_probe, y_probe: the fixed probe batch and its labels.
-        probed_model: the model carrying the probe, when it is not the model being fit.
         precision: the meter's precision, ``"float32"`` or ``"float64"``.
-        num_classes, hidden, feature_layer, probe_seed: how an observer probe is
-            attached to a plain model (see :func:`ncp_search.observer_probe`).
         measure: ``"auto"``, ``"always"`` or ``"never"``; ``"auto"`` asks
             :meth:`needs_beta_eff` at the start of each ``fit``.
+        **probe: where ``beta_eff`` is read: ``probed_model``, ``num_classes``,
+            ``hidden``, ``feature_layer``, ``probe_seed``
+            (:class:`~ncp_search.engine.probe.ProbeOptions`).
 
     Attributes:
         measuring: whether this ``fit`` measures ``beta_eff`` (decided in
@@ -74,6 +76,7 @@ class ProbeCallback(keras.callbacks.Callback):
 
     Raises:
         ValueError: for an unknown ``measure``.
+        TypeError: for a keyword argument that is not a probe option.
     """
 
     def __init__(
@@ -81,25 +84,21 @@ class ProbeCallback(keras.callbacks.Callback):
         x_probe: Any,
         y_probe: Any,
         *,
-        probed_model: Any = None,
         precision: str = "float32",
-        num_classes: int | None = None,
-        hidden: Sequence[int] = DEFAULT_HIDDEN,
-        feature_layer: str | None = None,
-        probe_seed: int = 0,
         measure: str = "always",
+        **probe: Unpack[ProbeOptions],
     ) -> None:
         super().__init__()
+        options = check_probe_options(type(self).__name__, dict(probe))
+        if "hidden" in options:  # a copy: a list changed later does not change the probe
+            options["hidden"] = tuple(options["hidden"])
         self.measure = check_measure(measure)
         self.measuring = self.measure == "always"
         self.x_probe = x_probe
         self.y_probe = y_probe
-        self.probed_model = probed_model
+        self.probed_model = options.get("probed_model")
         self.precision = precision
-        self._probe_options: dict[str, Any] = {
-            "num_classes": num_classes, "hidden": tuple(hidden),
-            "feature_layer": feature_layer, "seed": probe_seed,
-        }
+        self._probe_options = options
         self._meter: BetaEffMeter | None = None
         self._probed: tuple[Any, Any] | None = None  # (model fit, its probed model)
 
@@ -112,8 +111,7 @@ class ProbeCallback(keras.callbacks.Callback):
         """Attach (or find) the probe of the model being fit, once per model, and a
         meter on it."""
         if self._probed is None or self._probed[0] is not self.model:
-            probed = probe_for(self.model, self.x_probe, probed_model=self.probed_model,
-                               **self._probe_options)
+            probed = probe_for(self.model, self.x_probe, **self._probe_options)
             self._probed = (self.model, probed)
         return BetaEffMeter(self._probed[1], self.x_probe, self.y_probe,
                             precision=self.precision)
@@ -160,13 +158,13 @@ class BetaEffLogger(ProbeCallback):
         log_terms: also write the probe terms into logs as ``probe_<name>``
             (``probe_numerator``, ``probe_feature_norm``, ...), the names
             :class:`ncp_search.NCPScheduler` and the predictors read.
-        probed_model: the model carrying the probe, when it is not the model being
-            fit (e.g. :func:`ncp_search.observer_probe` built by hand).
-        num_classes, hidden, feature_layer, probe_seed: how the observer probe is
-            attached to a plain model (see :func:`ncp_search.observer_probe`).
+        **probe: ``probed_model``, ``num_classes``, ``hidden``, ``feature_layer``,
+            ``probe_seed``, as described above
+            (:class:`~ncp_search.engine.probe.ProbeOptions`).
 
     Raises:
         ValueError: for a bad ``interval``.
+        TypeError: for a keyword argument that is not a probe option.
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached
             to the model (the message says how to fix it).
 
@@ -196,16 +194,10 @@ class BetaEffLogger(ProbeCallback):
         interval: int = 1,
         precision: str = "float32",
         log_terms: bool = False,
-        probed_model: Any = None,
-        num_classes: int | None = None,
-        hidden: Sequence[int] = DEFAULT_HIDDEN,
-        feature_layer: str | None = None,
-        probe_seed: int = 0,
+        **probe: Unpack[ProbeOptions],
     ) -> None:
         self.interval = check_interval(interval)
-        super().__init__(x_probe, y_probe, probed_model=probed_model, precision=precision,
-                         num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
-                         probe_seed=probe_seed)
+        super().__init__(x_probe, y_probe, precision=precision, **probe)
         self.log_terms = log_terms
         self.records: list[dict[str, float]] = []
 

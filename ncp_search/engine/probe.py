@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -361,6 +361,47 @@ def _require_learned_features(model: Any, features: Any) -> None:
         )
 
 
+class ProbeOptions(TypedDict, total=False):
+    """Where a Keras callback reads ``beta_eff`` while a model trains: the keyword
+    arguments of :func:`probe_for`, which :class:`ncp_search.BetaEffLogger`,
+    :class:`ncp_search.NCPCallback` and :class:`ncp_search.NCPTuneCallback` take too.
+
+    ``beta_eff`` is read on ``probed_model`` when given; on the model being fit when it
+    carries a probe (:func:`ncp_search.attach_probe`, the probe as its head);
+    otherwise on a frozen observer probe attached beside the model's own head
+    (:func:`ncp_search.observer_probe`), as the other four options say.
+
+    Attributes:
+        probed_model: the model carrying the probe, when it is not the model being fit
+            (e.g. an :func:`ncp_search.observer_probe` built by hand, or
+            :func:`ncp_search.engine.finetune.build_trial_models`' ``probed``).
+        num_classes: the observer probe's outputs; default: the model's output units.
+        hidden: widths of the observer probe's hidden layers (at least 3); default
+            ``(64, 64, 64)``.
+        feature_layer: put the observer probe on this layer's output instead of the
+            output layer's input.
+        probe_seed: seed of the observer probe's initialisation; default 0.
+    """
+
+    probed_model: Any
+    num_classes: int | None
+    hidden: Sequence[int]
+    feature_layer: str | None
+    probe_seed: int
+
+
+def check_probe_options(owner: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if each is a :class:`ProbeOptions` key, or a TypeError naming the
+    others (``owner`` is the class or function that received them)."""
+    unknown = sorted(set(options) - ProbeOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(
+            f"{owner} got unexpected keyword argument(s) {unknown}; the probe options are "
+            f"{sorted(ProbeOptions.__optional_keys__)} (ncp_search.engine.probe.ProbeOptions)."
+        )
+    return options
+
+
 def probe_for(
     model: Any,
     x_probe: Any = None,
@@ -369,7 +410,7 @@ def probe_for(
     num_classes: int | None = None,
     hidden: Sequence[int] = DEFAULT_HIDDEN,
     feature_layer: str | None = None,
-    seed: int = 0,
+    probe_seed: int = 0,
 ) -> Any:
     """The probed model to measure ``beta_eff`` on while ``model`` trains.
 
@@ -377,7 +418,7 @@ def probe_for(
     :func:`attach_probe`, the probe as its head); otherwise an
     :func:`observer_probe` on ``model``. A Sequential model without an ``Input``
     that was not built yet is built from ``x_probe``'s shape first (as Keras
-    would on its first batch).
+    would on its first batch). The keyword arguments: :class:`ProbeOptions`.
 
     Raises:
         ncp_search.ProbeError: as :func:`observer_probe`.
@@ -390,7 +431,7 @@ def probe_for(
             and x_probe is not None and not isinstance(x_probe, (list, tuple, dict))):
         model.build((None, *np.shape(x_probe)[1:]))
     return observer_probe(model, num_classes, hidden=hidden, feature_layer=feature_layer,
-                          seed=seed)
+                          seed=probe_seed)
 
 
 def _has_outputs(model: Any) -> bool:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from ncp_search import BetaEffLogger, attach_probe, beta_eff
+from ncp_search import BetaEffLogger, attach_probe, beta_eff, observer_probe, split_probe
 from tests.engine.models import batch, sequential_classifier
 
 
@@ -30,3 +30,20 @@ def test_beta_eff_reaches_history_every_interval():
 def test_bad_interval(interval):
     with pytest.raises(ValueError, match="interval"):
         BetaEffLogger(np.zeros((2, 8, 8, 1)), [0, 1], interval=interval)
+
+
+def test_probe_options_reach_the_observer_probe_and_unknown_ones_are_refused():
+    model = sequential_classifier(seed=0, classes=3)
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    x, y = batch((8, 8, 1), n=32, classes=3)
+    hidden = [5, 6, 7]
+    logger = BetaEffLogger(x[:16], y[:16], hidden=hidden, probe_seed=3)
+    hidden.append(9)  # changing the list afterwards does not change the probe
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[logger])
+    kernels = [np.asarray(k) for k in split_probe(logger.probed).kernels]
+    assert [k.shape[1] for k in kernels] == [5, 6, 7, 3]
+    same_seed = split_probe(observer_probe(model, hidden=(5, 6, 7), seed=3)).kernels
+    for ours, expected in zip(kernels, same_seed):
+        np.testing.assert_array_equal(ours, np.asarray(expected))
+    with pytest.raises(TypeError, match=r"BetaEffLogger .*\['hiden'\].*'probe_seed'"):
+        BetaEffLogger(x, y, hiden=(5, 5, 5))

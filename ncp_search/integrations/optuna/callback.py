@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Optuna before the Keras engine: without either, the install hint names Optuna first.
 from ncp_search.integrations.optuna._optuna import optuna
 
 # isort: split
 from ncp_search.engine.callbacks import ProbeCallback, check_interval
-from ncp_search.engine.probe import DEFAULT_HIDDEN
 from ncp_search.integrations.optuna.reporting import (
     prune_message,
     pruner_settings,
@@ -18,6 +16,11 @@ from ncp_search.integrations.optuna.reporting import (
     report_beta_eff,
     report_predicted_final,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ncp_search.engine.probe import ProbeOptions
 
 
 class NCPCallback(ProbeCallback):
@@ -45,23 +48,18 @@ class NCPCallback(ProbeCallback):
         y_probe: its labels.
         monitor: the epoch-log metric reported to Optuna (e.g. ``"val_accuracy"``).
         interval: measure and report every ``interval`` epochs.
-        probed_model: the model carrying the probe when it is not the trained model
-            (e.g. :func:`ncp_search.engine.finetune.build_trial_models`' ``probed``);
-            default: as described above.
         report_prediction_on_prune: before raising ``TrialPruned``, report the
             predicted final value as one more step, so the sampler sees the
             prediction rather than the raw value (see the README's sampler
             benchmark for whether it helps).
-        num_classes: the probe's outputs; default: the model's output units.
-        hidden: widths of the observer probe's hidden layers (at least 3).
-        feature_layer: put the observer probe on this layer's output instead of the
-            output layer's input.
-        probe_seed: seed of the observer probe's initialisation.
         measure: ``"auto"`` (default: measure when the study's pruner reads
             ``beta_eff``, decided at the start of each ``fit``), ``"always"`` (to
             record ``beta_eff`` although nothing reads it, e.g. for the dashboard)
             or ``"never"``. A pruner that wraps an NCPPruner (e.g. Optuna's
             ``PatientPruner``) is not looked into: pass ``"always"`` there.
+        **probe: ``probed_model``, ``num_classes``, ``hidden``, ``feature_layer``,
+            ``probe_seed``: where ``beta_eff`` is read, as described above
+            (:class:`~ncp_search.engine.probe.ProbeOptions`).
 
     Attributes:
         measuring: whether the current ``fit`` measures ``beta_eff``.
@@ -73,6 +71,7 @@ class NCPCallback(ProbeCallback):
             (counted from 1: the step + 1), the compared value and the threshold.
         ValueError: if ``monitor`` is missing from the logs (the message lists the
             available keys), or for a bad ``interval`` or ``measure``.
+        TypeError: for a keyword argument that is not a probe option.
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached
             (a subclassed model, no hidden layer, not a classifier); the message
             says how to fix it.
@@ -97,18 +96,12 @@ class NCPCallback(ProbeCallback):
         monitor: str = "val_accuracy",
         interval: int = 1,
         *,
-        probed_model: Any = None,
         report_prediction_on_prune: bool = False,
-        num_classes: int | None = None,
-        hidden: Sequence[int] = DEFAULT_HIDDEN,
-        feature_layer: str | None = None,
-        probe_seed: int = 0,
         measure: str = "auto",
+        **probe: Unpack[ProbeOptions],
     ) -> None:
         self.interval = check_interval(interval)
-        super().__init__(x_probe, y_probe, probed_model=probed_model,
-                         num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
-                         probe_seed=probe_seed, measure=measure)
+        super().__init__(x_probe, y_probe, measure=measure, **probe)
         self.trial = trial
         self.monitor = monitor
         self.report_prediction_on_prune = report_prediction_on_prune

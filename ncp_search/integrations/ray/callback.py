@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from ray import tune
@@ -14,9 +14,13 @@ except ImportError as error:  # pragma: no cover
 
 from ncp_search.core.history import PROBE_TERMS
 from ncp_search.engine.callbacks import ProbeCallback
-from ncp_search.engine.probe import DEFAULT_HIDDEN
 from ncp_search.integrations.ray.checkpoint import keras_checkpoint
 from ncp_search.integrations.ray.trainable import predictor_reads_beta_eff, tune_metrics
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ncp_search.engine.probe import ProbeOptions
 
 REPORTED = ("beta_eff", *PROBE_TERMS)  # what this callback adds to every report
 CHECKPOINT_HOOKS = ("epoch_end", "train_end")
@@ -70,14 +74,14 @@ class NCPTuneCallback(ProbeCallback):
         checkpoint_frequency: with ``"epoch_end"``, a checkpoint every this many
             epochs (after epochs k, 2k, ...; as Tune's ``CheckpointConfig``); the
             other epochs report metrics only. Default 1: every epoch.
-        probed_model: the model carrying the probe, when it is not the model being fit.
-        num_classes, hidden, feature_layer, probe_seed: how the observer probe is
-            attached (see :func:`ncp_search.observer_probe`).
         precision: ``"float32"`` (default) or ``"float64"``.
         predictor: the scheduler's predictor name (``NCPScheduler(predictor=...)``),
             which ``measure="auto"`` follows; ``None``: NCPScheduler's default or
             another scheduler, which read no ``beta_eff``.
         measure: ``"auto"`` (default), ``"always"`` or ``"never"``.
+        **probe: ``probed_model``, ``num_classes``, ``hidden``, ``feature_layer``,
+            ``probe_seed``: where ``beta_eff`` is read, as described above
+            (:class:`~ncp_search.engine.probe.ProbeOptions`).
 
     Attributes:
         measuring: whether the current ``fit`` measures ``beta_eff``.
@@ -87,6 +91,7 @@ class NCPTuneCallback(ProbeCallback):
             ``checkpoint_frequency`` below 1;
             during ``fit``, if a requested metric is not in the epoch logs (the
             message lists the available keys).
+        TypeError: for a keyword argument that is not a probe option.
         ncp_search.ProbeError: at the start of ``fit`` when no probe can be attached;
             the message says how to fix it.
 
@@ -122,18 +127,12 @@ class NCPTuneCallback(ProbeCallback):
         *,
         checkpoint_on: str | Sequence[str] | None = "epoch_end",
         checkpoint_frequency: int = 1,
-        probed_model: Any = None,
-        num_classes: int | None = None,
-        hidden: Sequence[int] = DEFAULT_HIDDEN,
-        feature_layer: str | None = None,
-        probe_seed: int = 0,
         precision: str = "float32",
         predictor: str | None = None,
         measure: str = "auto",
+        **probe: Unpack[ProbeOptions],
     ) -> None:
-        super().__init__(x_probe, y_probe, probed_model=probed_model, precision=precision,
-                         num_classes=num_classes, hidden=hidden, feature_layer=feature_layer,
-                         probe_seed=probe_seed, measure=measure)
+        super().__init__(x_probe, y_probe, precision=precision, measure=measure, **probe)
         self.predictor = predictor
         self._reads_beta_eff = predictor_reads_beta_eff(predictor)  # checks the name
         self.metrics = metrics
