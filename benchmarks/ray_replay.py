@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", nargs="+", required=True, help="recorded-run tables (.jsonl)")
     parser.add_argument("--schedulers", nargs="+", default=list(ray_replay.DEFAULT_SCHEDULERS),
                         help="fifo, async_hyperband, hyperband, median_stopping, "
-                             "ncp:<predictor>, ncp_asha:<predictor>")
+                             "ncp:<predictor>, ncp_asha:<predictor>, ncp_pause, ncp (the "
+                             "registry's defaults)")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (run orders)")
     parser.add_argument("--tolerance", type=float, default=0.5, help="accuracy points")
     parser.add_argument("--concurrency", type=int, default=4, help="trials running at once")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     for name in args.schedulers:
-        ray_replay.make_scheduler(name, 20)  # unknown names fail here, before Ray starts
+        ray_replay.make_scheduler(name, 20, n_trials=20)  # unknown names fail before Ray
     tables = {}
     for table in args.table:
         runs = [r for r in read_table(table)

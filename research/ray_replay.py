@@ -39,11 +39,15 @@ the schedule. With ``concurrency > 1`` the interleaving of results from trials t
 run at the same time depends on thread and process timing, and so do the decisions
 of schedulers that compare trials: two runs of the same seed can differ by some
 epochs or stopped trials (FIFO's totals cannot). With ``concurrency=1`` trials run
-one after another and a replay is repeatable. HyperBandScheduler and
-MedianStoppingRule pause trials (the median rule yields to pending trials while it
-lacks samples); for those two the trainable reports a small checkpoint every epoch
-and a paused trial resumes from it, so no epoch is replayed twice (``restarts``
-counts any that were).
+one after another and a replay is repeatable. HyperBandScheduler,
+MedianStoppingRule and ``ncp_pause`` pause trials (the median rule yields to pending
+trials while it lacks samples); for those the trainable reports a small checkpoint
+(the epoch index) with every result and a paused trial resumes from it at its next
+epoch, so no epoch is replayed twice (``restarts`` counts any that were; ``pauses``
+counts the scheduler's PAUSE answers, ``resumes`` the restarts of paused trials).
+``ncp_pause`` is NCPScheduler with the registry's PausingPolicy (one bracket of all
+the table's trials); ``benchmarks/pausing_tune_check.py`` puts its Tune runs beside
+the pausing simulator (:mod:`research.pausing_bench`) on the same trials and orders.
 """
 
 from __future__ import annotations
@@ -91,7 +95,8 @@ _TUNE_ENV = {"TUNE_MAX_PENDING_TRIALS_PG": "2", "TUNE_DISABLE_AUTO_CALLBACK_LOGG
 BUILT_IN = ("fifo", "async_hyperband", "hyperband", "median_stopping")
 DEFAULT_SCHEDULERS = (*BUILT_IN, "ncp_percentile:best", "ncp:best", "ncp_percentile:ncp_raw",
                       "ncp:ncp_raw")
-PAUSING = ("hyperband", "median_stopping")  # schedulers that pause trials: checkpoints needed
+# schedulers that pause trials: the trainable reports checkpoints
+PAUSING = ("hyperband", "median_stopping", "ncp_pause")
 METRIC = "val_accuracy"
 
 
@@ -112,6 +117,19 @@ class _TrialPathOnAdd:
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
 
 
+class _CountPauses:
+    """Scheduler mixin: count the PAUSE answers (``n_paused``); decisions untouched."""
+
+    n_paused = 0
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision: str = super().on_trial_result(  # type: ignore[misc]
+            tune_controller, trial, result)
+        if decision == TrialScheduler.PAUSE:
+            self.n_paused += 1
+        return decision
+
+
 class _FIFO(_TrialPathOnAdd, FIFOScheduler):
     pass
 
@@ -120,15 +138,15 @@ class _ASHA(_TrialPathOnAdd, AsyncHyperBandScheduler):
     pass
 
 
-class _Median(_TrialPathOnAdd, MedianStoppingRule):
+class _Median(_CountPauses, _TrialPathOnAdd, MedianStoppingRule):
     pass
 
 
-class _NCP(_TrialPathOnAdd, NCPScheduler):
+class _NCP(_CountPauses, _TrialPathOnAdd, NCPScheduler):
     pass
 
 
-class HyperBandFixed(_TrialPathOnAdd, HyperBandScheduler):
+class HyperBandFixed(_CountPauses, _TrialPathOnAdd, HyperBandScheduler):
     """HyperBandScheduler with a fix for a hang seen in this replay (Ray 2.60).
 
     When a bracket finishes, ``_Bracket.cleanup_full`` stops the bracket's PAUSED
@@ -158,7 +176,7 @@ _OPTIONS = ("rf", "grace", "alpha")  # ",key=value" options of a scheduler name
 NCP_SETTINGS: dict[str, Any] = {}
 
 
-def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
+def make_scheduler(name: str, n_steps: int, n_trials: int | None = None) -> TrialScheduler:
     """A scheduler by name; the settings follow the Optuna replay's pruners.
 
     ``fifo`` (no stopping), ``async_hyperband`` (ASHA: grace period 1, reduction
@@ -177,6 +195,15 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
     ``,alpha=0.3`` (``incumbent_alpha``), e.g. ``async_hyperband,rf=3`` or
     ``ncp:best,grace=1,rf=3,alpha=0.3``. Each is the Tune class with
     :class:`_TrialPathOnAdd` mixed in (a work-around that changes no decision).
+
+    A registry name without a predictor (``ncp``, ``ncp_percentile``) and ``ncp_pause``
+    (``ncp_pause:<predictor>`` too) are built as the registry builds them for a sweep,
+    with its defaults (``ncp``: ASHA, grace period 1, reduction factor 3, predictor
+    ``best``, diverged trials stopped; ``ncp_pause``: NCPScheduler with a
+    PausingPolicy of reduction factor 2, ``min_resource`` 1, ``keep_min``
+    ``auto_keep_min(n_trials)``, one bracket of ``n_trials``), options ``,grace=G``
+    and ``,rf=R`` where the registry name takes them. ``ncp_pause`` needs ``n_trials``
+    (the number of trials of the run).
     """
     common = {"metric": METRIC, "mode": "max", "time_attr": "training_iteration"}
     spec = parse_spec(name)
@@ -187,6 +214,8 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
                          f"{list(_OPTIONS)} (',key=value'), no '+shuffled'.")
     rf = options.get("rf")
     rule = registry.ncp_rule(registry.RAY, spec.head)
+    if rule == "pause" or (rule is not None and not spec.predictor):
+        return _registry_ncp(name, n_steps, n_trials)
     if rule is not None and spec.predictor:
         # 0.1's defaults, which the committed replay tables were made with
         settings = {"grace_period": 2, "prune_diverged": False, **NCP_SETTINGS}
@@ -214,6 +243,27 @@ def make_scheduler(name: str, n_steps: int) -> TrialScheduler:
             "and (NCP) ',alpha=A'."
         )
     return factories[spec.head]()
+
+
+def _registry_ncp(name: str, n_steps: int, n_trials: int | None) -> TrialScheduler:
+    """An NCP name as :mod:`ncp_search.integrations.registry` builds it (its defaults),
+    its policy run by :class:`_NCP` (the same NCPScheduler with the mixins)."""
+    spec = parse_spec(name)
+    entry = registry.SCHEDULERS[spec.head]
+    given = {"predictor": spec.predictor or None,
+             "grace_period": int(spec.options["grace"]) if "grace" in spec.options else None,
+             "reduction_factor": spec.options.get("rf")}
+    refused = [k for k, v in given.items() if v is not None and k not in entry.settings]
+    if refused or "alpha" in spec.options:
+        raise ValueError(f"scheduler {name!r}: the registry's {spec.head!r} takes the settings "
+                         f"{list(entry.settings)}, not {refused or ['incumbent_alpha']}.")
+    if entry.rule == "pause" and n_trials is None:
+        raise ValueError(f"scheduler {name!r} plans over the whole run: pass n_trials (the "
+                         "number of trials), but got n_trials=None.")
+    made = entry.make({k: v for k, v in given.items() if v is not None}, n_steps,
+                      n_trials=n_trials, metric=METRIC, mode="max")
+    return _NCP(metric=METRIC, mode="max", time_attr="training_iteration", max_t=n_steps,
+                grace_period=int(made.settings()["grace_period"]), policy=made.policy)
 
 
 def slim(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -300,9 +350,12 @@ class _Ledger(tune.Callback):
         self.n_starts = 0
         self.restarts = 0
         self.errors = 0
+        # (run index, epoch) of each result; (run index, -1) at each (re)start
+        self.trace: list[tuple[int, int]] = []
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.n_starts += 1  # a trial resumed after a pause starts again
+        self.trace.append((int(trial.config["run_index"]), -1))
         if trial.trial_id not in self.seen:
             self.seen.add(trial.trial_id)
             self.started.append(int(trial.config["run_index"]))
@@ -313,6 +366,7 @@ class _Ledger(tune.Callback):
         self.active.add(trial.trial_id)
         self.active_sum += len(self.active)
         epoch = int(result["epoch"])
+        self.trace.append((int(trial.config["run_index"]), epoch))
         recorded = self.epoch_seconds[int(trial.config["run_index"])]
         if recorded and 1 <= epoch <= len(recorded) and math.isfinite(recorded[epoch - 1]):
             self.trained_seconds += recorded[epoch - 1]
@@ -356,6 +410,8 @@ def replay(
     num_cpus: float = 2.0,
     limit: str = "cpus",
     storage: str | None = None,
+    order: Sequence[int] | None = None,
+    trace: bool = False,
 ) -> dict[str, Any]:
     """One Tune run over all runs in a seeded order; returns its anytime curve.
 
@@ -364,6 +420,11 @@ def replay(
     trial asks for ``num_cpus / concurrency`` of them. ``limit="trials"`` limits
     concurrency by ``max_concurrent_trials`` instead (see the module's docstring).
     The Tune run writes into a temporary folder under ``storage``, removed after.
+    ``order``: the run indices in the order their trials are created (default: the
+    seed's permutation, ``default_rng(seed).permutation(len(runs))``, the budget and
+    pausing benchmarks' order); ``trace``: also return ``(run index, epoch)`` of every
+    result in the order the driver received them, and ``(run index, -1)`` at every
+    start of a trial (a resumed trial starts again).
     """
     import ray
 
@@ -373,10 +434,15 @@ def replay(
         raise ValueError(f"limit must be 'cpus' or 'trials', but got limit={limit!r}.")
     data = slim(runs)
     n_steps = len(data[0]["val_accuracy"])
-    order = [int(i) for i in np.random.default_rng(seed).permutation(len(runs))]
+    if order is None:
+        order = np.random.default_rng(seed).permutation(len(runs)).tolist()
+    order = [int(i) for i in order]
+    if sorted(order) != list(range(len(runs))):
+        raise ValueError(f"order must hold each run index 0..{len(runs) - 1} once, but got "
+                         f"{len(order)} indices ({len(set(order))} distinct).")
     ledger = _Ledger(data)
     cpus = num_cpus / concurrency
-    scheduler = make_scheduler(scheduler_name, n_steps)
+    scheduler = make_scheduler(scheduler_name, n_steps, n_trials=len(runs))
     folder = tempfile.mkdtemp(prefix="ray_replay_", dir=storage)
     started = time.perf_counter()
     try:
@@ -419,6 +485,7 @@ def replay(
         "n_stopped": ledger.n_stopped,
         "n_trials": len(results),
         "resumes": ledger.n_starts - len(ledger.started),
+        "pauses": int(getattr(scheduler, "n_paused", 0)),  # PAUSE answers
         # trials in progress (reported, not ended) at each result, paused ones included
         "mean_active": ledger.active_sum / max(ledger.epochs, 1),
         "restarts": ledger.restarts,
@@ -426,6 +493,7 @@ def replay(
         "order": order,
         "started": ledger.started,
         "seconds": time.perf_counter() - started,
+        **({"trace": ledger.trace} if trace else {}),
     }
 
 
@@ -454,6 +522,7 @@ def summarize(results: Sequence[dict[str, Any]], tolerance: float) -> dict[str, 
             "epochs_to_tolerance": float(np.mean(finite)) if finite else math.inf,
             "n_stopped": float(np.mean([r["n_stopped"] for r in mine])),
             "resumes": float(np.mean([r["resumes"] for r in mine])),
+            "pauses": float(np.mean([r.get("pauses", 0) for r in mine])),
             "mean_active": float(np.mean([r.get("mean_active", math.nan) for r in mine])),
             "restarts": int(sum(r["restarts"] for r in mine)),
             "seconds": float(np.mean([r["seconds"] for r in mine])),
@@ -508,7 +577,7 @@ def compare(
     """All schedulers over all seeds (seed by seed, every scheduler on each), with a
     summary per scheduler. Ray must be initialised with ``num_cpus`` CPUs."""
     for name in schedulers:  # fail before any Tune run on a bad name
-        make_scheduler(name, 2)
+        make_scheduler(name, 2, n_trials=len(runs))
     results = []
     for seed in seeds:
         started = time.perf_counter()

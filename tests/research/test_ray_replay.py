@@ -216,3 +216,70 @@ def test_hyperband_fix_stops_a_trial_left_paused_in_a_finished_bracket(fixed):
     assert scheduler.choose_trial_to_run(controller) is None
     assert controller.stopped == (["t0"] if fixed else [])  # without the fix: paused forever
     assert all(t.prepared for t in trials) == fixed  # the mixin prepares trials on add
+
+
+# Six trials of 4 epochs for ncp_pause (PausingPolicy: rf 2, min_resource 1, keep_min
+# auto_keep_min(6) = 2, one bracket): rung 1 keeps 3 of 6 by best-so-far (0.70, 0.65,
+# 0.60), rung 2 keeps 2 of 3 (0.80, 0.72), those run to epoch 4: 6 + 3 + 2 * 2 = 13
+# epochs; the late bloomer (0.30 -> 0.92) is paused for good at epoch 1, so the best
+# completed final is 0.88, 4 points below the table's best.
+PAUSE_CURVES = [[0.50, 0.55, 0.60, 0.65], [0.70, 0.72, 0.74, 0.76], [0.30, 0.90, 0.91, 0.92],
+                [0.60, 0.61, 0.62, 0.63], [0.65, 0.80, 0.85, 0.88], [0.20, 0.25, 0.30, 0.35]]
+PAUSE_EPOCHS = [1, 4, 1, 2, 4, 1]  # epochs each curve trains under ncp_pause
+
+
+@pytest.mark.slow
+def test_ncp_pause_pauses_resumes_and_continues_each_curve(ray_session):
+    from research.budget_bench import workload_from_rows
+    from research.pausing_bench import simulate
+
+    seed = 0
+    table = _designed_table(PAUSE_CURVES, seed=seed)
+    result = ray_replay.replay(table, "ncp_pause", seed, concurrency=1, trace=True)
+    order = result["order"]
+    # epochs counted once: each trial's epochs arrive 1, 2, ... without a repeat, a
+    # resumed trial goes on at the epoch after its pause (its checkpoint's)
+    per_run: dict[int, list[int]] = {}
+    for run, epoch in result["trace"]:
+        if epoch > 0:  # -1 marks a (re)start
+            per_run.setdefault(run, []).append(epoch)
+    starts = [run for run, epoch in result["trace"] if epoch < 0]
+    assert len(starts) == 6 + result["resumes"]
+    assert all(epochs == list(range(1, len(epochs) + 1)) for epochs in per_run.values())
+    assert [len(per_run[order[k]]) for k in range(6)] == PAUSE_EPOCHS
+    assert result["epochs"] == result["epochs_tune"] == 13 and result["restarts"] == 0
+    assert result["final_regret"] == pytest.approx(4.0)
+    # 9 arrivals at a rung; the last at each rung closes it and is dropped there (0.20
+    # at rung 1, 0.61 at rung 2): Tune stops it instead of pausing it -> 7 pauses; the
+    # 5 promoted trials resume from their checkpoints
+    assert (result["pauses"], result["resumes"]) == (7, 5)
+    assert result["n_stopped"] == 4
+    # the simulator's rule `pause` on the same trials and order: the same epochs per trial
+    workload = workload_from_rows("designed", table)
+    simulated = simulate(workload, "pause,rf=2,keep=auto,bracket=all", np.array(order))
+    assert simulated["epochs"] == 13
+    # the simulator counts every arrival at a rung as a pause, closers included
+    assert (simulated["pauses"], simulated["resumes"]) == (9, 5)
+    assert simulated["final_regret"] == pytest.approx(result["final_regret"])
+    sim_epochs = [max(e for p, e, _ in simulated["trace"] if p == k) for k in range(6)]
+    assert sim_epochs == PAUSE_EPOCHS
+
+
+def test_ncp_pause_is_the_registry_scheduler():
+    from ncp_search.core.pausing import PausingPolicy, auto_keep_min
+    from ncp_search.integrations import registry
+
+    scheduler = ray_replay.make_scheduler("ncp_pause", 20, n_trials=60)
+    assert isinstance(scheduler, ray_replay._TrialPathOnAdd)
+    assert isinstance(scheduler.policy, PausingPolicy)
+    made = registry.SCHEDULERS["ncp_pause"].make({}, 20, n_trials=60, metric="m", mode="max")
+    assert scheduler.policy.settings() == made.policy.settings()
+    assert scheduler.policy.keep_min == auto_keep_min(60) and scheduler.policy.bracket_size == 60
+    assert scheduler.policy.reduction_factor == registry.PAUSE_REDUCTION_FACTOR
+    assert "ncp_pause" in ray_replay.PAUSING  # its trials report checkpoints
+    default = ray_replay.make_scheduler("ncp", 20)
+    assert default.settings()["reduction_factor"] == 3 and default.settings()["grace_period"] == 1
+    with pytest.raises(ValueError, match="n_trials"):
+        ray_replay.make_scheduler("ncp_pause", 20)
+    with pytest.raises(ValueError, match="takes the settings"):
+        ray_replay.make_scheduler("ncp_pause,rf=3", 20, n_trials=6)
