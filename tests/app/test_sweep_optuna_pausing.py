@@ -87,6 +87,20 @@ def test_several_workers_are_refused_with_one_line(tmp_path, capsys) -> None:
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_a_resume_with_another_budget_trials_is_refused(tmp_path) -> None:
+    from ncp_search.app.sweep.config import load_sweep_config
+    from ncp_search.app.sweep.optuna_backend import PAUSE_TRIALS_ATTR, run_pausing
+    from ncp_search.errors import NCPSearchError
+
+    config = load_sweep_config(pause_config(tmp_path))
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr(PAUSE_TRIALS_ATTR, TRIALS + 4)  # what the sweep started with
+    with pytest.raises(NCPSearchError, match=rf"budget.trials must stay {TRIALS + 4} .* "
+                       rf"but got {TRIALS}; resume with --trials {TRIALS + 4}"):
+        run_pausing(study, config, data=None, output=tmp_path / "out")  # refused before data
+    assert not study.trials
+
+
 # -- records: a chain counts once ------------------------------------------------------------
 def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once() -> None:
     from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR

@@ -614,6 +614,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
     with _exclusive(Path(output) / PAUSE_LOCK), warnings.catch_warnings():
         # ask-and-tell: the dead-worker checks read the trial's worker, not a heartbeat
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        _check_planned_trials(study, typed.budget.trials)
         fail_stale_trials(study, stale_after(config))
         driver = PausingDriver(study, typed.choice.make(typed.budget.epochs,
                                                         n_trials=typed.budget.trials),
@@ -646,6 +647,27 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
                 failures_in_a_row = 0
             if after_trial is not None:
                 after_trial(study)
+
+
+PAUSE_TRIALS_ATTR = "ncp_pause_trials"
+"""Study user attribute: the ``budget.trials`` the pausing policy plans its rungs over."""
+
+
+def _check_planned_trials(study: optuna.Study, trials: int) -> None:
+    """The rungs of ``ncp_pause`` wait for all ``budget.trials`` trials: a resume with
+    another number would judge the trials already paused by another plan.
+
+    Raises:
+        NCPSearchError: the study was started with another ``budget.trials``.
+    """
+    planned = study.user_attrs.get(PAUSE_TRIALS_ATTR)
+    if planned is None:
+        study.set_user_attr(PAUSE_TRIALS_ATTR, int(trials))
+    elif int(planned) != int(trials):
+        raise NCPSearchError(
+            f"budget.trials must stay {planned} when an ncp_pause sweep resumes (its rungs "
+            f"wait for all of them), but got {trials}; resume with --trials {planned}, or "
+            "start a new sweep in another output folder.")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,100 @@
+"""``ncp-search sweep`` on the Optuna backend under ``ncp`` (ASHA on predicted finals, the
+default) and ``ncp_pause`` (successive halving that pauses), same config and seed.
+
+Runs ``configs/pause.yaml`` twice in fresh processes, once with its pruner replaced by
+``{name: ncp}`` (reduction_factor 3, the default), after a one-trial warm-up sweep that
+fills the model-zoo cache, and prints side by side: epochs trained (each epoch once; a
+paused-then-resumed configuration counts once), the best final val_accuracy, the wall
+seconds of each ``ncp-search sweep`` process, the Optuna trials started (a resume
+is a trial of its own), the trial time (each trial's own wall time, summed) and the
+seconds ``ncp_pause`` spent saving and loading checkpoints, with their share of the
+trial time. The load average is printed too: on a busy machine the
+seconds grow, the epochs and accuracies do not.
+
+    python benchmarks/sweep_pausing.py                      # configs/pause.yaml
+    python benchmarks/sweep_pausing.py --config my.yaml --keep runs/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep(config: dict[str, Any], folder: Path, name: str) -> tuple[dict[str, Any], float]:
+    """Run one sweep of ``config`` in a fresh process; its summary and wall seconds."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**config, "name": name,
+                                    "output": str(folder / name)}), encoding="utf-8")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ncp_search.app.cli", "sweep", str(path)], env=env,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    return json.loads((folder / name / "summary.json").read_text()), wall
+
+
+def checkpoints(output: Path, study_name: str) -> tuple[float, int]:
+    """Seconds the sweep's trials spent saving and loading checkpoints, and how many
+    Optuna trials it started (a resume is a trial of its own)."""
+    import optuna
+
+    from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name,
+                              storage=f"sqlite:///{output / 'study.db'}")
+    spent = sum(float(t.user_attrs.get(CHECKPOINT_SECONDS_ATTR) or 0.0) for t in study.trials)
+    return spent, len(study.trials)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "pause.yaml"))
+    parser.add_argument("--keep", default=None, help="keep the sweeps in this folder")
+    args = parser.parse_args(argv)
+    base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    base.pop("output", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(args.keep or scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        load = os.getloadavg()
+        sweep({**base, "budget": {"trials": 1, "epochs": 1}}, folder, "warmup")
+        rows = []
+        for name, pruner in (("ncp", {"name": "ncp"}), ("ncp_pause", base["pruner"])):
+            summary, wall = sweep({**base, "pruner": pruner}, folder, name)
+            spent, starts = checkpoints(folder / name, name)
+            rows.append((name, summary, wall, spent, starts))
+        after = os.getloadavg()
+    budget = base["budget"]
+    print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
+          f"seed {base.get('seed', 0)}, backend optuna, one worker; load average "
+          f"{load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
+    print(f"{'pruner':<10} {'epochs':>6} {'best final':>10} {'wall s':>7} {'starts':>6} "
+          f"{'trial s':>8} {'checkpoint s':>12} {'share':>6}")
+    for name, summary, wall, spent, starts in rows:
+        best = summary["best"]["final"] if summary["best"] else float("nan")
+        used = summary.get("seconds_used") or float("nan")
+        print(f"{name:<10} {summary['epochs_used']:>6} {best:>10.4f} {wall:>7.1f} "
+              f"{starts:>6} {used:>8.1f} {spent:>12.2f} {100 * spent / used:>5.1f}%")
+    print(f"epochs: trained, each once (of {budget['trials'] * budget['epochs']} without "
+          "pruning); wall s: the ncp-search sweep process; starts: Optuna trials started (a "
+          "resume is one: it loads and builds the model and traces its first epoch again); "
+          "trial s: each trial's own wall time, summed; checkpoint s: saving and loading "
+          "checkpoints (share: of the trial time)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
