@@ -9,7 +9,7 @@ layer named ``features``, so :func:`ncp_search.attach_probe` finds its features.
 
 Cache folder: the ``cache_dir`` argument, else ``$NCP_SEARCH_CACHE/zoo``, else
 ``~/.cache/ncp_search/zoo``. The cache key is made of the architecture, the source
-task spec, the epochs, the seed and ``n_train``.
+task spec, the epochs, the seed and ``n_train`` (a :class:`ZooKey`).
 
 Importing this module does not import Keras; the functions do.
 
@@ -518,13 +518,19 @@ def plan_zoo(
     return plan
 
 
-def build_zoo(names: Sequence[str] | None = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+def build_zoo(
+    names: Sequence[str] | None = None,
+    *,
+    retrain: bool = False,
+    progress: Callable[[str], Any] | None = None,
+    **spec: Unpack[SourceSpec],
+) -> dict[str, dict[str, Any]]:
     """Train (or find cached) several source models.
 
     Args:
         names: architectures (default: all of :func:`available_models`); all are
             checked before any is trained.
-        **kwargs: passed to :func:`load_source_model`.
+        retrain, progress, **spec: as for :func:`load_source_model`.
 
     Returns:
         Architecture name -> sidecar info.
@@ -535,9 +541,8 @@ def build_zoo(names: Sequence[str] | None = None, **kwargs: Any) -> dict[str, di
     chosen = list(names) if names else available_models()
     for name in chosen:
         _check_name(name)
-    info_kwargs = {k: v for k, v in kwargs.items() if k not in ("retrain", "progress")}
     infos = {}
     for name in chosen:
-        load_source_model(name, **kwargs)
-        infos[name] = source_model_info(name, **info_kwargs) or {}
+        load_source_model(name, retrain=retrain, progress=progress, **spec)
+        infos[name] = source_model_info(name, **spec) or {}
     return infos
