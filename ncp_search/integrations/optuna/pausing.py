@@ -17,7 +17,10 @@ loop, with Optuna's own ask-and-tell interface:
 So the study holds, for one configuration, a chain of trials linked by
 ``ncp_resumes``; :func:`chains` joins them. Samplers see pauses as pruned trials and
 completed chains as completed trials. The driver runs one trial at a time (for
-several workers use Ray Tune's NCPScheduler, or ``ncp-search sweep``).
+several workers use Ray Tune's NCPScheduler). :class:`PausingDriver` is the loop's
+shared piece (``ncp-search sweep`` drives ``pruner: {name: ncp_pause}`` with it): on a
+study that holds an interrupted run's trials it replays them into the fresh policy, so
+the run goes on where it stopped; :func:`configurations` groups trials for records.
 """
 
 from __future__ import annotations
