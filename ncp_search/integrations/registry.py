@@ -108,22 +108,25 @@ class Setting:
     problem: Callable[[Any], str] = lambda value: ""
 
 
+def _epochs(name: str, low: int, meaning: str, default: int) -> Setting:
+    """A setting counted in epochs: an integer from ``low`` to :data:`MAX_EPOCHS`."""
+    return Setting(name, f"an integer in [{low}, {MAX_EPOCHS}] ({meaning})",
+                   _int_in(low, MAX_EPOCHS), default)
+
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("predictor", "a predictor name such as 'best', 'pow3' or 'ncp_raw'", _predictor,
             "best", predictor_problem),
     Setting("percentile", "a number in [0, 100]", _number_in(0, 100), 50.0),
     Setting("n_startup_trials", f"an integer in [0, {MAX_TRIALS}] (start-up trials; more is "
             "a typo)", _int_in(0, MAX_TRIALS), 5),
-    Setting("n_warmup_steps", f"an integer in [0, {MAX_EPOCHS}] (warm-up epochs; more is a "
-            "typo)", _int_in(0, MAX_EPOCHS), 2),
+    _epochs("n_warmup_steps", 0, "warm-up epochs; more is a typo", 2),
     Setting("kappa", f"a number in [0, {MAX_KAPPA:g}] (multiples of the prediction error's "
             "spread; more never prunes)", _number_in(0, MAX_KAPPA), 0.0),
-    Setting("grace_period", f"an integer in [1, {MAX_EPOCHS}] (epochs before the first "
-            "decision)", _int_in(1, MAX_EPOCHS), 1),
+    _epochs("grace_period", 1, "epochs before the first decision", 1),
     Setting("reduction_factor", f"an integer in [2, {MAX_REDUCTION_FACTOR}] (1 trial in "
             "reduction_factor goes on at each rung)", _int_in(2, MAX_REDUCTION_FACTOR), 3),
-    Setting("min_resource", f"an integer in [1, {MAX_EPOCHS}] (epochs before the first "
-            "rung)", _int_in(1, MAX_EPOCHS), 1),
+    _epochs("min_resource", 1, "epochs before the first rung", 1),
 )}
 """Every setting of every name, in the order a section lists them."""
 

@@ -816,13 +816,14 @@ class _Checker:
                 raise self.fail(f"{section}.predictor", f"{predictor!r} learns from completed "
                                 f"trials, which {chosen['name']} has none of before its last "
                                 "rung; use a per-trial predictor such as 'best' or 'pow3'.")
+        # the first rung (or grace period) must come within the trial
+        first = {"pruner": "min_resource", "scheduler": "grace_period"}[section]
+        if first in chosen and chosen[first] > budget["epochs"]:
+            raise self.fail(f"{section}.{first}", f"{chosen[first]} exceeds budget.epochs="
+                            f"{budget['epochs']}{self._origin('budget.epochs')}; set {first} "
+                            "<= budget.epochs.")
         if config["backend"] == registry.OPTUNA:
             pruner = config["pruner"]
-            if "min_resource" in pruner and pruner["min_resource"] > budget["epochs"]:
-                raise self.fail("pruner.min_resource", f"{pruner['min_resource']} exceeds "
-                                f"budget.epochs={budget['epochs']}"
-                                f"{self._origin('budget.epochs')}; set min_resource <= "
-                                "budget.epochs.")
             if "n_warmup_steps" in pruner and pruner["n_warmup_steps"] >= budget["epochs"]:
                 self.idle("pruner.n_warmup_steps", "budget.epochs",
                           f"{pruner['n_warmup_steps']} warm-up epochs of "
@@ -833,13 +834,6 @@ class _Checker:
                           f"{pruner['n_startup_trials']} start-up trials of "
                           f"{budget['trials']}: every trial is a start-up trial, so nothing "
                           "would ever be pruned; set n_startup_trials < budget.trials")
-        else:
-            scheduler = config["scheduler"]
-            if "grace_period" in scheduler and scheduler["grace_period"] > budget["epochs"]:
-                raise self.fail("scheduler.grace_period", f"{scheduler['grace_period']} "
-                                f"exceeds budget.epochs={budget['epochs']}"
-                                f"{self._origin('budget.epochs')}; set grace_period <= "
-                                "budget.epochs.")
 
     def renamed_rule(self, section: str, chosen: str, value: Mapping[str, Any],
                      host: str) -> None:

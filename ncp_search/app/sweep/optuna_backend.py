@@ -405,6 +405,17 @@ def fail_stale_trials(study: optuna.Study, grace_s: float = GRACE_S) -> None:
         optuna.storages.fail_stale_trials(study)  # calls _retry for each
 
 
+def _store_epoch(trial: optuna.Trial, epoch: int, value: float, beta: float,
+                 terms: dict[str, float], info: EpochInfo, epoch_seconds: list[float]) -> None:
+    """Store one epoch in the trial: the value, ``beta_eff`` and probe terms (reported),
+    the epoch times so far and, when it diverged, why."""
+    report_beta_eff(trial, epoch, beta, value, terms=terms)
+    epoch_seconds.append(info.seconds)
+    trial.set_user_attr(EPOCH_SECONDS_ATTR, list(epoch_seconds))
+    if info.diverged:
+        trial.set_user_attr(DIVERGED_ATTR, info.diverged)
+
+
 def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
                    on_epoch: Callable[[], Any] | None = None,
                    cache_dir: str | None = None) -> Callable[[optuna.Trial], float]:
@@ -419,11 +430,7 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
 
         def report(epoch: int, value: float, beta: float, terms: dict[str, float],
                    info: EpochInfo) -> None:
-            report_beta_eff(trial, epoch, beta, value, terms=terms)
-            epoch_seconds.append(info.seconds)
-            trial.set_user_attr(EPOCH_SECONDS_ATTR, list(epoch_seconds))
-            if info.diverged:
-                trial.set_user_attr(DIVERGED_ATTR, info.diverged)
+            _store_epoch(trial, epoch, value, beta, terms, info, epoch_seconds)
             if on_epoch is not None:
                 on_epoch()
             if info.diverged:
@@ -726,11 +733,8 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
 
     def report(epoch: int, value: float, beta: float, terms: dict[str, float],
                info: EpochInfo) -> bool:
-        report_beta_eff(trial, epoch, beta, value, terms=terms)
-        epoch_seconds.append(info.seconds)
-        trial.set_user_attr(EPOCH_SECONDS_ATTR, list(epoch_seconds))
+        _store_epoch(trial, epoch, value, beta, terms, info, epoch_seconds)
         if info.diverged:
-            trial.set_user_attr(DIVERGED_ATTR, info.diverged)
             driver.values[job.name][epoch] = float(value)  # its epoch, not fed to the policy
             outcome["stopped"] = f"diverged after epoch {epoch + 1}: {info.diverged}"
             return True
