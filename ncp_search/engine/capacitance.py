@@ -226,13 +226,8 @@ def _to_terms(values: np.ndarray, context: str) -> BetaEffTerms:
 
 
 def beta_eff_terms_from_weights(
-    kernels: Sequence[Any],
-    features: Any,
-    labels: Any,
-    *,
-    precision: str = "float64",
-    eps: float = DEFAULT_EPS,
-    compiled: bool = True,
+    kernels: Sequence[Any], features: Any, labels: Any, *, precision: str = "float64",
+    eps: float = DEFAULT_EPS, compiled: bool = True,
 ) -> BetaEffTerms:
     """Eq. 2 and its parts for explicit probe weights and features.
 
@@ -288,11 +283,7 @@ def beta_eff_terms_from_weights(
 
 
 def beta_eff_from_weights(
-    kernels: Sequence[Any],
-    features: Any,
-    labels: Any,
-    *,
-    precision: str = "float64",
+    kernels: Sequence[Any], features: Any, labels: Any, *, precision: str = "float64",
     eps: float = DEFAULT_EPS,
 ) -> float:
     """``beta_eff`` (Eq. 2) for explicit probe weights and features.

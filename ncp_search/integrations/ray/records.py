@@ -49,6 +49,17 @@ class TuneRecords:
         "higher is better")."""
         return 1.0 if self.mode == "max" else -1.0
 
+    def add(self, trial_id: str) -> None:
+        """A trial Tune added (a restored one keeps its track); the metric and mode must
+        be known by now."""
+        if not self.metric or self.mode not in ("max", "min"):
+            raise ValueError(
+                f"NCPScheduler needs a metric and a mode ('max' or 'min'), but got "
+                f"metric={self.metric!r}, mode={self.mode!r}. Pass them to NCPScheduler "
+                "or to tune.TuneConfig(metric=..., mode=...).")
+        self.pool.sign = self.sign
+        self.pool.tracks.setdefault(trial_id, Track())
+
     def record(self, trial_id: str, result: Mapping[str, Any]
                ) -> tuple[Any, float, Track] | rules.Decision:
         """Record ``result``: ``(reported metric, time, the trial's track)``, or the

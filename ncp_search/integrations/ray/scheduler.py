@@ -41,7 +41,6 @@ from ncp_search.core import rules
 from ncp_search.core.history import PROBE_TERMS, REPORTED_SERIES, as_number
 from ncp_search.core.pausing import PausingPolicy
 from ncp_search.core.policy import Policy, build_policy
-from ncp_search.core.pool import Track
 from ncp_search.integrations.ray.journal import FORMAT, load_state, save_state
 from ncp_search.integrations.ray.pausing import TunePausing
 from ncp_search.integrations.ray.records import TuneRecords, null
@@ -112,12 +111,11 @@ class NCPScheduler(FIFOScheduler):
             raise ValueError(f"mode must be 'max' or 'min', but got mode={mode!r}.")
         _check(grace_period=grace_period, max_t=max_t, time_attr=time_attr, beta_key=beta_key)
         if policy is None:
-            policy = build_policy(
-                rule, "NCPScheduler", percentile=percentile, n_startup_trials=n_startup_trials,
-                n_warmup_steps=None if rule == "asha" else grace_period, kappa=kappa,
-                reduction_factor=reduction_factor, min_resource=grace_period, first_step=1,
-                predictor=predictor, max_step=max_t, incumbent_alpha=incumbent_alpha,
-                prune_diverged=prune_diverged, feeds=self.FEEDS)
+            policy = _tune_policy(
+                rule, grace_period, max_t, percentile=percentile, kappa=kappa,
+                n_startup_trials=n_startup_trials, reduction_factor=reduction_factor,
+                predictor=predictor, incumbent_alpha=incumbent_alpha,
+                prune_diverged=prune_diverged)
         elif not isinstance(policy, (Policy, PausingPolicy)):
             raise TypeError(f"policy must be an ncp_search Policy or PausingPolicy, but got "
                             f"{type(policy).__name__}.")
@@ -148,14 +146,7 @@ class NCPScheduler(FIFOScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._load_once()
-        metric, mode = self._records.metric, self._records.mode
-        if not metric or mode not in ("max", "min"):
-            raise ValueError(
-                f"NCPScheduler needs a metric and a mode ('max' or 'min'), but got "
-                f"metric={metric!r}, mode={mode!r}. Pass them to NCPScheduler "
-                "or to tune.TuneConfig(metric=..., mode=...).")
-        self._records.pool.sign = self._records.sign
-        self._records.pool.tracks.setdefault(trial.trial_id, Track())
+        self._records.add(trial.trial_id)
         if self._pausing is not None and self._pausing.add(trial.trial_id):
             self._records.apply({"e": "add", "id": trial.trial_id})
 
@@ -267,6 +258,18 @@ class NCPScheduler(FIFOScheduler):
 
     def restore(self, checkpoint_path: str) -> None:
         self._records.pool.load_state(load_state(checkpoint_path))
+
+
+def _tune_policy(rule: str, grace_period: int, max_t: int, *, percentile: float | None,
+                 kappa: float | None, n_startup_trials: int | None, reduction_factor: float,
+                 predictor: str, incumbent_alpha: float | None, prune_diverged: bool) -> Policy:
+    """The policy NCPScheduler's arguments describe, in ``time_attr`` units (steps from 1)."""
+    return build_policy(
+        rule, "NCPScheduler", percentile=percentile, n_startup_trials=n_startup_trials,
+        n_warmup_steps=None if rule == "asha" else grace_period, kappa=kappa,
+        reduction_factor=reduction_factor, min_resource=grace_period, first_step=1,
+        predictor=predictor, max_step=max_t, incumbent_alpha=incumbent_alpha,
+        prune_diverged=prune_diverged, feeds=NCPScheduler.FEEDS)
 
 
 def _check(*, grace_period: Any, max_t: Any, time_attr: Any, beta_key: Any) -> None:
