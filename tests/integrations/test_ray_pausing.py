@@ -126,3 +126,20 @@ def test_a_concurrency_limit_that_starves_the_rung_is_warned_about():
     run_to_first_rung(scheduler, controller, [0.5, 0.9])
     with pytest.warns(RuntimeWarning, match="max_concurrent_trials"):
         assert scheduler.choose_trial_to_run(controller) is None
+
+
+def test_a_promoted_trial_waits_while_the_one_handed_before_is_still_staged():
+    # Tune's controller stages whatever choose_trial_to_run returns, slot or not: handing
+    # every promoted trial at once let Tune start them in its own order, not best first
+    # (seen on real Tune runs of the recorded tables: 0-1 of 5 rungs in order).
+    scheduler = scheduler_for(4)
+    controller = FakeController([FakeTrial(k) for k in "abcd"])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    run_to_first_rung(scheduler, controller, [0.5, 0.9, 0.7, 0.6])
+    first = scheduler.choose_trial_to_run(controller)
+    assert first.trial_id == "b"
+    first.status = TuneTrial.PENDING  # staged by Tune's controller, no actor yet
+    assert scheduler.choose_trial_to_run(controller) is None
+    first.status = TuneTrial.RUNNING
+    assert scheduler.choose_trial_to_run(controller).trial_id == "c"

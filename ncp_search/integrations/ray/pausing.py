@@ -42,6 +42,7 @@ class TunePausing:
         self._template = copy.deepcopy(policy)
         self.policy = policy
         self._warned = False
+        self._staged: str | None = None  # the promoted trial handed to Tune last
 
     def add(self, trial_id: str) -> bool:
         """Add a trial; False when it is already known (a restored trial)."""
@@ -115,13 +116,22 @@ class TunePausing:
                 tune_controller.stop_trial(trial)
 
     def choose(self, tune_controller: Any) -> Any:
-        """Promoted PAUSED trials first (best first), then new (PENDING) trials."""
+        """Promoted PAUSED trials first (best first), then new (PENDING) trials.
+
+        Tune's controller stages every trial this returns, whether a slot is free or
+        not, and starts the staged ones in its own order: so a promoted trial is handed
+        over only once the one handed before has left PENDING (started, or ended)."""
         trials = list(tune_controller.get_trials())
         by_id = {t.trial_id: t for t in trials}
+        staged = by_id.get(self._staged) if self._staged is not None else None
+        if staged is not None and staged.status == Trial.PENDING:
+            return None
+        self._staged = None
         for trial_id in self.policy.promoted():
             trial = by_id.get(trial_id)
             if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
                 self.policy.resume(trial_id)  # PENDING: restored by Tuner.restore
+                self._staged = trial_id
                 return trial
         for trial in trials:
             if trial.status == Trial.PENDING and (
