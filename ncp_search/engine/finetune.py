@@ -189,6 +189,8 @@ def fine_tune(
     probe_seed: int = 0,
     on_built: Callable[[TrialModels], Any] | None = None,
     restore: Callable[[Any], int] | None = None,
+    models: TrialModels | None = None,
+    start: int = 0,
 ) -> int:
     """Build one trial's models on ``source`` and fine-tune them on ``task``: the one
     trial runner of the sweeps and the research recorder.
@@ -211,15 +213,21 @@ def fine_tune(
             the untrained model or to attach meters).
         restore: called with the compiled trained model; loads a checkpoint into it
             and returns the epochs it had done, from which training goes on.
+        models: the models of this trial from an earlier call, kept in memory (a
+            paused trial that resumes): trained on from ``start`` epochs without
+            building, compiling or restoring (``source`` is not used). Training goes
+            on as from a checkpoint of the same epoch (same seed, same batches).
+        start: with ``models``, the epochs they have done.
 
     Returns:
         The epoch training started from (0 without a checkpoint).
     """
     keras.utils.set_random_seed(int(trial_seed))
-    models = build_trial_models(source, task.num_classes, config, mode=mode,
-                                hidden=hidden, probe_seed=probe_seed)
-    compile_trial(models.trained, config)
-    start = 0 if restore is None else int(restore(models.trained))
+    if models is None:
+        models = build_trial_models(source, task.num_classes, config, mode=mode,
+                                    hidden=hidden, probe_seed=probe_seed)
+        compile_trial(models.trained, config)
+        start = 0 if restore is None else int(restore(models.trained))
     if on_built is not None:
         on_built(models)
     clock = {"begin": time.perf_counter()}
@@ -230,8 +238,10 @@ def fine_tune(
     def end(epoch: int, logs: Mapping[str, Any] | None) -> None:
         seconds = time.perf_counter() - clock["begin"]
         numbers = {k: float(v) for k, v in (logs or {}).items()}
-        if on_epoch(EpochEnd(epoch, numbers, seconds, models)) is True:
-            models.trained.stop_training = True
+        if on_epoch(EpochEnd(epoch, numbers, seconds, trial_models)) is True:
+            trial_models.trained.stop_training = True
+
+    trial_models = models
 
     models.trained.fit(
         task.x_train, task.y_train, validation_data=(task.x_val, task.y_val),

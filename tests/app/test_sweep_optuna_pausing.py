@@ -153,8 +153,17 @@ def _check_chains(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.slow
-def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path,
-                                                                       capsys) -> None:
+def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path, capsys,
+                                                                       monkeypatch) -> None:
+    import ncp_search.app.sweep.optuna_backend as backend
+    import ncp_search.integrations.ray.checkpoint as checkpoint
+
+    loads = []
+    real_load = checkpoint.load_keras
+    monkeypatch.setattr(checkpoint, "load_keras",
+                        lambda *args, **kwargs: loads.append(args[1]) or real_load(*args,
+                                                                                   **kwargs))
+    monkeypatch.setattr(backend, "LIVE_BYTES", 0)  # no model kept in memory: checkpoints
     config = pause_config(tmp_path)
     assert main(["sweep", str(config)]) == 0
     out = capsys.readouterr()
@@ -162,6 +171,23 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     trials = _check_chains(tmp_path)
     resumed = [t for t in trials if RESUMES_ATTR in t.user_attrs]
     assert resumed and all(t.user_attrs["ncp_checkpoint_seconds"] > 0 for t in resumed)
+    assert len(loads) == len(resumed)
+    _check_summary(tmp_path, trials)
+    # the same sweep with the paused models kept in memory (the default): the same
+    # values epoch by epoch, and no checkpoint loaded
+    monkeypatch.setattr(backend, "LIVE_BYTES", 1 << 30)
+    loads.clear()
+    live = tmp_path / "live"
+    live.mkdir()
+    assert main(["sweep", str(pause_config(live))]) == 0
+    live_trials = _check_chains(live)
+    assert [t.intermediate_values for t in live_trials] == [
+        t.intermediate_values for t in trials]
+    assert loads == []
+    _check_summary(live, live_trials)
+
+
+def _check_summary(tmp_path: Path, trials: list) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # each configuration once, its epochs once
     assert summary["trials"] == TRIALS and summary["complete"] + summary["pruned"] == TRIALS

@@ -63,7 +63,7 @@ from optuna.trial import TrialState
 from ncp_search.app.search_space import suggest
 from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import trial_seed
-from ncp_search.app.sweep.trial import EpochInfo, SweepData, run_trial
+from ncp_search.app.sweep.trial import EpochInfo, LiveTrial, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.optuna.pausing import RESUMES_ATTR
 from ncp_search.integrations.optuna.reporting import (
@@ -618,6 +618,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
     stop = stop or StopAtEpochEnd()
     folder = Path(output) / CHECKPOINTS
     failures_in_a_row = 0
+    live: dict[str, LiveTrial] = {}  # paused configurations' models, in pause order
     with _exclusive(Path(output) / PAUSE_LOCK), warnings.catch_warnings():
         # ask-and-tell: the dead-worker checks read the trial's worker, not a heartbeat
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
@@ -634,13 +635,14 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
             if job is None:
                 return
             try:
-                _run_job(driver, job, config, data, output, on_epoch, cache_dir)
+                _run_job(driver, job, config, data, output, on_epoch, cache_dir, live)
             except KeyboardInterrupt:
                 study.tell(job.trial, state=TrialState.FAIL)
                 raise
             except Exception:  # noqa: BLE001 - logged; the trial is FAIL, the sweep goes on
                 logger.exception("trial %d failed", job.trial.number)
                 study.tell(job.trial, state=TrialState.FAIL)
+                live.clear()
                 failures_in_a_row += 1
                 if failures_in_a_row >= 3:
                     raise NCPSearchError(
@@ -701,10 +703,19 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+LIVE_BYTES = 1 << 30
+"""At most this many bytes of paused trials' models stay in memory (:class:`LiveTrial`:
+a resume then skips loading, building, compiling and the checkpoint; the longest-paused
+are let go first, and those the policy will not resume at once)."""
+
+
 def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
-             output: Path, on_epoch: Callable[[], Any] | None, cache_dir: str | None) -> None:
-    """Train one trial of the pausing driver from ``job.start`` epochs (restoring its
-    configuration's checkpoint) until the policy pauses, stops or completes it; tell it."""
+             output: Path, on_epoch: Callable[[], Any] | None, cache_dir: str | None,
+             live: dict[str, LiveTrial] | None = None) -> None:
+    """Train one trial of the pausing driver from ``job.start`` epochs (from its
+    models kept in ``live``, else from its configuration's checkpoint) until the
+    policy pauses, stops or completes it; tell it. A trial that pauses is kept in
+    ``live`` (within :data:`LIVE_BYTES`)."""
     import shutil
 
     from ncp_search.core.pausing import CONTINUE, PAUSE
@@ -757,8 +768,13 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
         return False
 
     model_path = output / "models" / f"trial_{int(job.name):04d}.keras"  # its configuration
+    live = {} if live is None else live
+    kept = live.pop(job.name, None)
+    if kept is not None and kept.epochs != job.start:
+        kept = None  # not the state the study recorded: the checkpoint is
     record = run_trial(config, params, data, report, trial_seed=seed, model_path=model_path,
-                       cache_dir=cache_dir, restore=restore if job.start else None)
+                       cache_dir=cache_dir, restore=restore if job.start else None,
+                       live=kept, keep_live=True)
     trial.set_user_attr("seconds", record["seconds"])
     trial.set_user_attr(CHECKPOINT_SECONDS_ATTR, spent["checkpoint"])
     if record["model_path"]:
@@ -770,3 +786,10 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     for old in job.checkpoint.glob("epoch_*") if job.checkpoint.is_dir() else ():
         if saved is None or old != saved:
             shutil.rmtree(old, ignore_errors=True)
+    if saved is not None:
+        live[job.name] = record["live"]
+    for name in list(live):  # the policy's dropped ones never resume
+        if driver.policy.knows(name) and driver.policy.status(name) in ("dropped", "out"):
+            del live[name]
+    while live and sum(entry.nbytes for entry in live.values()) > LIVE_BYTES:
+        del live[next(iter(live))]

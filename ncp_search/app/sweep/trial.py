@@ -50,6 +50,28 @@ class EpochInfo:
 EpochHook = Callable[[int, float, float, dict[str, float], EpochInfo], Any]
 
 
+@dataclass
+class LiveTrial:
+    """A paused trial's models kept in memory, with its ``beta_eff`` meter and the
+    epochs done: :func:`run_trial` trains on from them instead of loading the source
+    model, building, compiling and restoring a checkpoint (the same batches and
+    weights as from the checkpoint; what a resume costs otherwise)."""
+
+    models: Any
+    meter: Any
+    epochs: int
+
+    @property
+    def nbytes(self) -> int:
+        """About what it holds: the trained and probed models' weights and the
+        optimizer's state."""
+        trained, probed = self.models.trained, self.models.probed
+        variables = list(trained.weights) + list(getattr(trained.optimizer, "variables", []))
+        if probed is not trained:
+            variables += list(probed.weights)
+        return sum(int(np.prod(v.shape)) * 4 for v in variables)
+
+
 def divergence(train_losses: list[float], val_accuracies: list[float],
                val_loss: float, num_classes: int) -> str | None:
     """Why a trial's curve so far counts as diverged, or None (see the module
@@ -182,6 +204,8 @@ def run_trial(
     cache_dir: str | None = None,
     measure_beta_eff: bool | None = None,
     restore: Callable[[Any], int] | None = None,
+    live: LiveTrial | None = None,
+    keep_live: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune one configuration for up to ``budget.epochs`` epochs.
 
@@ -206,6 +230,10 @@ def run_trial(
             into it and returns the epochs it had done (0: none), from which
             training goes on (``initial_epoch``; the record holds the epochs run
             here, ``epochs`` counts them all).
+        live: the trial's models kept in memory since it paused: training goes on
+            from ``live.epochs`` with them (no source model loaded, no ``restore``).
+        keep_live: also return the models, as ``record["live"]`` (a
+            :class:`LiveTrial`), to resume from.
 
     Returns:
         ``{"val_accuracy": [...], "beta_eff": [...], "epoch_seconds": [...],
@@ -224,10 +252,13 @@ def run_trial(
     # on 2 cores, growing with the heap): Python's generational collector frees the
     # trial's cycles at a flat cost per trial (benchmarks/sweep_overhead.py), and a Ray
     # trial runs in its own actor.
-    keras.backend.clear_session(free_memory=False)
     task = data.task
-    source = load_source(config, params, task.num_classes, cache_dir)
-    check_input_shape(source, task, "the source model")
+    if live is None:
+        keras.backend.clear_session(free_memory=False)
+        source = load_source(config, params, task.num_classes, cache_dir)
+        check_input_shape(source, task, "the source model")
+    else:
+        source = None
     if measure_beta_eff is None:
         measure_beta_eff = reads_beta_eff(config)
     record: dict[str, Any] = {"val_accuracy": [], "beta_eff": [], "epoch_seconds": [],
@@ -236,11 +267,14 @@ def run_trial(
     # An epoch's time runs from the previous epoch's beta_eff measurement (or the
     # start of training) to its own: training, validation, beta_eff and the previous
     # epoch's reporting (what running one more epoch costs).
-    state: dict[str, Any] = {"meter": None, "clock": started, "trained": None}
+    state: dict[str, Any] = {"meter": None, "clock": started, "trained": None, "models": None}
 
     def built(models: TrialModels) -> None:
-        if measure_beta_eff:
+        if live is not None:
+            state["meter"] = live.meter
+        elif measure_beta_eff:
             state["meter"] = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
+        state["models"] = models
         state["trained"] = models.trained
         state["clock"] = time.perf_counter()
 
@@ -269,12 +303,17 @@ def run_trial(
     epochs = int(config["budget"]["epochs"])
     start = fine_tune(source, task, params, epochs=epochs, trial_seed=trial_seed,
                       on_epoch=end_of_epoch, mode=config["mode"], hidden=tuple(probe["hidden"]),
-                      probe_seed=reduce_seed(probe["seed"]), on_built=built, restore=restore)
+                      probe_seed=reduce_seed(probe["seed"]), on_built=built,
+                      restore=None if live is not None else restore,
+                      models=None if live is None else live.models,
+                      start=0 if live is None else live.epochs)
     record["epochs"] = start + len(record["val_accuracy"])
     record["seconds"] = time.perf_counter() - started
     if model_path is not None and record["epochs"] == epochs and not record["diverged"]:
         save_model(state["trained"], Path(model_path))
         record["model_path"] = str(model_path)
+    if keep_live:
+        record["live"] = LiveTrial(state["models"], state["meter"], record["epochs"])
     return record
 
 
