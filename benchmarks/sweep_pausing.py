@@ -1,8 +1,10 @@
 """``ncp-search sweep`` on the Optuna backend under ``ncp`` (ASHA on predicted finals, the
 default) and ``ncp_pause`` (successive halving that pauses), same config and seed.
 
-Runs ``configs/pause.yaml`` twice in fresh processes, once with its pruner replaced by
-``{name: ncp}`` (reduction_factor 3, the default), after a one-trial warm-up sweep that
+Runs ``configs/pause.yaml`` three times in fresh processes: with its pruner replaced by
+``{name: ncp}`` (reduction_factor 3, the default), as it is (``ncp_pause``, paused models
+kept in memory), and as it is with ``NCP_SEARCH_PAUSED_MODELS_MB=0`` (every resume from
+its checkpoint), after a one-trial warm-up sweep that
 fills the model-zoo cache, and prints side by side: epochs trained (each epoch once; a
 paused-then-resumed configuration counts once), the best final val_accuracy, the wall
 seconds of each ``ncp-search sweep`` process, the Optuna trials started (a resume
@@ -30,14 +32,16 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"  # ncp_search.app.sweep.optuna_backend
 
 
-def sweep(config: dict[str, Any], folder: Path, name: str) -> tuple[dict[str, Any], float]:
+def sweep(config: dict[str, Any], folder: Path, name: str,
+          env_extra: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
     """Run one sweep of ``config`` in a fresh process; its summary and wall seconds."""
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**config, "name": name,
                                     "output": str(folder / name)}), encoding="utf-8")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     began = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ncp_search.app.cli", "sweep", str(path)], env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         sweep({**base, "budget": {"trials": 1, "epochs": 1}}, folder, "warmup")
         rows = []
-        for name, pruner in (("ncp", {"name": "ncp"}), ("ncp_pause", base["pruner"])):
-            summary, wall = sweep({**base, "pruner": pruner}, folder, name)
+        for name, pruner, env in (
+                ("ncp", {"name": "ncp"}, {}), ("ncp_pause", base["pruner"], {}),
+                ("ncp_pause_ck", base["pruner"], {LIVE_MB_ENV: "0"})):
+            summary, wall = sweep({**base, "pruner": pruner}, folder, name, env)
             spent, starts = checkpoints(folder / name, name)
             rows.append((name, summary, wall, spent, starts))
         after = os.getloadavg()
@@ -81,16 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
           f"seed {base.get('seed', 0)}, backend optuna, one worker; load average "
           f"{load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
-    print(f"{'pruner':<10} {'epochs':>6} {'best final':>10} {'wall s':>7} {'starts':>6} "
+    print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'starts':>6} "
           f"{'trial s':>8} {'checkpoint s':>12} {'share':>6}")
     for name, summary, wall, spent, starts in rows:
         best = summary["best"]["final"] if summary["best"] else float("nan")
         used = summary.get("seconds_used") or float("nan")
-        print(f"{name:<10} {summary['epochs_used']:>6} {best:>10.4f} {wall:>7.1f} "
+        print(f"{name:<12} {summary['epochs_used']:>6} {best:>10.4f} {wall:>7.1f} "
               f"{starts:>6} {used:>8.1f} {spent:>12.2f} {100 * spent / used:>5.1f}%")
     print(f"epochs: trained, each once (of {budget['trials'] * budget['epochs']} without "
           "pruning); wall s: the ncp-search sweep process; starts: Optuna trials started (a "
-          "resume is one: it loads and builds the model and traces its first epoch again); "
+          "resume is one); ncp_pause keeps paused models in memory, ncp_pause_ck keeps none "
+          f"({LIVE_MB_ENV}=0: each resume loads the source model, builds, loads its "
+          "checkpoint and traces its first epoch again); "
           "trial s: each trial's own wall time, summed; checkpoint s: saving and loading "
           "checkpoints (share: of the trial time)")
     return 0

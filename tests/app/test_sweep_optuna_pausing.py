@@ -163,7 +163,7 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     monkeypatch.setattr(checkpoint, "load_keras",
                         lambda *args, **kwargs: loads.append(args[1]) or real_load(*args,
                                                                                    **kwargs))
-    monkeypatch.setattr(backend, "LIVE_BYTES", 0)  # no model kept in memory: checkpoints
+    monkeypatch.setenv(backend.LIVE_MB_ENV, "0")  # no model kept in memory: checkpoints
     config = pause_config(tmp_path)
     assert main(["sweep", str(config)]) == 0
     out = capsys.readouterr()
@@ -175,7 +175,7 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     _check_summary(tmp_path, trials)
     # the same sweep with the paused models kept in memory (the default): the same
     # values epoch by epoch, and no checkpoint loaded
-    monkeypatch.setattr(backend, "LIVE_BYTES", 1 << 30)
+    monkeypatch.delenv(backend.LIVE_MB_ENV)
     loads.clear()
     live = tmp_path / "live"
     live.mkdir()

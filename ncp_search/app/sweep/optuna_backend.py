@@ -703,10 +703,21 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-LIVE_BYTES = 1 << 30
-"""At most this many bytes of paused trials' models stay in memory (:class:`LiveTrial`:
-a resume then skips loading, building, compiling and the checkpoint; the longest-paused
-are let go first, and those the policy will not resume at once)."""
+LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"
+"""Environment variable: how many MB of paused trials' models ``ncp_pause`` keeps in
+memory (default 1024; 0 keeps none: every resume loads its checkpoint)."""
+
+
+def _live_bytes() -> int:
+    """The memory for paused trials' models (:class:`LiveTrial`: a resume then skips
+    loading, building, compiling and the checkpoint; the longest-paused are let go
+    first, and those the policy will not resume at once)."""
+    raw = os.environ.get(LIVE_MB_ENV, "1024")
+    try:
+        return max(0, int(float(raw) * 2**20))
+    except ValueError:
+        raise NCPSearchError(f"{LIVE_MB_ENV} must be a number of MB (0 or more), but got "
+                             f"{raw!r}.") from None
 
 
 def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
@@ -715,7 +726,7 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     """Train one trial of the pausing driver from ``job.start`` epochs (from its
     models kept in ``live``, else from its configuration's checkpoint) until the
     policy pauses, stops or completes it; tell it. A trial that pauses is kept in
-    ``live`` (within :data:`LIVE_BYTES`)."""
+    ``live`` (within ``NCP_SEARCH_PAUSED_MODELS_MB``)."""
     import shutil
 
     from ncp_search.core.pausing import CONTINUE, PAUSE
@@ -791,5 +802,6 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     for name in list(live):  # the policy's dropped ones never resume
         if driver.policy.knows(name) and driver.policy.status(name) in ("dropped", "out"):
             del live[name]
-    while live and sum(entry.nbytes for entry in live.values()) > LIVE_BYTES:
+    limit = _live_bytes()
+    while live and sum(entry.nbytes for entry in live.values()) > limit:
         del live[next(iter(live))]
