@@ -87,6 +87,17 @@ def test_several_workers_are_refused_with_one_line(tmp_path, capsys) -> None:
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_a_bad_paused_models_memory_stops_before_any_trial(tmp_path, capsys,
+                                                           monkeypatch) -> None:
+    import ncp_search.app.sweep.optuna_backend as backend
+
+    monkeypatch.setenv(backend.LIVE_MB_ENV, "lots")
+    assert main(["sweep", str(pause_config(tmp_path))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{backend.LIVE_MB_ENV} must be a number of MB" in err and "'lots'" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_a_resume_with_another_budget_trials_is_refused(tmp_path) -> None:
     from ncp_search.app.sweep.config import load_sweep_config
     from ncp_search.app.sweep.optuna_backend import PAUSE_TRIALS_ATTR, run_pausing

@@ -123,13 +123,17 @@ def is_pausing(config: Mapping[str, Any]) -> bool:
 
 
 def check_workers(config: Mapping[str, Any], workers: int) -> None:
-    """Refuse several workers for a pausing sweep (its driver owns the whole study).
+    """Refuse several workers for a pausing sweep (its driver owns the whole study), and
+    a bad ``NCP_SEARCH_PAUSED_MODELS_MB`` for it, before anything is written.
 
     Raises:
         ConfigError: ``workers > 1`` with ``pruner: {name: ncp_pause}``.
+        NCPSearchError: ``NCP_SEARCH_PAUSED_MODELS_MB`` is not a number.
     """
     from ncp_search.app.sweep.config import ConfigError
 
+    if is_pausing(config):
+        _live_bytes()
     if workers > 1 and is_pausing(config):
         raise ConfigError(
             f"pruner: ncp_pause runs one worker at a time on backend: optuna, but got "
@@ -619,6 +623,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
     folder = Path(output) / CHECKPOINTS
     failures_in_a_row = 0
     live: dict[str, LiveTrial] = {}  # paused configurations' models, in pause order
+    limit = _live_bytes()  # a bad NCP_SEARCH_PAUSED_MODELS_MB stops here, before any trial
     with _exclusive(Path(output) / PAUSE_LOCK), warnings.catch_warnings():
         # ask-and-tell: the dead-worker checks read the trial's worker, not a heartbeat
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
@@ -635,7 +640,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
             if job is None:
                 return
             try:
-                _run_job(driver, job, config, data, output, on_epoch, cache_dir, live)
+                _run_job(driver, job, config, data, output, on_epoch, cache_dir, live, limit)
             except KeyboardInterrupt:
                 study.tell(job.trial, state=TrialState.FAIL)
                 raise
@@ -722,11 +727,11 @@ def _live_bytes() -> int:
 
 def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
              output: Path, on_epoch: Callable[[], Any] | None, cache_dir: str | None,
-             live: dict[str, LiveTrial] | None = None) -> None:
+             live: dict[str, LiveTrial] | None = None, limit: int = 0) -> None:
     """Train one trial of the pausing driver from ``job.start`` epochs (from its
     models kept in ``live``, else from its configuration's checkpoint) until the
     policy pauses, stops or completes it; tell it. A trial that pauses is kept in
-    ``live`` (within ``NCP_SEARCH_PAUSED_MODELS_MB``)."""
+    ``live`` (within ``limit`` bytes)."""
     import shutil
 
     from ncp_search.core.pausing import CONTINUE, PAUSE
@@ -802,6 +807,5 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     for name in list(live):  # the policy's dropped ones never resume
         if driver.policy.knows(name) and driver.policy.status(name) in ("dropped", "out"):
             del live[name]
-    limit = _live_bytes()
     while live and sum(entry.nbytes for entry in live.values()) > limit:
         del live[next(iter(live))]
