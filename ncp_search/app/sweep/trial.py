@@ -267,7 +267,7 @@ def run_trial(
     # An epoch's time runs from the previous epoch's beta_eff measurement (or the
     # start of training) to its own: training, validation, beta_eff and the previous
     # epoch's reporting (what running one more epoch costs).
-    state: dict[str, Any] = {"meter": None, "clock": started, "trained": None, "models": None}
+    state: dict[str, Any] = {"meter": None, "clock": started, "models": None}
 
     def built(models: TrialModels) -> None:
         if live is not None:
@@ -275,7 +275,6 @@ def run_trial(
         elif measure_beta_eff:
             state["meter"] = BetaEffMeter(models.probed, data.x_probe, data.y_probe)
         state["models"] = models
-        state["trained"] = models.trained
         state["clock"] = time.perf_counter()
 
     def end_of_epoch(end: EpochEnd) -> bool:
@@ -310,7 +309,7 @@ def run_trial(
     record["epochs"] = start + len(record["val_accuracy"])
     record["seconds"] = time.perf_counter() - started
     if model_path is not None and record["epochs"] == epochs and not record["diverged"]:
-        save_model(state["trained"], Path(model_path))
+        save_model(state["models"].trained, Path(model_path))
         record["model_path"] = str(model_path)
     if keep_live:
         record["live"] = LiveTrial(state["models"], state["meter"], record["epochs"])
