@@ -131,3 +131,29 @@ def test_fine_tune_goes_on_from_the_restored_epoch_and_is_seeded():
     start, epochs, _ = run(restore=lambda model: 3)
     assert (start, epochs) == (3, [3])
     assert run()[2] == run()[2]  # the same seed trains the same model
+
+
+def test_fine_tune_goes_on_with_kept_models_as_if_it_had_not_stopped():
+    # what a paused trial kept in memory does when it resumes (ncp_pause sweeps)
+    from ncp_search.engine.finetune import fine_tune
+
+    def run(stop_after=None, models=None, start=0):
+        losses: list[float] = []
+        kept = {}
+
+        def on_epoch(end):
+            losses.append(end.logs["loss"])
+            kept["models"] = end.models
+            return stop_after is not None and end.epoch + 1 == stop_after
+
+        fine_tune(sequential_classifier(), _tiny_task(), {"batch_size": 16, "dropout": 0.3},
+                  epochs=4, trial_seed=7, on_epoch=on_epoch, hidden=(8, 8, 8), models=models,
+                  start=start)
+        return losses, kept["models"]
+
+    whole, _ = run()
+    first, models = run(stop_after=2)
+    keras.backend.clear_session(free_memory=False)  # as the sweep does between trials
+    run()  # another trial in between
+    rest, _ = run(models=models, start=2)
+    assert first + rest == whole
