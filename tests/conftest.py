@@ -7,9 +7,16 @@ no test module imports another test module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# Ray starts its workers at nice 15: on a busy machine (other jobs at normal priority)
+# the Ray tests' trials then get a few percent of a core and time out. The tests, and the
+# examples and sweeps they start in subprocesses, run Ray's workers at normal priority,
+# as a local ncp-search sweep does (ncp_search.app.sweep.ray_backend.WORKER_NICENESS_ENV).
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture(scope="module")

@@ -489,3 +489,23 @@ def test_ncp_pause_builds_a_pausing_scheduler_over_the_sweeps_trials():
     assert (settings["rule"], settings["reduction_factor"], settings["first_step"]) == (
         "pause", 2.0, 1)
     assert settings["n_trials"] == make_config({"name": "ncp_pause"})["budget"]["trials"]
+
+
+def test_a_local_ray_sweep_starts_its_workers_at_normal_priority(monkeypatch):
+    # Ray's default (nice 15) left a trial's actor 2-4% of a core beside two busy
+    # processes: the example's sweep made no progress in 14 minutes.
+    import os
+
+    import ncp_search.app.sweep.ray_backend as backend
+
+    seen = []
+    monkeypatch.delenv(backend.WORKER_NICENESS_ENV, raising=False)
+    monkeypatch.setattr(backend.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(backend.ray, "init", lambda **kwargs: seen.append(
+        (kwargs.get("address"), os.environ.get(backend.WORKER_NICENESS_ENV))))
+    assert backend._init_ray(None, 2)
+    monkeypatch.setenv(backend.WORKER_NICENESS_ENV, "10")  # the user's value is kept
+    assert backend._init_ray(None, 2)
+    monkeypatch.delenv(backend.WORKER_NICENESS_ENV)
+    assert backend._init_ray("ray://cluster:10001", 2)  # a cluster's own settings
+    assert seen == [(None, "0"), (None, "10"), ("ray://cluster:10001", None)]
