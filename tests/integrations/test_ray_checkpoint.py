@@ -258,13 +258,18 @@ def test_paused_trials_resume_from_their_checkpoints_on_a_real_tuner(ray_session
     for rate, frame in frames.items():
         iterations = frame["training_iteration"].tolist()
         # each epoch reported once, in order, and counted on after a resume (a trial
-        # started again from scratch would report epoch 1 at iteration 2 or 3)
-        assert iterations == list(range(1, len(iterations) + 1)), (rate, iterations)
+        # started again from scratch would report epoch 1 at iteration 2 or 3). Tune's
+        # result file of a trial resumed on a reused actor can start at the resume (seen
+        # in CI: [2, 3, 4]): then it starts right after a rung.
+        first = iterations[0]
+        assert iterations == list(range(first, first + len(iterations))), (rate, iterations)
+        assert first == 1 or first - 1 in {1, 2}, (rate, iterations)
         assert frame["epoch"].tolist() == iterations, (rate, frame["epoch"].tolist())
         starts = set(frame["resumed_from"].tolist()) - {0}
         assert starts <= {1, 2}, (rate, starts)  # resumed only at the rungs
+        assert first == 1 or starts, (rate, iterations)
         if starts:
-            resumed[rate] = len(iterations)
+            resumed[rate] = iterations[-1]
     assert resumed, "no trial was paused and resumed"
     # those trials reach the same weights as the same trials run on without pausing,
     # trained in a Ray worker too (same threads)
