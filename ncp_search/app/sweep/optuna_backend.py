@@ -132,9 +132,10 @@ def check_workers(config: Mapping[str, Any], workers: int) -> None:
     """
     from ncp_search.app.sweep.config import ConfigError
 
-    if is_pausing(config):
-        _live_bytes()
-    if workers > 1 and is_pausing(config):
+    if not is_pausing(config):
+        return
+    _live_bytes()
+    if workers > 1:
         raise ConfigError(
             f"pruner: ncp_pause runs one worker at a time on backend: optuna, but got "
             f"--workers {workers}; run with --workers 1, or run the config with --backend "
