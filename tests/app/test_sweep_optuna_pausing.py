@@ -18,16 +18,16 @@ import yaml
 from optuna.trial import TrialState
 
 from ncp_search.app.cli import main
-from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, RESUMES_ATTR
+from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, PREDICTED_ATTR, RESUMES_ATTR
 
 TRIALS, EPOCHS = 6, 4
 # rungs at epochs 1, 2, 4; at least 2 kept of 6: 6 to epoch 1, 3 on to 2, 2 on to 4
 PLANNED_EPOCHS = 6 * 1 + 3 * 1 + 2 * 2
 
 
-def pause_config(tmp_path: Path, **pruner: object) -> Path:
+def pause_config(tmp_path: Path, name: str = "pausing", **pruner: object) -> Path:
     config = {
-        "name": "pausing", "seed": 0, "output": str(tmp_path / "out"),
+        "name": name, "seed": 0, "output": str(tmp_path / "out"),
         "data": {"target": "digits:5-9"},
         "source": {"zoo": "mlp", "task": "digits:0-4", "epochs": 10},
         "probe": {"hidden": [32, 32, 32], "batch": 128},
@@ -44,9 +44,9 @@ def pause_config(tmp_path: Path, **pruner: object) -> Path:
     return path
 
 
-def _study(tmp_path: Path) -> optuna.Study:
-    return optuna.load_study(study_name="pausing",
-                             storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+def _study(tmp_path: Path, name: str = "pausing", storage: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name=name,
+                             storage=storage or f"sqlite:///{tmp_path / 'out' / 'study.db'}")
 
 
 def _cli(*args: str) -> list[str]:
@@ -80,11 +80,22 @@ def test_a_bad_ncp_pause_setting_exits_2_with_one_line(tmp_path, capsys, setting
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_several_workers_are_refused_with_one_line(tmp_path, capsys) -> None:
-    assert main(["sweep", str(pause_config(tmp_path)), "--workers", "2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "ncp_pause runs one worker at a time" in err and "--workers 2" in err, err
-    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+def test_a_pausing_trial_keeps_its_heartbeat_while_it_trains(tmp_path) -> None:
+    """Ask-and-tell trials get no heartbeat from Optuna; the sweep keeps one, so a worker
+    that dies on another machine is found stale by the others."""
+    import sqlite3
+
+    from ncp_search.app.sweep.optuna_backend import _heartbeat, open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="beat")
+    trial = study.ask()
+    with _heartbeat(trial):
+        pass
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        rows = db.execute("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = ?",
+                          (trial._trial_id,)).fetchone()[0]
+    assert rows == 1
 
 
 def test_a_bad_paused_models_memory_stops_before_any_trial(tmp_path, capsys,
@@ -126,16 +137,24 @@ def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once(
             value=list(values.values())[-1] if state == TrialState.COMPLETE else None,
             user_attrs={CHECKPOINT_SECONDS_ATTR: 0.25, **attrs}))
 
-    add({0: 0.5}, TrialState.PRUNED, **{PAUSED_ATTR: "checkpoints/0/epoch_0001"})  # 0
-    add({0: 0.3}, TrialState.PRUNED, **{PAUSED_ATTR: "checkpoints/1/epoch_0001"})  # 1
+    predicted = {PREDICTED_ATTR: 0.55}
+    add({0: 0.5}, TrialState.PRUNED, **{PAUSED_ATTR: "checkpoints/0/epoch_0001"},
+        **predicted)  # 0
+    add({0: 0.3}, TrialState.PRUNED, **{PAUSED_ATTR: "checkpoints/1/epoch_0001",
+                                        PREDICTED_ATTR: 0.35})  # 1
     add({1: 0.6}, TrialState.FAIL, **{RESUMES_ATTR: 0})  # 2: interrupted, run again
-    add({1: 0.6}, TrialState.PRUNED, **{RESUMES_ATTR: 0, PAUSED_ATTR: "checkpoints/0/e2"})
+    add({1: 0.6}, TrialState.PRUNED, **{RESUMES_ATTR: 0, PAUSED_ATTR: "checkpoints/0/e2",
+                                        PREDICTED_ATTR: "garbled"})  # 3
     add({2: 0.7, 3: 0.8}, TrialState.COMPLETE, **{RESUMES_ATTR: 0})  # 4
     records = optuna_records(study)
     assert [(r["number"], r["state"]) for r in records] == [
         (0, "COMPLETE"), (1, "PRUNED"), (2, "FAIL")]
     chain = records[0]
     assert chain["trials"] == [0, 3, 4] and chain["pauses"] == 2
+    # its rungs: paused after epoch 1 and 2 (a garbled prediction read as none)
+    assert chain["rungs"] == [{"epoch": 1, "prediction": 0.55},
+                              {"epoch": 2, "prediction": None}]
+    assert records[1]["rungs"] == [{"epoch": 1, "prediction": 0.35}]
     assert chain["val_accuracy"] == [0.5, 0.6, 0.7, 0.8] and chain["final"] == 0.8
     assert chain["checkpoint_seconds"] == pytest.approx(0.75)
     summary = summarize_sweep({"name": "s", "backend": "optuna", "epochs": 4}, records)
@@ -143,11 +162,35 @@ def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once(
     assert summary["epochs_used"] == 4 + 1 and summary["epochs_without_pruning"] == 8
 
 
+def test_the_report_shows_each_trials_rungs_and_counts_them(tmp_path) -> None:
+    from ncp_search.app.report.html import write_report
+
+    def record(number: int, values: list[float], state: str, rungs: list) -> dict:
+        return {"number": number, "state": state, "params": {"x": number},
+                "val_accuracy": values, "final": values[-1], "rungs": rungs}
+
+    trials = [record(0, [0.5, 0.6, 0.7, 0.8], "COMPLETE",
+                     [{"epoch": 1, "prediction": 0.55}, {"epoch": 2, "prediction": None}]),
+              record(1, [0.3], "PRUNED", [{"epoch": 1, "prediction": 0.35}])]
+    meta = {"name": "s", "backend": "optuna", "epochs": 4, "metric": "val_accuracy",
+            "direction": "maximize", "pruner": "ncp_pause"}
+    page = write_report(meta, trials, tmp_path).read_text()
+    assert "rungs (epoch: predicted final, then)" in page
+    assert "1: 0.55, promoted; 2: &ndash;, promoted" in page
+    assert "1: 0.35, not promoted" in page
+    assert "At the rungs: 3 arrivals; 2 promoted" in page and "1 not promoted" in page
+    for trial in trials:
+        del trial["rungs"]
+    plain = write_report(meta, trials, tmp_path / "plain").read_text()
+    assert "rungs (epoch" not in plain and "At the rungs" not in plain
+
+
 # -- real sweeps ------------------------------------------------------------------------------
-def _check_chains(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
+def _check_chains(tmp_path: Path,
+                  study: optuna.Study | None = None) -> list[optuna.trial.FrozenTrial]:
     """The study's trials, after checking the chains: each resumed trial continues its
     configuration's steps where the previous trial paused."""
-    trials = _study(tmp_path).trials
+    trials = (study or _study(tmp_path)).trials
     by_number = {t.number: t for t in trials}
     done = [t for t in trials if t.state != TrialState.FAIL]
     for trial in done:
@@ -282,3 +325,72 @@ def test_kill_9_in_a_resumed_trial_then_resume_loses_and_repeats_nothing(tmp_pat
     assert summary["trials"] == TRIALS + 1 and summary["fail"] == 1  # the killed piece
     assert summary["complete"] + summary["pruned"] == TRIALS
     assert summary["epochs_used"] == PLANNED_EPOCHS
+
+
+TWO_WORKERS_HOOK = """\
+# Loaded by each worker process (PYTHONPATH): a worker's first trial waits until the
+# other worker holds a trial too, so the two train side by side whatever the load.
+import os, time
+
+def _install():
+    folder = os.environ.get("NCP_TEST_WORKERS_DIR")
+    if not folder:
+        return
+    import ncp_search.app.sweep.optuna_backend as backend
+
+    real = backend._run_job
+
+    def _run_job(*args, **kwargs):
+        mark = os.path.join(folder, str(os.getpid()))
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            end = time.time() + 900
+            while len(os.listdir(folder)) < 2 and time.time() < end:
+                time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    backend._run_job = _run_job
+
+
+_install()
+"""
+
+POSTGRES_ENV = "NCP_SEARCH_TEST_POSTGRES"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_workers_pause_and_resume_one_policy(tmp_path, storage) -> None:
+    """``--workers 2``: each worker asks its trials from one policy rebuilt from the
+    study, so the sweep trains exactly the epochs one worker would, every chain
+    continues its steps, and both workers trained."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    name, url = "pausing", None
+    if storage == "postgresql":
+        url = os.environ.get(POSTGRES_ENV)
+        if not url:
+            pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL (.ci/run starts one on "
+                        "loopback with .ci/postgres.sh)")
+        name = f"pause_{os.getpid()}_{int(time.time())}"
+        env["NCP_SEARCH_STORAGE"] = url
+    config = pause_config(tmp_path, name=name)
+    hook, marks = tmp_path / "hook", tmp_path / "marks"
+    hook.mkdir()
+    marks.mkdir()
+    (hook / "sitecustomize.py").write_text(TWO_WORKERS_HOOK)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", ""))
+                                        if p)
+    env["NCP_TEST_WORKERS_DIR"] = str(marks)
+    result = subprocess.run(_cli("sweep", str(config), "--workers", "2"), env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = _study(tmp_path, name, url)
+    trials = _check_chains(tmp_path, study)
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    workers = {t.user_attrs["ncp_worker"] for t in trials}
+    assert len(workers) == 2 and len(os.listdir(marks)) == 2, workers
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trials"] == TRIALS and summary["complete"] == 2
+    assert summary["epochs_used"] == PLANNED_EPOCHS  # as one worker trains
+    assert summary["epochs_used"] == sum(len(t.intermediate_values) for t in trials
+                                         if t.state != TrialState.FAIL)

@@ -9,7 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ncp_search.app.sweep.results import RAY_JOURNAL_FILE, load_trials, ray_stops
+from ncp_search.app.sweep.results import (
+    RAY_JOURNAL_FILE,
+    load_trials,
+    ray_decisions,
+    ray_stops,
+)
 from ncp_search.integrations.ray.journal import Journal
 
 
@@ -49,6 +54,29 @@ def test_ray_stops_reads_each_stopped_trials_last_stop(tmp_path):
     # the journal is "higher is better": a minimised metric's numbers change sign
     assert ray_stops(path, mode="min")["a_00000"]["threshold"] == -0.55
     assert ray_stops(tmp_path / "none.jsonl") == {}
+
+
+def _pause(trial_id, t, p, stop=False):
+    """A rung decision as NCPScheduler's pausing policy journals it."""
+    return {"e": "decision", "id": trial_id, "t": t, "p": p, "stop": stop, "rung": float(t),
+            "pause": True}
+
+
+def test_a_pausing_schedulers_rungs_are_read_per_trial(tmp_path):
+    path = tmp_path / RAY_JOURNAL_FILE
+    _journal(path, [
+        _pause("a_00000", 1, 0.5), _pause("a_00000", 2, 0.6),
+        _pause("a_00000", 2, 0.6),  # decided again after a restore: counted once
+        _pause("a_00001", 1, 0.3), _pause("a_00001", 2, 0.31, stop=True),  # dropped there
+        _decision("a_00002", 1, 0.2, 0.4),  # an ASHA stop: no rung
+    ])
+    stops, rungs = ray_decisions(path)
+    assert rungs == {"a_00000": [{"epoch": 1, "prediction": 0.5},
+                                 {"epoch": 2, "prediction": 0.6}],
+                     "a_00001": [{"epoch": 1, "prediction": 0.3},
+                                 {"epoch": 2, "prediction": 0.31}]}
+    assert set(stops) == {"a_00001", "a_00002"} and stops == ray_stops(path)
+    assert ray_decisions(path, mode="min")[1]["a_00000"][0]["prediction"] == -0.5
 
 
 def test_ray_stops_skips_damaged_lines(tmp_path, caplog):

@@ -92,3 +92,72 @@ def test_an_interrupted_run_continues_where_it_stopped_and_counts_each_epoch_onc
     assert len(chains(again)) == 8  # 8 configurations, one more trial (the FAIL) joined in
     assert sum(len(t.intermediate_values) for t in done) == 8 + 4 + 4 + 4
     assert [t.state for t in done].count(optuna.trial.TrialState.COMPLETE) == 1
+
+
+def run_workers(study, tmp_path, workers, *, running=True, n_trials=8):
+    """``workers`` workers on one study, each building its driver from the study before
+    it asks (as the sweep's workers do under their lock); a job of ``e`` epochs takes
+    ``e`` time units, and the worker whose job ends first asks next."""
+    import heapq
+
+    from ncp_search.core.pausing import CONTINUE
+    from ncp_search.integrations.optuna.pausing import PausingDriver
+
+    def driver():
+        policy = PausingPolicy(n_trials=n_trials, max_resource=8, reduction_factor=2,
+                               keep_min=1)
+        return PausingDriver(study, policy, tmp_path, running=running)
+
+    asked, clock, busy = [], 0.0, []  # busy: (ends, worker, driver, job)
+    free = list(range(workers))
+    while True:
+        while free:
+            d = driver()
+            if d.policy.finished():
+                return asked
+            job = d.next()
+            if job is None:
+                break
+            quality = job.trial.suggest_float("quality", 0.0, 1.0)
+            asked.append((clock, job.name, job.start, job.stop, job.trial.number))
+            heapq.heappush(busy, (clock + job.stop - job.start, free.pop(), d, job, quality))
+        if not busy:
+            return asked
+        clock, worker, d, job, quality = heapq.heappop(busy)
+        order = None
+        for epoch in range(job.start, job.stop):
+            order = d.report(job, quality * (1 - 0.5 ** (epoch + 1)))
+            if order.action != CONTINUE:
+                break
+        d.finish(job, order)
+        free.append(worker)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_workers_that_each_rebuild_the_driver_from_the_study_follow_one_policy(
+        tmp_path, workers):
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    asked = run_workers(study, tmp_path, workers)
+    done = [t for t in study.get_trials() if t.state != optuna.trial.TrialState.RUNNING]
+    assert len(done) == len(study.trials)  # nothing left running
+    assert len(chains(study)) == 8  # 8 configurations, no more
+    # the epochs of one sequential run: 8 to epoch 1, 4 on to 2, 2 to 4, 1 to 8
+    assert sum(stop - start for _, _, start, stop, _ in asked) == 8 + 4 + 4 + 4
+    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
+    first = min(chains(study), key=lambda n: -study.trials[n].params["quality"])
+    assert len(complete) == 1 and chains(study)[first][-1].number == complete[0].number
+    # a rung closes once every trial of the bracket has arrived: no resume to epoch 2
+    # is asked before the last trial's first epoch ended
+    ends = [when + stop - start for when, _, start, stop, _ in asked if start == 0]
+    assert min(when for when, _, start, _, _ in asked if start == 1) >= max(ends)
+    assert sum(1 for when, *_ in asked if when == 0) == workers  # side by side
+
+
+def test_a_driver_that_leaves_other_workers_running_trials_out_asks_too_many(tmp_path):
+    """What ``running=True`` is for: without it a second worker cannot see the first
+    one's trial and the study gets more configurations than the policy's n_trials."""
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    run_workers(study, tmp_path, 2, running=False)
+    assert len(chains(study)) > 8

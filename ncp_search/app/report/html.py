@@ -88,6 +88,17 @@ def _stop(trial: dict[str, Any], state: str, val: np.ndarray,
             "reason": str(reason) if reason else None}
 
 
+def _rung_outcomes(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rungs a pausing policy judged a trial at (the record's ``rungs``: epochs done
+    and predicted final), each with ``promoted``: whether the trial trained on past it
+    (resumed from its checkpoint, or went on at once where its arrival closed the
+    rung). A rung it did not pass was its last: paused for good, or waiting when the
+    sweep was stopped."""
+    epochs = len(record.get("val_accuracy") or [])
+    return [{**rung, "promoted": epochs > rung["epoch"]} for rung in record.get("rungs") or []
+            if isinstance(rung, dict) and isinstance(rung.get("epoch"), int)]
+
+
 def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
     val = _array(trial.get("val_accuracy"))
     pred = _array(trial.get("predicted_final"))
@@ -113,6 +124,7 @@ def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
         "seconds": _float(trial.get("seconds")),
         "epoch_seconds": [_float(v) for v in (trial.get("epoch_seconds") or [])],
         "diverged": str(trial["diverged"]) if trial.get("diverged") else None,
+        "rungs": _rung_outcomes(trial),
     }
 
 
@@ -233,14 +245,36 @@ def _param(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _rungs_text(trial: dict[str, Any]) -> str:
+    """A pausing policy's rungs for one trial: ``epoch: prediction, promoted``..."""
+    return "; ".join(
+        f"{rung['epoch']}: {_fmt(_float(rung.get('prediction')))}, "
+        f"{'promoted' if rung['promoted'] else 'not promoted'}" for rung in trial["rungs"])
+
+
 def _trials_table(trials: list[dict]) -> str:
+    paused = any(t["rungs"] for t in trials)
     rows = [[str(t["number"]), html.escape(t["state"]), str(len(t["val"])), _final_text(t),
-             _fmt(_last(t["pred"])), _decision_text(t), _fmt(t["seconds"], 3),
+             _fmt(_last(t["pred"])), _decision_text(t),
+             *([_rungs_text(t)] if paused else []), _fmt(t["seconds"], 3),
              html.escape(", ".join(f"{k}={_param(v)}" for k, v in t["params"].items()))]
             for t in trials]
     header = ["trial", "state", "epochs", "final", "last prediction", "decision at the stop",
-              "seconds", "params"]
+              *(["rungs (epoch: predicted final, then)"] if paused else []), "seconds",
+              "params"]
     return _table(rows, header)
+
+
+def _rungs_sentence(trials: list[dict]) -> str:
+    """What a pausing policy did at its rungs, counted over the trials ("" for others)."""
+    rungs = [rung for t in trials for rung in t["rungs"]]
+    if not rungs:
+        return ""
+    promoted = sum(rung["promoted"] for rung in rungs)
+    return (f"<p>At the rungs: {len(rungs)} arrivals; {promoted} promoted to train on (from "
+            f"their checkpoint where they had paused), {len(rungs) - promoted} not promoted "
+            "(paused for good, or waiting when the sweep stopped). The table of all trials "
+            "lists each trial's rungs.</p>")
 
 
 def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
@@ -340,7 +374,8 @@ def _what_decided(trials: list[dict], decider: Decider, metric: str) -> str:
     if others:
         rest.append(f"{others} still running or waiting")
     parts.append(f"<p>{line} Of the others, {', '.join(rest)}.</p>")
-    return "\n".join(parts)
+    parts.append(_rungs_sentence(trials))
+    return "\n".join(part for part in parts if part)
 
 
 def _tau_cell(predicted: np.ndarray, actual: np.ndarray) -> str:

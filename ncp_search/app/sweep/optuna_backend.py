@@ -34,11 +34,14 @@ objective started) is failed and queued the same way once it started
 ``optuna.stale_after_s`` ago, so it never holds ``--resume``. Completed trials are
 never run again.
 
-``pruner: {name: ncp_pause}``: the study gets no pruner and :func:`run_pausing` drives it
-instead of ``study.optimize`` (ask and tell, one worker): a trial that pauses at a rung
-saves a checkpoint under :data:`CHECKPOINTS` and ends PRUNED; a promoted configuration
-continues as a new trial that loads it (user attribute ``ncp_resumes``). A stale trial of
-a chain is failed and queued again as above, keeping its ``ncp_resumes``.
+``pruner: {name: ncp_pause}``: the study gets no pruner and :func:`run_pausing` drives
+each worker instead of ``study.optimize`` (ask and tell, a driver rebuilt from the study
+under the same lock before each trial, so all workers follow one policy; a heartbeat as
+``optimize`` keeps): a trial that pauses at a rung saves a checkpoint under
+:data:`CHECKPOINTS` and ends PRUNED; a promoted configuration continues as a new trial
+that loads it (user attribute ``ncp_resumes``). A stale trial of a chain is failed and
+queued again as above, keeping its ``ncp_resumes``. Checkpoints live in the output
+folder, so workers on other machines must share it (as they share the budget lock).
 """
 
 from __future__ import annotations
@@ -122,24 +125,15 @@ def is_pausing(config: Mapping[str, Any]) -> bool:
     return as_config(config).choice.rule == "pause"
 
 
-def check_workers(config: Mapping[str, Any], workers: int) -> None:
-    """Refuse several workers for a pausing sweep (its driver owns the whole study), and
-    a bad ``NCP_SEARCH_PAUSED_MODELS_MB`` for it, before anything is written.
+def check_pausing(config: Mapping[str, Any]) -> None:
+    """Refuse a bad ``NCP_SEARCH_PAUSED_MODELS_MB`` for a pausing sweep before anything
+    is written.
 
     Raises:
-        ConfigError: ``workers > 1`` with ``pruner: {name: ncp_pause}``.
         NCPSearchError: ``NCP_SEARCH_PAUSED_MODELS_MB`` is not a number.
     """
-    from ncp_search.app.sweep.config import ConfigError
-
-    if not is_pausing(config):
-        return
-    _live_bytes()
-    if workers > 1:
-        raise ConfigError(
-            f"pruner: ncp_pause runs one worker at a time on backend: optuna, but got "
-            f"--workers {workers}; run with --workers 1, or run the config with --backend "
-            "ray and scheduler: {name: ncp_pause} to pause trials that run side by side.")
+    if is_pausing(config):
+        _live_bytes()
 
 
 def describe_pruner(config: Mapping[str, Any]) -> str:
@@ -487,7 +481,7 @@ def run_worker(config: Mapping[str, Any], storage_url: str, output: Path, *, wor
             stop.check()
 
         if is_pausing(config):
-            run_pausing(study, config, data, Path(output), deadline=deadline,
+            run_pausing(study, config, data, Path(output), worker=worker, deadline=deadline,
                         after_trial=after_trial, on_epoch=epoch_done, cache_dir=cache_dir,
                         stop=stop)
             return
@@ -590,30 +584,31 @@ CHECKPOINTS = "checkpoints"
 epochs done, :func:`ncp_search.integrations.ray.checkpoint.save_keras`)."""
 CHECKPOINT_SECONDS_ATTR = "ncp_checkpoint_seconds"
 """Trial user attribute: seconds the trial spent saving and loading checkpoints."""
-PAUSE_LOCK = ".pause.lock"
-"""File in the output folder that the pausing driver holds while it runs."""
 
 
 def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData, output: Path,
-                *, deadline: float | None = None,
+                *, worker: int = 0, deadline: float | None = None,
                 after_trial: Callable[[optuna.Study], Any] | None = None,
                 on_epoch: Callable[[], Any] | None = None, cache_dir: str | None = None,
                 stop: StopAtEpochEnd | None = None) -> None:
-    """Run the sweep under ``pruner: {name: ncp_pause}``: a
-    :class:`~ncp_search.integrations.optuna.pausing.PausingDriver` asks one trial at a
-    time; a trial that pauses at a rung saves a checkpoint and ends PRUNED
+    """Run the sweep under ``pruner: {name: ncp_pause}`` (one of ``--workers N``): a
+    :class:`~ncp_search.integrations.optuna.pausing.PausingDriver` says which trial to
+    ask next; a trial that pauses at a rung saves a checkpoint and ends PRUNED
     (``ncp_paused``: its path); a promoted configuration continues as a new trial
     (``ncp_resumes``) that loads it, its epochs counted on.
 
-    The study is the record: a resumed sweep replays its COMPLETE and PRUNED trials
-    into a fresh policy; an interrupted trial (FAIL) runs again, from the last
-    checkpoint its configuration recorded. A trial that raises is marked FAIL and the
-    policy is rebuilt from the study the same way (its configuration runs again; 3
-    failures in a row stop the sweep).
+    The study is the record, and the one state the workers share: before each trial a
+    worker takes the budget lock, builds a driver from the study (its COMPLETE and
+    PRUNED trials replayed into a fresh policy, its RUNNING ones counted as running)
+    and asks the trial that driver names; so every worker follows one policy, on
+    SQLite or PostgreSQL. A worker with nothing to run while others train (a rung
+    waits for its bracket) polls. An interrupted trial (FAIL) runs again, from the
+    last checkpoint its configuration recorded. A trial that raises is marked FAIL
+    (its configuration runs again; 3 failures in a row stop the worker).
 
     Raises:
-        NCPSearchError: another process runs this sweep's pausing driver, or 3 trials
-            in a row failed.
+        NCPSearchError: 3 trials in a row failed, or ``budget.trials`` differs from the
+            study's plan.
         KeyboardInterrupt: after marking the running trial FAIL.
     """
     from ncp_search.app.sweep.config import as_config
@@ -622,26 +617,31 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
     typed = as_config(config)
     stop = stop or StopAtEpochEnd()
     folder = Path(output) / CHECKPOINTS
+    lock = BudgetLock(Path(output) / BUDGET_LOCK)
     failures_in_a_row = 0
     live: dict[str, LiveTrial] = {}  # paused configurations' models, in pause order
     limit = _live_bytes()  # a bad NCP_SEARCH_PAUSED_MODELS_MB stops here, before any trial
-    with _exclusive(Path(output) / PAUSE_LOCK), warnings.catch_warnings():
-        # ask-and-tell: the dead-worker checks read the trial's worker, not a heartbeat
+    with warnings.catch_warnings():
+        # ask-and-tell: the trial's heartbeat is kept by _heartbeat, not by optimize
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
         _check_planned_trials(study, typed.budget.trials)
-        fail_stale_trials(study, stale_after(config))
-        driver = PausingDriver(study, typed.choice.make(typed.budget.epochs,
-                                                        n_trials=typed.budget.trials),
-                               folder, carry=(SEED_ATTR,))
-        while not driver.policy.finished():
-            if deadline is not None and time.time() >= deadline:
-                return
+        while deadline is None or time.time() < deadline:
             stop.check()
-            job = driver.next()
-            if job is None:
-                return
+            fail_stale_trials(study, stale_after(config))
+            with lock.held():
+                driver = PausingDriver(study, typed.choice.make(
+                    typed.budget.epochs, n_trials=typed.budget.trials), folder,
+                    carry=(SEED_ATTR,), running=True)
+                if driver.policy.finished():
+                    return
+                job = driver.next()  # the trial is RUNNING before the lock goes
+            if job is None:  # others train what a rung waits for
+                _wait(WAIT_S, stop)
+                continue
             try:
-                _run_job(driver, job, config, data, output, on_epoch, cache_dir, live, limit)
+                with _heartbeat(job.trial):
+                    _run_job(driver, job, config, data, output, on_epoch, cache_dir, live,
+                             limit)
             except KeyboardInterrupt:
                 study.tell(job.trial, state=TrialState.FAIL)
                 raise
@@ -652,16 +652,31 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
                 failures_in_a_row += 1
                 if failures_in_a_row >= 3:
                     raise NCPSearchError(
-                        f"3 trials in a row failed (last: trial {job.trial.number}); stopping "
-                        "the sweep. The errors are logged above; finished trials are kept "
-                        "and --resume continues the sweep.") from None
-                driver = PausingDriver(study, typed.choice.make(
-                    typed.budget.epochs, n_trials=typed.budget.trials), folder,
-                    carry=(SEED_ATTR,))
+                        f"3 trials in a row failed in worker {worker} (last: trial "
+                        f"{job.trial.number}); stopping this worker. The errors are logged "
+                        "above; finished trials are kept and --resume continues the "
+                        "sweep.") from None
             else:
                 failures_in_a_row = 0
             if after_trial is not None:
                 after_trial(study)
+
+
+@contextlib.contextmanager
+def _heartbeat(trial: optuna.Trial) -> Iterator[None]:
+    """Keep the storage's heartbeat of an asked trial while it trains, as
+    ``study.optimize`` does for its own trials: a worker that dies on another machine
+    is then found stale by the others after the grace period (on this machine its
+    dead pid already says so). Nothing where the storage or Optuna has no heartbeat."""
+    thread: Any = contextlib.nullcontext()
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        thread = get_heartbeat_thread(trial._trial_id, trial.study._storage)
+    except (ImportError, AttributeError):  # pragma: no cover - another Optuna
+        pass
+    with thread:
+        yield
 
 
 PAUSE_TRIALS_ATTR = "ncp_pause_trials"
@@ -683,30 +698,6 @@ def _check_planned_trials(study: optuna.Study, trials: int) -> None:
             f"budget.trials must stay {planned} when an ncp_pause sweep resumes (its rungs "
             f"wait for all of them), but got {trials}; resume with --trials {planned}, or "
             "start a new sweep in another output folder.")
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` or refuse at once (one pausing driver per
-    sweep folder)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    with os.fdopen(os.open(path, flags, 0o600), "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NCPSearchError(
-                f"another process runs this ncp_pause sweep ({path.parent}); ncp_pause runs "
-                "one worker at a time: wait for it to end, or stop it and run --resume.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"

@@ -91,7 +91,7 @@ from ncp_search.app.sweep.folder import (
     write_ray_id,
 )
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
-from ncp_search.app.sweep.results import RAY_TRIALS_FILE, ray_stops
+from ncp_search.app.sweep.results import RAY_TRIALS_FILE, ray_decisions
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.ray.trainable import trial_resources
@@ -421,9 +421,12 @@ class _Session:
         if record["state"] != "COMPLETE":
             record["model_path"] = None
         # the scheduler's decision at the stop (reason, compared prediction, threshold),
-        # journaled by NCPScheduler before Tune ends the trial; None for other schedulers
-        record["stop"] = (ray_stops(self.journal, MODE).get(trial.trial_id)
-                          if record["state"] == "PRUNED" else None)
+        # journaled by NCPScheduler before Tune ends the trial; None for other schedulers;
+        # under a pausing policy, the rungs it judged the trial at
+        stops, rungs = ray_decisions(self.journal, MODE)
+        record["stop"] = stops.get(trial.trial_id) if record["state"] == "PRUNED" else None
+        if trial.trial_id in rungs:
+            record["rungs"] = rungs[trial.trial_id]
         self.write()
 
     def reconcile(self, trials: Iterable[Any]) -> None:

@@ -44,8 +44,8 @@ from ncp_search.app.sweep.progress import (
 from ncp_search.errors import NCPSearchError
 
 RAY_TRIALS_FILE = "trials.jsonl"
-__all__ = ["META_FILE", "RAY_JOURNAL_FILE", "RAY_TRIALS_FILE", "load_trials", "ray_stops",
-           "read_meta", "summarize_sweep"]
+__all__ = ["META_FILE", "RAY_JOURNAL_FILE", "RAY_TRIALS_FILE", "load_trials", "ray_decisions",
+           "ray_stops", "read_meta", "summarize_sweep"]
 
 
 def _number(value: Any) -> float | None:
@@ -60,7 +60,8 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
 
     Under ``ncp_pause`` a configuration that paused and resumed is a chain of trials
     (``ncp_resumes``): it is one record (``number``: its first trial; ``trials``: the
-    chain's trial numbers; ``pauses``: how many of them paused; its curve, epoch times,
+    chain's trial numbers; ``pauses``: how many of them paused; ``rungs``: each pause's
+    epochs done and predicted final; its curve, epoch times,
     seconds and ``checkpoint_seconds`` summed over the chain; its state, model and
     stop those of its last trial), so it and its epochs count once. An interrupted
     trial of a chain (FAIL) stays a record of its own."""
@@ -77,7 +78,7 @@ def _optuna_record(trial: Any) -> dict[str, Any]:
         EPOCH_SECONDS_ATTR,
         MODEL_ATTR,
     )
-    from ncp_search.integrations.optuna.pausing import PAUSED_ATTR
+    from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, PREDICTED_ATTR
     from ncp_search.integrations.optuna.pruner import BETA_ATTR, HISTORY_ATTR
 
     steps = sorted(trial.intermediate_values)
@@ -100,6 +101,10 @@ def _optuna_record(trial: Any) -> dict[str, Any]:
     if CHECKPOINT_SECONDS_ATTR in trial.user_attrs:
         record["checkpoint_seconds"] = _number(trial.user_attrs[CHECKPOINT_SECONDS_ATTR])
         record["paused"] = PAUSED_ATTR in trial.user_attrs
+        if record["paused"] and steps:  # steps continue along a chain: epochs done so far
+            predicted = trial.user_attrs.get(PREDICTED_ATTR)
+            record["rungs"] = [{"epoch": int(steps[-1]) + 1, "prediction": _number(
+                predicted) if isinstance(predicted, (int, float)) else None}]
     return record
 
 
@@ -112,6 +117,7 @@ def _joined(chain: list[dict[str, Any]]) -> dict[str, Any]:
     out = {**last, "number": first["number"], "params": first["params"],
            "trials": [r["number"] for r in chain],
            "pauses": sum(bool(r.get("paused")) for r in chain),
+           "rungs": [rung for r in chain for rung in r.get("rungs", [])],
            "seconds": None if None in seconds else sum(seconds),
            "checkpoint_seconds": sum(r.get("checkpoint_seconds") or 0.0 for r in chain)}
     for key in ("val_accuracy", "beta_eff", "predicted_final", "epoch_seconds"):
@@ -134,6 +140,15 @@ def ray_stops(path: str | os.PathLike[str], mode: str = "max") -> dict[str, dict
     ``value``, the compared prediction, and ``threshold`` in the metric's own units,
     the journal holding them as "higher is better"). A trial stopped more than once
     (run again after a restore) keeps its last stop; {} without a journal."""
+    return ray_decisions(path, mode)[0]
+
+
+def ray_decisions(path: str | os.PathLike[str], mode: str = "max") -> tuple[
+        dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """``(stops, rungs)`` from an NCPScheduler's journal, keyed by Tune trial id: the
+    stops of :func:`ray_stops`, and under a pausing policy each trial's rungs
+    (``{"epoch", "prediction"}``, in the metric's units, in order; a rung decided again
+    after a restore counted once)."""
     import logging
 
     from ncp_search.integrations.ray.journal import Journal
@@ -142,15 +157,22 @@ def ray_stops(path: str | os.PathLike[str], mode: str = "max") -> dict[str, dict
     events = Journal(str(path), lambda _key, message: log.warning("%s", message)).read()
     sign = -1.0 if mode == "min" else 1.0
     stops: dict[str, dict[str, Any]] = {}
+    rungs: dict[str, dict[int, dict[str, Any]]] = {}
     for event in events or []:
-        if event["e"] != "decision" or not event["stop"]:
+        if event["e"] != "decision":
             continue
         value, threshold = event.get("p"), event.get("th")
+        if event.get("pause"):
+            epoch = int(event["t"])
+            rungs.setdefault(event["id"], {})[epoch] = {
+                "epoch": epoch, "prediction": None if value is None else sign * value}
+        if not event["stop"]:
+            continue
         stops[event["id"]] = {
             "epoch": int(event["t"]), "reason": event.get("why"),
             "value": None if value is None else sign * value,
             "threshold": None if threshold is None else sign * threshold}
-    return stops
+    return stops, {key: [marks[e] for e in sorted(marks)] for key, marks in rungs.items()}
 
 
 HEARTBEAT_GRACE_S = 120.0

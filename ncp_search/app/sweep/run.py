@@ -375,9 +375,9 @@ def run_sweep(
     }, warnings=warnings)
     url = _storage_url(storage, config) if config["backend"] == "optuna" else None
     if config["backend"] == "optuna":
-        from ncp_search.app.sweep.optuna_backend import check_workers
+        from ncp_search.app.sweep.optuna_backend import check_pausing
 
-        check_workers(config, workers)  # ncp_pause: one worker
+        check_pausing(config)
     stream = stream or sys.stderr
     for warning in warnings:
         stream.write(f"warning: {warning}\n")

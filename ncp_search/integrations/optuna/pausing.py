@@ -16,11 +16,13 @@ loop, with Optuna's own ask-and-tell interface:
 
 So the study holds, for one configuration, a chain of trials linked by
 ``ncp_resumes``; :func:`chains` joins them. Samplers see pauses as pruned trials and
-completed chains as completed trials. The driver runs one trial at a time (for
-several workers use Ray Tune's NCPScheduler). :class:`PausingDriver` is the loop's
-shared piece (``ncp-search sweep`` drives ``pruner: {name: ncp_pause}`` with it): on a
-study that holds an interrupted run's trials it replays them into the fresh policy, so
-the run goes on where it stopped; :func:`configurations` groups trials for records.
+completed chains as completed trials. :func:`optimize_pausing` runs one trial at a
+time. :class:`PausingDriver` is the loop's shared piece: on a study that holds an
+interrupted run's trials it replays them into the fresh policy, so the run goes on
+where it stopped. ``ncp-search sweep`` drives ``pruner: {name: ncp_pause}`` with it on
+``--workers N``: each worker, holding a lock, builds a driver from the study (its
+finished and RUNNING trials) and asks its next trial from it, so all workers follow
+one policy. :func:`configurations` groups trials for records.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ PREDICTED_ATTR = "ncp_predicted_final"
 STOPPED_ATTR = "ncp_stopped"  # why the host stopped a trial itself (e.g. diverged)
 
 logger = logging.getLogger(__name__)
+_WARNED: set[tuple[str, int]] = set()
 
 Train = Callable[[optuna.Trial, int, int, Path], Sequence[float]]
 """``train(trial, start_epoch, stop_epoch, checkpoint) -> values``: train the trial's
@@ -87,11 +90,18 @@ class PausingDriver:
         checkpoint_dir: checkpoints go to ``<checkpoint_dir>/<first trial number>``.
         carry: user attributes copied from a configuration's trial to the trial that
             resumes it (e.g. its seed).
+        running: count the study's RUNNING trials as running now (other workers'
+            trials: a new configuration holds its place in its bracket, a resume holds
+            its promotion, and a rung waits for them) instead of leaving them out.
+            Several workers each build a driver from the study before they ask
+            (holding a lock), so they all follow one policy.
     """
 
     def __init__(self, study: optuna.Study, policy: PausingPolicy,
-                 checkpoint_dir: str | os.PathLike[str], carry: Sequence[str] = ()) -> None:
+                 checkpoint_dir: str | os.PathLike[str], carry: Sequence[str] = (),
+                 *, running: bool = False) -> None:
         self.study = study
+        self.running = running
         self.policy = policy
         self.folder = Path(checkpoint_dir)
         self.carry = tuple(carry)
@@ -208,14 +218,15 @@ class PausingDriver:
 
     # ---------------------------------------------------------------- resuming
     def _replay(self) -> None:
-        done = self.study.get_trials(deepcopy=False,
-                                     states=(TrialState.COMPLETE, TrialState.PRUNED))
-        for trial in sorted(done, key=lambda t: t.number):
+        states = (TrialState.COMPLETE, TrialState.PRUNED,
+                  *((TrialState.RUNNING,) if self.running else ()))
+        done = self.study.get_trials(deepcopy=False, states=states)
+        for trial in sorted(done, key=lambda t: t.number):  # the order they were asked
             resumes = trial.user_attrs.get(RESUMES_ATTR)
             if resumes is None:
                 if not self.policy.can_start():
-                    logger.warning("trial %d is past the pausing policy's n_trials=%d: left "
-                                   "out", trial.number, self.policy.n_trials)
+                    self._warn_once(trial.number, "trial %d is past the pausing policy's "
+                                    "n_trials=%d: left out", self.policy.n_trials)
                     continue
                 name = str(trial.number)
                 self.policy.add(name)
@@ -223,12 +234,23 @@ class PausingDriver:
             else:
                 name = str(resumes)
                 if not (self.policy.knows(name) and self.policy.status(name) == "promoted"):
-                    logger.warning("trial %d resumes %s, which the pausing policy did not "
-                                   "promote: left out", trial.number, name)
+                    self._warn_once(trial.number, "trial %d resumes %s, which the pausing "
+                                    "policy did not promote: left out", name)
                     continue
                 self.policy.resume(name)
             self.chains[name].append(trial.number)
+            if trial.state == TrialState.RUNNING:  # another worker trains it: no order yet
+                self.params[name] = dict(trial.params)
+                continue
             self._replay_trial(trial, name)
+
+    def _warn_once(self, number: int, message: str, *args: Any) -> None:
+        """Warn of a trial left out once per study and process (workers rebuild their
+        driver before every trial)."""
+        key = (self.study.study_name, number)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            logger.warning(message, number, *args)
 
     def _replay_trial(self, trial: optuna.trial.FrozenTrial, name: str) -> None:
         """Feed a finished trial's reports to the policy as they came live."""
