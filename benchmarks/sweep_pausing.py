@@ -15,6 +15,7 @@ seconds grow, the epochs and accuracies do not.
 
     python benchmarks/sweep_pausing.py                      # configs/pause.yaml
     python benchmarks/sweep_pausing.py --config my.yaml --keep runs/bench
+    python benchmarks/sweep_pausing.py --trials 40 --epochs 8 --rows nop,ncp,ncp_pause
 """
 
 from __future__ import annotations
@@ -36,17 +37,25 @@ LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"  # ncp_search.app.sweep.optuna_backe
 
 
 def sweep(config: dict[str, Any], folder: Path, name: str,
-          env_extra: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
-    """Run one sweep of ``config`` in a fresh process; its summary and wall seconds."""
+          env_extra: dict[str, str] | None = None,
+          workers: int = 1) -> tuple[dict[str, Any], float, float]:
+    """Run one sweep of ``config`` in a fresh process; its summary, wall seconds and CPU
+    seconds (user + system of the sweep's process and its workers)."""
+    import resource
+
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**config, "name": name,
                                     "output": str(folder / name)}), encoding="utf-8")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ncp_search.app.cli", "sweep", str(path)], env=env,
+    subprocess.run([sys.executable, "-m", "ncp_search.app.cli", "sweep", str(path),
+                    "--workers", str(workers)], env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - began
-    return json.loads((folder / name / "summary.json").read_text()), wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads((folder / name / "summary.json").read_text()), wall, cpu
 
 
 def checkpoints(output: Path, study_name: str) -> tuple[float, int]:
@@ -63,44 +72,81 @@ def checkpoints(output: Path, study_name: str) -> tuple[float, int]:
     return spent, len(study.trials)
 
 
+ROWS = {  # name: (pruner, extra environment)
+    "ncp": ({"name": "ncp"}, {}),
+    "ncp_pause": (None, {}),  # the config's own pruner
+    "ncp_pause_ck": (None, {LIVE_MB_ENV: "0"}),
+    "nop": ({"name": "nop"}, {}),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "pause.yaml"))
     parser.add_argument("--keep", default=None, help="keep the sweeps in this folder")
+    parser.add_argument("--trials", type=int, default=None, help="override budget.trials")
+    parser.add_argument("--epochs", type=int, default=None, help="override budget.epochs")
+    parser.add_argument("--workers", type=int, default=1, help="--workers of every sweep")
+    parser.add_argument("--rows", default="ncp,ncp_pause,ncp_pause_ck",
+                        help=f"comma-separated, of {', '.join(ROWS)}; with nop the shares "
+                        "of no pruning's epochs, trial seconds and CPU seconds are printed")
     args = parser.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     base.pop("output", None)
+    budget = dict(base["budget"])
+    budget.update({k: v for k, v in (("trials", args.trials), ("epochs", args.epochs))
+                   if v is not None})
+    base["budget"] = budget
+    names = [n.strip() for n in args.rows.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.keep or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         load = os.getloadavg()
         sweep({**base, "budget": {"trials": 1, "epochs": 1}}, folder, "warmup")
         rows = []
-        for name, pruner, env in (
-                ("ncp", {"name": "ncp"}, {}), ("ncp_pause", base["pruner"], {}),
-                ("ncp_pause_ck", base["pruner"], {LIVE_MB_ENV: "0"})):
-            summary, wall = sweep({**base, "pruner": pruner}, folder, name, env)
+        for name in names:
+            pruner, env = ROWS[name]
+            summary, wall, cpu = sweep({**base, "pruner": pruner or base["pruner"]}, folder,
+                                       name, env, args.workers)
             spent, starts = checkpoints(folder / name, name)
-            rows.append((name, summary, wall, spent, starts))
+            rows.append((name, summary, wall, cpu, spent, starts))
         after = os.getloadavg()
-    budget = base["budget"]
     print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
-          f"seed {base.get('seed', 0)}, backend optuna, one worker; load average "
-          f"{load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
-    print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'starts':>6} "
-          f"{'trial s':>8} {'checkpoint s':>12} {'share':>6}")
-    for name, summary, wall, spent, starts in rows:
+          f"seed {base.get('seed', 0)}, backend optuna, {args.workers} worker(s); load "
+          f"average {load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
+    print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'CPU s':>7} "
+          f"{'starts':>6} {'trial s':>8} {'checkpoint s':>12} {'share':>6}")
+    for name, summary, wall, cpu, spent, starts in rows:
         best = summary["best"]["final"] if summary["best"] else float("nan")
         used = summary.get("seconds_used") or float("nan")
         print(f"{name:<12} {summary['epochs_used']:>6} {best:>10.4f} {wall:>7.1f} "
-              f"{starts:>6} {used:>8.1f} {spent:>12.2f} {100 * spent / used:>5.1f}%")
+              f"{cpu:>7.1f} {starts:>6} {used:>8.1f} {spent:>12.2f} "
+              f"{100 * spent / used:>5.1f}%")
     print(f"epochs: trained, each once (of {budget['trials'] * budget['epochs']} without "
-          "pruning); wall s: the ncp-search sweep process; starts: Optuna trials started (a "
+          "pruning); wall s: the ncp-search sweep process; CPU s: user + system seconds of "
+          "that process and its workers; starts: Optuna trials started (a "
           "resume is one); ncp_pause keeps paused models in memory, ncp_pause_ck keeps none "
           f"({LIVE_MB_ENV}=0: each resume loads the source model, builds, loads its "
           "checkpoint and traces its first epoch again); "
           "trial s: each trial's own wall time, summed; checkpoint s: saving and loading "
           "checkpoints (share: of the trial time)")
+    nop = next((row for row in rows if row[0] == "nop"), None)
+    if nop is not None:
+        base_epochs = nop[1]["epochs_used"]
+        base_trial = nop[1].get("seconds_used") or float("nan")
+        print(f"\nshares of no pruning (nop): {'epochs':>7} {'trial s':>8} {'CPU s':>7} "
+              f"{'trial s / epochs':>16}")
+        for name, summary, _wall, cpu, _spent, _starts in rows:
+            epochs = summary["epochs_used"] / base_epochs
+            trial = (summary.get("seconds_used") or float("nan")) / base_trial
+            print(f"{name:<27} {epochs:>7.3f} {trial:>8.3f} {cpu / nop[3]:>7.3f} "
+                  f"{trial / epochs:>16.2f}")
+        print("trial s / epochs: the seconds share over the epochs share (1.00: every epoch "
+              "costs what it costs without pruning; checkpoints, resumes and each trial's "
+              "start-up raise it)")
     return 0
 
 

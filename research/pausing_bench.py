@@ -27,7 +27,10 @@ Rules (:func:`make_host`):
   ``keep_min`` ``K`` (an integer, ``auto`` for
   :func:`~ncp_search.core.pausing.auto_keep_min`, ``fF`` for
   ``max(2, round(F * bracket))`` or ``sF`` for ``max(2, round(F * sqrt(bracket)))``)
-  and ``bracket_size`` ``B`` (``all`` or ``half`` of the study's trials);
+  and ``bracket_size`` ``B`` (``all`` or ``half`` of the study's trials); ``early=off``
+  waits for the whole rung (``promote_early=False``; by default a trial no later
+  arrival can push out is promoted at once and, promoted as it arrives, trains on
+  without a checkpoint, as on Ray);
 - ``tune_hyperband,rf=R`` / ``tune_bohb,rf=R``: Ray Tune's ``HyperBandScheduler`` /
   ``HyperBandForBOHB`` driven through their own hooks (``on_trial_add``,
   ``on_trial_result``, ``choose_trial_to_run``, ``on_trial_complete``,
@@ -81,7 +84,8 @@ def label(name: str) -> str:
     head, options = name.split(",")[0], _raw_options(name)
     if head == "pause":
         return (f"pause rf{options.get('rf', '2')} keep {options.get('keep', 'auto')} "
-                f"bracket {options.get('bracket', 'all')}")
+                f"bracket {options.get('bracket', 'all')}"
+                + (" early off" if options.get("early") == "off" else ""))
     rf = options.get("rf", "3")
     return {"tune_hyperband": f"Tune HyperBandScheduler rf{rf}",
             "tune_bohb": f"Tune HyperBandForBOHB rf{rf}"}.get(head, name)
@@ -209,7 +213,7 @@ class PausingHost(Host):
     """:class:`~ncp_search.core.pausing.PausingPolicy` through its event API."""
 
     def __init__(self, n_trials: int, n_steps: int, sign: float, *,
-                 reduction_factor: float, keep: str, bracket: str) -> None:
+                 reduction_factor: float, keep: str, bracket: str, early: bool = True) -> None:
         super().__init__(n_trials, n_steps, sign)
         if bracket not in ("all", "half"):
             raise ValueError(f"bracket must be 'all' or 'half', but got bracket={bracket!r}.")
@@ -217,7 +221,7 @@ class PausingHost(Host):
         self.policy = PausingPolicy(n_trials=n_trials, max_resource=n_steps,
                                     reduction_factor=reduction_factor,
                                     keep_min=keep_min_for(keep, size), bracket_size=size,
-                                    first_step=1)
+                                    promote_early=early, first_step=1)
         self.values: dict[int, tuple[list[float], list[float]]] = {}
         self.pauses = 0
         self.resumes = 0
@@ -247,6 +251,9 @@ class PausingHost(Host):
         order = self.policy.report(str(position), history, reported=value)
         if order.action == STOP:
             return STOPPED
+        if order.action == PAUSE and self.policy.status(str(position)) == "promoted":
+            self.policy.resume(str(position))  # promoted as it arrived: trains on (as on
+            return CONTINUE  # Ray; the Optuna sweep saves a checkpoint and reloads nothing)
         if order.action == PAUSE:
             self.pauses += 1
             return PAUSED
@@ -372,14 +379,15 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
         return AshaHost(n_trials, n_steps, sign)
     head, options = name.split(",")[0], _raw_options(name)
     if head == "pause":
-        unknown = set(options) - {"rf", "keep", "bracket"}
-        if unknown:
-            raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket; got "
-                             f"{sorted(unknown)}.")
+        unknown = set(options) - {"rf", "keep", "bracket", "early"}
+        if unknown or options.get("early", "on") not in ("on", "off"):
+            raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket, early=on|off; "
+                             f"got {sorted(options)}.")
         return PausingHost(n_trials, n_steps, sign,
                            reduction_factor=float(options.get("rf", 2)),
                            keep=options.get("keep", "auto"),
-                           bracket=options.get("bracket", "all"))
+                           bracket=options.get("bracket", "all"),
+                           early=options.get("early", "on") == "on")
     if head in ("tune_hyperband", "tune_bohb") and set(options) <= {"rf"}:
         return TuneHost(n_trials, n_steps, sign, reduction_factor=float(options.get("rf", 3)),
                         bohb=head == "tune_bohb")

@@ -11,12 +11,16 @@ epochs); the others stay paused and are never resumed. At the last rung the
 promoted trials run to ``max_resource`` epochs and complete. A trial whose reported
 value is NaN or infinite stops at once (``prune_diverged``).
 
+A trial that no arrival still to come can push out of the kept ones is promoted
+before its rung closes (``promote_early``, the default): the decisions are the closed
+rung's, made sooner, so workers idle less at the barrier.
+
 Why pause rather than kill: an asynchronous rule (ASHA) judges the first trials
 against an empty rung and lets them all through; a rung that waits for its whole
 bracket judges every trial with the bracket in view, and a trial it holds back keeps
-its checkpoint. Costs: results arrive later (no trial completes before the last
-rung closes), a checkpoint is written at each rung and read at each resume, and
-workers idle at a rung's barrier when no other bracket can start.
+its checkpoint. Costs: results arrive later than under ASHA, a checkpoint is written
+at each pause and read at each resume, and workers can idle at a rung's barrier
+when no trial can be promoted early and no other bracket can start.
 
 The policy is host-neutral and event-driven: the host tells it of trials
 (:meth:`~PausingPolicy.add`), reports (:meth:`~PausingPolicy.report`), failures and
@@ -109,6 +113,10 @@ class PausingPolicy(Named):
         bracket_size: trials per bracket (default: all ``n_trials`` in one).
         predictor: what ranks trials at a rung (default ``best``).
         prune_diverged: stop a trial at once on a NaN or infinite report.
+        promote_early: promote a trial before its rung closes once no trial still to
+            arrive can push it out of the kept ones (the decisions stay those of the
+            closed rung; the trial trains on sooner, so workers idle less at the
+            barrier and results come earlier). False waits for the whole rung.
         first_step: the step of a trial's first epoch (0 for Keras' epoch index).
 
     Raises:
@@ -128,6 +136,7 @@ class PausingPolicy(Named):
         bracket_size: int | None = None,
         predictor: str = "best",
         prune_diverged: bool = True,
+        promote_early: bool = True,
         first_step: float = 0,
         feeds: tuple[str, ...] = REPORTED_SERIES,
         host: str = "PausingPolicy",
@@ -157,11 +166,13 @@ class PausingPolicy(Named):
         self.bracket_size = n_trials if bracket_size is None else min(bracket_size, n_trials)
         self.keep_min = auto_keep_min(self.bracket_size) if keep_min is None else keep_min
         self.prune_diverged = prune_diverged
+        self.promote_early = bool(promote_early)
         self.first_step = first_step
         self.milestones = [*rules.asha_rungs(self.min_resource, self.reduction_factor,
                                              self.max_resource), self.max_resource]
         self._members: dict[str, _Member] = {}
         self._brackets: list[list[str]] = []
+        self._closed: list[set[int]] = []  # per bracket: the levels whose rung closed
 
     # ---------------------------------------------------------------- settings
     def settings(self) -> dict[str, Any]:
@@ -169,7 +180,8 @@ class PausingPolicy(Named):
         return {**self._identity(), "n_trials": self.n_trials, "max_resource": self.max_resource,
                 "reduction_factor": self.reduction_factor, "min_resource": self.min_resource,
                 "keep_min": self.keep_min, "bracket_size": self.bracket_size,
-                "prune_diverged": self.prune_diverged, "first_step": self.first_step}
+                "prune_diverged": self.prune_diverged, "promote_early": self.promote_early,
+                "first_step": self.first_step}
 
     # ---------------------------------------------------------------- events
     def can_start(self) -> bool:
@@ -190,6 +202,7 @@ class PausingPolicy(Named):
                              f"{trial_id!r} would be one more.")
         if not self._brackets or len(self._brackets[-1]) >= self._size(len(self._brackets) - 1):
             self._brackets.append([])
+            self._closed.append(set())
         self._brackets[-1].append(trial_id)
         self._members[trial_id] = _Member(len(self._brackets) - 1, self.milestones[0])
 
@@ -305,28 +318,69 @@ class PausingPolicy(Named):
         self._close(member.bracket)
 
     def _close(self, bracket: int) -> None:
-        """Close every rung of ``bracket`` whose arrivals are all in."""
+        """Decide what the bracket's latest events allow: close each rung whose
+        arrivals are all in (lowest first), then promote early at the lowest open rung
+        the trials no arrival still to come can push out of the kept ones."""
         ids = self._brackets[bracket]
-        if len(ids) < self._size(bracket):
-            return  # trials of this bracket have still to start
-        if any(self._members[k].status in ("running", "promoted") for k in ids):
-            return  # arrivals still to come
-        paused = [k for k in ids if self._members[k].status == "paused"]
-        if not paused:
-            return
-        level = min(self._members[k].level for k in paused)
-        arrived = [k for k in paused if self._members[k].level == level]
-        keep = min(len(arrived), max(self.keep_min,
-                                     math.floor(len(arrived) / self.reduction_factor)))
-        ranked = sorted(arrived, key=lambda k: -_rank_value(self._members[k]))
-        nxt = level + 1
-        for position, trial_id in enumerate(ranked):
-            member = self._members[trial_id]
-            if position < keep:
-                member.status, member.level = "promoted", nxt
-                member.target = self.milestones[min(nxt, len(self.milestones) - 1)]
+        closed = self._closed[bracket]
+        for level in range(len(self.milestones) - 1):  # the last milestone is the end
+            if level in closed:
+                continue
+            arrived = [k for k in ids if level in self._members[k].at_rung]
+            if level == 0:
+                expected = self._size(bracket)  # trials still to start count as to come
             else:
-                member.status = "dropped"
+                expected = sum(1 for k in ids if self._members[k].level >= level)
+            gone = sum(1 for k in ids if level not in self._members[k].at_rung
+                       and self._members[k].level == level
+                       and self._members[k].status in ("out", "done"))
+            to_come = expected - len(arrived) - gone
+            if to_come > 0:
+                if self.promote_early:
+                    self._promote_early(level, arrived, to_come)
+                return
+            keep = self._keep(len(arrived))  # every arrival counts, also one failed since
+            ranked = sorted((k for k in arrived if not (
+                self._members[k].level == level and self._members[k].status == "out")),
+                key=lambda k: -_finite(self._members[k].at_rung[level]))  # ties: bracket order
+            for position, trial_id in enumerate(ranked):
+                member = self._members[trial_id]
+                if member.level != level:
+                    continue  # promoted early: among the kept ones
+                if position < keep:
+                    self._promote(member, level)
+                else:
+                    member.status = "dropped"
+            closed.add(level)
+
+    def _keep(self, arrivals: int) -> int:
+        """How many of a rung's ``arrivals`` are promoted."""
+        return min(arrivals, max(self.keep_min, math.floor(arrivals / self.reduction_factor)))
+
+    def _promote(self, member: _Member, level: int) -> None:
+        member.status, member.level = "promoted", level + 1
+        member.target = self.milestones[min(level + 1, len(self.milestones) - 1)]
+
+    def _promote_early(self, level: int, arrived: list[str], to_come: int) -> None:
+        """Promote the paused trials of an open rung that are kept whatever the
+        ``to_come`` trials still to arrive report: a trial with ``r - 1`` arrivals at
+        or above its prediction (ties count against it) is kept if, for every number
+        ``j`` of them that arrive (the others diverge or fail), ``r + j`` is within the
+        kept ones of ``len(arrived) + j`` arrivals. Those decisions are the closed
+        rung's: a trial passed here is among its kept ones."""
+        values = [_finite(self._members[k].at_rung[level]) for k in arrived]
+        for trial_id in arrived:
+            member = self._members[trial_id]
+            if member.level != level or member.status != "paused":
+                continue
+            mine = _finite(member.at_rung[level])
+            rank = sum(1 for value in values if value >= mine)  # itself included
+            if all(rank + j <= self._keep(len(arrived) + j) for j in range(to_come + 1)):
+                self._promote(member, level)
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
 
 
 def _rank_value(member: _Member) -> float:

@@ -256,7 +256,7 @@ PRUNERS: dict[str, Entry] = {e.name: e for e in (
           ("predictor", "min_resource"), _ncp_pause_policy, rule="pause",
           summary="successive halving that pauses instead of killing (rf 2, one bracket of "
                   "all trials; a paused trial ends PRUNED with a checkpoint, a promoted one "
-                  "continues as a new trial; one worker)"),
+                  "continues as a new trial)"),
     Entry("median", OPTUNA, "Optuna's MedianPruner", ("n_startup_trials", "n_warmup_steps"),
           _optuna("MedianPruner", "n_startup_trials", "n_warmup_steps")),
     Entry("percentile", OPTUNA, "Optuna's PercentilePruner",

@@ -110,3 +110,89 @@ def test_a_trial_that_ends_early_lets_its_rung_close():
     policy.add("b")
     policy.complete("b")  # its host ended it before the rung
     assert policy.promoted() == ["a"]
+
+
+def test_a_trial_no_later_arrival_can_push_out_is_promoted_before_its_rung_closes():
+    policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=1)
+    for name, value in (("a", 0.5), ("b", 0.9), ("c", 0.7)):
+        policy.add(name)
+        policy.report(name, curve([value]))
+    # 3 of 4 arrived, 2 will be kept: whatever d reports, b is one of them; c is not sure
+    assert policy.promoted() == ["b"] and policy.status("c") == "paused"
+    policy.add("d")
+    policy.report("d", curve([0.6]))
+    assert policy.promoted() == ["b", "c"] and sorted(policy.dropped()) == ["a", "d"]
+    waiting = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=1,
+                            promote_early=False)
+    for name, value in (("a", 0.5), ("b", 0.9), ("c", 0.7)):
+        waiting.add(name)
+        waiting.report(name, curve([value]))
+    assert waiting.promoted() == []
+
+
+def simulate(policy, curves, workers, durations):
+    """Hosts ``workers`` trials side by side, event by event (an epoch of trial ``t``
+    takes ``durations[t]``); a trial promoted as it arrives trains on at once, a
+    paused one waits for a free worker. Returns each trial's epochs, the end time
+    and the trials' order of first completion."""
+    import heapq
+
+    pending, progress, running, clock, done = list(curves), {}, [], 0.0, []
+    while True:
+        while len(running) < workers:
+            job = policy.next_job()
+            if job is None:
+                break
+            kind, trial_id, _ = job
+            if kind == "new":
+                trial_id = pending.pop(0)
+                policy.add(trial_id)
+            heapq.heappush(running, (clock + durations[trial_id], trial_id))
+        if not running:
+            break
+        clock, trial_id = heapq.heappop(running)
+        epoch = progress.get(trial_id, 0) + 1
+        progress[trial_id] = epoch
+        values = curves[trial_id][:epoch]
+        order = policy.report(trial_id, curve(values))
+        if order.action == "pause" and policy.status(trial_id) == "promoted":
+            policy.resume(trial_id)  # as NCPScheduler does: no pause needed
+        elif order.action != "continue":
+            continue
+        if epoch == len(curves[trial_id]):
+            policy.complete(trial_id)
+            done.append(trial_id)
+            continue
+        heapq.heappush(running, (clock + durations[trial_id], trial_id))
+    assert policy.finished()
+    return progress, clock, done
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_promoting_early_decides_as_the_closed_rung_and_never_ends_later(seed):
+    import random
+
+    rng = random.Random(seed)
+    n, epochs = rng.choice([(6, 4), (16, 8), (40, 8), (24, 9)])
+    rf = rng.choice([2, 3])
+    keep = rng.choice([None, 1, 2, 4])
+    curves, durations = {}, {}
+    for k in range(n):
+        quality = rng.random()
+        values = [quality * (1 - 0.6 ** (e + 1)) + rng.gauss(0, 0.02) for e in range(epochs)]
+        if rng.random() < 0.1:  # diverges somewhere
+            values[rng.randrange(epochs)] = math.nan
+        curves[f"t{k:02d}"] = values
+        durations[f"t{k:02d}"] = rng.uniform(0.5, 2.0)
+    workers = rng.choice([1, 2, 4])
+    results = {}
+    for early in (False, True):
+        policy = PausingPolicy(n_trials=n, max_resource=epochs, reduction_factor=rf,
+                               keep_min=keep, promote_early=early)
+        results[early] = simulate(policy, curves, workers, durations), policy
+    (waited, waited_end, _), waited_policy = results[False]
+    (eager, eager_end, _), eager_policy = results[True]
+    assert eager == waited  # every trial trains the same epochs
+    assert sorted(eager_policy.dropped()) == sorted(waited_policy.dropped())
+    if workers == 1:
+        assert eager_end == pytest.approx(waited_end)  # the same epochs, one at a time

@@ -30,6 +30,10 @@ def make_train(calls):
     return train
 
 
+def found_numbers(found):
+    return [int(name) for name in found]
+
+
 def test_paused_trials_end_pruned_and_promoted_ones_continue_from_their_checkpoint(tmp_path):
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
@@ -42,7 +46,10 @@ def test_paused_trials_end_pruned_and_promoted_ones_continue_from_their_checkpoi
     assert len(found) == 8 and len(complete) == 1
     # 8 trials to epoch 1, 4 on to 2, 2 to 4, 1 to 8: 8 + 4 + 4 + 4 epochs
     assert sum(stop - start for _, start, stop in calls) == 8 + 4 + 4 + 4
-    best = max(trials[:8], key=lambda t: t.params["quality"])
+    # the configurations' first trials (a promoted one may resume before the last new
+    # trial is asked: its rung promotes early what no later arrival can change)
+    best = max((trials[n] for n in found_numbers(found)),
+               key=lambda t: t.params["quality"])
     chain = chains(study)[best.number]
     assert [t.number for t in chain] == found[str(best.number)]
     assert all(t.user_attrs[RESUMES_ATTR] == best.number for t in chain[1:])
@@ -76,7 +83,7 @@ def test_an_interrupted_run_continues_where_it_stopped_and_counts_each_epoch_onc
     train = make_train(calls)
 
     def interrupted(trial, start, stop, checkpoint):
-        if len(calls) == 10:  # a resumed trial: its policy had promoted it
+        if start and len(calls) >= 9:  # a resumed trial: its policy had promoted it
             raise KeyboardInterrupt
         return train(trial, start, stop, checkpoint)
 
@@ -147,17 +154,16 @@ def test_workers_that_each_rebuild_the_driver_from_the_study_follow_one_policy(
     complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
     first = min(chains(study), key=lambda n: -study.trials[n].params["quality"])
     assert len(complete) == 1 and chains(study)[first][-1].number == complete[0].number
-    # a rung closes once every trial of the bracket has arrived: no resume to epoch 2
-    # is asked before the last trial's first epoch ended
-    ends = [when + stop - start for when, _, start, stop, _ in asked if start == 0]
-    assert min(when for when, _, start, _, _ in asked if start == 1) >= max(ends)
     assert sum(1 for when, *_ in asked if when == 0) == workers  # side by side
+    pieces = [(name, start) for _, name, start, _, _ in asked]
+    assert len(set(pieces)) == len(pieces)  # no configuration trains an epoch twice
 
 
-def test_a_driver_that_leaves_other_workers_running_trials_out_asks_too_many(tmp_path):
-    """What ``running=True`` is for: without it a second worker cannot see the first
-    one's trial and the study gets more configurations than the policy's n_trials."""
+def test_a_driver_that_leaves_other_workers_running_trials_out_trains_twice(tmp_path):
+    """What ``running=True`` is for: without it a worker cannot see another's running
+    trial, and resumes a configuration that is already training."""
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
-    run_workers(study, tmp_path, 2, running=False)
-    assert len(chains(study)) > 8
+    asked = run_workers(study, tmp_path, 2, running=False)
+    pieces = [(name, start) for _, name, start, _, _ in asked]
+    assert len(set(pieces)) < len(pieces)
