@@ -47,7 +47,7 @@ print(" ".join(m for m in {heavy!r} if m in sys.modules))
 
 def _run(script: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     assert done.returncode == 0, done.stderr
     return done
 

@@ -40,7 +40,7 @@ sys.meta_path.insert(0, Missing())
 
 def _base_only(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", BASE_ONLY + code, ",".join(NOT_IN_BASE)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
 def test_the_base_dependencies_are_numpy_scikit_learn_and_scipy():

@@ -361,7 +361,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,3000"]
     dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=600)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<title>ncp-search report: quick &lt;&amp;&gt; sweep</title>" in dom.stdout
     assert "<h2>Best configuration</h2>" in dom.stdout
@@ -371,7 +371,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     shot = tmp_path / "shot.png"
     done = subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (3000, 1200)
@@ -390,7 +390,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
             "position:absolute;top:0;left:0;width:1100px}</style>"), encoding="utf-8")
         shot = tmp_path / f"{alone.stem}.png"
         done = subprocess.run(flags + [f"--screenshot={shot}", alone.as_uri()],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=600)
         assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
         for color in ("#1f77b4", "#ff7f0e", "#c51b7d"):  # complete, pruned, threshold
             assert _colour_pixels(shot, color) > 20, (alt, color)

@@ -286,7 +286,7 @@ def test_postgresql_storage_with_three_workers(tmp_path) -> None:
     # The report reads the trials back from PostgreSQL (the URL from the environment).
     env = {**os.environ, "NCP_SEARCH_STORAGE": url}
     report = subprocess.run(_cli("report", str(tmp_path / "out")), env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-2000:]
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file() and path.suffix in (".json", ".html", ".jsonl", ".txt"):
