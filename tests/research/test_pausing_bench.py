@@ -38,15 +38,24 @@ def workload():
 def test_epochs_pauses_and_resumes_are_counted_by_hand(workload):
     order = study_trials(workload, 0)
     cost = CheckpointCost(save=0.5, restore=0.25)
-    run = simulate(workload, HALVING, order, checkpoint=cost)
-    assert run["epochs"] == 8 * 1 + 4 * 1 + 2 * 2 + 2 * 4
-    assert run["epochs_share"] == pytest.approx(24 / 64)
-    assert run["pauses"] == 8 + 4 + 2  # a checkpoint written at each rung
-    assert run["resumes"] == 4 + 2 + 2  # and read back at each promotion
-    assert run["checkpoint_seconds"] == pytest.approx(14 * 0.5 + 8 * 0.25)
-    assert run["seconds_share"] == pytest.approx((24 + 14 * 0.5 + 8 * 0.25) / 64)
-    assert run["n_completed"] == 2
-    assert run["n_paused_for_good"] == 6
+    runs = {rule: simulate(workload, rule, order, checkpoint=cost)
+            for rule in (HALVING + ",early=off", HALVING)}
+    for run in runs.values():
+        assert run["epochs"] == 8 * 1 + 4 * 1 + 2 * 2 + 2 * 4
+        assert run["epochs_share"] == pytest.approx(24 / 64)
+        # a checkpoint written at each rung and read back at each promotion, except for
+        # a trial promoted as it arrives (its own arrival closed the rung, or no later
+        # one could push it out): it trains on, as on Ray
+        assert run["pauses"] - run["resumes"] == 6 and run["resumes"] <= 4 + 2 + 2
+        assert run["checkpoint_seconds"] == pytest.approx(
+            run["pauses"] * 0.5 + run["resumes"] * 0.25)
+        assert run["seconds_share"] == pytest.approx(
+            (24 + run["checkpoint_seconds"]) / 64)
+        assert run["n_completed"] == 2
+        assert run["n_paused_for_good"] == 6
+    # here one rung was closed by a promoted trial's own arrival; promoting early spares
+    # one more pause and resume
+    assert runs[HALVING + ",early=off"]["resumes"] == 7 and runs[HALVING]["resumes"] == 6
 
 
 def test_a_resumed_trial_continues_its_own_curve_where_it_stopped(workload):
@@ -102,10 +111,13 @@ def test_four_workers_wait_at_the_rung_barrier(workload):
     # Saves (0.5 s) keep a worker busy after each pause, restores (0.25 s) come before
     # each resume: the waves of rung 1 end at 1 (+0.5) and 2.5 (+0.5); rung 2 at
     # 3 + 0.25 + 1 (+0.5); epochs 3-4 at 4.75 + 0.25 + 2 = 7; the two workers idle since
-    # 4.75 take epochs 5-8 at once: 7 + 0.25 + 4.
+    # 4.75 take epochs 5-8 at once: 7 + 0.25 + 4 = 11.25, had every arrival paused. A
+    # trial promoted as it arrives trains on without a save and a restore, and promoting
+    # early starts the promoted sooner: both end before that.
     cost = CheckpointCost(save=0.5, restore=0.25)
-    run = simulate(workload, HALVING, order, concurrency=4, checkpoint=cost)
-    assert run["makespan"] == pytest.approx(11.25)
+    waiting = simulate(workload, HALVING + ",early=off", order, concurrency=4, checkpoint=cost)
+    early = simulate(workload, HALVING, order, concurrency=4, checkpoint=cost)
+    assert early["makespan"] <= waiting["makespan"] < 11.25
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
