@@ -491,6 +491,39 @@ def test_ncp_pause_builds_a_pausing_scheduler_over_the_sweeps_trials():
     assert settings["n_trials"] == make_config({"name": "ncp_pause"})["budget"]["trials"]
 
 
+def test_a_diverged_epoch_reaches_a_pausing_scheduler_as_nan_and_stops_the_trial(
+        monkeypatch, tmp_path):
+    # Was: the trainable reported the diverged epoch's accuracy (0.2) without a
+    # checkpoint; at a rung ncp_pause paused it, and NoCheckpointError ended the sweep.
+    import ncp_search.app.sweep.ray_backend as backend
+    import ncp_search.app.sweep.trial as trial_module
+    from ncp_search.app.sweep.trial import EpochInfo
+
+    reports = []
+    monkeypatch.setattr(backend.tune, "report", lambda metrics, checkpoint=None: reports.append(
+        (metrics, checkpoint)))
+    monkeypatch.setattr(backend.tune, "get_context", lambda: SimpleNamespace(
+        get_trial_id=lambda: "t_00000"))
+
+    def diverging(sweep, params, data, on_epoch, **kwargs):
+        on_epoch(0, 0.2, 1.0, {}, EpochInfo(0.1, math.nan, math.nan, "loss is nan"))
+        return {"model_path": None}
+
+    monkeypatch.setattr(trial_module, "run_trial", diverging)
+    config = make_config({"name": "ncp_pause"})
+    backend._train({"learning_rate": 0.3, "optimizer": "sgd"}, data=None, sweep=config,
+                   output=str(tmp_path), cache_dir=None, checkpoint=(1, 2))
+    ((metrics, checkpoint),) = reports
+    assert math.isnan(metrics[backend.METRIC]) and checkpoint is None
+    assert metrics[backend.DIVERGED_VALUE] == 0.2 and metrics["diverged"] == "loss is nan"
+    scheduler = make_scheduler(config)
+    scheduler.set_search_properties(backend.METRIC, backend.MODE)
+    trial = SimpleNamespace(trial_id="t_00000", status="RUNNING")
+    scheduler.on_trial_add(None, trial)
+    result = {**metrics, backend.TIME_ATTR: 1, "checkpoint_dir_name": None}
+    assert scheduler.on_trial_result(None, trial, result) == "STOP"
+
+
 def test_a_local_ray_sweep_starts_its_workers_at_normal_priority(monkeypatch):
     # Ray's default (nice 15) left a trial's actor 2-4% of a core beside two busy
     # processes: the example's sweep made no progress in 14 minutes.

@@ -98,6 +98,8 @@ from ncp_search.integrations.ray.trainable import trial_resources
 
 logger = logging.getLogger(__name__)
 METRIC = "val_accuracy"
+DIVERGED_VALUE = "diverged_val_accuracy"
+"""Result key: a diverged epoch's metric (reported to the scheduler as NaN)."""
 MODE = "max"
 TIME_ATTR = "training_iteration"
 STATE_FILE = "ncp_scheduler.jsonl"
@@ -244,8 +246,10 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         metrics = {METRIC: float(value), "beta_eff": float(beta), "epoch": int(epoch),
                    "epoch_seconds": float(info.seconds),
                    **{k: float(v) for k, v in terms.items()}}
-        if info.diverged:
-            tune.report({**metrics, "diverged": info.diverged})
+        if info.diverged:  # the scheduler sees NaN (it stops the trial, never pauses it
+            # at a rung without a checkpoint); the record keeps the value
+            tune.report({**metrics, METRIC: math.nan, DIVERGED_VALUE: float(value),
+                         "diverged": info.diverged})
             return True  # stop: recorded as PRUNED, with the reason
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
@@ -389,7 +393,7 @@ class _Session:
         record.setdefault("epoch_seconds", [])
         del record["epoch_seconds"][epoch:]
         record["epoch_seconds"].append(_number(result.get("epoch_seconds")))
-        record["val_accuracy"].append(_number(result[METRIC]))
+        record["val_accuracy"].append(_number(result.get(DIVERGED_VALUE, result[METRIC])))
         record["beta_eff"].append(_number(result.get("beta_eff")))
         record["predicted_final"].append(self._predict(record))
         record["final"] = record["val_accuracy"][-1]
