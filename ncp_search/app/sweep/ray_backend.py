@@ -19,7 +19,9 @@ atomically whenever a trial ends and at the end of the sweep.
 Trial records (``number`` is the Tune trial index, ``seconds`` Tune's
 ``time_total_s``, ``epoch_seconds`` each epoch's wall time, ``predicted_final``
 what an NCP scheduler predicted after each epoch, ``diverged`` why a diverged trial
-was stopped, see :mod:`ncp_search.app.sweep.trial`); states: COMPLETE (all
+was stopped, see :mod:`ncp_search.app.sweep.trial`: its last epoch reaches the
+scheduler as NaN, so no scheduler pauses it, and the record keeps the value;
+``rungs`` where a pausing scheduler judged it); states: COMPLETE (all
 ``budget.epochs``), PRUNED (stopped by the scheduler earlier, or diverged; ``stop``
 holds an NCPScheduler's decision there, read from its journal: ``{"epoch"`` (the
 1-based training iteration), ``"reason", "value"`` (the compared prediction),
