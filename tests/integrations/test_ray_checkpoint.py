@@ -224,12 +224,14 @@ def tuner(tmp_path, name, rates, checkpoint=True, scheduler=None):
     )
 
 
-def pausing_scheduler(n_trials):
+def pausing_scheduler(n_trials, promote_early=False):
+    """Waiting for each whole rung (``promote_early=False``) makes trials pause and
+    resume, which these tests check; promoted early, a trial often trains on."""
     from ncp_search.core.pausing import PausingPolicy
     from ncp_search.integrations.ray import NCPScheduler
 
     policy = PausingPolicy(n_trials=n_trials, max_resource=EPOCHS, reduction_factor=2,
-                           keep_min=1, first_step=1)
+                           keep_min=1, first_step=1, promote_early=promote_early)
     return NCPScheduler(metric="val_accuracy", mode="max", max_t=EPOCHS, policy=policy)
 
 
@@ -393,7 +395,7 @@ def test_ray_sweep_under_a_pausing_scheduler_resumes_trials_from_checkpoints(tmp
 
     def pausing(config, state_path=None):
         policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=1,
-                               first_step=1)
+                               first_step=1, promote_early=False)  # so that trials pause
         return NCPScheduler(max_t=4, policy=policy)
 
     monkeypatch.setattr(ray_backend, "make_scheduler", pausing)
