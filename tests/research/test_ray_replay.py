@@ -249,17 +249,24 @@ def test_ncp_pause_pauses_resumes_and_continues_each_curve(ray_session):
     assert [len(per_run[order[k]]) for k in range(6)] == PAUSE_EPOCHS
     assert result["epochs"] == result["epochs_tune"] == 13 and result["restarts"] == 0
     assert result["final_regret"] == pytest.approx(4.0)
-    # 9 arrivals at a rung; the last at each rung closes it and is dropped there (0.20
-    # at rung 1, 0.61 at rung 2): Tune stops it instead of pausing it -> 7 pauses; the
-    # 5 promoted trials resume from their checkpoints
-    assert (result["pauses"], result["resumes"]) == (7, 5)
-    assert result["n_stopped"] == 4
+    # 9 arrivals at a rung. Waiting for each whole rung, the last arrival at each closes
+    # it and is dropped there (0.20 at rung 1, 0.61 at rung 2): Tune stops it instead of
+    # pausing it -> 7 pauses, and the 5 promoted trials resume from their checkpoints.
+    # Promoting early (the default), a trial promoted as it arrives trains on: fewer;
+    # how many depends on the order Tune starts trials in (6 pauses and 3 or 4 resumes
+    # were seen), the epochs of each trial do not
+    assert result["pauses"] <= 7 and result["resumes"] <= 5
+    assert result["pauses"] - result["resumes"] <= 4 and result["n_stopped"] == 4
     # the simulator's rule `pause` on the same trials and order: the same epochs per trial
     workload = workload_from_rows("designed", table)
     simulated = simulate(workload, "pause,rf=2,keep=auto,bracket=all", np.array(order))
-    assert simulated["epochs"] == 13
-    # the simulator counts every arrival at a rung as a pause, closers included
-    assert (simulated["pauses"], simulated["resumes"]) == (9, 5)
+    waiting = simulate(workload, "pause,rf=2,keep=auto,bracket=all,early=off",
+                       np.array(order))
+    assert simulated["epochs"] == waiting["epochs"] == 13
+    # the simulator pauses a dropped closer too (Tune stops it): 9 and 5 waiting; its
+    # early promotions spare a pause and a resume here
+    assert (waiting["pauses"], waiting["resumes"]) == (9, 5)
+    assert (simulated["pauses"], simulated["resumes"]) == (8, 4)
     assert simulated["final_regret"] == pytest.approx(result["final_regret"])
     sim_epochs = [max(e for p, e, _ in simulated["trace"] if p == k) for k in range(6)]
     assert sim_epochs == PAUSE_EPOCHS
