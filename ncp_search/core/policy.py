@@ -8,7 +8,10 @@ makes the decision lives here, in this order, for every host:
 2. at or past the last step (``max_step``): continue (``last_step``; the trial has
    used its budget, a stop would only hide its final);
 3. a trial that had completed and is run again (a host restarted it):
-   continue (``completed_before_restore``);
+   continue (``completed_before_restore``); one that this policy had stopped at a step
+   and is run again: continue before that step, stop there (``stopped_before_restore``:
+   it repeats its fate, as the completed one does, instead of being judged again on a
+   study that has moved on);
 4. the latest *reported* value is a NaN or infinite number: stop (``diverged``,
    unless ``prune_diverged=False``);
 5. the latest reported value is not a finite number (``None``, a string, or a NaN
@@ -64,6 +67,7 @@ PREDICTION_SERIES = "predicted_final"
 _LATEST: Any = object()  # "the history's latest value"
 
 _NO_INCUMBENT = frozenset({"no_reports", "last_step", "completed_before_restore",
+                           "stopped_before_restore",
                            "diverged", "no_value", "warmup", "interval"})
 """Reasons after which the incumbent test does not run (the trial is not judged yet)."""
 
@@ -285,6 +289,7 @@ class Policy(Named):
         *,
         reported: object = _LATEST,
         rerun: bool = False,
+        stopped_before: float | None = None,
     ) -> Verdict:
         """The verdict for ``trial`` at its latest step.
 
@@ -295,6 +300,8 @@ class Policy(Named):
                 there is a diverged run; ``None`` or a string is a missing value).
                 Default: the history's latest value.
             rerun: the trial had completed and the host runs it again.
+            stopped_before: the step at which this policy stopped the trial before
+                the host ran it again (None: it was not stopped).
         """
         if not len(trial):
             return Verdict(rules.Decision(False, "no_reports"))
@@ -305,6 +312,8 @@ class Policy(Named):
             return Verdict(rules.Decision(False, "last_step"))
         if rerun:
             return Verdict(rules.Decision(False, "completed_before_restore"))
+        if stopped_before is not None:
+            return Verdict(rules.Decision(step >= stopped_before, "stopped_before_restore"))
         if self.prune_diverged and rules.is_diverged(reported):
             return Verdict(rules.diverged_rule(reported))
         if not math.isfinite(as_number(reported)):

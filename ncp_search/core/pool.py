@@ -9,7 +9,8 @@ and replayed rebuild it exactly:
   bracket of the pausing policy);
 - ``{"e": "result", "id", "t", "v", "s": {series: value}}``: a report ("higher is
   better"; ``t`` going back means the host restarted the trial: what it is about
-  to report again is dropped);
+  to report again is dropped, except the rung values of a trial that had completed or
+  been stopped, since the others were judged against them);
 - ``{"e": "decision", "id", "t", "p", "stop", "rung", "pause", "why", "th"}``: the
   prediction the policy used at ``t``, whether it stopped the trial, the rung it was
   compared at, whether it paused there (the pausing policy), the decision's reason and
@@ -48,6 +49,8 @@ class Track:
     predictions: dict[float, float] = field(default_factory=dict)
     final: float | None = None
     stopped: bool = False
+    stopped_at: float | None = None  # the step of the stop decision
+    stopped_before: float | None = None  # stopped there, then run again by the host
     completed_once: bool = False  # completed, then run again by the host (restore)
     removed: bool = False  # removed without completing or being stopped
     failed: bool = False  # errored
@@ -70,8 +73,8 @@ class Track:
         return {"t": self.t, "values": nulls(self.values),
                 "series": {k: nulls(v) for k, v in self.series.items()},
                 "predictions": [[t, p] for t, p in self.predictions.items()],
-                "final": self.final, "stopped": self.stopped,
-                "completed_once": self.completed_once, "removed": self.removed,
+                "final": self.final, "stopped": self.stopped, "stopped_at": self.stopped_at,
+                "stopped_before": self.stopped_before, "completed_once": self.completed_once, "removed": self.removed,
                 "failed": self.failed}
 
     @classmethod
@@ -85,8 +88,14 @@ class Track:
             latest_prediction=predictions[max(predictions)] if predictions else math.nan,
             final=None if data["final"] is None else as_number(data["final"]),
             stopped=bool(data["stopped"]), completed_once=bool(data["completed_once"]),
+            stopped_at=_step(data.get("stopped_at")),
+            stopped_before=_step(data.get("stopped_before")),
             removed=bool(data.get("removed", False)), failed=bool(data.get("failed", False)),
         )
+
+
+def _step(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def nulls(values: Sequence[float]) -> list[float | None]:
@@ -135,6 +144,7 @@ class TrialPool:
                 self.rungs.setdefault(float(rung), {})[trial_id] = prediction
             if event.get("stop"):
                 track.stopped = True
+                track.stopped_at = float(event["t"])
         elif kind == "complete":
             final = event.get("final")
             track.final = None if final is None else as_number(final)
@@ -175,13 +185,19 @@ class TrialPool:
         track.predictions = {t: p for t, p in track.predictions.items() if t < now}
         track.latest_prediction = (track.predictions[max(track.predictions)]
                                    if track.predictions else math.nan)
+        finished = track.final is not None or track.stopped
         if track.final is not None:
             track.completed_once = True
             track.final = None
             self._completed = None
+        if track.stopped:
+            track.stopped_before = track.stopped_at
         track.stopped = track.removed = track.failed = False
-        for recorded in self.rungs.values():
-            recorded.pop(trial_id, None)
+        for rung, recorded in self.rungs.items():
+            # a finished trial's rung values stay: the others were judged against them,
+            # and its rerun is not judged again (it repeats its fate)
+            if rung >= now and not finished:
+                recorded.pop(trial_id, None)
 
     @classmethod
     def replay(cls, events: Iterable[Mapping[str, Any]], sign: float = 1.0) -> TrialPool:
@@ -212,7 +228,9 @@ class TrialPool:
 
     @property
     def num_stopped(self) -> int:
-        return sum(t.stopped for t in self.tracks.values())
+        """Trials stopped (one stopped, run again by the host and stopped again counts
+        once, also while it runs again)."""
+        return sum(t.stopped or t.stopped_before is not None for t in self.tracks.values())
 
     def state(self) -> dict[str, Any]:
         return {"tracks": {k: t.as_json() for k, t in self.tracks.items()},

@@ -418,3 +418,44 @@ def test_errored_trials_leave_the_percentile_reference():
     scheduler.on_trial_add(None, judged)
     decision = scheduler.decide("judged", {"training_iteration": 1, "acc": 0.5})
     assert decision.threshold == pytest.approx(0.85) and decision.stop
+
+
+def test_a_trial_stopped_before_a_restore_and_rerun_is_stopped_again_at_its_step():
+    # Was (a loaded kill -9 and resume of an ASHA sweep): the completed trial's rerun
+    # dropped its rung value, so the trial stopped below it before the kill was judged
+    # against an empty rung when Tune ran it again, continued, and completed with its
+    # stop-step value as a final; num_stopped lost it.
+    scheduler = NCPScheduler(rule="asha", metric="acc", mode="max", max_t=3, grace_period=1)
+    finished(scheduler, "star", [0.96, 0.92, 0.98])
+    low = Trial("low")
+    scheduler.on_trial_add(None, low)
+    assert feed(scheduler, low, [0.2]) == [STOP]
+    assert scheduler.num_stopped == 1
+    # Tuner.restore: Tune runs both again from their first epoch
+    star = Trial("star")
+    scheduler.on_trial_add(None, star)
+    assert feed(scheduler, star, [0.96, 0.92, 0.98]) == [CONTINUE] * 3
+    scheduler.on_trial_complete(None, star, {"training_iteration": 3, "acc": 0.98})
+    scheduler.on_trial_add(None, low)
+    assert scheduler.num_stopped == 1  # stopped once, counted once while it reruns
+    assert scheduler.decide("low", {"training_iteration": 1, "acc": 0.2}).reason == (
+        "stopped_before_restore")
+    scheduler.on_trial_complete(None, low, {"training_iteration": 1, "acc": 0.2})
+    state = scheduler.state()
+    assert state["num_stopped"] == 1 and state["tracks"]["low"]["final"] is None
+    assert dict(state["rungs"])[1.0]["star"] == pytest.approx(0.96)  # its rung value kept
+    later = Trial("later")  # the others are still judged against the star's rung value
+    scheduler.on_trial_add(None, later)
+    assert feed(scheduler, later, [0.5]) == [STOP]
+
+
+def test_a_trial_stopped_before_a_restore_continues_until_its_stop_step():
+    scheduler = NCPScheduler(rule="asha", metric="acc", mode="max", max_t=9, grace_period=1,
+                             reduction_factor=3, predictor="last")
+    finished(scheduler, "star", [0.9] * 9)
+    slow = Trial("slow")
+    scheduler.on_trial_add(None, slow)
+    assert feed(scheduler, slow, [0.95, 0.95, 0.5]) == [CONTINUE, CONTINUE, STOP]
+    decisions = feed(scheduler, slow, [0.1, 0.1, 0.5])  # rerun: worse at the first rung
+    assert decisions == [CONTINUE, CONTINUE, STOP]
+    assert scheduler.num_stopped == 1

@@ -223,8 +223,9 @@ class NCPScheduler(FIFOScheduler):
             return recorded
         reported, now, track = recorded
         history, view = records.pool.history(trial_id), records.pool.view(trial_id)
-        verdict = self.policy.decide(history, view, reported=reported,
-                                     rerun=track.completed_once)
+        verdict = self.policy.decide(
+            history, view, reported=reported, rerun=track.completed_once,
+            stopped_before=None if track.stopped else track.stopped_before)
         if verdict.missing:
             records.warn_missing(verdict.missing, self.policy.predictor.name)
         if verdict.decision.reason == "no_value":
