@@ -74,8 +74,8 @@ class Track:
                 "series": {k: nulls(v) for k, v in self.series.items()},
                 "predictions": [[t, p] for t, p in self.predictions.items()],
                 "final": self.final, "stopped": self.stopped, "stopped_at": self.stopped_at,
-                "stopped_before": self.stopped_before, "completed_once": self.completed_once, "removed": self.removed,
-                "failed": self.failed}
+                "stopped_before": self.stopped_before, "completed_once": self.completed_once,
+                "removed": self.removed, "failed": self.failed}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Track:

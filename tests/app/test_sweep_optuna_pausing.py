@@ -162,6 +162,25 @@ def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once(
     assert summary["epochs_used"] == 4 + 1 and summary["epochs_without_pruning"] == 8
 
 
+def test_a_rung_passed_in_the_same_trial_is_in_the_record_with_its_prediction() -> None:
+    # A trial promoted as it reached epoch 1 trained on, and paused at epoch 2; its
+    # prediction at epoch 1 is in ncp_predicted_history (step 0). Without reading it,
+    # the record listed the pause at epoch 2 only.
+    from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR
+    from ncp_search.app.sweep.results import optuna_records
+    from ncp_search.integrations.optuna.pruner import HISTORY_ATTR
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        intermediate_values={0: 0.5, 1: 0.6}, state=TrialState.PRUNED,
+        user_attrs={CHECKPOINT_SECONDS_ATTR: 0.1, PAUSED_ATTR: "checkpoints/0/epoch_0002",
+                    PREDICTED_ATTR: 0.65, HISTORY_ATTR: {"0": 0.55, "1": 0.65, "x": 1}}))
+    (record,) = optuna_records(study)
+    assert record["rungs"] == [{"epoch": 1, "prediction": 0.55},
+                               {"epoch": 2, "prediction": 0.65}]
+
+
 def test_the_report_shows_each_trials_rungs_and_counts_them(tmp_path) -> None:
     from ncp_search.app.report.html import write_report
 

@@ -54,9 +54,11 @@ def test_paused_trials_end_pruned_and_promoted_ones_continue_from_their_checkpoi
     assert [t.number for t in chain] == found[str(best.number)]
     assert all(t.user_attrs[RESUMES_ATTR] == best.number for t in chain[1:])
     assert chain[-1].state == optuna.trial.TrialState.COMPLETE
-    # steps continue along the chain: 0 | 1 | 2, 3 | 4..7
-    assert [sorted(t.intermediate_values) for t in chain] == [[0], [1], [2, 3],
-                                                              [4, 5, 6, 7]]
+    # steps continue along the chain: it was the last to reach epochs 1 and 2, where its
+    # arrival closed the rung and promoted it, so it trained on in its first trial; at
+    # epoch 4 it paused for the other one, and its second trial resumed it there
+    assert [sorted(t.intermediate_values) for t in chain] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert sorted(chain[0].user_attrs) == sorted([PAUSED_ATTR, "ncp_epochs", "ncp_predicted_final"])
     assert all(PAUSED_ATTR in t.user_attrs for t in chain[:-1])
 
 
@@ -167,3 +169,93 @@ def test_a_driver_that_leaves_other_workers_running_trials_out_trains_twice(tmp_
     asked = run_workers(study, tmp_path, 2, running=False)
     pieces = [(name, start) for _, name, start, _, _ in asked]
     assert len(set(pieces)) < len(pieces)
+
+
+def run_by_epoch(study, tmp_path, workers, qualities, *, carry, rf=2, n_trials=8,
+                 seconds=None, refresh=True):
+    """``workers`` workers training epochs (of ``seconds[k]`` time units for the k-th
+    configuration, default 1: configurations reach their rungs out of trial order when
+    these differ), each building its driver
+    from the study before it asks; every epoch is reported to the study as it ends (so
+    the others see it). With ``carry``, a trial promoted as it reaches its rung trains
+    on in the same trial (:meth:`PausingDriver.carry_on`, asking the study again
+    unless ``refresh`` is False), as the sweep's workers do.
+    The k-th configuration asked has quality ``qualities[k]``. Returns the (k, epoch)
+    pairs trained, in order."""
+    import heapq
+    import itertools
+
+    from ncp_search.core.pausing import CONTINUE
+    from ncp_search.integrations.optuna.pausing import PausingDriver
+
+    def policy():
+        return PausingPolicy(n_trials=n_trials, max_resource=8, reduction_factor=rf,
+                             keep_min=1)
+
+    def driver():
+        return PausingDriver(study, policy(), tmp_path, running=True)
+
+    def pace(k):
+        return 1 if seconds is None else seconds[k]
+
+    index: dict[str, int] = {}  # configuration name -> k
+    trained, busy, free, tick = [], [], list(range(workers)), itertools.count()
+    clock = 0
+    while True:
+        while free:
+            d = driver()
+            job = None if d.policy.finished() else d.next()
+            if job is None:
+                break
+            k = index.setdefault(job.name, len(index))
+            heapq.heappush(busy, (clock + pace(k), next(tick), free.pop(), d, job))
+        if not busy:
+            return trained
+        clock, _, worker, d, job = heapq.heappop(busy)
+        epoch = len(d.values[job.name])
+        trained.append((index[job.name], epoch))
+        order = d.report(job, qualities[index[job.name]] * (1 - 0.5 ** (epoch + 1)))
+        going = order.action == CONTINUE and epoch + 1 < 8
+        def fresh(d=d, job=job):  # the others' reports since d was built
+            d.refresh(policy(), job)
+
+        if going or (carry and d.carry_on(job, order, refresh=fresh if refresh else None)):
+            heapq.heappush(busy, (clock + pace(index[job.name]), next(tick), worker, d, job))
+            continue
+        d.finish(job, order)
+        free.append(worker)
+
+
+@pytest.mark.parametrize("n_trials, rf", [(8, 2), (13, 2), (13, 3)])
+def test_a_trial_promoted_as_it_arrives_trains_on_in_the_same_trial_on_any_workers(
+        tmp_path, caplog, n_trials, rf):
+    """Was: the sweep ended such a trial at its rung (a checkpoint) and resumed it in a
+    new one. Carrying on, workers replay arrivals in trial order, not in the order they
+    came: every run must still train exactly the epochs of one sequential run that
+    pauses at every rung, none twice, with fewer trials."""
+    import numpy as np
+
+    saved = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        qualities = rng.uniform(0.1, 1.0, n_trials)
+        seconds = None if seed < 2 else rng.integers(1, 6, n_trials)  # out of order
+        runs = {}
+        for workers in (1, 2, 4):
+            for carry in (False, True):
+                study = optuna.create_study(direction="maximize")
+                trained = run_by_epoch(study, tmp_path / f"{seed}{workers}{carry}", workers,
+                                       qualities, carry=carry, rf=rf, n_trials=n_trials,
+                                       seconds=seconds)
+                assert len(set(trained)) == len(trained), (seed, workers, carry)  # none twice
+                states = {t.state for t in study.trials}
+                assert optuna.trial.TrialState.RUNNING not in states
+                runs[workers, carry] = (sorted(trained), len(study.trials))
+        plan, _ = runs[1, False]
+        for (workers, carry), (got, n) in runs.items():
+            assert got == plan, (seed, workers, carry)
+            if carry:
+                assert n <= runs[workers, False][1], (seed, workers)
+                saved += runs[workers, False][1] - n
+    assert saved > 0  # trials (each a pause, a checkpoint and a resume) saved
+    assert "left out" not in caplog.text

@@ -47,6 +47,7 @@ folder, so workers on other machines must share it (as they share the budget loc
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -619,6 +620,14 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
     folder = Path(output) / CHECKPOINTS
     lock = BudgetLock(Path(output) / BUDGET_LOCK)
     failures_in_a_row = 0
+
+    def policy() -> Any:
+        return typed.choice.make(typed.budget.epochs, n_trials=typed.budget.trials)
+
+    def refresh(driver: Any, job: Any) -> None:  # the other workers' reports since
+        with lock.held():
+            driver.refresh(policy(), job)
+
     live: dict[str, LiveTrial] = {}  # paused configurations' models, in pause order
     limit = _live_bytes()  # a bad NCP_SEARCH_PAUSED_MODELS_MB stops here, before any trial
     with warnings.catch_warnings():
@@ -629,9 +638,8 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
             stop.check()
             fail_stale_trials(study, stale_after(config))
             with lock.held():
-                driver = PausingDriver(study, typed.choice.make(
-                    typed.budget.epochs, n_trials=typed.budget.trials), folder,
-                    carry=(SEED_ATTR,), running=True)
+                driver = PausingDriver(study, policy(), folder, carry=(SEED_ATTR,),
+                                       running=True)
                 if driver.policy.finished():
                     return
                 job = driver.next()  # the trial is RUNNING before the lock goes
@@ -641,7 +649,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
             try:
                 with _heartbeat(job.trial):
                     _run_job(driver, job, config, data, output, on_epoch, cache_dir, live,
-                             limit)
+                             limit, refresh=functools.partial(refresh, driver, job))
             except KeyboardInterrupt:
                 study.tell(job.trial, state=TrialState.FAIL)
                 raise
@@ -719,11 +727,14 @@ def _live_bytes() -> int:
 
 def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
              output: Path, on_epoch: Callable[[], Any] | None, cache_dir: str | None,
-             live: dict[str, LiveTrial] | None = None, limit: int = 0) -> None:
+             live: dict[str, LiveTrial] | None = None, limit: int = 0,
+             refresh: Callable[[], Any] | None = None) -> None:
     """Train one trial of the pausing driver from ``job.start`` epochs (from its
     models kept in ``live``, else from its configuration's checkpoint) until the
-    policy pauses, stops or completes it; tell it. A trial that pauses is kept in
-    ``live`` (within ``limit`` bytes)."""
+    policy pauses, stops or completes it; tell it. A trial promoted as it reaches a
+    rung trains on (``refresh``: update the driver from the study first, see
+    :meth:`PausingDriver.carry_on`). A trial that pauses is kept in ``live`` (within
+    ``limit`` bytes)."""
     import shutil
 
     from ncp_search.core.pausing import CONTINUE, PAUSE
@@ -764,6 +775,10 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
                 history = dict(trial.user_attrs.get(HISTORY_ATTR, {}))
                 history[str(epoch)] = driver.sign * order.prediction
                 trial.set_user_attr(HISTORY_ATTR, history)
+            if driver.carry_on(job, order, refresh):  # promoted as it arrived: trains on
+                if on_epoch is not None:
+                    on_epoch()
+                return False
             began = time.perf_counter()
             path = job.checkpoint / f"epoch_{epoch + 1:04d}"
             save_keras(info.model, path, epoch + 1)

@@ -60,8 +60,9 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
 
     Under ``ncp_pause`` a configuration that paused and resumed is a chain of trials
     (``ncp_resumes``): it is one record (``number``: its first trial; ``trials``: the
-    chain's trial numbers; ``pauses``: how many of them paused; ``rungs``: each pause's
-    epochs done and predicted final; its curve, epoch times,
+    chain's trial numbers; ``pauses``: how many of them paused; ``rungs``: each rung's
+    epochs done and predicted final (paused there, or promoted as it arrived and
+    trained on in the same trial); its curve, epoch times,
     seconds and ``checkpoint_seconds`` summed over the chain; its state, model and
     stop those of its last trial), so it and its epochs count once. An interrupted
     trial of a chain (FAIL) stays a record of its own."""
@@ -101,10 +102,16 @@ def _optuna_record(trial: Any) -> dict[str, Any]:
     if CHECKPOINT_SECONDS_ATTR in trial.user_attrs:
         record["checkpoint_seconds"] = _number(trial.user_attrs[CHECKPOINT_SECONDS_ATTR])
         record["paused"] = PAUSED_ATTR in trial.user_attrs
-        if record["paused"] and steps:  # steps continue along a chain: epochs done so far
-            predicted = trial.user_attrs.get(PREDICTED_ATTR)
-            record["rungs"] = [{"epoch": int(steps[-1]) + 1, "prediction": _number(
-                predicted) if isinstance(predicted, (int, float)) else None}]
+        # the rungs it passed in this trial (promoted as it arrived: a prediction
+        # recorded there) and the one it paused at; steps continue along a chain
+        rungs = {int(k) + 1: _number(v) if isinstance(v, (int, float)) else None
+                 for k, v in predicted.items() if isinstance(k, str) and k.isdigit()}
+        if record["paused"] and steps:
+            paused_at = trial.user_attrs.get(PREDICTED_ATTR)
+            rungs[int(steps[-1]) + 1] = (_number(paused_at)
+                                         if isinstance(paused_at, (int, float)) else None)
+        if rungs:
+            record["rungs"] = [{"epoch": e, "prediction": rungs[e]} for e in sorted(rungs)]
     return record
 
 

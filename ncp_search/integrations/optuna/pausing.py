@@ -7,7 +7,10 @@ loop, with Optuna's own ask-and-tell interface:
 - a new trial is asked (the sampler proposes its parameters) and trained to the first
   rung; when it pauses there it is told PRUNED, with the user attributes
   ``ncp_paused`` (its checkpoint path), ``ncp_predicted_final`` and ``ncp_epochs``;
-- when the policy promotes it, its parameters are enqueued
+- a trial that its rung promotes as it arrives (its arrival closes the rung, or no
+  arrival still to come can push it out of the kept ones) trains on in the same trial
+  (:meth:`PausingDriver.carry_on`);
+- when the policy promotes a paused trial, its parameters are enqueued
   (``study.enqueue_trial``) and asked as a new trial with ``ncp_resumes`` = the
   number of the configuration's first trial: the training resumes from the checkpoint and the
   steps continue where they stopped (reports at the same steps as if it had run on);
@@ -54,7 +57,9 @@ Train = Callable[[optuna.Trial, int, int, Path], Sequence[float]]
 """``train(trial, start_epoch, stop_epoch, checkpoint) -> values``: train the trial's
 configuration from ``start_epoch`` (0: from scratch; else restore ``checkpoint``) to
 ``stop_epoch`` epochs, save a checkpoint to ``checkpoint`` (model and optimizer state),
-and return the metric after each epoch trained (``stop_epoch - start_epoch`` values)."""
+and return the metric after each epoch trained (``stop_epoch - start_epoch`` values).
+A trial promoted as it reaches its rung is trained on in the same trial: ``train`` is
+called again for it, from the checkpoint it just saved."""
 
 
 @dataclass
@@ -181,6 +186,36 @@ class PausingDriver:
                                             series=self.series[name])
         return self.policy.report(name, history, reported=value)
 
+    def carry_on(self, job: Job, order: Order | None,
+                 refresh: Callable[[], Any] | None = None) -> bool:
+        """Whether ``job``'s trial, given ``order`` at its latest epoch, trains on in
+        the same trial: it paused at a rung that promoted it at once (its arrival closed
+        the rung, or no arrival still to come can push it out of the kept ones). Then
+        ``job.stop`` moves to its next rung; no checkpoint and no new trial are needed.
+
+        Args:
+            refresh: with other workers, this driver's view is as old as the job; when
+                it does not promote the trial, ``refresh()`` is called (it should call
+                :meth:`refresh` under the workers' lock) and the fresh view decides.
+        """
+        if order is None or order.action != PAUSE:
+            return False
+        if self.policy.status(job.name) != "promoted" and refresh is not None:
+            refresh()
+        if self.policy.status(job.name) != "promoted":
+            return False
+        job.stop = int(min(self.policy.resume(job.name), self.policy.max_resource))
+        return True
+
+    def refresh(self, policy: PausingPolicy, job: Job) -> None:
+        """Rebuild from the study on the fresh ``policy`` (the reports other workers
+        made since this driver was built), ``job``'s own trial (RUNNING, its epochs
+        reported) left for its worker to carry on or pause."""
+        self.policy = policy
+        self.values, self.series, self.chains = {}, {}, {}
+        self.params, self.saved, self.carried = {}, {}, {}
+        self._replay(own=job.trial.number)
+
     def finish(self, job: Job, order: Order | None, *, stopped: str | None = None,
                checkpoint: str | os.PathLike[str] | None = None) -> optuna.trial.FrozenTrial:
         """Tell ``job``'s trial: PRUNED where ``order`` paused or stopped it (the pause
@@ -217,10 +252,13 @@ class PausingDriver:
         return self.study.tell(trial, value, state=state)
 
     # ---------------------------------------------------------------- resuming
-    def _replay(self) -> None:
+    def _replay(self, own: int | None = None) -> None:
         states = (TrialState.COMPLETE, TrialState.PRUNED,
                   *((TrialState.RUNNING,) if self.running else ()))
         done = self.study.get_trials(deepcopy=False, states=states)
+        # a trial that trained on past a rung, waiting for the replay to promote it there
+        self._pending: dict[str, tuple[optuna.trial.FrozenTrial, int, bool]] = {}
+        self._held: set[str] = set()  # configurations other workers' RUNNING trials train
         for trial in sorted(done, key=lambda t: t.number):  # the order they were asked
             resumes = trial.user_attrs.get(RESUMES_ATTR)
             if resumes is None:
@@ -239,10 +277,15 @@ class PausingDriver:
                     continue
                 self.policy.resume(name)
             self.chains[name].append(trial.number)
-            if trial.state == TrialState.RUNNING:  # another worker trains it: no order yet
-                self.params[name] = dict(trial.params)
-                continue
-            self._replay_trial(trial, name)
+            self._replay_trial(trial, name, own=trial.number == own)
+            self._carry_pending()
+        for name, (trial, _, _) in self._pending.items():
+            self._warn_once(trial.number, "trial %d trained on past a rung at which the "
+                            "replay did not promote configuration %s: its later epochs "
+                            "are left out", name)
+        for name in self._held:  # promoted at the rung it reported last: its worker
+            if self.policy.status(name) == "promoted":  # decides, no other may resume it
+                self.policy.resume(name)
 
     def _warn_once(self, number: int, message: str, *args: Any) -> None:
         """Warn of a trial left out once per study and process (workers rebuild their
@@ -252,34 +295,61 @@ class PausingDriver:
             _WARNED.add(key)
             logger.warning(message, number, *args)
 
-    def _replay_trial(self, trial: optuna.trial.FrozenTrial, name: str) -> None:
-        """Feed a finished trial's reports to the policy as they came live."""
+    def _replay_trial(self, trial: optuna.trial.FrozenTrial, name: str,
+                      position: int = 0, own: bool = False) -> None:
+        """Feed a trial's reports from ``position`` on to the policy as they came live
+        (a RUNNING trial's too: another worker trains it). Where it trained on past a
+        rung (promoted as it arrived), the rest waits in ``_pending`` until the replay
+        promotes it there: arrivals are replayed in trial order, not in the order they
+        came, and the policy's promotions depend only on which arrivals are in."""
         from ncp_search.core.policy import PREDICTION_SERIES
         from ncp_search.integrations.optuna.index import trial_history
 
-        history = trial_history(trial, self.sign)
-        index = {int(step): i for i, step in enumerate(history.steps)}
-        steps = sorted(int(step) for step in trial.intermediate_values)
-        stopped = trial.user_attrs.get(STOPPED_ATTR) is not None
-        for position, step in enumerate(steps):
-            value = float(trial.intermediate_values[step])
-            if stopped and position == len(steps) - 1:
-                self.values[name][step] = value  # the host stopped it there, unfed
-                break
-            extra = {key: series[index[step]] for key, series in history.series.items()
-                     if key != PREDICTION_SERIES} if step in index else {}
-            if self._feed(name, step, value, extra).action != CONTINUE:
-                break
-        if stopped:
-            self.policy.fail(name)
-        elif trial.state == TrialState.COMPLETE:
-            self.policy.complete(name)
-        if PAUSED_ATTR in trial.user_attrs:
-            self.saved[name] = str(trial.user_attrs[PAUSED_ATTR])
         self.params[name] = dict(trial.params)
         for key in self.carry:
             if key in trial.user_attrs:
                 self.carried.setdefault(name, {})[key] = trial.user_attrs[key]
+        if PAUSED_ATTR in trial.user_attrs:
+            self.saved[name] = str(trial.user_attrs[PAUSED_ATTR])
+        history = trial_history(trial, self.sign)
+        index = {int(step): i for i, step in enumerate(history.steps)}
+        steps = sorted(int(step) for step in trial.intermediate_values)
+        stopped = trial.user_attrs.get(STOPPED_ATTR) is not None
+        for at in range(position, len(steps)):
+            step = steps[at]
+            value = float(trial.intermediate_values[step])
+            if stopped and at == len(steps) - 1:
+                self.values[name][step] = value  # the host stopped it there, unfed
+                break
+            extra = {key: series[index[step]] for key, series in history.series.items()
+                     if key != PREDICTION_SERIES} if step in index else {}
+            order = self._feed(name, step, value, extra)
+            if order.action == CONTINUE:
+                continue
+            if order.action == PAUSE and at + 1 < len(steps):  # it trained on
+                if self.policy.status(name) == "promoted":
+                    self.policy.resume(name)
+                    continue
+                self._pending[name] = (trial, at + 1, own)
+                return
+            break
+        if stopped:
+            self.policy.fail(name)
+        elif trial.state == TrialState.COMPLETE:
+            self.policy.complete(name)
+        elif trial.state == TrialState.RUNNING and not own:
+            self._held.add(name)  # another worker trains it on, or pauses it there
+
+    def _carry_pending(self) -> None:
+        """Go on with the pending trials the replay has promoted since."""
+        progress = True
+        while progress:
+            progress = False
+            for name in [k for k in self._pending if self.policy.status(k) == "promoted"]:
+                trial, position, own = self._pending.pop(name)
+                self.policy.resume(name)
+                self._replay_trial(trial, name, position, own)
+                progress = True
 
 
 def optimize_pausing(
@@ -315,24 +385,34 @@ def optimize_pausing(
         job = driver.next()
         if job is None:
             break
-        try:
-            got = list(train(job.trial, job.start, job.stop, job.checkpoint))
-        except BaseException:  # as study.optimize does: the trial fails, the error goes on
-            study.tell(job.trial, state=TrialState.FAIL)
-            raise
-        if len(got) != job.stop - job.start:
-            raise ValueError(f"train must return one value per epoch trained "
-                             f"({job.stop - job.start}), but got {len(got)} for trial "
-                             f"{job.trial.number}.")
-        order = None
-        for value in got:
-            order = driver.report(job, value)
-            if order.action != CONTINUE:
-                break
+        order = _train(study, driver, train, job, job.start)
+        while driver.carry_on(job, order):  # promoted at its rung: on in the same trial
+            order = _train(study, driver, train, job, len(driver.values[job.name]))
         frozen = driver.finish(job, order)
         for callback in callbacks:
             callback(study, frozen)
     return driver.chains
+
+
+def _train(study: optuna.Study, driver: PausingDriver, train: Train, job: Job,
+           start: int) -> Order | None:
+    """Train ``job`` from ``start`` to ``job.stop`` epochs and report each value; the
+    policy's last order."""
+    try:
+        got = list(train(job.trial, start, job.stop, job.checkpoint))
+    except BaseException:  # as study.optimize does: the trial fails, the error goes on
+        study.tell(job.trial, state=TrialState.FAIL)
+        raise
+    if len(got) != job.stop - start:
+        raise ValueError(f"train must return one value per epoch trained "
+                         f"({job.stop - start}), but got {len(got)} for trial "
+                         f"{job.trial.number}.")
+    order = None
+    for value in got:
+        order = driver.report(job, value)
+        if order.action != CONTINUE:
+            break
+    return order
 
 
 def chains(study: optuna.Study) -> dict[int, list[optuna.trial.FrozenTrial]]:
