@@ -16,6 +16,11 @@ seconds grow, the epochs and accuracies do not.
     python benchmarks/sweep_pausing.py                      # configs/pause.yaml
     python benchmarks/sweep_pausing.py --config my.yaml --keep runs/bench
     python benchmarks/sweep_pausing.py --trials 40 --epochs 8 --rows nop,ncp,ncp_pause
+    python benchmarks/sweep_pausing.py --config configs/fashion_hpo.yaml --trials 40 \
+        --epochs 8 --rows nop,ncp,ncp_pause     # longer epochs (Fashion-MNIST)
+
+A config whose pruner is not ``ncp_pause`` runs its ``ncp_pause`` row with that pruner's
+defaults.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ def checkpoints(output: Path, study_name: str) -> tuple[float, int]:
 
 ROWS = {  # name: (pruner, extra environment)
     "ncp": ({"name": "ncp"}, {}),
-    "ncp_pause": (None, {}),  # the config's own pruner
+    "ncp_pause": (None, {}),  # the config's own pruner if it is ncp_pause, else its default
     "ncp_pause_ck": (None, {LIVE_MB_ENV: "0"}),
     "nop": ({"name": "nop"}, {}),
 }
@@ -107,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         sweep({**base, "budget": {"trials": 1, "epochs": 1}}, folder, "warmup")
         rows = []
+        own = base.get("pruner") or {}
+        pause = own if own.get("name") == "ncp_pause" else {"name": "ncp_pause"}
         for name in names:
             pruner, env = ROWS[name]
-            summary, wall, cpu = sweep({**base, "pruner": pruner or base["pruner"]}, folder,
+            summary, wall, cpu = sweep({**base, "pruner": pruner or pause}, folder,
                                        name, env, args.workers)
             spent, starts = checkpoints(folder / name, name)
             rows.append((name, summary, wall, cpu, spent, starts))
