@@ -168,6 +168,22 @@ def test_a_restarted_trial_does_not_double_its_history():
     assert track["values"] == [0.5, 0.55, 0.65]
 
 
+def test_a_trial_restored_from_a_later_checkpoint_keeps_its_earlier_rung_values():
+    # Was: a restart dropped all of the trial's rung values, also those of rungs before
+    # its checkpoint, which it never reports again: later trials met an emptier rung.
+    scheduler = NCPScheduler(rule="asha", metric="acc", mode="max", max_t=9, grace_period=1,
+                             reduction_factor=3)
+    trial = Trial("t")
+    scheduler.on_trial_add(None, trial)
+    feed(scheduler, trial, [0.9, 0.9, 0.9, 0.9])
+    feed(scheduler, trial, [0.9], start=4)  # restored from its step-3 checkpoint
+    rungs = dict(scheduler.state()["rungs"])
+    assert rungs[1.0] == {"t": pytest.approx(0.9)} and rungs[3.0] == {"t": pytest.approx(0.9)}
+    low = Trial("low")
+    scheduler.on_trial_add(None, low)
+    assert feed(scheduler, low, [0.5]) == [STOP]
+
+
 def test_trial_resources_without_ray_running():
     from ncp_search.integrations.ray.trainable import trial_resources
 
