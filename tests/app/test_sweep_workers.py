@@ -139,7 +139,9 @@ CHILD = """\
 import os, signal, sys, time
 from ncp_search.app.sweep.worker import watch_parent
 def stop(signum, frame):
-    open(sys.argv[1], "w").write("stopped")
+    with open(sys.argv[1] + ".tmp", "w") as out:
+        out.write("stopped")
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])  # whole, or not there
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 watch_parent(os.getppid())
@@ -165,7 +167,9 @@ def test_a_worker_stops_when_its_driver_is_killed(tmp_path) -> None:
         assert ready.exists(), "the child never installed its watch"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        deadline = time.time() + 120  # it stops within a second; a bound on a broken run
+        # Was: the child's marker was opened, then written, and on a loaded machine the
+        # test read it in between (empty). It is now renamed into place whole.
+        deadline = time.time() + 600  # it stops within a second; a bound on a broken run
         while time.time() < deadline and not marker.exists():
             time.sleep(0.05)
         assert marker.read_text() == "stopped"
