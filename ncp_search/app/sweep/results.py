@@ -55,6 +55,11 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _stored_number(value: Any) -> float | None:
+    """A number a study stored (a user attribute), None when it is not a finite one."""
+    return _number(value) if isinstance(value, (int, float)) else None
+
+
 def optuna_records(study: Any) -> list[dict[str, Any]]:
     """Trial records of an Optuna study written by the sweep (or any NCPPruner study).
 
@@ -104,12 +109,10 @@ def _optuna_record(trial: Any) -> dict[str, Any]:
         record["paused"] = PAUSED_ATTR in trial.user_attrs
         # the rungs it passed in this trial (promoted as it arrived: a prediction
         # recorded there) and the one it paused at; steps continue along a chain
-        rungs = {int(k) + 1: _number(v) if isinstance(v, (int, float)) else None
-                 for k, v in predicted.items() if isinstance(k, str) and k.isdigit()}
+        rungs = {int(k) + 1: _stored_number(v) for k, v in predicted.items()
+                 if isinstance(k, str) and k.isdigit()}
         if record["paused"] and steps:
-            paused_at = trial.user_attrs.get(PREDICTED_ATTR)
-            rungs[int(steps[-1]) + 1] = (_number(paused_at)
-                                         if isinstance(paused_at, (int, float)) else None)
+            rungs[int(steps[-1]) + 1] = _stored_number(trial.user_attrs.get(PREDICTED_ATTR))
         if rungs:
             record["rungs"] = [{"epoch": e, "prediction": rungs[e]} for e in sorted(rungs)]
     return record

@@ -107,17 +107,10 @@ class PausingDriver:
                  *, running: bool = False) -> None:
         self.study = study
         self.running = running
-        self.policy = policy
         self.folder = Path(checkpoint_dir)
         self.carry = tuple(carry)
         self.sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        self.values: dict[str, dict[int, float]] = {}
-        self.series: dict[str, dict[str, dict[int, Any]]] = {}
-        self.chains: dict[str, list[int]] = {}
-        self.params: dict[str, dict[str, Any]] = {}
-        self.saved: dict[str, str | None] = {}
-        self.carried: dict[str, dict[str, Any]] = {}
-        self._replay()
+        self._rebuild(policy)
 
     # ---------------------------------------------------------------- asking
     def next(self) -> Job | None:
@@ -211,10 +204,7 @@ class PausingDriver:
         """Rebuild from the study on the fresh ``policy`` (the reports other workers
         made since this driver was built), ``job``'s own trial (RUNNING, its epochs
         reported) left for its worker to carry on or pause."""
-        self.policy = policy
-        self.values, self.series, self.chains = {}, {}, {}
-        self.params, self.saved, self.carried = {}, {}, {}
-        self._replay(own=job.trial.number)
+        self._rebuild(policy, own=job.trial.number)
 
     def finish(self, job: Job, order: Order | None, *, stopped: str | None = None,
                checkpoint: str | os.PathLike[str] | None = None) -> optuna.trial.FrozenTrial:
@@ -252,6 +242,17 @@ class PausingDriver:
         return self.study.tell(trial, value, state=state)
 
     # ---------------------------------------------------------------- resuming
+    def _rebuild(self, policy: PausingPolicy, own: int | None = None) -> None:
+        """Start from ``policy`` (fresh) and what the study holds (:meth:`_replay`)."""
+        self.policy = policy
+        self.values: dict[str, dict[int, float]] = {}
+        self.series: dict[str, dict[str, dict[int, Any]]] = {}
+        self.chains: dict[str, list[int]] = {}
+        self.params: dict[str, dict[str, Any]] = {}
+        self.saved: dict[str, str | None] = {}
+        self.carried: dict[str, dict[str, Any]] = {}
+        self._replay(own)
+
     def _replay(self, own: int | None = None) -> None:
         states = (TrialState.COMPLETE, TrialState.PRUNED,
                   *((TrialState.RUNNING,) if self.running else ()))
