@@ -27,6 +27,10 @@ The policy is host-neutral and event-driven: the host tells it of trials
 completions, and asks it what to run next (:meth:`~PausingPolicy.next_job`). Its
 state is a function of those calls, so replaying them (a journal) rebuilds it.
 
+A host may run a trial again (Tune after ``Tuner.restore``, from a snapshot older than
+the journal): a completed trial then trains to its end unjudged, a paused one waits at
+its rung again with the prediction it arrived with, a dropped or diverged one stops.
+
 Epochs are counted from 1 (``epochs = step - first_step + 1``).
 
 Example:
@@ -210,8 +214,10 @@ class PausingPolicy(Named):
                reported: object = _LATEST) -> Order:
         """The trial reported its latest epoch (``history``, "higher is better")."""
         member = self._member(trial_id)
-        if member.status in ("dropped", "out", "done"):
+        if member.status in ("dropped", "out"):
             return Order(STOP, member.status)
+        if member.status == "done":  # the host runs a completed trial again (a restore):
+            return Order(CONTINUE, "completed_before_restore")  # to its end, unjudged
         if reported is _LATEST:
             reported = float(history.values[-1]) * history.sign if len(history) else None
         epochs = history.last_step - self.first_step + 1 if len(history) else 0.0
@@ -225,6 +231,10 @@ class PausingPolicy(Named):
             return Order(CONTINUE, "done")
         if not math.isfinite(as_number(reported)) and not rules.is_diverged(reported):
             return Order(CONTINUE, "no_value")
+        if member.status == "paused":  # run again from a checkpoint (a restore): it
+            if epochs < member.target:  # keeps what it arrived with, and waits there again
+                return Order(CONTINUE, "below_rung")
+            return Order(PAUSE, "at_rung", member.at_rung[member.level], member.target)
         if epochs < member.target:
             member.status = "running"
             return Order(CONTINUE, "below_rung")

@@ -61,6 +61,32 @@ def test_a_rung_waits_for_every_live_trial_of_its_bracket():
     assert policy.promoted() == ["a"] and policy.dropped() == ["b"]
 
 
+def test_a_trial_the_host_runs_again_keeps_its_fate_and_its_rung_prediction():
+    # Tune runs trials again after Tuner.restore when its own snapshot is older than the
+    # policy's journal. Was: a completed trial run again was stopped at its first epoch
+    # (and its host took that epoch's value as its final); a paused trial run again
+    # from its rung's checkpoint arrived again, ranked by a value past its rung.
+    policy = PausingPolicy(n_trials=1, max_resource=4, reduction_factor=2, keep_min=1)
+    assert drive(policy, {"done": [0.9] * 4}) == {"done": 4} and policy.finished()
+    # run again: it trains to its end unjudged
+    orders = [policy.report("done", curve([0.1] * (epoch + 1))) for epoch in range(3)]
+    assert [o.action for o in orders] == ["continue"] * 3
+    assert {o.reason for o in orders} == {"completed_before_restore"}
+    policy = PausingPolicy(n_trials=2, max_resource=4, reduction_factor=2, keep_min=1)
+    for name in ("a", "b"):
+        policy.add(name)
+    assert policy.report("a", curve([0.5])).action == "pause"
+    # "a" run again from its rung's checkpoint: epoch 2 is past its rung; it waits there
+    # with the prediction it arrived with, and from an earlier one it trains back to it
+    again = policy.report("a", curve([0.5, 0.99]))
+    assert (again.action, again.prediction, again.rung) == ("pause", 0.5, 1.0)
+    assert policy.report("a", TrialHistory.from_reports({})).action == "continue"
+    assert policy.status("a") == "paused"
+    assert policy.report("b", curve([0.7])).action == "pause"  # closes the rung
+    assert policy.promoted() == ["b"] and policy.dropped() == ["a"]  # 0.7 > 0.5, not 0.99
+    assert policy.report("a", curve([0.5])).action == "stop"
+
+
 def test_diverged_trials_stop_and_nan_predictions_rank_last():
     policy = PausingPolicy(n_trials=3, max_resource=4, reduction_factor=3, keep_min=1)
     policy.add("nan")

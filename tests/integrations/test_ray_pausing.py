@@ -143,3 +143,29 @@ def test_a_promoted_trial_waits_while_the_one_handed_before_is_still_staged():
     assert scheduler.choose_trial_to_run(controller) is None
     first.status = TuneTrial.RUNNING
     assert scheduler.choose_trial_to_run(controller).trial_id == "c"
+
+
+def test_a_trial_completed_before_a_restore_runs_again_to_its_end(tmp_path):
+    # Was: after Tuner.restore from a snapshot taken while it ran, Tune ran a trial the
+    # journal had completed again; the policy stopped it at its first result and the
+    # scheduler recorded that epoch's value as its final.
+    scheduler = scheduler_for(2, tmp_path / "journal.jsonl")
+    controller = FakeController([FakeTrial(k) for k in "ab"])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    assert run_to_first_rung(scheduler, controller, [0.9, 0.5]) == {"a": PAUSE, "b": STOP}
+    star = scheduler.choose_trial_to_run(controller)
+    star.status = TuneTrial.RUNNING
+    assert [scheduler.on_trial_result(controller, star, result(t, v))
+            for t, v in ((2, 0.91), (3, 0.92), (4, 0.93))] == [CONTINUE] * 3
+    scheduler.on_trial_complete(controller, star, result(4, 0.93))
+    restored = scheduler_for(2, tmp_path / "journal.jsonl")
+    for trial in controller.trials:
+        restored.on_trial_add(controller, trial)
+    star.status = TuneTrial.RUNNING  # Tune starts the PENDING trial from its checkpoint
+    assert [restored.on_trial_result(controller, star, result(t, v))
+            for t, v in ((3, 0.92), (4, 0.93))] == [CONTINUE] * 2
+    assert restored.state()["tracks"]["a"]["final"] is None  # out until it completes
+    restored.on_trial_complete(controller, star, result(4, 0.93))
+    assert restored.state()["tracks"]["a"]["final"] == pytest.approx(0.93)
+    assert restored.num_stopped == 1  # b only
