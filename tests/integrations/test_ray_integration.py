@@ -205,6 +205,61 @@ def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
 
 
 @pytest.mark.slow
+def test_killed_pausing_sweep_restores_and_every_trial_keeps_its_fate(tmp_path):
+    import ray.cloudpickle
+
+    storage = str(tmp_path / "runs")
+    path, journal = Path(storage) / sweep.NAME, Path(sweep.state_path(storage))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.integrations.ray_sweep", storage, "--pause"],
+        cwd=str(Path(__file__).parents[2]), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
+    )
+    # Kill as the first finalist completes (the journal says): the other, the best and
+    # slowest, is on its last rung; Tune's snapshot may or may not have the completion.
+    completed: set[str] = set()
+    try:
+        deadline = time.time() + 900  # bounds a broken run only: it waits for the journal
+        while time.time() < deadline and driver.poll() is None and not completed:
+            time.sleep(0.05)
+            if journal.exists():
+                completed = _sweep_progress(_journal_events(journal))[0]
+    finally:
+        _kill_with_its_ray(driver)  # no clean shutdown
+    assert len(completed) == 1, f"no kill mid-sweep: {completed}"
+    ray.cloudpickle.register_pickle_by_value(sweep)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
+            sweep.pausing_trainable, {"cpu": 1}), resume_unfinished=True, resume_errored=True)
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert len(results) == len(sweep.QUALITIES) and not results.errors
+    by_quality = {r.config["quality"]: r.metrics for r in results}
+    best_two = sorted(sweep.QUALITIES)[-2:]
+    for quality in best_two:  # the finalists end with their last step's value
+        metrics = by_quality[quality]
+        assert metrics["training_iteration"] == sweep.STEPS, (quality, metrics)
+        assert metrics["val_accuracy"] == sweep.accuracy(quality, sweep.STEPS - 1)
+    # the restored scheduler: the same fates and finals as a run never killed
+    scheduler = sweep.make_pausing_scheduler(metric="val_accuracy", mode="max",
+                                             state_path=str(journal))
+    scheduler.on_trial_add(None, Trial(next(iter(completed))))  # replays the journal
+    ids = {r.metrics["trial_id"]: r.config["quality"] for r in results}
+    tracks = scheduler.state()["tracks"]
+    assert set(tracks) == set(ids)
+    finals = {ids[k]: t["final"] for k, t in tracks.items() if t["final"] is not None}
+    assert finals == {q: sweep.accuracy(q, sweep.STEPS - 1) for q in best_two}
+    fates = {ids[k]: scheduler.policy.status(k) for k in tracks}
+    assert fates == {q: "done" if q in best_two else "dropped" for q in sweep.QUALITIES}
+    assert scheduler.num_stopped == len(sweep.QUALITIES) - 2
+    for trial_id, track in tracks.items():
+        assert all(a < b for a, b in zip(track["t"], track["t"][1:])), (trial_id, track["t"])
+
+
+@pytest.mark.slow
 def test_keras_class_trainable_reports_beta_eff_from_its_actor(tmp_path):
     import ray.cloudpickle
 

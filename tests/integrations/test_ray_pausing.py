@@ -23,16 +23,21 @@ class FakeTrial:
 
 
 class FakeController:
-    """What the scheduler calls on Tune's controller: get_trials, stop_trial."""
+    """What the scheduler calls on Tune's controller: get_trials, stop_trial (which, as
+    Tune's, calls the scheduler's on_trial_remove for a PAUSED or PENDING trial)."""
 
-    def __init__(self, trials):
+    def __init__(self, trials, scheduler=None):
         self.trials = trials
         self.stopped = []
+        self.scheduler = scheduler
 
     def get_trials(self):
         return self.trials
 
     def stop_trial(self, trial):
+        if self.scheduler is not None and trial.status in (TuneTrial.PAUSED,
+                                                           TuneTrial.PENDING):
+            self.scheduler.on_trial_remove(self, trial)
         trial.status = TuneTrial.TERMINATED
         self.stopped.append(trial.trial_id)
 
@@ -169,3 +174,31 @@ def test_a_trial_completed_before_a_restore_runs_again_to_its_end(tmp_path):
     restored.on_trial_complete(controller, star, result(4, 0.93))
     assert restored.state()["tracks"]["a"]["final"] == pytest.approx(0.93)
     assert restored.num_stopped == 1  # b only
+
+
+def test_trials_paused_for_good_count_as_stopped_not_removed(tmp_path):
+    # Was: Tune calls on_trial_remove for the PAUSED trials the scheduler stops when
+    # their rung closes; they were journaled as removed (the user's doing), left out of
+    # num_stopped (2 of 8 on a real 10-trial run) and their rung values dropped.
+    scheduler = scheduler_for(4, tmp_path / "journal.jsonl")
+    controller = FakeController([FakeTrial(k) for k in "abcd"], scheduler)
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    assert run_to_first_rung(scheduler, controller, [0.5, 0.9, 0.7, 0.6]) == {
+        "a": PAUSE, "b": PAUSE, "c": PAUSE, "d": STOP}
+    assert controller.stopped == ["a"]
+    assert scheduler.num_stopped == 2 and scheduler.policy.status("a") == "dropped"
+    state = scheduler.state()
+    assert state["tracks"]["a"]["stopped"] and not state["tracks"]["a"]["removed"]
+    assert dict(state["rungs"])[1.0]["a"] == pytest.approx(0.5)
+    restored = scheduler_for(4, tmp_path / "journal.jsonl")
+    restored.on_trial_add(controller, controller.trials[0])
+    assert restored.num_stopped == 2 and restored.policy.status("a") == "dropped"
+    # a trial the user removes while it waits is still removed
+    other = scheduler_for(2)
+    controller = FakeController([FakeTrial("x"), FakeTrial("y")], other)
+    for trial in controller.trials:
+        other.on_trial_add(controller, trial)
+    run_to_first_rung(other, controller, [0.5])
+    controller.stop_trial(controller.trials[0])
+    assert other.policy.status("x") == "out" and other.state()["tracks"]["x"]["removed"]

@@ -163,7 +163,8 @@ class TunePausing:
                 elif kind == "decision" and event.get("pause"):
                     policy.arrive(trial_id, _number(event.get("p")))
                 elif kind == "decision" and event.get("stop"):
-                    policy.fail(trial_id)
+                    if policy.status(trial_id) != "dropped":  # dropped: stopped for it
+                        policy.fail(trial_id)  # diverged
                 elif kind == "complete":
                     policy.complete(trial_id)
                 elif kind in ("error", "remove"):

@@ -188,6 +188,11 @@ class NCPScheduler(FIFOScheduler):
             self._pausing.stop_dropped(tune_controller)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        # Tune also calls this for the PAUSED trials this scheduler stops when their
+        # rung closes: a stop by the policy, not a removal.
+        if self._pausing is not None and self._pausing.ended_by_policy(self._records,
+                                                                       trial.trial_id):
+            return
         track = self._records.pool.tracks.get(trial.trial_id)
         if track is not None and not track.stopped and track.final is None:
             self._records.apply({"e": "remove", "id": trial.trial_id})
