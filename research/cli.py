@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time save + load of N Keras models per recorded table (0: no)")
     pau.add_argument("--checkpoints-from", default=None, metavar="JSON",
                      help="take the checkpoint seconds from an earlier report")
+    pau.add_argument("--checkpoint-epochs", type=float, nargs=2, default=None,
+                     metavar=("SAVE", "RESTORE"),
+                     help="charge a save and a restore as these fractions of each "
+                     "workload's median epoch (a what-if, instead of measured seconds)")
     pau.add_argument("--budget-json", default="docs/budget/budget.json",
                      help="the budget report the default's replay is checked against")
     pau.add_argument("--processes", type=int, default=1)

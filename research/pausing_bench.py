@@ -85,7 +85,8 @@ def label(name: str) -> str:
     if head == "pause":
         return (f"pause rf{options.get('rf', '2')} keep {options.get('keep', 'auto')} "
                 f"bracket {options.get('bracket', 'all')}"
-                + (" early off" if options.get("early") == "off" else ""))
+                + (" early off" if options.get("early") == "off" else "")
+                + (" ahead" if options.get("ahead") == "on" else ""))
     rf = options.get("rf", "3")
     return {"tune_hyperband": f"Tune HyperBandScheduler rf{rf}",
             "tune_bohb": f"Tune HyperBandForBOHB rf{rf}"}.get(head, name)
@@ -213,8 +214,17 @@ class PausingHost(Host):
     """:class:`~ncp_search.core.pausing.PausingPolicy` through its event API."""
 
     def __init__(self, n_trials: int, n_steps: int, sign: float, *,
-                 reduction_factor: float, keep: str, bracket: str, early: bool = True) -> None:
+                 reduction_factor: float, keep: str, bracket: str, early: bool = True,
+                 speculate: bool = False) -> None:
         super().__init__(n_trials, n_steps, sign)
+        # speculate: a worker with nothing to run trains on the best paused trial of an
+        # open rung (up to its next rung), its reports held back; they reach the policy
+        # if its rung promotes it, and the epochs are spent for nothing if not. The
+        # policy's decisions stay the same; only when epochs are trained changes.
+        self.speculate = speculate
+        self.held: dict[int, list[int]] = {}  # position -> epochs trained ahead
+        self.ahead: set[int] = set()  # trials training ahead now
+        self.cut: dict[int, str] = {}  # released in their slot with another action
         if bracket not in ("all", "half"):
             raise ValueError(f"bracket must be 'all' or 'half', but got bracket={bracket!r}.")
         size = n_trials if bracket == "all" else max(1, math.ceil(n_trials / 2))
@@ -223,22 +233,73 @@ class PausingHost(Host):
                                     keep_min=keep_min_for(keep, size), bracket_size=size,
                                     promote_early=early, first_step=1)
         self.values: dict[int, tuple[list[float], list[float]]] = {}
+        self.finals: dict[int, float] = {}
         self.pauses = 0
         self.resumes = 0
 
     def take(self) -> tuple[int, bool] | None:
-        job = self.policy.next_job()
-        if job is None:
+        while True:
+            job = self.policy.next_job()
+            if job is None:
+                return self._ahead_job() if self.speculate else None
+            kind, trial_id, _ = job
+            if kind == "resume":
+                assert trial_id is not None
+                position = int(trial_id)
+                if position in self.held:  # trained ahead: its reports reach the policy
+                    action = self._release(position)
+                    if position in self.ahead:  # trains on in its slot
+                        self.ahead.discard(position)
+                        if action != CONTINUE:
+                            self.cut[position] = action  # at its next report
+                        continue
+                    if action != CONTINUE:
+                        continue  # waits at its next rung
+                self.resumes += 1
+                return (position, True)
+            position = self.started
+            self.started += 1
+            self.policy.add(str(position))
+            return (position, False)
+
+    def _ahead_job(self) -> tuple[int, bool] | None:
+        """The best paused trial of an open rung that may train ahead, or None."""
+        best, best_value = None, -math.inf
+        for trial_id, member in self.policy._members.items():  # research: reads in
+            position = int(trial_id)
+            if member.status != "paused" or position in self.ahead:
+                continue
+            if len(self.values[position][0]) >= self._ahead_limit(position):
+                continue  # already ahead to its next rung
+            value = member.at_rung.get(member.level, -math.inf)
+            if math.isfinite(value) and value > best_value:
+                best, best_value = position, value
+        if best is None:
             return None
-        kind, trial_id, _ = job
-        if kind == "resume":
-            assert trial_id is not None
-            self.resumes += 1
-            return (int(trial_id), True)
-        position = self.started
-        self.started += 1
-        self.policy.add(str(position))
-        return (position, False)
+        self.held.setdefault(best, [])
+        self.ahead.add(best)
+        self.resumes += 1
+        return (best, True)
+
+    def _ahead_limit(self, position: int) -> int:
+        """How far a paused trial may train ahead: to its next rung, and one epoch short
+        of the end (it completes once released, in a job of its own)."""
+        milestones = self.policy.milestones
+        level = self.policy._members[str(position)].level
+        return int(min(milestones[min(level + 1, len(milestones) - 1)], self.n_steps - 1))
+
+    def _release(self, position: int) -> str:
+        """Feed a promoted (or just resumed) trial's held reports to the policy; its
+        next action."""
+        if self.policy.status(str(position)) == "promoted":
+            self.policy.resume(str(position))
+        held = self.held.pop(position)
+        action = CONTINUE
+        for epoch in held:
+            action = self._report(position, epoch)
+            if action != CONTINUE:
+                break
+        return action
 
     def finished(self) -> bool:
         return self.policy.finished()
@@ -247,7 +308,32 @@ class PausingHost(Host):
         steps, values = self.values.setdefault(position, ([], []))
         steps.append(float(epoch))
         values.append(self.sign * value)  # a NaN stays (the policy stops the trial)
-        history = TrialHistory(np.array(steps), np.array(values), sign=self.sign)
+        self.finals[position] = final
+        if position in self.cut:
+            return self.cut.pop(position)
+        if position in self.ahead:
+            status = self.policy.status(str(position))
+            if status == "paused":  # its rung is still open: hold the report back
+                self.held[position].append(epoch)
+                if epoch >= self._ahead_limit(position):
+                    self.ahead.discard(position)
+                    self.pauses += 1
+                    return PAUSED
+                return CONTINUE
+            self.ahead.discard(position)
+            if status != "promoted":  # dropped: the epochs ahead were for nothing
+                self.held.pop(position, None)
+                return STOPPED
+            self.held[position].append(epoch)
+            return self._release(position)
+        return self._report(position, epoch)
+
+    def _report(self, position: int, epoch: int) -> str:
+        steps, values = self.values[position]
+        n = steps.index(float(epoch)) + 1
+        value = self.sign * values[n - 1]
+        history = TrialHistory(np.array(steps[:n]), np.array(values[:n]), sign=self.sign)
+        final = self.finals[position]
         order = self.policy.report(str(position), history, reported=value)
         if order.action == STOP:
             return STOPPED
@@ -379,15 +465,17 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
         return AshaHost(n_trials, n_steps, sign)
     head, options = name.split(",")[0], _raw_options(name)
     if head == "pause":
-        unknown = set(options) - {"rf", "keep", "bracket", "early"}
-        if unknown or options.get("early", "on") not in ("on", "off"):
-            raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket, early=on|off; "
-                             f"got {sorted(options)}.")
+        unknown = set(options) - {"rf", "keep", "bracket", "early", "ahead"}
+        if unknown or any(options.get(k, "on") not in ("on", "off")
+                          for k in ("early", "ahead")):
+            raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket, early=on|off, "
+                             f"ahead=on|off; got {sorted(options)}.")
         return PausingHost(n_trials, n_steps, sign,
                            reduction_factor=float(options.get("rf", 2)),
                            keep=options.get("keep", "auto"),
                            bracket=options.get("bracket", "all"),
-                           early=options.get("early", "on") == "on")
+                           early=options.get("early", "on") == "on",
+                           speculate=options.get("ahead", "off") == "on")
     if head in ("tune_hyperband", "tune_bohb") and set(options) <= {"rf"}:
         return TuneHost(n_trials, n_steps, sign, reduction_factor=float(options.get("rf", 3)),
                         bohb=head == "tune_bohb")
@@ -572,6 +660,10 @@ def checkpoint_for(workload: Workload, measured: dict[str, dict[str, Any]]) -> C
     """A workload's checkpoint cost: measured for a recorded table; for a workload
     without models (Taskset, unit time) the tables' median ratio of checkpoint
     seconds to epoch seconds, applied to its unit epoch."""
+    if "per_epoch" in measured:  # --checkpoint-epochs: fractions of a median epoch
+        unit = float(np.median(workload.epoch_seconds))
+        return CheckpointCost(measured["per_epoch"]["save"] * unit,
+                              measured["per_epoch"]["restore"] * unit)
     if workload.name in measured:
         m = measured[workload.name]
         return CheckpointCost(m["save"], m["restore"])
@@ -991,6 +1083,11 @@ def command(args: Any) -> int:
         with open(args.checkpoints_from, encoding="utf-8") as handle:
             measured = json.load(handle).get("checkpoints", {})
         notes.append("checkpoint seconds taken from an earlier report (--checkpoints-from)")
+    elif args.checkpoint_epochs:
+        save, restore = args.checkpoint_epochs
+        measured = {"per_epoch": {"save": save, "restore": restore}}
+        notes.append(f"checkpoint save {save:g} and restore {restore:g} of each workload's "
+                     "median epoch (--checkpoint-epochs)")
     elif args.measure_checkpoints:
         say("measuring checkpoint save + restore of the recorded tables' models")
         measured = measure_checkpoints(args.table, per_table=args.measure_checkpoints)

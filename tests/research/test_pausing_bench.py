@@ -188,3 +188,54 @@ def test_command_writes_the_report(tmp_path):
     assert report["choice_any_floor"]["pick"] in (HALVING, "pause,rf=3,keep=auto,bracket=half")
     assert np.isfinite(rows[DEFAULT]["epochs_vs_default"])
     assert "targets" in (tmp_path / "pausing.txt").read_text()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_training_ahead_fills_idle_workers_and_changes_no_decision(seed):
+    # ahead=on: a worker with nothing to run trains the best paused trial of an open rung
+    # on, its reports held back until the rung decides. The same trials complete and
+    # every other trial is paused for good at the same rung; the epochs trained ahead
+    # of a trial the rung drops are the only extra ones, and no epoch runs twice.
+    workload = workload_from_rows("synthetic", make_runs(n=24, epochs=12, seed=seed))
+    order = study_trials(workload, seed)
+    rule = "pause,rf=2,keep=2,bracket=all"
+    base = simulate(workload, rule, order, concurrency=4)
+    ahead = simulate(workload, rule + ",ahead=on", order, concurrency=4)
+    assert label(rule + ",ahead=on").endswith(" ahead")
+
+    def last_epochs(run):
+        reached = {}
+        for position, epoch, _ in run["trace"]:
+            reached[position] = max(reached.get(position, 0), epoch)
+        return reached
+
+    pairs = [(p, e) for p, e, _ in ahead["trace"]]
+    assert len(pairs) == len(set(pairs)), "an epoch ran twice"
+    assert ahead["final_regret"] == base["final_regret"]
+    assert ahead["n_completed"] == base["n_completed"] == 2
+    done = {p for p, e in last_epochs(base).items() if e == 12}
+    assert {p for p, e in last_epochs(ahead).items() if e == 12} == done
+    assert all(last_epochs(ahead)[p] >= e for p, e in last_epochs(base).items())
+    assert ahead["epochs"] >= base["epochs"]
+    assert ahead["makespan"] < base["makespan"]  # 19-20 against 21-22 unit epochs here
+    sequential = simulate(workload, rule + ",ahead=on", order)
+    assert sequential["epochs"] == simulate(workload, rule, order)["epochs"]  # never idle
+
+
+def test_checkpoint_costs_as_fractions_of_an_epoch(tmp_path):
+    table = tmp_path / "synthetic.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in make_runs(n=12, epochs=6)))
+    out = tmp_path / "pausing.json"
+    args = cli.build_parser().parse_args([
+        "bench", "pausing", "--table", str(table), "--taskset", "none", "--seeds", "1",
+        "--no-small", "--concurrency", "1", "--rules", "nop", DEFAULT, HALVING,
+        "--checkpoint-epochs", "0.5", "0.25",
+        "--budget-json", str(tmp_path / "absent.json"), "--json", str(out)])
+    assert args.func(args) == 0
+    row = json.loads(out.read_text())["units"][0]["modes"]["large sequential"]["summary"][
+        HALVING]
+    pauses, resumes = row["pauses"], row["resumes"]
+    assert pauses > 0 and resumes > 0
+    # unit epochs: each pause costs 0.5 of one, each resume 0.25
+    assert row["seconds_share"] * 72 == pytest.approx(
+        row["epochs_share"] * 72 + 0.5 * pauses + 0.25 * resumes)
