@@ -18,6 +18,8 @@ seconds grow, the epochs and accuracies do not.
     python benchmarks/sweep_pausing.py --trials 40 --epochs 8 --rows nop,ncp,ncp_pause
     python benchmarks/sweep_pausing.py --config configs/fashion_hpo.yaml --trials 40 \
         --epochs 8 --rows nop,ncp,ncp_pause     # longer epochs (Fashion-MNIST)
+    python benchmarks/sweep_pausing.py --config configs/fashion_hpo.yaml --trials 40 \
+        --epochs 8 --n-train 30000 --rows nop,ncp,ncp_pause   # 7.5x the images per epoch
 
 A config whose pruner is not ``ncp_pause`` runs its ``ncp_pause`` row with that pruner's
 defaults.
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", default=None, help="keep the sweeps in this folder")
     parser.add_argument("--trials", type=int, default=None, help="override budget.trials")
     parser.add_argument("--epochs", type=int, default=None, help="override budget.epochs")
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="override data.n_train (longer epochs, the same trial start)")
     parser.add_argument("--workers", type=int, default=1, help="--workers of every sweep")
     parser.add_argument("--rows", default="ncp,ncp_pause,ncp_pause_ck",
                         help=f"comma-separated, of {', '.join(ROWS)}; with nop the shares "
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     budget.update({k: v for k, v in (("trials", args.trials), ("epochs", args.epochs))
                    if v is not None})
     base["budget"] = budget
+    if args.n_train is not None:
+        base["data"] = {**base["data"], "n_train": args.n_train}
     names = [n.strip() for n in args.rows.split(",") if n.strip()]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, summary, wall, cpu, spent, starts))
         after = os.getloadavg()
     print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
+          f"{base['data'].get('n_train')} training images, "
           f"seed {base.get('seed', 0)}, backend optuna, {args.workers} worker(s); load "
           f"average {load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
     print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'CPU s':>7} "
