@@ -129,10 +129,23 @@ def _kill_with_its_ray(driver: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
-@pytest.mark.slow
-def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
+def _restore_and_finish(path: Path, trainable) -> tune.ResultGrid:
+    """Tuner.restore the killed sweep at ``path`` in this process and run it to its end."""
     import ray.cloudpickle
 
+    ray.cloudpickle.register_pickle_by_value(sweep)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert tune.Tuner.can_restore(str(path))
+        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
+            trainable, {"cpu": 1}), resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
     storage = str(tmp_path / "runs")
     path, journal = Path(storage) / sweep.NAME, Path(sweep.state_path(storage))
     driver = subprocess.Popen(
@@ -165,15 +178,7 @@ def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
     assert done_before and unfinished, (done_before, unfinished)
     assert done_before.items() <= finished.items()
 
-    ray.cloudpickle.register_pickle_by_value(sweep)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        assert tune.Tuner.can_restore(str(path))
-        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
-            sweep.trainable, {"cpu": 1}), resume_unfinished=True, resume_errored=True)
-        results = tuner.fit()
-    finally:
-        ray.shutdown()
+    results = _restore_and_finish(path, sweep.trainable)
     assert len(results) == len(sweep.QUALITIES) and not results.errors
     assert sorted(r.config["quality"] for r in results) == sorted(sweep.QUALITIES)
     after = {r.metrics["trial_id"]: r.metrics for r in results}
@@ -206,8 +211,6 @@ def test_killed_sweep_restores_without_changing_completed_trials(tmp_path):
 
 @pytest.mark.slow
 def test_killed_pausing_sweep_restores_and_every_trial_keeps_its_fate(tmp_path):
-    import ray.cloudpickle
-
     storage = str(tmp_path / "runs")
     path, journal = Path(storage) / sweep.NAME, Path(sweep.state_path(storage))
     driver = subprocess.Popen(
@@ -228,14 +231,7 @@ def test_killed_pausing_sweep_restores_and_every_trial_keeps_its_fate(tmp_path):
     finally:
         _kill_with_its_ray(driver)  # no clean shutdown
     assert len(completed) == 1, f"no kill mid-sweep: {completed}"
-    ray.cloudpickle.register_pickle_by_value(sweep)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(
-            sweep.pausing_trainable, {"cpu": 1}), resume_unfinished=True, resume_errored=True)
-        results = tuner.fit()
-    finally:
-        ray.shutdown()
+    results = _restore_and_finish(path, sweep.pausing_trainable)
     assert len(results) == len(sweep.QUALITIES) and not results.errors
     by_quality = {r.config["quality"]: r.metrics for r in results}
     best_two = sorted(sweep.QUALITIES)[-2:]

@@ -167,17 +167,22 @@ def test_small_studies_draw_16_to_24_trials():
     assert min(sizes) >= 16 and max(sizes) <= 24 and len(sizes) > 3
 
 
-def test_command_writes_the_report(tmp_path):
+def bench_pausing(tmp_path, *options):
+    """``bench pausing`` on a synthetic table of 12 trials x 6 epochs; its JSON report."""
     table = tmp_path / "synthetic.jsonl"
     table.write_text("".join(json.dumps(r) + "\n" for r in make_runs(n=12, epochs=6)))
     out = tmp_path / "pausing.json"
     args = cli.build_parser().parse_args([
-        "bench", "pausing", "--table", str(table), "--taskset", "none", "--seeds", "2",
-        "--rules", "nop", DEFAULT, HALVING, "pause,rf=3,keep=auto,bracket=half",
-        "--budget-json", str(tmp_path / "absent.json"), "--json", str(out),
-        "--text", str(tmp_path / "pausing.txt")])
+        "bench", "pausing", "--table", str(table), "--taskset", "none", *options,
+        "--budget-json", str(tmp_path / "absent.json"), "--json", str(out)])
     assert args.func(args) == 0
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_command_writes_the_report(tmp_path):
+    report = bench_pausing(tmp_path, "--seeds", "2", "--rules", "nop", DEFAULT, HALVING,
+                           "pause,rf=3,keep=auto,bracket=half",
+                           "--text", str(tmp_path / "pausing.txt"))
     unit = report["units"][0]
     assert set(unit["modes"]) == {"large sequential", "large 4 in flight", "small sequential"}
     rows = unit["modes"]["large sequential"]["summary"]
@@ -223,17 +228,10 @@ def test_training_ahead_fills_idle_workers_and_changes_no_decision(seed):
 
 
 def test_checkpoint_costs_as_fractions_of_an_epoch(tmp_path):
-    table = tmp_path / "synthetic.jsonl"
-    table.write_text("".join(json.dumps(r) + "\n" for r in make_runs(n=12, epochs=6)))
-    out = tmp_path / "pausing.json"
-    args = cli.build_parser().parse_args([
-        "bench", "pausing", "--table", str(table), "--taskset", "none", "--seeds", "1",
-        "--no-small", "--concurrency", "1", "--rules", "nop", DEFAULT, HALVING,
-        "--checkpoint-epochs", "0.5", "0.25",
-        "--budget-json", str(tmp_path / "absent.json"), "--json", str(out)])
-    assert args.func(args) == 0
-    row = json.loads(out.read_text())["units"][0]["modes"]["large sequential"]["summary"][
-        HALVING]
+    report = bench_pausing(tmp_path, "--seeds", "1", "--no-small", "--concurrency", "1",
+                           "--rules", "nop", DEFAULT, HALVING, "--checkpoint-epochs", "0.5",
+                           "0.25")
+    row = report["units"][0]["modes"]["large sequential"]["summary"][HALVING]
     pauses, resumes = row["pauses"], row["resumes"]
     assert pauses > 0 and resumes > 0
     # unit epochs: each pause costs 0.5 of one, each resume 0.25
