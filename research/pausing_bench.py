@@ -30,7 +30,9 @@ Rules (:func:`make_host`):
   and ``bracket_size`` ``B`` (``all`` or ``half`` of the study's trials); ``early=off``
   waits for the whole rung (``promote_early=False``; by default a trial no later
   arrival can push out is promoted at once and, promoted as it arrives, trains on
-  without a checkpoint, as on Ray);
+  without a checkpoint, as on Ray); ``ahead=on`` lets a worker with nothing to run train
+  the best paused trial of an open rung on (its reports held back until the rung
+  decides; a what-if of this simulator, not in the package);
 - ``tune_hyperband,rf=R`` / ``tune_bohb,rf=R``: Ray Tune's ``HyperBandScheduler`` /
   ``HyperBandForBOHB`` driven through their own hooks (``on_trial_add``,
   ``on_trial_result``, ``choose_trial_to_run``, ``on_trial_complete``,
@@ -64,7 +66,8 @@ from research.replay_common import epochs_to_reach
 
 CONTINUE, PAUSED, STOPPED, COMPLETE, FAILED = "continue", "pause", "stop", "complete", "fail"
 DEFAULT = "default"
-KEEPS = ("2", "4", "6", "auto", "s0.5", "f0.1")  # auto = s0.7; f0.1 the first placeholder
+KEEPS = ("2", "4", "6", "auto", "s0.5", "s0.7", "f0.1")  # s0.7: auto until 2026-12-04;
+# f0.1 the first placeholder
 PAUSING = tuple(f"pause,rf={rf},keep={keep},bracket={bracket}"
                 for rf in (2, 3) for keep in KEEPS for bracket in ("all", "half"))
 TUNE = ("tune_hyperband,rf=3", "tune_bohb,rf=3")

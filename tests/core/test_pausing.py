@@ -106,7 +106,9 @@ def test_brackets_follow_one_another_and_the_last_takes_what_is_left():
 
 
 def test_the_floor_of_kept_trials_scales_with_the_bracket():
-    assert [auto_keep_min(n) for n in (4, 16, 24, 40, 60, 100)] == [2, 3, 3, 4, 5, 7]
+    sizes = (4, 12, 13, 16, 24, 25, 40, 48, 49, 60, 81, 82, 100, 120, 121, 169, 170)
+    assert [auto_keep_min(n) for n in sizes] == [2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6,
+                                                 6, 7]
 
 
 def test_settings_are_checked():

@@ -148,7 +148,8 @@ def test_tune_hyperband_runs_every_trial_to_an_end(workload):
 
 
 def test_keep_settings_and_rule_names():
-    assert keep_min_for("auto", 60) == 5  # max(2, round(0.7 * sqrt(60)))
+    assert keep_min_for("auto", 60) == 4  # max(3, round(0.5 * sqrt(60)))
+    assert keep_min_for("s0.7", 60) == 5  # the former floor
     assert keep_min_for("4", 20) == 4
     assert [keep_min_for("s0.6", n) for n in (16, 24, 40, 100)] == [2, 3, 4, 6]
     assert keep_min_for("f0.05", 20) == 2
