@@ -99,8 +99,8 @@ def auto_keep_min(bracket_size: int) -> int:
     round(0.5 * sqrt(n)))`` (3 up to 48, 4 at 49-81, 5 at 82-120, 6 at 121-169).
 
     Chosen with the pausing benchmark (docs/budget/pausing.md): at 40-100 trials it keeps
-    what half the square root keeps, the same regret as the 0.7 floor for 0.07-0.16x
-    fewer epochs; at 16-24 trials a floor of 2 added regret, so 3 stays. A fixed floor of
+    what half the square root keeps, with the same regret as the 0.7 floor and fewer
+    epochs; at 16-24 trials a floor of 2 added regret, so 3 stays. A fixed floor of
     6 costs more epochs than ASHA on small studies, 10% of the bracket 1.07x ASHA's
     epochs at 100 trials."""
     root = math.sqrt(bracket_size)
