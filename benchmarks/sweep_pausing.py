@@ -20,6 +20,14 @@ seconds grow, the epochs and accuracies do not.
         --epochs 8 --rows nop,ncp,ncp_pause     # longer epochs (Fashion-MNIST)
     python benchmarks/sweep_pausing.py --config configs/fashion_hpo.yaml --trials 40 \
         --epochs 8 --n-train 30000 --rows nop,ncp,ncp_pause   # 7.5x the images per epoch
+    ... --sampler random    # every row samples the same configurations
+
+With TPE (a config's usual sampler) the rows train different configurations from the
+tenth trial on (TPE learns from the trials each pruner completed), and an epoch's cost
+depends on the configuration (its batch size above all). So the table also shows the
+epochs' own seconds (each epoch's wall time, summed): trial seconds over epoch seconds
+is what starts, resumes and checkpoints add; epoch seconds over epochs is which epochs
+were trained.
 
 A config whose pruner is not ``ncp_pause`` runs its ``ncp_pause`` row with that pruner's
 defaults.
@@ -65,18 +73,21 @@ def sweep(config: dict[str, Any], folder: Path, name: str,
     return json.loads((folder / name / "summary.json").read_text()), wall, cpu
 
 
-def checkpoints(output: Path, study_name: str) -> tuple[float, int]:
-    """Seconds the sweep's trials spent saving and loading checkpoints, and how many
-    Optuna trials it started (a resume is a trial of its own)."""
+def checkpoints(output: Path, study_name: str) -> tuple[float, int, float]:
+    """Seconds the sweep's trials spent saving and loading checkpoints, how many
+    Optuna trials it started (a resume is a trial of its own), and its epochs' own
+    seconds (each epoch's wall time as its trial recorded it, summed)."""
     import optuna
 
-    from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR
+    from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR, EPOCH_SECONDS_ATTR
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name,
                               storage=f"sqlite:///{output / 'study.db'}")
     spent = sum(float(t.user_attrs.get(CHECKPOINT_SECONDS_ATTR) or 0.0) for t in study.trials)
-    return spent, len(study.trials)
+    epochs = sum(float(x) for t in study.trials
+                 for x in (t.user_attrs.get(EPOCH_SECONDS_ATTR) or ()))
+    return spent, len(study.trials), epochs
 
 
 ROWS = {  # name: (pruner, extra environment)
@@ -96,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=None,
                         help="override data.n_train (longer epochs, the same trial start)")
     parser.add_argument("--workers", type=int, default=1, help="--workers of every sweep")
+    parser.add_argument("--sampler", choices=("tpe", "random"), default=None,
+                        help="override optuna.sampler (random: every row samples the same "
+                        "configurations)")
     parser.add_argument("--rows", default="ncp,ncp_pause,ncp_pause_ck",
                         help=f"comma-separated, of {', '.join(ROWS)}; with nop the shares "
                         "of no pruning's epochs, trial seconds and CPU seconds are printed")
@@ -108,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     base["budget"] = budget
     if args.n_train is not None:
         base["data"] = {**base["data"], "n_train": args.n_train}
+    if args.sampler is not None:
+        base["optuna"] = {**(base.get("optuna") or {}), "sampler": args.sampler}
     names = [n.strip() for n in args.rows.split(",") if n.strip()]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -124,21 +140,23 @@ def main(argv: list[str] | None = None) -> int:
             pruner, env = ROWS[name]
             summary, wall, cpu = sweep({**base, "pruner": pruner or pause}, folder,
                                        name, env, args.workers)
-            spent, starts = checkpoints(folder / name, name)
-            rows.append((name, summary, wall, cpu, spent, starts))
+            spent, starts, epoch_s = checkpoints(folder / name, name)
+            rows.append((name, summary, wall, cpu, spent, starts, epoch_s))
         after = os.getloadavg()
+    sampler = (base.get("optuna") or {}).get("sampler", "tpe")
     print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
           f"{base['data'].get('n_train')} training images, "
-          f"seed {base.get('seed', 0)}, backend optuna, {args.workers} worker(s); load "
+          f"seed {base.get('seed', 0)}, sampler {sampler}, "
+          f"backend optuna, {args.workers} worker(s); load "
           f"average {load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
     print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'CPU s':>7} "
-          f"{'starts':>6} {'trial s':>8} {'checkpoint s':>12} {'share':>6}")
-    for name, summary, wall, cpu, spent, starts in rows:
+          f"{'starts':>6} {'trial s':>8} {'checkpoint s':>12} {'share':>6} {'epoch s':>8}")
+    for name, summary, wall, cpu, spent, starts, epoch_s in rows:
         best = summary["best"]["final"] if summary["best"] else float("nan")
         used = summary.get("seconds_used") or float("nan")
         print(f"{name:<12} {summary['epochs_used']:>6} {best:>10.4f} {wall:>7.1f} "
               f"{cpu:>7.1f} {starts:>6} {used:>8.1f} {spent:>12.2f} "
-              f"{100 * spent / used:>5.1f}%")
+              f"{100 * spent / used:>5.1f}% {epoch_s:>8.1f}")
     print(f"epochs: trained, each once (of {budget['trials'] * budget['epochs']} without "
           "pruning); wall s: the ncp-search sweep process; CPU s: user + system seconds of "
           "that process and its workers; starts: Optuna trials started (a "
@@ -146,21 +164,25 @@ def main(argv: list[str] | None = None) -> int:
           f"({LIVE_MB_ENV}=0: each resume loads the source model, builds, loads its "
           "checkpoint and traces its first epoch again); "
           "trial s: each trial's own wall time, summed; checkpoint s: saving and loading "
-          "checkpoints (share: of the trial time)")
+          "checkpoints (share: of the trial time); epoch s: each epoch's own wall time, "
+          "summed (trial s less starts, resumes and checkpoints)")
     nop = next((row for row in rows if row[0] == "nop"), None)
     if nop is not None:
         base_epochs = nop[1]["epochs_used"]
         base_trial = nop[1].get("seconds_used") or float("nan")
         print(f"\nshares of no pruning (nop): {'epochs':>7} {'trial s':>8} {'CPU s':>7} "
-              f"{'trial s / epochs':>16}")
-        for name, summary, _wall, cpu, _spent, _starts in rows:
+              f"{'trial s / epochs':>16} {'epoch s':>8} {'epoch s / epochs':>16}")
+        for name, summary, _wall, cpu, _spent, _starts, epoch_s in rows:
             epochs = summary["epochs_used"] / base_epochs
             trial = (summary.get("seconds_used") or float("nan")) / base_trial
+            own = epoch_s / nop[6] if nop[6] else float("nan")
             print(f"{name:<27} {epochs:>7.3f} {trial:>8.3f} {cpu / nop[3]:>7.3f} "
-                  f"{trial / epochs:>16.2f}")
+                  f"{trial / epochs:>16.2f} {own:>8.3f} {own / epochs:>16.2f}")
         print("trial s / epochs: the seconds share over the epochs share (1.00: every epoch "
               "costs what it costs without pruning; checkpoints, resumes and each trial's "
-              "start-up raise it)")
+              "start-up raise it); epoch s / epochs: the same for the epochs' own seconds "
+              "(above 1.00: the epochs trained cost more than the average epoch of no "
+              "pruning, e.g. configurations with smaller batches)")
     return 0
 
 
