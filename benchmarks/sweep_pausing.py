@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=None,
                         help="override data.n_train (longer epochs, the same trial start)")
     parser.add_argument("--workers", type=int, default=1, help="--workers of every sweep")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument("--sampler", choices=("tpe", "random"), default=None,
                         help="override optuna.sampler (random: every row samples the same "
                         "configurations)")
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     base["budget"] = budget
     if args.n_train is not None:
         base["data"] = {**base["data"], "n_train": args.n_train}
+    if args.seed is not None:
+        base["seed"] = args.seed
     if args.sampler is not None:
         base["optuna"] = {**(base.get("optuna") or {}), "sampler": args.sampler}
     names = [n.strip() for n in args.rows.split(",") if n.strip()]
