@@ -22,8 +22,9 @@ seconds grow, the epochs and accuracies do not.
         --epochs 8 --n-train 30000 --rows nop,ncp,ncp_pause   # 7.5x the images per epoch
     ... --sampler random    # every row samples the same configurations
 
-With TPE (a config's usual sampler) the rows train different configurations from the
-tenth trial on (TPE learns from the trials each pruner completed), and an epoch's cost
+With TPE (a config's usual sampler) the rows train different configurations after its 5
+random start-up trials (TPE proposes from the results so far, which each pruner shapes),
+and an epoch's cost
 depends on the configuration (its batch size above all). So the table also shows the
 epochs' own seconds (each epoch's wall time, summed): trial seconds over epoch seconds
 is what starts, resumes and checkpoints add; epoch seconds over epochs is which epochs
