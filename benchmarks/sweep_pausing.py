@@ -24,11 +24,10 @@ seconds grow, the epochs and accuracies do not.
 
 With TPE (a config's usual sampler) the rows train different configurations after its 5
 random start-up trials (TPE proposes from the results so far, which each pruner shapes),
-and an epoch's cost
-depends on the configuration (its batch size above all). So the table also shows the
-epochs' own seconds (each epoch's wall time, summed): trial seconds over epoch seconds
-is what starts, resumes and checkpoints add; epoch seconds over epochs is which epochs
-were trained.
+and an epoch's cost depends on the configuration (its batch size above all). So the
+table also shows the epochs' own seconds (each epoch's wall time, summed): trial
+seconds over epoch seconds is what starts, resumes and checkpoints add; epoch seconds
+over epochs is which epochs were trained.
 
 A config whose pruner is not ``ncp_pause`` runs its ``ncp_pause`` row with that pruner's
 defaults.
