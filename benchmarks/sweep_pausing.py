@@ -73,7 +73,7 @@ def sweep(config: dict[str, Any], folder: Path, name: str,
     return json.loads((folder / name / "summary.json").read_text()), wall, cpu
 
 
-def checkpoints(output: Path, study_name: str) -> tuple[float, int, float]:
+def study_seconds(output: Path, study_name: str) -> tuple[float, int, float]:
     """Seconds the sweep's trials spent saving and loading checkpoints, how many
     Optuna trials it started (a resume is a trial of its own), and its epochs' own
     seconds (each epoch's wall time as its trial recorded it, summed)."""
@@ -99,6 +99,8 @@ ROWS = {  # name: (pruner, extra environment)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ncp_search.app.sweep.config import SAMPLERS
+
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "pause.yaml"))
     parser.add_argument("--keep", default=None, help="keep the sweeps in this folder")
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override data.n_train (longer epochs, the same trial start)")
     parser.add_argument("--workers", type=int, default=1, help="--workers of every sweep")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    parser.add_argument("--sampler", choices=("tpe", "random"), default=None,
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None,
                         help="override optuna.sampler (random: every row samples the same "
                         "configurations)")
     parser.add_argument("--rows", default="ncp,ncp_pause,ncp_pause_ck",
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             pruner, env = ROWS[name]
             summary, wall, cpu = sweep({**base, "pruner": pruner or pause}, folder,
                                        name, env, args.workers)
-            spent, starts, epoch_s = checkpoints(folder / name, name)
+            spent, starts, epoch_s = study_seconds(folder / name, name)
             rows.append((name, summary, wall, cpu, spent, starts, epoch_s))
         after = os.getloadavg()
     sampler = (base.get("optuna") or {}).get("sampler", "tpe")
