@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -301,11 +302,19 @@ class PausingPolicy(Named):
         member.status = "running"
         return member.target
 
-    def next_job(self) -> tuple[str, str | None, float] | None:
+    def next_job(self, prefer: Collection[str] = ()) -> tuple[str, str | None, float] | None:
         """What a free worker should do: ``("resume", trial_id, target_epochs)`` for a
         promoted trial, ``("new", None, first_rung)`` when a new trial may start, or
-        None (wait: every bracket is at a barrier and the budget is spent)."""
-        for trial_id in self.promoted():
+        None (wait: every bracket is at a barrier and the budget is spent).
+
+        Args:
+            prefer: trials to resume first when the policy has promoted them (best
+                first among them), before better-ranked ones: e.g. those whose models
+                the asking worker still holds in memory, which resume without a
+                checkpoint. The order of resumes changes no decision: every rung
+                decides on all its arrivals."""
+        ready = self.promoted()
+        for trial_id in [k for k in ready if k in prefer] + ready:
             return ("resume", trial_id, self.resume(trial_id))
         if self.can_start():
             return ("new", None, self.milestones[0])

@@ -124,6 +124,46 @@ def test_a_resume_with_another_budget_trials_is_refused(tmp_path) -> None:
 
 
 # -- records: a chain counts once ------------------------------------------------------------
+def _driver_at_a_rung(tmp_path: Path):
+    """A driver whose 4 configurations paused at the first rung, told in order with
+    values 0.9, 0.8, 0.1, 0.2: configurations 0 and 1 are promoted, 0 first."""
+    from ncp_search.core.pausing import PausingPolicy
+    from ncp_search.integrations.optuna.pausing import PausingDriver
+
+    study = optuna.create_study(direction="maximize")
+
+    def driver():
+        policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2,
+                               keep_min=2, first_step=0, promote_early=False)
+        return PausingDriver(study, policy, tmp_path, running=True)
+
+    for value in (0.9, 0.8, 0.1, 0.2):
+        paused = driver()
+        job = paused.next()
+        paused.finish(job, paused.report(job, value))
+    return driver()
+
+
+def test_a_worker_resumes_the_promoted_configuration_it_holds_in_memory_first(
+        tmp_path) -> None:
+    """With ``--workers N`` a configuration may pause on one worker and be promoted
+    while another asks: the worker that kept its model resumes it first (no checkpoint
+    to load, no model to build and trace again); a model the study has moved past is
+    let go."""
+    from ncp_search.app.sweep.optuna_backend import _next_job
+    from ncp_search.app.sweep.trial import LiveTrial
+
+    assert _driver_at_a_rung(tmp_path).policy.promoted() == ["0", "1"]
+    live = {"1": LiveTrial(models=None, meter=None, epochs=1)}
+    job = _next_job(_driver_at_a_rung(tmp_path / "a"), live)
+    assert (job.name, job.start, job.stop) == ("1", 1, 2) and "1" in live
+    # the study holds 1 epoch of configuration 1, this worker's model 3: stale
+    live = {"1": LiveTrial(models=None, meter=None, epochs=3),
+            "2": LiveTrial(models=None, meter=None, epochs=1)}  # 2 stays: paused there
+    job = _next_job(_driver_at_a_rung(tmp_path / "b"), live)
+    assert job.name == "0" and list(live) == ["2"]
+
+
 def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once() -> None:
     from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR
     from ncp_search.app.sweep.results import optuna_records, summarize_sweep
@@ -245,6 +285,9 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     resumed = [t for t in trials if RESUMES_ATTR in t.user_attrs]
     assert resumed and all(t.user_attrs["ncp_checkpoint_seconds"] > 0 for t in resumed)
     assert len(loads) == len(resumed)
+    assert {t.user_attrs["ncp_resumed_from"] for t in resumed} == {"checkpoint"}
+    assert all("ncp_resumed_from" not in t.user_attrs for t in trials
+               if RESUMES_ATTR not in t.user_attrs)
     _check_summary(tmp_path, trials)
     # the same sweep with the paused models kept in memory (the default): the same
     # values epoch by epoch, and no checkpoint loaded
@@ -257,6 +300,8 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     assert [t.intermediate_values for t in live_trials] == [
         t.intermediate_values for t in trials]
     assert loads == []
+    assert {t.user_attrs["ncp_resumed_from"] for t in live_trials
+            if RESUMES_ATTR in t.user_attrs} == {"memory"}
     _check_summary(live, live_trials)
 
 

@@ -14,14 +14,14 @@ def curve(values):
     return TrialHistory.from_reports({i: v for i, v in enumerate(values)})
 
 
-def drive(policy, curves, workers=1):
-    """Run every trial through the policy as a host with ``workers`` would; returns
-    the epochs each trial trained and the order of events."""
+def drive(policy, curves, workers=1, prefer=lambda: ()):
+    """Run every trial through the policy as a host with ``workers`` would (asking
+    with ``prefer()`` each time); returns the epochs each trial trained."""
     trained = {}
     progress = {}
     pending = list(curves)
     while not policy.finished():
-        job = policy.next_job()
+        job = policy.next_job(prefer())
         if job is None:
             break
         kind, trial_id, target = job
@@ -48,6 +48,42 @@ def test_rungs_promote_the_best_half_and_the_rest_never_resume():
     assert sorted(trained.values()) == [1, 1, 1, 1, 2, 2, 4, 8]
     assert trained["t7"] == 8 and set(policy.dropped()) == {f"t{k}" for k in range(7)}
     assert policy.finished()
+
+
+def test_a_preferred_promoted_trial_resumes_first():
+    def at_rung():
+        policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=2)
+        for name, value in zip("abcd", (0.9, 0.8, 0.1, 0.2)):
+            policy.add(name)
+            policy.report(name, curve([value]))
+        assert policy.promoted() == ["a", "b"]
+        return policy
+
+    assert at_rung().next_job() == ("resume", "a", 2.0)
+    policy = at_rung()
+    assert policy.next_job(prefer={"b"}) == ("resume", "b", 2.0)
+    assert policy.status("b") == "running" and policy.promoted() == ["a"]
+    # a preference the policy has not promoted changes nothing
+    assert at_rung().next_job(prefer={"c", "zz"}) == ("resume", "a", 2.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_order_of_resumes_changes_no_decision(seed):
+    import random
+
+    rng = random.Random(seed)
+    values = {f"t{k}": [rng.random() * (1 + e / 8) for e in range(8)] for k in range(16)}
+
+    def run(prefer):
+        policy = PausingPolicy(n_trials=16, max_resource=8, reduction_factor=2, keep_min=2,
+                               bracket_size=8)
+        return drive(policy, values, prefer=prefer), sorted(policy.dropped())
+
+    # prefer a random promoted trial each time, as workers that hold models would
+    def shuffled():
+        return {f"t{k}" for k in range(16) if rng.random() < 0.3}
+
+    assert run(shuffled) == run(lambda: ())
 
 
 def test_a_rung_waits_for_every_live_trial_of_its_bracket():

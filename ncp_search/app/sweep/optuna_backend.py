@@ -585,6 +585,10 @@ CHECKPOINTS = "checkpoints"
 epochs done, :func:`ncp_search.integrations.ray.checkpoint.save_keras`)."""
 CHECKPOINT_SECONDS_ATTR = "ncp_checkpoint_seconds"
 """Trial user attribute: seconds the trial spent saving and loading checkpoints."""
+RESUMED_FROM_ATTR = "ncp_resumed_from"
+"""Trial user attribute of a resume: ``"memory"`` (the model its worker kept when the
+configuration paused) or ``"checkpoint"`` (built again and loaded: another worker
+paused it, or memory let it go)."""
 
 
 def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData, output: Path,
@@ -642,7 +646,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
                                        running=True)
                 if driver.policy.finished():
                     return
-                job = driver.next()  # the trial is RUNNING before the lock goes
+                job = _next_job(driver, live)  # the trial is RUNNING before the lock goes
             if job is None:  # others train what a rung waits for
                 _wait(WAIT_S, stop)
                 continue
@@ -668,6 +672,18 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
                 failures_in_a_row = 0
             if after_trial is not None:
                 after_trial(study)
+
+
+def _next_job(driver: Any, live: dict[str, LiveTrial]) -> Any:
+    """Ask ``driver`` for this worker's next job: a promoted configuration whose
+    model this worker holds in ``live`` resumes first (no checkpoint to load, no
+    model to build and trace again), before better-ranked ones that other workers
+    paused; the entries of ``live`` the study has moved past (a configuration another
+    worker resumed since) are let go first."""
+    for name in list(live):
+        if len(driver.values.get(name, ())) != live[name].epochs:
+            del live[name]
+    return driver.next(prefer=live)
 
 
 @contextlib.contextmanager
@@ -795,6 +811,8 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     kept = live.pop(job.name, None)
     if kept is not None and kept.epochs != job.start:
         kept = None  # not the state the study recorded: the checkpoint is
+    if job.start:
+        trial.set_user_attr(RESUMED_FROM_ATTR, "checkpoint" if kept is None else "memory")
     record = run_trial(config, params, data, report, trial_seed=seed, model_path=model_path,
                        cache_dir=cache_dir, restore=restore if job.start else None,
                        live=kept, keep_live=True)

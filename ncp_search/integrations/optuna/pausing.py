@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,13 @@ class PausingDriver:
         self._rebuild(policy)
 
     # ---------------------------------------------------------------- asking
-    def next(self) -> Job | None:
-        """Ask the next trial, or None when the policy has nothing left to run."""
+    def next(self, prefer: Collection[str] = ()) -> Job | None:
+        """Ask the next trial, or None when the policy has nothing left to run.
+
+        Args:
+            prefer: configurations (first trial numbers, as :attr:`Job.name`) to
+                resume first when promoted (see
+                :meth:`~ncp_search.core.pausing.PausingPolicy.next_job`)."""
         while True:
             waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             if waiting:
@@ -122,7 +127,7 @@ class PausingDriver:
                 if job is not None:
                     return job
                 continue
-            planned = self.policy.next_job()
+            planned = self.policy.next_job(prefer)
             if planned is None:
                 return None
             kind, name, target = planned
