@@ -302,7 +302,8 @@ class PausingPolicy(Named):
         member.status = "running"
         return member.target
 
-    def next_job(self, prefer: Collection[str] = ()) -> tuple[str, str | None, float] | None:
+    def next_job(self, prefer: Collection[str] = (),
+                 defer: Collection[str] = ()) -> tuple[str, str | None, float] | None:
         """What a free worker should do: ``("resume", trial_id, target_epochs)`` for a
         promoted trial, ``("new", None, first_rung)`` when a new trial may start, or
         None (wait: every bracket is at a barrier and the budget is spent).
@@ -311,13 +312,21 @@ class PausingPolicy(Named):
             prefer: trials to resume first when the policy has promoted them (best
                 first among them), before better-ranked ones: e.g. those whose models
                 the asking worker still holds in memory, which resume without a
-                checkpoint. The order of resumes changes no decision: every rung
-                decides on all its arrivals."""
+                checkpoint.
+            defer: promoted trials to resume only when no other promoted trial and no
+                new trial is to run: e.g. those another worker holds in memory, which
+                that worker resumes when it is free.
+
+        The order of the work changes no decision: every rung decides on all its
+        arrivals, and promoting early decides as the closed rung would."""
         ready = self.promoted()
-        for trial_id in [k for k in ready if k in prefer] + ready:
-            return ("resume", trial_id, self.resume(trial_id))
+        first = [k for k in ready if k in prefer] + [k for k in ready if k not in defer]
+        if first:
+            return ("resume", first[0], self.resume(first[0]))
         if self.can_start():
             return ("new", None, self.milestones[0])
+        if ready:
+            return ("resume", ready[0], self.resume(ready[0]))
         return None
 
     def finished(self) -> bool:

@@ -164,6 +164,35 @@ def test_a_worker_resumes_the_promoted_configuration_it_holds_in_memory_first(
     assert job.name == "0" and list(live) == ["2"]
 
 
+def test_a_configuration_another_worker_paused_waits_for_the_new_trials(tmp_path) -> None:
+    """Configuration 0 is promoted early (no fifth arrival can push it out) while a new
+    trial may still start: the worker that paused it resumes it, from memory, when
+    free; another worker starts the new trial first, and resumes it only when nothing
+    else is left (from its checkpoint)."""
+    from ncp_search.app.sweep.optuna_backend import WORKER_ATTR, _next_job
+    from ncp_search.core.pausing import PausingPolicy
+    from ncp_search.integrations.optuna.pausing import PausingDriver
+
+    study = optuna.create_study(direction="maximize")
+
+    def driver():
+        policy = PausingPolicy(n_trials=5, max_resource=4, reduction_factor=2, keep_min=2,
+                               first_step=0)
+        return PausingDriver(study, policy, tmp_path, running=True)
+
+    for value in (0.9, 0.8, 0.1, 0.2):
+        paused = driver()
+        job = paused.next()
+        job.trial.set_user_attr(WORKER_ATTR, "host:1")
+        paused.finish(job, paused.report(job, value))
+    assert driver().policy.promoted() == ["0"]
+    job = _next_job(driver(), {}, me="host:2")
+    assert job.start == 0 and job.name == "4"  # the fifth configuration, new
+    job.trial.set_user_attr(WORKER_ATTR, "host:2")
+    job = _next_job(driver(), {}, me="host:2")  # running: nothing else left
+    assert (job.name, job.start) == ("0", 1)
+
+
 def test_a_paused_then_resumed_configuration_is_one_record_with_its_epochs_once() -> None:
     from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR
     from ncp_search.app.sweep.results import optuna_records, summarize_sweep

@@ -14,14 +14,14 @@ def curve(values):
     return TrialHistory.from_reports({i: v for i, v in enumerate(values)})
 
 
-def drive(policy, curves, workers=1, prefer=lambda: ()):
+def drive(policy, curves, workers=1, prefer=lambda: (), defer=lambda: ()):
     """Run every trial through the policy as a host with ``workers`` would (asking
-    with ``prefer()`` each time); returns the epochs each trial trained."""
+    with ``prefer()`` and ``defer()`` each time); returns the epochs each trial trained."""
     trained = {}
     progress = {}
     pending = list(curves)
     while not policy.finished():
-        job = policy.next_job(prefer())
+        job = policy.next_job(prefer(), defer())
         if job is None:
             break
         kind, trial_id, target = job
@@ -79,11 +79,26 @@ def test_the_order_of_resumes_changes_no_decision(seed):
                                bracket_size=8)
         return drive(policy, values, prefer=prefer), sorted(policy.dropped())
 
-    # prefer a random promoted trial each time, as workers that hold models would
+    # prefer and defer random trials each time, as workers that hold models would
     def shuffled():
         return {f"t{k}" for k in range(16) if rng.random() < 0.3}
 
     assert run(shuffled) == run(lambda: ())
+    policy = PausingPolicy(n_trials=16, max_resource=8, reduction_factor=2, keep_min=2,
+                           bracket_size=8)
+    assert (drive(policy, values, prefer=shuffled, defer=shuffled),
+            sorted(policy.dropped())) == run(lambda: ())
+
+
+def test_a_deferred_promoted_trial_waits_for_the_new_trials():
+    policy = PausingPolicy(n_trials=5, max_resource=4, reduction_factor=2, keep_min=2)
+    for name, value in zip("abcd", (0.9, 0.8, 0.1, 0.2)):
+        policy.add(name)
+        policy.report(name, curve([value]))
+    assert policy.promoted() == ["a"]  # no fifth arrival can push it out of the best 2
+    assert policy.next_job(defer={"a"}) == ("new", None, 1.0)
+    policy.add("e")
+    assert policy.next_job(defer={"a"}) == ("resume", "a", 2.0)  # nothing else to run
 
 
 def test_a_rung_waits_for_every_live_trial_of_its_bracket():

@@ -674,16 +674,29 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
                 after_trial(study)
 
 
-def _next_job(driver: Any, live: dict[str, LiveTrial]) -> Any:
-    """Ask ``driver`` for this worker's next job: a promoted configuration whose
-    model this worker holds in ``live`` resumes first (no checkpoint to load, no
-    model to build and trace again), before better-ranked ones that other workers
-    paused; the entries of ``live`` the study has moved past (a configuration another
-    worker resumed since) are let go first."""
+def _next_job(driver: Any, live: dict[str, LiveTrial], me: str | None = None) -> Any:
+    """Ask ``driver`` for this worker's next job, with the paused models in mind: a
+    promoted configuration whose model this worker holds in ``live`` resumes first (no
+    checkpoint to load, no model to build and trace again); one that another worker
+    paused (and may hold) resumes here only when no new trial may start, so that its
+    worker, once free, resumes it from memory. The entries of ``live`` the study has
+    moved past (a configuration another worker resumed since) are let go first.
+
+    Args:
+        me: this worker, as :data:`WORKER_ATTR` records it (default: this process)."""
+    me = me or f"{socket.gethostname()}:{os.getpid()}"
     for name in list(live):
         if len(driver.values.get(name, ())) != live[name].epochs:
             del live[name]
-    return driver.next(prefer=live)
+    promoted = [name for name in driver.policy.promoted() if name not in live]
+    elsewhere = set()
+    if promoted:
+        trials = {t.number: t for t in driver.study.get_trials(deepcopy=False)}
+        for name in promoted:
+            worker = trials[driver.chains[name][-1]].user_attrs.get(WORKER_ATTR)
+            if worker is not None and worker != me:
+                elsewhere.add(name)
+    return driver.next(prefer=live, defer=elsewhere)
 
 
 @contextlib.contextmanager

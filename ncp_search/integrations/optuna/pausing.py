@@ -113,12 +113,12 @@ class PausingDriver:
         self._rebuild(policy)
 
     # ---------------------------------------------------------------- asking
-    def next(self, prefer: Collection[str] = ()) -> Job | None:
+    def next(self, prefer: Collection[str] = (), defer: Collection[str] = ()) -> Job | None:
         """Ask the next trial, or None when the policy has nothing left to run.
 
         Args:
-            prefer: configurations (first trial numbers, as :attr:`Job.name`) to
-                resume first when promoted (see
+            prefer, defer: configurations (first trial numbers, as :attr:`Job.name`)
+                to resume first when promoted / only when nothing else is to run (see
                 :meth:`~ncp_search.core.pausing.PausingPolicy.next_job`)."""
         while True:
             waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -127,7 +127,7 @@ class PausingDriver:
                 if job is not None:
                     return job
                 continue
-            planned = self.policy.next_job(prefer)
+            planned = self.policy.next_job(prefer, defer)
             if planned is None:
                 return None
             kind, name, target = planned
