@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +74,48 @@ def sweep(config: dict[str, Any], folder: Path, name: str,
     return json.loads((folder / name / "summary.json").read_text()), wall, cpu
 
 
-def study_seconds(output: Path, study_name: str) -> tuple[float, int, float]:
-    """Seconds the sweep's trials spent saving and loading checkpoints, how many
-    Optuna trials it started (a resume is a trial of its own), and its epochs' own
-    seconds (each epoch's wall time as its trial recorded it, summed)."""
+@dataclass
+class Row:
+    """One sweep of the table: its summary, wall and CPU seconds, and what its study
+    recorded (:func:`study_facts`)."""
+
+    name: str
+    summary: dict[str, Any]
+    wall: float
+    cpu: float
+    checkpoint_s: float  # saving and loading checkpoints
+    starts: int  # Optuna trials started (a resume is one)
+    epoch_s: float  # the epochs' own seconds, summed
+    from_memory: int  # resumes from the model its worker kept
+    from_checkpoint: int  # resumes that built the model again and loaded its checkpoint
+
+
+def study_facts(output: Path, study_name: str) -> dict[str, Any]:
+    """What the sweep's study recorded: seconds its trials spent saving and loading
+    checkpoints, how many Optuna trials it started (a resume is a trial of its own),
+    its epochs' own seconds (each epoch's wall time as its trial recorded it, summed),
+    and how its resumes began (from memory, from a checkpoint)."""
     import optuna
 
-    from ncp_search.app.sweep.optuna_backend import CHECKPOINT_SECONDS_ATTR, EPOCH_SECONDS_ATTR
+    from ncp_search.app.sweep.optuna_backend import (
+        CHECKPOINT_SECONDS_ATTR,
+        EPOCH_SECONDS_ATTR,
+        RESUMED_FROM_ATTR,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name,
                               storage=f"sqlite:///{output / 'study.db'}")
-    spent = sum(float(t.user_attrs.get(CHECKPOINT_SECONDS_ATTR) or 0.0) for t in study.trials)
-    epochs = sum(float(x) for t in study.trials
-                 for x in (t.user_attrs.get(EPOCH_SECONDS_ATTR) or ()))
-    return spent, len(study.trials), epochs
+    resumed = [t.user_attrs.get(RESUMED_FROM_ATTR) for t in study.trials]
+    return {
+        "checkpoint_s": sum(float(t.user_attrs.get(CHECKPOINT_SECONDS_ATTR) or 0.0)
+                            for t in study.trials),
+        "starts": len(study.trials),
+        "epoch_s": sum(float(x) for t in study.trials
+                       for x in (t.user_attrs.get(EPOCH_SECONDS_ATTR) or ())),
+        "from_memory": resumed.count("memory"),
+        "from_checkpoint": resumed.count("checkpoint"),
+    }
 
 
 ROWS = {  # name: (pruner, extra environment)
@@ -145,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             pruner, env = ROWS[name]
             summary, wall, cpu = sweep({**base, "pruner": pruner or pause}, folder,
                                        name, env, args.workers)
-            spent, starts, epoch_s = study_seconds(folder / name, name)
-            rows.append((name, summary, wall, cpu, spent, starts, epoch_s))
+            rows.append(Row(name, summary, wall, cpu, **study_facts(folder / name, name)))
         after = os.getloadavg()
     sampler = (base.get("optuna") or {}).get("sampler", "tpe")
     print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
@@ -155,13 +182,15 @@ def main(argv: list[str] | None = None) -> int:
           f"backend optuna, {args.workers} worker(s); load "
           f"average {load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
     print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'CPU s':>7} "
-          f"{'starts':>6} {'trial s':>8} {'checkpoint s':>12} {'share':>6} {'epoch s':>8}")
-    for name, summary, wall, cpu, spent, starts, epoch_s in rows:
-        best = summary["best"]["final"] if summary["best"] else float("nan")
-        used = summary.get("seconds_used") or float("nan")
-        print(f"{name:<12} {summary['epochs_used']:>6} {best:>10.4f} {wall:>7.1f} "
-              f"{cpu:>7.1f} {starts:>6} {used:>8.1f} {spent:>12.2f} "
-              f"{100 * spent / used:>5.1f}% {epoch_s:>8.1f}")
+          f"{'starts':>6} {'trial s':>8} {'checkpoint s':>12} {'share':>6} {'epoch s':>8} "
+          f"{'resumed mem/ckpt':>16}")
+    for row in rows:
+        best = row.summary["best"]["final"] if row.summary["best"] else float("nan")
+        used = row.summary.get("seconds_used") or float("nan")
+        resumed = f"{row.from_memory}/{row.from_checkpoint}"
+        print(f"{row.name:<12} {row.summary['epochs_used']:>6} {best:>10.4f} {row.wall:>7.1f} "
+              f"{row.cpu:>7.1f} {row.starts:>6} {used:>8.1f} {row.checkpoint_s:>12.2f} "
+              f"{100 * row.checkpoint_s / used:>5.1f}% {row.epoch_s:>8.1f} {resumed:>16}")
     print(f"epochs: trained, each once (of {budget['trials'] * budget['epochs']} without "
           "pruning); wall s: the ncp-search sweep process; CPU s: user + system seconds of "
           "that process and its workers; starts: Optuna trials started (a "
@@ -170,18 +199,20 @@ def main(argv: list[str] | None = None) -> int:
           "checkpoint and traces its first epoch again); "
           "trial s: each trial's own wall time, summed; checkpoint s: saving and loading "
           "checkpoints (share: of the trial time); epoch s: each epoch's own wall time, "
-          "summed (trial s less starts, resumes and checkpoints)")
-    nop = next((row for row in rows if row[0] == "nop"), None)
+          "summed (trial s less starts, resumes and checkpoints); resumed mem/ckpt: resumes "
+          "that trained on the model their worker kept in memory / that built it again and "
+          "loaded its checkpoint")
+    nop = next((row for row in rows if row.name == "nop"), None)
     if nop is not None:
-        base_epochs = nop[1]["epochs_used"]
-        base_trial = nop[1].get("seconds_used") or float("nan")
+        base_epochs = nop.summary["epochs_used"]
+        base_trial = nop.summary.get("seconds_used") or float("nan")
         print(f"\nshares of no pruning (nop): {'epochs':>7} {'trial s':>8} {'CPU s':>7} "
               f"{'trial s / epochs':>16} {'epoch s':>8} {'epoch s / epochs':>16}")
-        for name, summary, _wall, cpu, _spent, _starts, epoch_s in rows:
-            epochs = summary["epochs_used"] / base_epochs
-            trial = (summary.get("seconds_used") or float("nan")) / base_trial
-            own = epoch_s / nop[6] if nop[6] else float("nan")
-            print(f"{name:<27} {epochs:>7.3f} {trial:>8.3f} {cpu / nop[3]:>7.3f} "
+        for row in rows:
+            epochs = row.summary["epochs_used"] / base_epochs
+            trial = (row.summary.get("seconds_used") or float("nan")) / base_trial
+            own = row.epoch_s / nop.epoch_s if nop.epoch_s else float("nan")
+            print(f"{row.name:<27} {epochs:>7.3f} {trial:>8.3f} {row.cpu / nop.cpu:>7.3f} "
                   f"{trial / epochs:>16.2f} {own:>8.3f} {own / epochs:>16.2f}")
         print("trial s / epochs: the seconds share over the epochs share (1.00: every epoch "
               "costs what it costs without pruning; checkpoints, resumes and each trial's "

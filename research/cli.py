@@ -302,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar=("SAVE", "RESTORE"),
                      help="charge a save and a restore as these fractions of each "
                      "workload's median epoch (a what-if, instead of measured seconds)")
+    pau.add_argument("--resumes", choices=["checkpoint", "memory"], default="checkpoint",
+                     help="with measured checkpoints, charge a resume as built again from "
+                     "its checkpoint (Tune; a sweep worker that did not pause it) or as "
+                     "trained on from the model its worker kept in memory (the sweep's "
+                     "default)")
     pau.add_argument("--budget-json", default="docs/budget/budget.json",
                      help="the budget report the default's replay is checked against")
     pau.add_argument("--processes", type=int, default=1)

@@ -11,9 +11,10 @@ Workers. ``concurrency`` workers take jobs from the rule: a new trial (the next 
 the seed's order) or a paused trial to resume. Each epoch ends at its start plus its
 recorded duration (unit time where a table has none, as Taskset); the worker whose
 epoch ends first reports next (ties by trial position, as the budget benchmark's
-trial number). A pause costs a checkpoint save and a resume a checkpoint restore
-(seconds measured on the recorded tables' Keras models, :func:`measure_checkpoints`);
-the worker is busy meanwhile. A worker that gets no job waits for the next event
+trial number). A pause costs a checkpoint save and a resume a restore (fractions of an
+epoch measured beside one on the recorded tables' own tasks, :func:`measure_checkpoints`;
+a resume from a checkpoint by default, ``--resumes memory`` for the sweep's resume from
+the model its worker kept); the worker is busy meanwhile. A worker that gets no job waits for the next event
 (a rung's barrier idles it): the makespan counts that.
 
 Rules (:func:`make_host`):
@@ -608,75 +609,149 @@ def simulate(
 
 
 # ---------------------------------------------------------------- checkpoint cost
+RESUMES = ("checkpoint", "memory")
+"""How a resumed trial gets its model back: ``checkpoint`` (built, compiled and its
+checkpoint loaded: Tune, or a sweep worker that did not pause it) or ``memory`` (the
+model its worker kept: the sweep's default)."""
+
+
 def measure_checkpoints(tables: Sequence[str], per_table: int = 3,
                         folder: str | None = None) -> dict[str, dict[str, Any]]:
-    """Seconds of ``model.save`` and ``keras.models.load_model`` (the ``.keras``
-    format keeps the optimizer state) of ``per_table`` models of each recorded table,
-    built as the recorder builds them (:func:`ncp_search.engine.finetune.build_trial_models`
-    on the zoo architecture, untrained weights: the cost depends on the shapes) and
-    trained one batch so the optimizer state exists; the median per table."""
-    import tempfile
+    """What a pause and a resume cost against a training epoch, measured side by side
+    in this process on each recorded table's own task (its data, its batch sizes and
+    learning-rate schedules), for ``per_table`` of its configurations (the models
+    built as the recorder builds them: :func:`ncp_search.engine.finetune.build_trial_models`
+    on the zoo architecture, untrained source weights: the cost depends on the shapes).
+
+    Per configuration, in one process: three epochs (the last two give the warm
+    epoch); ``save``:
+    :func:`~ncp_search.integrations.ray.checkpoint.save_keras` (what the sweep and
+    Tune's trainable write at a pause); a resume from ``memory``: one more epoch on the
+    same model, less a warm epoch; a resume from a ``checkpoint``: building and
+    compiling the model again, :func:`~ncp_search.integrations.ray.checkpoint.load_keras`
+    and its first epoch (traced again), less a warm epoch. The costs are kept as
+    fractions of the warm epoch measured with them (``*_epochs``, the medians, at
+    least 0), so a busy machine does not inflate them against the recorded epochs;
+    :func:`checkpoint_for` scales them by each workload's recorded median epoch."""
     from pathlib import Path
 
-    import keras
-
-    from ncp_search.app.zoo import ARCHITECTURES
-    from ncp_search.engine.finetune import build_trial_models, compile_trial
+    from ncp_search.app.data import load_task
     from research.recorder import load_workload, read_table
 
     out: dict[str, dict[str, Any]] = {}
     for table in tables:
         name = Path(table).stem
         spec = load_workload(f"configs/record_{name}.yaml")
-        shape = (8, 8, 1) if spec["source"].startswith("digits") else (28, 28, 1)
+        sizes = {k: spec[k] for k in ("n_train", "n_val") if spec.get(k) is not None}
+        task = load_task(spec["target"], seed=spec["seed"], **sizes)
         rows = [r for r in read_table(table)
                 if r.get("config", {}).get("mode", "observer") == "observer"][:per_table]
-        saves, restores = [], []
+        got: dict[str, list[float]] = {k: [] for k in ("epoch", "save", "checkpoint", "memory")}
         for row in rows:
-            config = row["config"]
-            keras.backend.clear_session()
-            arch = config.get("source_model", spec["source_model"])
-            source = ARCHITECTURES[arch](shape, 5, 0)
-            models = build_trial_models(source, 5, config, mode="observer")
-            compile_trial(models.trained, config)
-            x = np.random.default_rng(0).random((32, *shape), dtype=np.float32)
-            y = np.arange(32) % 5
-            models.trained.fit(x, y, epochs=1, batch_size=32, verbose=0)
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                path = str(Path(tmp) / "trial.keras")
-                started = time.perf_counter()
-                models.trained.save(path)
-                saved = time.perf_counter()
-                keras.models.load_model(path)
-                restored = time.perf_counter()
-            saves.append(saved - started)
-            restores.append(restored - saved)
-        epoch = [step["epoch_seconds"] for r in read_table(table) for step in r["curve"][1:]
-                 if step.get("epoch_seconds") is not None]
-        out[name] = {"save": float(np.median(saves)), "restore": float(np.median(restores)),
-                     "models": len(rows), "epoch_seconds_median": float(np.median(epoch)),
-                     "saves": saves, "restores": restores}
+            for key, seconds in _pause_costs(spec, task, row["config"], folder).items():
+                got[key].append(seconds)
+        recorded = [step["epoch_seconds"] for r in read_table(table) for step in r["curve"][1:]
+                    if step.get("epoch_seconds") is not None]
+        epoch = float(np.median(got["epoch"]))
+        ratios = {key: max(0.0, float(np.median([c / e for c, e in zip(got[key], got["epoch"])])))
+                  for key in ("save", "checkpoint", "memory")}
+        out[name] = {"save": float(np.median(got["save"])),
+                     "restore": max(0.0, float(np.median(got["checkpoint"]))),
+                     "restore_memory": max(0.0, float(np.median(got["memory"]))),
+                     "epoch_measured": epoch, "save_epochs": ratios["save"],
+                     "restore_epochs": ratios["checkpoint"],
+                     "restore_memory_epochs": ratios["memory"],
+                     "models": len(rows), "epoch_seconds_median": float(np.median(recorded)),
+                     "per_model": {k: [float(x) for x in v] for k, v in got.items()}}
     return out
 
 
-def checkpoint_for(workload: Workload, measured: dict[str, dict[str, Any]]) -> CheckpointCost:
-    """A workload's checkpoint cost: measured for a recorded table; for a workload
-    without models (Taskset, unit time) the tables' median ratio of checkpoint
-    seconds to epoch seconds, applied to its unit epoch."""
+def _pause_costs(spec: dict[str, Any], task: Any, config: dict[str, Any],
+                 folder: str | None) -> dict[str, float]:
+    """One configuration's warm ``epoch``, ``save`` and the extra seconds of a resume
+    from a ``checkpoint`` and from ``memory`` (:func:`measure_checkpoints`)."""
+    import tempfile
+
+    import keras
+
+    from ncp_search.app.zoo import ARCHITECTURES
+    from ncp_search.engine.finetune import build_trial_models, compile_trial, schedule_callback
+    from ncp_search.integrations.ray.checkpoint import load_keras, save_keras
+
+    shape = tuple(task.x_train.shape[1:])
+    ends: list[float] = []
+    clock = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda *_: ends.append(time.perf_counter()),
+        on_epoch_end=lambda *_: ends.append(time.perf_counter()))
+
+    def build() -> Any:
+        source = ARCHITECTURES[config.get("source_model", spec["source_model"])](shape, 5, 0)
+        models = build_trial_models(source, task.num_classes, config, mode="observer")
+        compile_trial(models.trained, config)
+        return models.trained
+
+    def fit(model: Any, start: int, stop: int) -> float:
+        began = time.perf_counter()
+        model.fit(task.x_train, task.y_train, validation_data=(task.x_val, task.y_val),
+                  epochs=stop, initial_epoch=start, verbose=0,
+                  batch_size=int(config.get("batch_size", 64)),
+                  callbacks=[clock, schedule_callback(config, int(spec["epochs"]))])
+        return time.perf_counter() - began
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = build()
+    fit(model, 0, 3)
+    warm = float(np.median([ends[k + 1] - ends[k] for k in (2, 4)]))  # epochs 2 and 3
+    costs = {"epoch": warm}
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        began = time.perf_counter()
+        save_keras(model, tmp, 3)
+        costs["save"] = time.perf_counter() - began
+        costs["memory"] = fit(model, 3, 4) - warm
+        began = time.perf_counter()
+        fresh = build()
+        load_keras(fresh, tmp)
+        costs["checkpoint"] = time.perf_counter() - began + fit(fresh, 4, 5) - warm
+    return costs
+
+
+def checkpoint_for(workload: Workload, measured: dict[str, dict[str, Any]],
+                   resume: str = "checkpoint") -> CheckpointCost:
+    """A workload's checkpoint cost, a resume charged as ``resume`` says (:data:`RESUMES`).
+
+    Measured side by side (:func:`measure_checkpoints`): the fractions of an epoch,
+    times the workload's recorded median epoch; a workload without models (Taskset,
+    unit time) takes the tables' median fractions. An earlier report's absolute
+    seconds (no fractions) are used as they are, and their ratio to the recorded
+    epoch for a workload without models. ``--checkpoint-epochs``: those fractions."""
+    if resume not in RESUMES:
+        raise ValueError(f"resume must be one of {RESUMES}, but got {resume!r}.")
+    unit = float(np.median(workload.epoch_seconds))
     if "per_epoch" in measured:  # --checkpoint-epochs: fractions of a median epoch
-        unit = float(np.median(workload.epoch_seconds))
         return CheckpointCost(measured["per_epoch"]["save"] * unit,
                               measured["per_epoch"]["restore"] * unit)
-    if workload.name in measured:
-        m = measured[workload.name]
-        return CheckpointCost(m["save"], m["restore"])
     if not measured:
         return CheckpointCost()
-    unit = float(np.median(workload.epoch_seconds))
-    save = float(np.median([m["save"] / m["epoch_seconds_median"] for m in measured.values()]))
-    restore = float(np.median([m["restore"] / m["epoch_seconds_median"]
-                               for m in measured.values()]))
-    return CheckpointCost(save * unit, restore * unit)
+    restore = "restore_epochs" if resume == "checkpoint" else "restore_memory_epochs"
+
+    def fractions(m: dict[str, Any]) -> tuple[float, float]:
+        if "save_epochs" in m:
+            return m["save_epochs"], m[restore]
+        if resume == "memory":
+            raise ValueError("these checkpoint figures have no resume from memory; "
+                             "measure them again (--measure-checkpoints N).")
+        return m["save"] / m["epoch_seconds_median"], m["restore"] / m["epoch_seconds_median"]
+
+    if workload.name in measured:
+        m = measured[workload.name]
+        save, back = fractions(m)
+        if "save_epochs" not in m:
+            return CheckpointCost(m["save"], m["restore"])
+        return CheckpointCost(save * unit, back * unit)
+    pairs = [fractions(m) for m in measured.values()]
+    return CheckpointCost(float(np.median([p[0] for p in pairs])) * unit,
+                          float(np.median([p[1] for p in pairs])) * unit)
 
 
 # ---------------------------------------------------------------- summaries
@@ -757,7 +832,7 @@ def bench_unit(job: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     workload = load_workload(job["source"])
     measured = job.get("checkpoints") or {}
-    cost = checkpoint_for(workload, measured)
+    cost = checkpoint_for(workload, measured, job.get("resume", "checkpoint"))
     grid = np.geomspace(0.005, 1.0, 121)
     modes: dict[str, Any] = {}
     for size in ("large", "small") if job.get("small") else ("large",):
@@ -787,8 +862,10 @@ def bench_unit(job: dict[str, Any]) -> dict[str, Any]:
         "tolerance": workload.tolerance, "n_trials": int(len(study_trials(workload, 0))),
         "n_steps": workload.n_steps, "timed": workload.timed,
         "checkpoint": {"save": cost.save, "restore": cost.restore,
-                       "source": "measured" if workload.name in measured else
-                       "tables' ratio to epoch seconds" if measured else "none"},
+                       "source": ("measured" if workload.name in measured else
+                                  "tables' ratio to epoch seconds" if measured else "none")
+                       + (f", resumes from {job.get('resume', 'checkpoint')}"
+                          if measured and "per_epoch" not in measured else "")},
         "grid": [float(g) for g in grid], "modes": modes,
         "seconds": time.perf_counter() - started,
     }
@@ -1095,8 +1172,11 @@ def command(args: Any) -> int:
         say("measuring checkpoint save + restore of the recorded tables' models")
         measured = measure_checkpoints(args.table, per_table=args.measure_checkpoints)
         for name, m in measured.items():
-            say(f"  {name}: save {m['save']:.3f} s, restore {m['restore']:.3f} s (median of "
-                f"{m['models']}); median epoch {m['epoch_seconds_median']:.2f} s")
+            say(f"  {name}: of an epoch measured beside them ({m['epoch_measured']:.3f} s): "
+                f"save {m['save_epochs']:.2f}, resume from a checkpoint "
+                f"{m['restore_epochs']:.2f}, from memory {m['restore_memory_epochs']:.2f} "
+                f"(median of {m['models']}); recorded median epoch "
+                f"{m['epoch_seconds_median']:.2f} s")
     else:
         notes.append("checkpoint seconds not measured (0)")
     sources: list[dict[str, Any]] = [{"kind": "table", "path": p, "tolerance": args.tolerance}
@@ -1113,7 +1193,7 @@ def command(args: Any) -> int:
                          "draw": args.draw} for f in files]
     jobs = [{"source": s, "rules": rules, "seeds": list(range(args.seeds)),
              "concurrency": list(args.concurrency), "small": not args.no_small,
-             "checkpoints": measured} for s in sources]
+             "checkpoints": measured, "resume": args.resumes} for s in sources]
     say(f"pausing benchmark: {len(jobs)} workloads x {len(rules)} rules x {args.seeds} seeds "
         f"x modes {list(args.concurrency)}{' (+ small studies)' if not args.no_small else ''}"
         f", {args.processes} processes")
@@ -1138,7 +1218,8 @@ def command(args: Any) -> int:
         "settings": {"rules": rules, "seeds": list(range(args.seeds)),
                      "concurrency": list(args.concurrency), "small_sizes": list(SMALL_SIZES),
                      "draw": args.draw, "tolerance": args.tolerance,
-                     "loss_tolerance": args.loss_tolerance, "notes": notes},
+                     "loss_tolerance": args.loss_tolerance, "resumes": args.resumes,
+                     "notes": notes},
         "checkpoints": measured, "units": units,
         "choice": choose_defaults(units, candidates),
         "choice_any_floor": choose_defaults(units, settings),

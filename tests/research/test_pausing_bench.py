@@ -14,6 +14,7 @@ from research.pausing_bench import (
     BUDGET_NAMES,
     DEFAULT,
     CheckpointCost,
+    checkpoint_for,
     keep_min_for,
     label,
     make_host,
@@ -238,3 +239,25 @@ def test_checkpoint_costs_as_fractions_of_an_epoch(tmp_path):
     # unit epochs: each pause costs 0.5 of one, each resume 0.25
     assert row["seconds_share"] * 72 == pytest.approx(
         row["epochs_share"] * 72 + 0.5 * pauses + 0.25 * resumes)
+
+
+def test_measured_checkpoint_costs_are_fractions_of_an_epoch_measured_beside_them(workload):
+    """The checkpoint seconds were once taken as they were measured, against epochs
+    recorded at another time: on a busy machine a save measured 4x what it costs
+    beside an epoch. Now the fractions of an epoch measured with them count, scaled
+    by the workload's recorded epoch (unit time here)."""
+    side_by_side = {"save": 0.2, "restore": 0.6, "restore_memory": 0.02,
+                    "epoch_measured": 2.0, "save_epochs": 0.1, "restore_epochs": 0.3,
+                    "restore_memory_epochs": 0.01, "epoch_seconds_median": 0.5}
+    measured = {"synthetic": side_by_side}
+    assert checkpoint_for(workload, measured) == CheckpointCost(0.1, 0.3)
+    assert checkpoint_for(workload, measured, "memory") == CheckpointCost(0.1, 0.01)
+    # a workload without measured models takes the tables' median fractions
+    assert checkpoint_for(workload, {"other": side_by_side}) == CheckpointCost(0.1, 0.3)
+    # an earlier report's absolute seconds stay as they were
+    old = {"synthetic": {"save": 0.2, "restore": 0.6, "epoch_seconds_median": 0.5}}
+    assert checkpoint_for(workload, old) == CheckpointCost(0.2, 0.6)
+    with pytest.raises(ValueError, match="no resume from memory"):
+        checkpoint_for(workload, old, "memory")
+    with pytest.raises(ValueError, match="resume must be one of"):
+        checkpoint_for(workload, measured, "disk")
