@@ -14,8 +14,8 @@ epoch ends first reports next (ties by trial position, as the budget benchmark's
 trial number). A pause costs a checkpoint save and a resume a restore (fractions of an
 epoch measured beside one on the recorded tables' own tasks, :func:`measure_checkpoints`;
 a resume from a checkpoint by default, ``--resumes memory`` for the sweep's resume from
-the model its worker kept); the worker is busy meanwhile. A worker that gets no job waits for the next event
-(a rung's barrier idles it): the makespan counts that.
+the model its worker kept); the worker is busy meanwhile. A worker that gets no job
+waits for the next event (a rung's barrier idles it): the makespan counts that.
 
 Rules (:func:`make_host`):
 
