@@ -734,22 +734,16 @@ def checkpoint_for(workload: Workload, measured: dict[str, dict[str, Any]],
     if not measured:
         return CheckpointCost()
     restore = "restore_epochs" if resume == "checkpoint" else "restore_memory_epochs"
-
-    def fractions(m: dict[str, Any]) -> tuple[float, float]:
-        if "save_epochs" in m:
-            return m["save_epochs"], m[restore]
-        if resume == "memory":
-            raise ValueError("these checkpoint figures have no resume from memory; "
-                             "measure them again (--measure-checkpoints N).")
-        return m["save"] / m["epoch_seconds_median"], m["restore"] / m["epoch_seconds_median"]
-
-    if workload.name in measured:
-        m = measured[workload.name]
-        save, back = fractions(m)
-        if "save_epochs" not in m:
-            return CheckpointCost(m["save"], m["restore"])
-        return CheckpointCost(save * unit, back * unit)
-    pairs = [fractions(m) for m in measured.values()]
+    own = measured.get(workload.name)
+    entries = [own] if own is not None else list(measured.values())
+    if resume == "memory" and any("save_epochs" not in m for m in entries):
+        raise ValueError("these checkpoint figures have no resume from memory; "
+                         "measure them again (--measure-checkpoints N).")
+    if own is not None and "save_epochs" not in own:  # an earlier report's seconds
+        return CheckpointCost(own["save"], own["restore"])
+    pairs = [(m["save_epochs"], m[restore]) if "save_epochs" in m else
+             (m["save"] / m["epoch_seconds_median"], m["restore"] / m["epoch_seconds_median"])
+             for m in entries]
     return CheckpointCost(float(np.median([p[0] for p in pairs])) * unit,
                           float(np.median([p[1] for p in pairs])) * unit)
 

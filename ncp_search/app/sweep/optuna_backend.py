@@ -423,7 +423,7 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
     validation accuracy and ``beta_eff``, prune when the pruner says so."""
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(WORKER_ATTR, _this_worker())
         params = suggest(trial, config["search_space"])
 
         epoch_seconds: list[float] = []
@@ -684,19 +684,18 @@ def _next_job(driver: Any, live: dict[str, LiveTrial], me: str | None = None) ->
 
     Args:
         me: this worker, as :data:`WORKER_ATTR` records it (default: this process)."""
-    me = me or f"{socket.gethostname()}:{os.getpid()}"
+    me = me or _this_worker()
     for name in list(live):
         if len(driver.values.get(name, ())) != live[name].epochs:
             del live[name]
-    promoted = [name for name in driver.policy.promoted() if name not in live]
-    elsewhere = set()
-    if promoted:
-        trials = {t.number: t for t in driver.study.get_trials(deepcopy=False)}
-        for name in promoted:
-            worker = trials[driver.chains[name][-1]].user_attrs.get(WORKER_ATTR)
-            if worker is not None and worker != me:
-                elsewhere.add(name)
+    elsewhere = {name for name in driver.policy.promoted() if name not in live
+                 and driver.latest[name].user_attrs.get(WORKER_ATTR) not in (None, me)}
     return driver.next(prefer=live, defer=elsewhere)
+
+
+def _this_worker() -> str:
+    """This process as :data:`WORKER_ATTR` records it: ``<host>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @contextlib.contextmanager
@@ -771,7 +770,7 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     from ncp_search.integrations.ray.checkpoint import load_keras, save_keras
 
     trial = job.trial
-    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr(WORKER_ATTR, _this_worker())
     params = suggest(trial, config["search_space"])
     seed = trial.user_attrs.get(SEED_ATTR)  # a resume's or a retry's: its configuration's
     if not isinstance(seed, int):

@@ -256,6 +256,8 @@ class PausingDriver:
         self.params: dict[str, dict[str, Any]] = {}
         self.saved: dict[str, str | None] = {}
         self.carried: dict[str, dict[str, Any]] = {}
+        # each configuration's latest trial the replay read (e.g. who paused it)
+        self.latest: dict[str, optuna.trial.FrozenTrial] = {}
         self._replay(own)
 
     def _replay(self, own: int | None = None) -> None:
@@ -283,6 +285,7 @@ class PausingDriver:
                     continue
                 self.policy.resume(name)
             self.chains[name].append(trial.number)
+            self.latest[name] = trial
             self._replay_trial(trial, name, own=trial.number == own)
             self._carry_pending()
         for name, (trial, _, _) in self._pending.items():
