@@ -1,8 +1,15 @@
-"""Processes on this host: whether the worker or driver that owns a record is alive."""
+"""Processes on this host: how a worker or driver names itself in the records it owns,
+and whether it is alive."""
 
 from __future__ import annotations
 
 import os
+import socket
+
+
+def this_process() -> str:
+    """This process as the sweeps' records name their worker or driver: ``<host>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def pid_alive(pid: int) -> bool:

@@ -65,7 +65,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ncp_search.app.search_space import suggest
-from ncp_search.app.sweep.hosts import pid_alive
+from ncp_search.app.sweep.hosts import pid_alive, this_process
 from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import EpochInfo, LiveTrial, SweepData, run_trial
 from ncp_search.errors import NCPSearchError
@@ -423,7 +423,7 @@ def make_objective(config: Mapping[str, Any], data: SweepData, output: Path,
     validation accuracy and ``beta_eff``, prune when the pruner says so."""
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, _this_worker())
+        trial.set_user_attr(WORKER_ATTR, this_process())
         params = suggest(trial, config["search_space"])
 
         epoch_seconds: list[float] = []
@@ -684,7 +684,7 @@ def _next_job(driver: Any, live: dict[str, LiveTrial], me: str | None = None) ->
 
     Args:
         me: this worker, as :data:`WORKER_ATTR` records it (default: this process)."""
-    me = me or _this_worker()
+    me = me or this_process()
     for name in list(live):
         if len(driver.values.get(name, ())) != live[name].epochs:
             del live[name]
@@ -692,10 +692,6 @@ def _next_job(driver: Any, live: dict[str, LiveTrial], me: str | None = None) ->
                  and driver.latest[name].user_attrs.get(WORKER_ATTR) not in (None, me)}
     return driver.next(prefer=live, defer=elsewhere)
 
-
-def _this_worker() -> str:
-    """This process as :data:`WORKER_ATTR` records it: ``<host>:<pid>``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @contextlib.contextmanager
@@ -770,7 +766,7 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     from ncp_search.integrations.ray.checkpoint import load_keras, save_keras
 
     trial = job.trial
-    trial.set_user_attr(WORKER_ATTR, _this_worker())
+    trial.set_user_attr(WORKER_ATTR, this_process())
     params = suggest(trial, config["search_space"])
     seed = trial.user_attrs.get(SEED_ATTR)  # a resume's or a retry's: its configuration's
     if not isinstance(seed, int):

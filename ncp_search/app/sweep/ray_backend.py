@@ -67,7 +67,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import threading
 import time
 import zlib
@@ -92,6 +91,7 @@ from ncp_search.app.sweep.folder import (
     tuner_digest,
     write_ray_id,
 )
+from ncp_search.app.sweep.hosts import this_process
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE, ray_decisions
 from ncp_search.app.sweep.seeds import reduce_seed, trial_seed
@@ -342,7 +342,7 @@ class _Session:
         self.records: dict[str, dict[str, Any]] = {}
         self.frozen: set[str] = set()  # finished before this run: never changed
         self.trials: list[Any] = []
-        self.driver = f"{socket.gethostname()}:{os.getpid()}"
+        self.driver = this_process()
         self._written = 0.0
 
     # records
