@@ -1,5 +1,6 @@
-"""``ncp-search sweep`` on the Optuna backend under ``ncp`` (ASHA on predicted finals, the
-default) and ``ncp_pause`` (successive halving that pauses), same config and seed.
+"""``ncp-search sweep`` on the Optuna backend (or Ray Tune's, ``--backend ray``) under
+``ncp`` (ASHA on predicted finals, the default) and ``ncp_pause`` (successive halving
+that pauses), same config and seed.
 
 Runs ``configs/pause.yaml`` three times in fresh processes: with its pruner replaced by
 ``{name: ncp}`` (reduction_factor 3, the default), as it is (``ncp_pause``, paused models
@@ -21,6 +22,14 @@ seconds grow, the epochs and accuracies do not.
     python benchmarks/sweep_pausing.py --config configs/fashion_hpo.yaml --trials 40 \
         --epochs 8 --n-train 30000 --rows nop,ncp,ncp_pause   # 7.5x the images per epoch
     ... --sampler random    # every row samples the same configurations
+    python benchmarks/sweep_pausing.py --backend ray --trials 24 --epochs 8 --workers 2
+
+On Ray the rows are schedulers (``nop`` is ``fifo``; ``ncp_pause`` takes the config's
+``min_resource`` as its ``grace_period``), every row samples the same configurations
+(Tune's seeded random search), a trial that pauses and resumes is one Tune trial (so
+``starts`` counts trials and resumes), and Tune saves the checkpoints inside its report,
+so no checkpoint seconds are recorded; ``--workers`` is the concurrent trials, and a
+pausing sweep runs as many at once as its local Ray's CPUs allow (at least 2).
 
 With TPE (a config's usual sampler) the rows train different configurations after its 5
 random start-up trials (TPE proposes from the results so far, which each pruner shapes),
@@ -49,12 +58,12 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"  # ncp_search.app.sweep.optuna_backend
+LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"  # ncp_search.app.sweep.trial
 
 
 def sweep(config: dict[str, Any], folder: Path, name: str,
           env_extra: dict[str, str] | None = None,
-          workers: int = 1) -> tuple[dict[str, Any], float, float]:
+          workers: int = 1, backend: str = "optuna") -> tuple[dict[str, Any], float, float]:
     """Run one sweep of ``config`` in a fresh process; its summary, wall seconds and CPU
     seconds (user + system of the sweep's process and its workers)."""
     import resource
@@ -66,7 +75,7 @@ def sweep(config: dict[str, Any], folder: Path, name: str,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ncp_search.app.cli", "sweep", str(path),
-                    "--workers", str(workers)], env=env,
+                    "--workers", str(workers), "--backend", backend], env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,6 +97,23 @@ class Row:
     epoch_s: float  # the epochs' own seconds, summed
     from_memory: int  # resumes from the model its worker kept
     from_checkpoint: int  # resumes that built the model again and loaded its checkpoint
+
+
+def ray_facts(output: Path) -> dict[str, Any]:
+    """What a Ray sweep's trial records hold (``trials.jsonl``): as :func:`study_facts`,
+    with the trials and their resumes as ``starts`` and no checkpoint seconds (Tune
+    saves a checkpoint inside its report)."""
+    records = [json.loads(line) for line in
+               (output / "trials.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    resumed = [source for r in records for source in r.get("resumed_from") or ()]
+    return {
+        "checkpoint_s": float("nan"),
+        "starts": len(records) + len(resumed),
+        "epoch_s": sum(float(x) for r in records for x in r.get("epoch_seconds") or ()
+                       if x is not None),
+        "from_memory": resumed.count("memory"),
+        "from_checkpoint": resumed.count("checkpoint"),
+    }
 
 
 def study_facts(output: Path, study_name: str) -> dict[str, Any]:
@@ -137,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=None,
                         help="override data.n_train (longer epochs, the same trial start)")
     parser.add_argument("--workers", type=int, default=1, help="--workers of every sweep")
+    parser.add_argument("--backend", choices=("optuna", "ray"), default="optuna")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument("--sampler", choices=SAMPLERS, default=None,
                         help="override optuna.sampler (random: every row samples the same "
@@ -161,25 +188,37 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    own = base.pop("pruner", None) or {}
+    base.pop("scheduler", None)
+    pause = own if own.get("name") == "ncp_pause" else {"name": "ncp_pause"}
+    base["backend"] = args.backend
+    key = "scheduler" if args.backend == "ray" else "pruner"
+    if args.backend == "ray":
+        pause = {"name": "ncp_pause", **{k: v for k, v in pause.items() if k == "predictor"},
+                 **({"grace_period": pause["min_resource"]} if "min_resource" in pause
+                    else {})}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.keep or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         load = os.getloadavg()
         sweep({**base, "budget": {"trials": 1, "epochs": 1}}, folder, "warmup")
         rows = []
-        own = base.get("pruner") or {}
-        pause = own if own.get("name") == "ncp_pause" else {"name": "ncp_pause"}
         for name in names:
-            pruner, env = ROWS[name]
-            summary, wall, cpu = sweep({**base, "pruner": pruner or pause}, folder,
-                                       name, env, args.workers)
-            rows.append(Row(name, summary, wall, cpu, **study_facts(folder / name, name)))
+            choice, env = ROWS[name]
+            if args.backend == "ray" and choice == {"name": "nop"}:
+                choice = {"name": "fifo"}
+            summary, wall, cpu = sweep({**base, key: choice or pause}, folder,
+                                       name, env, args.workers, args.backend)
+            facts = (ray_facts(folder / name) if args.backend == "ray"
+                     else study_facts(folder / name, name))
+            rows.append(Row(name, summary, wall, cpu, **facts))
         after = os.getloadavg()
-    sampler = (base.get("optuna") or {}).get("sampler", "tpe")
+    sampler = ((base.get("optuna") or {}).get("sampler", "tpe") if args.backend == "optuna"
+               else "Tune's random search")
     print(f"{Path(args.config).name}: {budget['trials']} trials x {budget['epochs']} epochs, "
           f"{base['data'].get('n_train')} training images, "
           f"seed {base.get('seed', 0)}, sampler {sampler}, "
-          f"backend optuna, {args.workers} worker(s); load "
+          f"backend {args.backend}, {args.workers} worker(s); load "
           f"average {load[0]:.1f} before, {after[0]:.1f} after, on {os.cpu_count()} CPUs")
     print(f"{'pruner':<12} {'epochs':>6} {'best final':>10} {'wall s':>7} {'CPU s':>7} "
           f"{'starts':>6} {'trial s':>8} {'checkpoint s':>12} {'share':>6} {'epoch s':>8} "
@@ -193,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * row.checkpoint_s / used:>5.1f}% {row.epoch_s:>8.1f} {resumed:>16}")
     print(f"epochs: trained, each once (of {budget['trials'] * budget['epochs']} without "
           "pruning); wall s: the ncp-search sweep process; CPU s: user + system seconds of "
-          "that process and its workers; starts: Optuna trials started (a "
-          "resume is one); ncp_pause keeps paused models in memory, ncp_pause_ck keeps none "
+          "that process and its workers; starts: trials started (Optuna: a "
+          "resume is a trial; Ray: its trials and their resumes); ncp_pause keeps "
+          "paused models in memory, ncp_pause_ck keeps none "
           f"({LIVE_MB_ENV}=0: each resume loads the source model, builds, loads its "
           "checkpoint and traces its first epoch again); "
           "trial s: each trial's own wall time, summed; checkpoint s: saving and loading "

@@ -18,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ncp_search.app.cli import main
+from ncp_search.app.sweep.trial import LIVE_MB_ENV
 from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, PREDICTED_ATTR, RESUMES_ATTR
 
 TRIALS, EPOCHS = 6, 4
@@ -100,12 +101,11 @@ def test_a_pausing_trial_keeps_its_heartbeat_while_it_trains(tmp_path) -> None:
 
 def test_a_bad_paused_models_memory_stops_before_any_trial(tmp_path, capsys,
                                                            monkeypatch) -> None:
-    import ncp_search.app.sweep.optuna_backend as backend
 
-    monkeypatch.setenv(backend.LIVE_MB_ENV, "lots")
+    monkeypatch.setenv(LIVE_MB_ENV, "lots")
     assert main(["sweep", str(pause_config(tmp_path))]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"{backend.LIVE_MB_ENV} must be a number of MB" in err and "'lots'" in err, err
+    assert f"{LIVE_MB_ENV} must be a number of MB" in err and "'lots'" in err, err
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
@@ -297,7 +297,6 @@ def _check_chains(tmp_path: Path,
 @pytest.mark.slow
 def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path, capsys,
                                                                        monkeypatch) -> None:
-    import ncp_search.app.sweep.optuna_backend as backend
     import ncp_search.integrations.ray.checkpoint as checkpoint
 
     loads = []
@@ -305,7 +304,7 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     monkeypatch.setattr(checkpoint, "load_keras",
                         lambda *args, **kwargs: loads.append(args[1]) or real_load(*args,
                                                                                    **kwargs))
-    monkeypatch.setenv(backend.LIVE_MB_ENV, "0")  # no model kept in memory: checkpoints
+    monkeypatch.setenv(LIVE_MB_ENV, "0")  # no model kept in memory: checkpoints
     config = pause_config(tmp_path)
     assert main(["sweep", str(config)]) == 0
     out = capsys.readouterr()
@@ -320,7 +319,7 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     _check_summary(tmp_path, trials)
     # the same sweep with the paused models kept in memory (the default): the same
     # values epoch by epoch, and no checkpoint loaded
-    monkeypatch.delenv(backend.LIVE_MB_ENV)
+    monkeypatch.delenv(LIVE_MB_ENV)
     loads.clear()
     live = tmp_path / "live"
     live.mkdir()

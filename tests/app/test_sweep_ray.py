@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -504,6 +505,7 @@ def test_a_diverged_epoch_reaches_a_pausing_scheduler_as_nan_and_stops_the_trial
         (metrics, checkpoint)))
     monkeypatch.setattr(backend.tune, "get_context", lambda: SimpleNamespace(
         get_trial_id=lambda: "t_00000"))
+    monkeypatch.setattr(backend.tune, "get_checkpoint", lambda: None)
 
     def diverging(sweep, params, data, on_epoch, **kwargs):
         on_epoch(0, 0.2, 1.0, {}, EpochInfo(0.1, math.nan, math.nan, "loss is nan"))
@@ -542,3 +544,102 @@ def test_a_local_ray_sweep_starts_its_workers_at_normal_priority(monkeypatch):
     monkeypatch.delenv(backend.WORKER_NICENESS_ENV)
     assert backend._init_ray("ray://cluster:10001", 2)  # a cluster's own settings
     assert seen == [(None, "0"), (None, "10"), ("ray://cluster:10001", None)]
+
+
+def test_a_paused_trial_resumes_from_its_actors_memory_when_the_state_matches(monkeypatch,
+                                                                             tmp_path):
+    # Was: every resume built, compiled and traced the model again and loaded its
+    # checkpoint (1-7 epochs of the small models), though Tune reuses the actor.
+    import ncp_search.app.sweep.ray_backend as backend
+    import ncp_search.app.sweep.trial as trial_module
+    from ncp_search.app.sweep.trial import EpochInfo, LiveTrial
+
+    paused = LiveTrial(models="models at epoch 1", meter=None, epochs=1)
+    monkeypatch.setattr(LiveTrial, "nbytes", property(lambda self: 10))
+    reports, calls = [], []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        if checkpoint is not None:
+            raise SystemExit(0)  # Tune pauses the trial: its thread ends here
+
+    def fake_run(sweep, params, data, on_epoch, **kwargs):
+        calls.append(kwargs["live"])
+        kept = kwargs["live"]  # else it restores its checkpoint
+        start = kept.epochs if kept is not None else checkpoints["t_00000"] or 0
+        for epoch in range(start, 2):
+            live = paused if epoch == 0 else LiveTrial("models at epoch 2", None, 2)
+            on_epoch(epoch, 0.5, 1.0, {}, EpochInfo(0.1, 0.3, 0.3, None, live=live))
+        return {"model_path": None}
+
+    checkpoints = {"t_00000": None}
+    monkeypatch.setattr(backend.tune, "report", report)
+    monkeypatch.setattr(backend.tune, "get_context", lambda: SimpleNamespace(
+        get_trial_id=lambda: "t_00000"))
+    monkeypatch.setattr(backend.tune, "get_checkpoint", lambda: checkpoints["t_00000"])
+    monkeypatch.setattr(trial_module, "run_trial", fake_run)
+    monkeypatch.setattr("ncp_search.integrations.ray.checkpoint.checkpoint_epochs",
+                        lambda checkpoint: checkpoint)
+    monkeypatch.setattr("ncp_search.integrations.ray.checkpoint.keras_checkpoint",
+                        lambda model, epoch: contextlib.nullcontext(f"epoch {epoch}"))
+    monkeypatch.setattr(backend, "_KEPT", {})
+    config = make_config({"name": "ncp_pause"})
+
+    def train(keep_bytes=100):
+        with pytest.raises(SystemExit) if checkpoints["t_00000"] is None else \
+                contextlib.nullcontext():
+            backend._train({"learning_rate": 0.3, "optimizer": "sgd"}, data=None,
+                           sweep=config, output=str(tmp_path), cache_dir=None,
+                           checkpoint=(1,), keep_bytes=keep_bytes)
+
+    train()  # paused at its rung after epoch 1: the actor keeps its models
+    assert backend._KEPT == {"t_00000": paused} and "resumed_from" not in reports[-1]
+    checkpoints["t_00000"] = 1  # Tune resumes it from its checkpoint of epoch 1
+    train()
+    assert calls[-1] is paused and reports[-1]["resumed_from"] == "memory"
+    assert backend._KEPT == {}  # taken: a model is never resumed twice
+
+    # a checkpoint of another state (here, the kept models are older than it), a
+    # model pushed out by newer ones, or none kept (keep_bytes=0): from the checkpoint
+    for kept, keep_bytes in (({"t_00000": LiveTrial("old", None, 0)}, 100), ({}, 100),
+                             ({}, 0)):
+        backend._KEPT.update(kept)
+        train(keep_bytes)
+        assert calls[-1] is None and reports[-1]["resumed_from"] == "checkpoint"
+        assert backend._KEPT == {}
+    backend._KEPT.clear()
+    checkpoints["t_00000"] = None
+    train(keep_bytes=5)  # its models would take more than the memory it may use
+    assert backend._KEPT == {}
+
+
+@pytest.mark.slow
+def test_a_pausing_ray_sweep_resumes_from_memory_with_the_same_curves(tmp_path, zoo_cache,
+                                                                      monkeypatch):
+    # One trial at a time, so every resume comes back to the actor that paused it.
+    from ncp_search.app.sweep.run import run_sweep
+    from ncp_search.app.sweep.trial import LIVE_MB_ENV
+
+    def sweep(folder, keep_mb):
+        folder.mkdir()
+        monkeypatch.setenv(LIVE_MB_ENV, keep_mb)
+        text = SWEEP_YAML.format(output=folder / "out", trials=6, epochs=4).replace(
+            "{name: ncp, grace_period: 1}", "{name: ncp_pause, grace_period: 1}")
+        path = folder / "sweep.yaml"
+        path.write_text(text + "ray: {cpus_per_trial: 2}\n")
+        summary = run_sweep(str(path), backend="ray", cache_dir=zoo_cache,
+                            stream=io.StringIO())
+        assert summary["fail"] == 0 and summary["complete"] >= 1
+        return {r["number"]: r for r in _read_records(folder / "out")}
+
+    checkpointed = sweep(tmp_path / "ckpt", "0")
+    kept = sweep(tmp_path / "memory", "1024")
+    # (how many trials pause depends on when Tune adds the next trial: a rung that can
+    # decide promotes an arriving trial at once, so the counts may differ)
+    resumes = [s for r in kept.values() for s in r.get("resumed_from", [])]
+    assert "memory" in resumes, resumes
+    assert {s for r in checkpointed.values() for s in r.get("resumed_from", [])} == {
+        "checkpoint"}
+    # the same weights: the same values epoch by epoch
+    assert {n: r["val_accuracy"] for n, r in kept.items()} == {
+        n: r["val_accuracy"] for n, r in checkpointed.items()}

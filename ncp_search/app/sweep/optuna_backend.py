@@ -67,7 +67,14 @@ from optuna.trial import TrialState
 from ncp_search.app.search_space import suggest
 from ncp_search.app.sweep.hosts import pid_alive, this_process
 from ncp_search.app.sweep.seeds import trial_seed
-from ncp_search.app.sweep.trial import EpochInfo, LiveTrial, SweepData, run_trial
+from ncp_search.app.sweep.trial import (
+    EpochInfo,
+    LiveTrial,
+    SweepData,
+    live_bytes,
+    run_trial,
+    trim_live,
+)
 from ncp_search.errors import NCPSearchError
 from ncp_search.integrations.optuna.pausing import RESUMES_ATTR
 from ncp_search.integrations.optuna.reporting import (
@@ -124,17 +131,6 @@ def is_pausing(config: Mapping[str, Any]) -> bool:
     from ncp_search.app.sweep.config import as_config
 
     return as_config(config).choice.rule == "pause"
-
-
-def check_pausing(config: Mapping[str, Any]) -> None:
-    """Refuse a bad ``NCP_SEARCH_PAUSED_MODELS_MB`` for a pausing sweep before anything
-    is written.
-
-    Raises:
-        NCPSearchError: ``NCP_SEARCH_PAUSED_MODELS_MB`` is not a number.
-    """
-    if is_pausing(config):
-        _live_bytes()
 
 
 def describe_pruner(config: Mapping[str, Any]) -> str:
@@ -633,7 +629,7 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
             driver.refresh(policy(), job)
 
     live: dict[str, LiveTrial] = {}  # paused configurations' models, in pause order
-    limit = _live_bytes()  # a bad NCP_SEARCH_PAUSED_MODELS_MB stops here, before any trial
+    limit = live_bytes()  # a bad NCP_SEARCH_PAUSED_MODELS_MB stops here, before any trial
     with warnings.catch_warnings():
         # ask-and-tell: the trial's heartbeat is kept by _heartbeat, not by optimize
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
@@ -732,23 +728,6 @@ def _check_planned_trials(study: optuna.Study, trials: int) -> None:
             "start a new sweep in another output folder.")
 
 
-LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"
-"""Environment variable: how many MB of paused trials' models ``ncp_pause`` keeps in
-memory (default 1024; 0 keeps none: every resume loads its checkpoint)."""
-
-
-def _live_bytes() -> int:
-    """The memory for paused trials' models (:class:`LiveTrial`: a resume then skips
-    loading, building, compiling and the checkpoint; the longest-paused are let go
-    first, and those the policy will not resume at once)."""
-    raw = os.environ.get(LIVE_MB_ENV, "1024")
-    try:
-        return max(0, int(float(raw) * 2**20))
-    except ValueError:
-        raise NCPSearchError(f"{LIVE_MB_ENV} must be a number of MB (0 or more), but got "
-                             f"{raw!r}.") from None
-
-
 def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
              output: Path, on_epoch: Callable[[], Any] | None, cache_dir: str | None,
              live: dict[str, LiveTrial] | None = None, limit: int = 0,
@@ -840,5 +819,4 @@ def _run_job(driver: Any, job: Any, config: Mapping[str, Any], data: SweepData,
     for name in list(live):  # the policy's dropped ones never resume
         if driver.policy.knows(name) and driver.policy.status(name) in ("dropped", "out"):
             del live[name]
-    while live and sum(entry.nbytes for entry in live.values()) > limit:
-        del live[next(iter(live))]
+    trim_live(live, limit)

@@ -221,21 +221,46 @@ def _absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- the trainable (runs in a Ray actor) ----------------------------------------------
+_KEPT: dict[str, Any] = {}
+"""This actor's paused trials' models (:class:`~ncp_search.app.sweep.trial.LiveTrial`,
+by Tune trial id, longest kept first; within ``NCP_SEARCH_PAUSED_MODELS_MB``). Tune
+reuses a trial's actor (``reuse_actors=True``), so a paused trial that Tune resumes on
+the actor that paused it trains on from memory: no model built, compiled, restored or
+traced again. Elsewhere it loads its checkpoint. A model that Tune stopped for good
+stays until newer ones push it out (the actor is not told)."""
+
+
 def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: str,
            cache_dir: str | None, finished: Mapping[str, Any] | None = None,
-           checkpoint: Iterable[int] = ()) -> None:
+           checkpoint: Iterable[int] = (), keep_bytes: int = 0) -> None:
     """Fine-tune one configuration; report each epoch to Tune, with a checkpoint after
     the epochs (1-based) in ``checkpoint`` (:func:`pause_epochs`), going on from the
-    trial's latest checkpoint. A trial that finished before a resume (in ``finished``)
-    replays its recorded epochs instead."""
-    from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
-    from ncp_search.integrations.ray.checkpoint import keras_checkpoint, restore_keras
+    trial's latest checkpoint, or from its models in this actor's memory when it kept
+    them (:data:`_KEPT`, at most ``keep_bytes``). A trial that finished before a resume
+    (in ``finished``) replays its recorded epochs instead."""
+    from ncp_search.app.sweep.trial import (
+        EpochInfo,
+        application_input_shape,
+        run_trial,
+        trim_live,
+    )
+    from ncp_search.integrations.ray.checkpoint import (
+        checkpoint_epochs,
+        keras_checkpoint,
+        restore_keras,
+    )
 
     _allow_slow_stops()
     trial_id = tune.get_context().get_trial_id() or "trial_0"
+    kept = _KEPT.pop(trial_id, None)
     if finished and trial_id in finished:
         _replay(finished[trial_id])
         return
+    restored = tune.get_checkpoint()
+    if restored is None or kept is None or checkpoint_epochs(restored) != kept.epochs:
+        kept = None  # not the state Tune resumes from: its checkpoint is
+    resumed = {} if restored is None else {"resumed_from": "checkpoint" if kept is None
+                                          else "memory"}
     shape = application_input_shape(sweep)
     if shape is not None:
         data = _resized(data, shape)
@@ -247,7 +272,8 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
                  info: EpochInfo) -> bool:
         metrics = {METRIC: float(value), "beta_eff": float(beta), "epoch": int(epoch),
                    "epoch_seconds": float(info.seconds),
-                   **{k: float(v) for k, v in terms.items()}}
+                   **{k: float(v) for k, v in terms.items()}, **resumed}
+        resumed.clear()  # said with the first epoch after a resume
         if info.diverged:  # the scheduler sees NaN (it stops the trial, never pauses it
             # at a rung without a checkpoint); the record keeps the value
             tune.report({**metrics, METRIC: math.nan, DIVERGED_VALUE: float(value),
@@ -256,8 +282,12 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
         elif epoch + 1 in checkpoint:
+            if keep_bytes and info.live is not None:  # if Tune pauses it, this actor keeps it
+                _KEPT[trial_id] = info.live
+                trim_live(_KEPT, keep_bytes)
             with keras_checkpoint(info.model, epoch + 1) as saved:
-                tune.report(metrics, checkpoint=saved)
+                tune.report(metrics, checkpoint=saved)  # a pause or a stop ends the thread
+            _KEPT.pop(trial_id, None)  # promoted as it arrived: it trains on
         else:
             tune.report(metrics)
         return False
@@ -265,7 +295,8 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     model_path = Path(output) / MODELS / f"trial_{trial_id}.keras"
     record = run_trial(sweep, strict_json(dict(params)), data, on_epoch,
                        trial_seed=trial_seed(int(sweep["seed"]), trial_number(trial_id)),
-                       model_path=model_path, cache_dir=cache_dir, restore=restore_keras)
+                       model_path=model_path, cache_dir=cache_dir, restore=restore_keras,
+                       live=kept)
     if held:
         if record["model_path"]:
             held["model_path"] = f"{MODELS}/{model_path.name}"
@@ -384,6 +415,7 @@ class _Session:
         record.update(state="RUNNING", val_accuracy=[], beta_eff=[], predicted_final=[],
                       epoch_seconds=[], final=None, model_path=None, seconds=None,
                       diverged=None, stop=None)
+        record.pop("resumed_from", None)
 
     def result(self, trial: Any, result: Mapping[str, Any]) -> None:
         if METRIC not in result or trial.trial_id in self.frozen:
@@ -398,6 +430,8 @@ class _Session:
         record["val_accuracy"].append(_number(result.get(DIVERGED_VALUE, result[METRIC])))
         record["beta_eff"].append(_number(result.get("beta_eff")))
         record["predicted_final"].append(self._predict(record))
+        if result.get("resumed_from"):  # "memory" or "checkpoint", one per resume
+            record.setdefault("resumed_from", []).append(str(result["resumed_from"]))
         record["final"] = record["val_accuracy"][-1]
         record["seconds"] = _number(result.get("time_total_s"))
         if result.get("model_path"):
@@ -617,7 +651,7 @@ def run_ray_sweep(
         ConfigError: for scheduler settings Tune cannot use.
         KeyboardInterrupt: after Ctrl-C, once the state and records are saved.
     """
-    from ncp_search.app.sweep.trial import load_data
+    from ncp_search.app.sweep.trial import live_bytes, load_data
 
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -639,6 +673,7 @@ def run_ray_sweep(
     limit = concurrency(config, workers)
     scheduler = make_scheduler(config, output / STATE_FILE)
     checkpoints = pause_epochs(scheduler, int(config["budget"]["epochs"]))
+    keep_bytes = live_bytes() if checkpoints else 0  # a bad setting stops here
     ray_settings = config["ray"]
     cpus = max(2, math.ceil((limit or 1) * float(ray_settings["cpus_per_trial"])))
     started = _init_ray(address, cpus)
@@ -655,7 +690,8 @@ def run_ray_sweep(
                                  cache_dir=None if cache_dir is None
                                  else os.path.abspath(cache_dir),
                                  finished=session.finished(),
-                                 checkpoint=checkpoints),
+                                 checkpoint=checkpoints,
+                                 keep_bytes=keep_bytes),
             trial_resources(float(ray_settings["cpus_per_trial"]),
                             ray_settings["gpus_per_trial"]))
         if resume:

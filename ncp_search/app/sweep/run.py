@@ -45,6 +45,7 @@ from ncp_search.app.sweep.folder import (
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus, trial_seconds
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE, read_ray_records
 from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
+from ncp_search.app.sweep.trial import check_live_bytes
 from ncp_search.errors import NCPSearchError
 
 SUMMARY_FILE = "summary.json"
@@ -374,10 +375,7 @@ def run_sweep(
         "budget.trials": (trials, "--trials"), "budget.epochs": (epochs, "--epochs"),
     }, warnings=warnings)
     url = _storage_url(storage, config) if config["backend"] == "optuna" else None
-    if config["backend"] == "optuna":
-        from ncp_search.app.sweep.optuna_backend import check_pausing
-
-        check_pausing(config)
+    check_live_bytes(config)
     stream = stream or sys.stderr
     for warning in warnings:
         stream.write(f"warning: {warning}\n")

@@ -31,6 +31,7 @@ import numpy as np
 
 from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.seeds import reduce_seed
+from ncp_search.errors import NCPSearchError
 
 EXPLODED = 10.0
 CHANCE_MARGIN = 0.02
@@ -45,6 +46,7 @@ class EpochInfo:
     val_loss: float
     diverged: str | None  # why the trial counts as diverged (None: it does not)
     model: Any = None  # the model being trained (to checkpoint it)
+    live: LiveTrial | None = None  # its models after this epoch, to resume from memory
 
 
 EpochHook = Callable[[int, float, float, dict[str, float], EpochInfo], Any]
@@ -70,6 +72,43 @@ class LiveTrial:
         if probed is not trained:
             variables += list(probed.weights)
         return sum(int(np.prod(v.shape)) * 4 for v in variables)
+
+
+LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"
+"""Environment variable: how many MB of paused trials' models a pausing sweep keeps in
+memory, per Optuna worker or Ray actor (default 1024; 0 keeps none: every resume
+loads its checkpoint)."""
+
+
+def live_bytes() -> int:
+    """The memory for paused trials' models (:class:`LiveTrial`: a resume then skips
+    loading, building, compiling and the checkpoint), from :data:`LIVE_MB_ENV`."""
+    raw = os.environ.get(LIVE_MB_ENV, "1024")
+    try:
+        return max(0, int(float(raw) * 2**20))
+    except ValueError:
+        raise NCPSearchError(f"{LIVE_MB_ENV} must be a number of MB (0 or more), but got "
+                             f"{raw!r}.") from None
+
+
+def check_live_bytes(config: Mapping[str, Any]) -> None:
+    """Refuse a bad :data:`LIVE_MB_ENV` for a pausing sweep (either backend) before
+    anything is written.
+
+    Raises:
+        NCPSearchError: it is not a number.
+    """
+    from ncp_search.app.sweep.config import as_config
+
+    if as_config(config).choice.rule == "pause":
+        live_bytes()
+
+
+def trim_live(live: dict[str, LiveTrial], limit: int) -> None:
+    """Let go of the longest-kept models of ``live`` (kept in insertion order) until
+    they hold at most ``limit`` bytes."""
+    while live and sum(entry.nbytes for entry in live.values()) > limit:
+        del live[next(iter(live))]
 
 
 def divergence(train_losses: list[float], val_accuracies: list[float],
@@ -295,7 +334,8 @@ def run_trial(
         if diverged:
             record["diverged"] = diverged
         info = EpochInfo(seconds=seconds, train_loss=terms["train_loss"], val_loss=val_loss,
-                         diverged=diverged, model=end.models.trained)
+                         diverged=diverged, model=end.models.trained,
+                         live=LiveTrial(end.models, meter, end.epoch + 1))
         return on_epoch(end.epoch, value, beta, terms, info) is True or bool(diverged)
 
     probe = config["probe"]

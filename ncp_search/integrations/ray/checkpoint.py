@@ -126,6 +126,22 @@ def load_keras(model: Any, folder: str | os.PathLike[str]) -> int:
     return int(state["epoch"])
 
 
+def checkpoint_epochs(checkpoint: tune.Checkpoint) -> int:
+    """The epochs a checkpoint of this module had done, read without loading the
+    model (a trial that kept its model in memory checks it holds the same state).
+
+    Raises:
+        ValueError: when the checkpoint was not written by this module.
+    """
+    with checkpoint.as_directory() as folder:
+        state_path = os.path.join(folder, STATE_FILE)
+        if not os.path.isfile(state_path):
+            raise ValueError(f"A Keras checkpoint must hold {STATE_FILE}, but {folder} holds "
+                             f"{sorted(os.listdir(folder))}.")
+        with open(state_path, encoding="utf-8") as handle:
+            return int(json.load(handle)["epoch"])
+
+
 def restore_keras(model: Any, checkpoint: tune.Checkpoint | None = None) -> int:
     """Restore the trial's latest checkpoint into ``model``; the epoch to go on from.
 
