@@ -202,3 +202,80 @@ def test_trials_paused_for_good_count_as_stopped_not_removed(tmp_path):
     run_to_first_rung(other, controller, [0.5])
     controller.stop_trial(controller.trials[0])
     assert other.policy.status("x") == "out" and other.state()["tracks"]["x"]["removed"]
+
+
+class FakeCache:
+    """Tune's actor cache: the idle actors per resources, in the order Tune reuses them."""
+
+    def __init__(self, queue):
+        self._cached_objects = {"1 CPU": list(queue)}
+
+
+def where_paused_scheduler(n, flag, **settings):
+    policy = PausingPolicy(n_trials=n, max_resource=4, reduction_factor=2, keep_min=1,
+                           first_step=1, **settings)
+    return NCPScheduler(metric="acc", mode="max", max_t=4, policy=policy,
+                        resume_where_paused=flag)
+
+
+def paused_on_two_actors(scheduler, names):
+    """a, c paused on actor X and b on Y (d, on Y, closes the rung and is dropped)."""
+    controller = FakeController([FakeTrial(k) for k in names])
+    x, y = object(), object()
+    for trial in controller.trials:
+        trial.placement_group_factory = "1 CPU"
+        scheduler.on_trial_add(controller, trial)
+    controller._trial_to_actor = {trial: (x, y)[i % 2] for i, trial in
+                                  enumerate(controller.trials[:4])}
+    controller._actor_cache = FakeCache([])
+    for trial, value in zip(controller.trials[:4], [0.9, 0.8, 0.5, 0.6]):
+        trial.status = TuneTrial.RUNNING
+        answer = scheduler.on_trial_result(controller, trial, result(1, value))
+        trial.status = TuneTrial.PAUSED if answer == PAUSE else TuneTrial.TERMINATED
+    controller._trial_to_actor = {}
+    return controller, x, y
+
+
+def test_a_promoted_trial_is_handed_over_when_the_actor_that_paused_it_is_reused_next():
+    # Was: the best promoted trial went to whichever actor Tune reused next, so with 2
+    # actors about half the resumes of a sweep loaded their checkpoint, though the
+    # sweep's trainable keeps each paused trial's models in the memory of its actor.
+    chosen = {}
+    for flag in (False, True):
+        scheduler = where_paused_scheduler(4, flag)
+        controller, x, y = paused_on_two_actors(scheduler, "abcd")
+        assert scheduler.policy.promoted() == ["a", "b"]
+        controller._actor_cache = FakeCache([y, x])  # Tune reuses Y next
+        first = scheduler.choose_trial_to_run(controller)
+        first.status = TuneTrial.RUNNING
+        controller._trial_to_actor = {first: y}
+        controller._actor_cache = FakeCache([x])
+        chosen[flag] = [first.trial_id, scheduler.choose_trial_to_run(controller).trial_id]
+    assert chosen == {False: ["a", "b"], True: ["b", "a"]}
+    # where Tune's actor cache cannot be read, the order is as without the option
+    scheduler = where_paused_scheduler(4, True)
+    controller, x, y = paused_on_two_actors(scheduler, "abcd")
+    del controller._actor_cache
+    assert scheduler.choose_trial_to_run(controller).trial_id == "a"
+
+
+def test_a_promoted_trial_whose_actor_is_busy_waits_while_new_trials_may_start():
+    scheduler = where_paused_scheduler(6, True, bracket_size=4)
+    controller, x, y = paused_on_two_actors(scheduler, "abcdef")
+    e, f = controller.trials[4:]
+    e.status = TuneTrial.RUNNING  # the second bracket's first trial, on actor X
+    controller._trial_to_actor = {e: x}
+    controller._actor_cache = FakeCache([y])
+    b = scheduler.choose_trial_to_run(controller)
+    assert b.trial_id == "b"  # paused on Y, the actor Tune reuses next
+    b.status = TuneTrial.RUNNING
+    z = object()  # a third actor, idle
+    controller._trial_to_actor = {e: x, b: y}
+    controller._actor_cache = FakeCache([z])
+    assert scheduler.choose_trial_to_run(controller) is f  # a waits for X: a new trial
+    f.status = TuneTrial.RUNNING
+    controller._trial_to_actor = {e: x, b: y, f: z}
+    controller._actor_cache = FakeCache([])
+    # nothing new left to start: a resumes where a slot frees, from its checkpoint
+    assert scheduler.choose_trial_to_run(controller).trial_id == "a"
+    assert scheduler.policy.status("a") == "running"

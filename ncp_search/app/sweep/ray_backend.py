@@ -674,6 +674,8 @@ def run_ray_sweep(
     scheduler = make_scheduler(config, output / STATE_FILE)
     checkpoints = pause_epochs(scheduler, int(config["budget"]["epochs"]))
     keep_bytes = live_bytes() if checkpoints else 0  # a bad setting stops here
+    if keep_bytes and hasattr(scheduler, "resume_where_paused"):
+        scheduler.resume_where_paused = True  # the trainable keeps paused models (_KEPT)
     ray_settings = config["ray"]
     cpus = max(2, math.ceil((limit or 1) * float(ray_settings["cpus_per_trial"])))
     started = _init_ray(address, cpus)

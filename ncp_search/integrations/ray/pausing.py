@@ -9,6 +9,14 @@ are stopped. The trainable must report a checkpoint with each result at a rung
 every epoch by default), or the trial would start again from scratch: the first PAUSE
 without one is an error that says so.
 
+With ``resume_where_paused`` (the sweep's trainable keeps a paused trial's models in
+its actor's memory), a promoted trial is handed over when the actor that paused it is
+the next one Tune reuses (``reuse_actors=True``), and one whose actor is busy waits
+while new trials may start: as the Optuna sweep's workers resume first what they hold.
+Which actor Tune reuses next is read from its controller's actor cache, which Tune
+does not publish: where it cannot be read, trials are chosen as without the option.
+The order of the work changes no decision.
+
 Every step is a :class:`~ncp_search.core.pool.TrialPool` event (``add``, ``result``,
 ``decision`` with ``pause``), so the journal brings the policy back after
 ``Tuner.restore``.
@@ -38,11 +46,13 @@ class NoCheckpointError(RuntimeError):
 class TunePausing:
     """The pausing policy's side of NCPScheduler (host objects in, Tune actions out)."""
 
-    def __init__(self, policy: PausingPolicy) -> None:
+    def __init__(self, policy: PausingPolicy, resume_where_paused: bool = False) -> None:
         self._template = copy.deepcopy(policy)
         self.policy = policy
         self._warned = False
         self._staged: str | None = None  # the promoted trial handed to Tune last
+        self.resume_where_paused = resume_where_paused
+        self._paused_on: dict[str, Any] = {}  # trial id -> the Tune actor it paused on
 
     def add(self, trial_id: str) -> bool:
         """Add a trial; False when it is already known (a restored trial)."""
@@ -81,9 +91,10 @@ class TunePausing:
                 "AshaPolicy (the default), which never pauses.")
         return TrialScheduler.PAUSE, event
 
-    def on_result(self, records: TuneRecords, tune_controller: Any, trial_id: str,
+    def on_result(self, records: TuneRecords, tune_controller: Any, trial: Any,
                   result: Mapping[str, Any]) -> str:
         """Record a result and act on it (NCPScheduler's ``on_trial_result``)."""
+        trial_id = trial.trial_id
         recorded = records.record(trial_id, result)
         if isinstance(recorded, rules.Decision):
             return TrialScheduler.CONTINUE  # fail open: no usable metric or time
@@ -91,6 +102,10 @@ class TunePausing:
         action, event = self.act(trial_id, records.pool.history(trial_id), reported, result)
         if event is not None:
             records.apply({"e": "decision", "id": trial_id, "t": now, **event})
+        if action == TrialScheduler.PAUSE and self.resume_where_paused:
+            actors = _actors(tune_controller)
+            if actors is not None and actors[0].get(trial) is not None:
+                self._paused_on[trial_id] = actors[0][trial]
         self.stop_dropped(tune_controller)
         return action
 
@@ -116,7 +131,9 @@ class TunePausing:
                 tune_controller.stop_trial(trial)
 
     def choose(self, tune_controller: Any) -> Any:
-        """Promoted PAUSED trials first (best first), then new (PENDING) trials.
+        """Promoted PAUSED trials first (best first), then new (PENDING) trials; with
+        ``resume_where_paused``, the promoted trials the next reused actor paused come
+        first, and those a busy actor paused come after the new trials.
 
         Tune's controller stages every trial this returns, whether a slot is free or
         not, and starts the staged ones in its own order: so a promoted trial is handed
@@ -127,17 +144,22 @@ class TunePausing:
         if staged is not None and staged.status == Trial.PENDING:
             return None
         self._staged = None
-        for trial_id in self.policy.promoted():
-            trial = by_id.get(trial_id)
-            if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
-                self.policy.resume(trial_id)  # PENDING: restored by Tuner.restore
-                self._staged = trial_id
-                return trial
-        for trial in trials:
-            if trial.status == Trial.PENDING and (
-                    not self.policy.knows(trial.trial_id)
-                    or self.policy.status(trial.trial_id) == "running"):
-                return trial
+        ready = [by_id[k] for k in self.policy.promoted()
+                 if k in by_id and by_id[k].status in (Trial.PAUSED, Trial.PENDING)]
+        prefer, defer = self._where_paused(tune_controller, ready)
+        first = ([t for t in ready if t.trial_id in prefer]
+                 + [t for t in ready if t.trial_id not in defer])
+        new = next((t for t in trials if t.status == Trial.PENDING and (
+            not self.policy.knows(t.trial_id) or self.policy.status(t.trial_id) == "running")),
+            None)
+        chosen = first[0] if first else new if new is not None else (
+            ready[0] if ready else None)
+        if chosen is not None and chosen in ready:
+            self.policy.resume(chosen.trial_id)  # PENDING: restored by Tuner.restore
+            self._paused_on.pop(chosen.trial_id, None)
+            self._staged = chosen.trial_id
+        if chosen is not None:
+            return chosen
         if (self.policy.can_start() and trials and not self._warned
                 and not any(t.status in (Trial.PENDING, Trial.RUNNING) for t in trials)):
             # Every trial is paused at a rung that waits for trials not yet started:
@@ -172,6 +194,42 @@ class TunePausing:
             except (KeyError, ValueError):
                 continue  # an event the policy cannot place: skipped, as the pool does
         self.policy = policy
+
+
+    def _where_paused(self, tune_controller: Any,
+                      ready: list[Any]) -> tuple[set[str], set[str]]:
+        """``(prefer, defer)`` of the promoted trials ``ready`` (see :meth:`choose`):
+        those the actor Tune reuses next paused, and those a live other actor did."""
+        if not (self.resume_where_paused and ready and self._paused_on):
+            return set(), set()
+        actors = _actors(tune_controller)
+        if actors is None:
+            return set(), set()
+        running, cached = actors
+        alive = set(running.values()).union(*cached.values())
+        prefer, defer = set(), set()
+        for trial in ready:
+            actor = self._paused_on.get(trial.trial_id)
+            queue = cached.get(getattr(trial, "placement_group_factory", None)) or []
+            if actor is None or actor not in alive:
+                continue  # its models are gone with its actor
+            if queue and queue[0] is actor:
+                prefer.add(trial.trial_id)
+            else:
+                defer.add(trial.trial_id)
+        return prefer, defer
+
+
+def _actors(tune_controller: Any) -> tuple[dict[Any, Any], dict[Any, list[Any]]] | None:
+    """``(trial -> its actor, resources -> the idle actors in the order Tune reuses
+    them)``, read from Tune's controller (not a published API: None where absent)."""
+    inner = getattr(tune_controller, "_tune_controller", tune_controller)  # Tune's wrapper
+    running = inner.__dict__.get("_trial_to_actor") if hasattr(inner, "__dict__") else None
+    cache = inner.__dict__.get("_actor_cache") if hasattr(inner, "__dict__") else None
+    cached = getattr(cache, "_cached_objects", None)
+    if not isinstance(running, dict) or not isinstance(cached, Mapping):
+        return None
+    return running, {key: list(value) for key, value in cached.items()}
 
 
 def _number(value: Any) -> float:

@@ -82,6 +82,12 @@ class NCPScheduler(FIFOScheduler):
             ``first_step=1``), or a :class:`~ncp_search.core.pausing.PausingPolicy`:
             trials then PAUSE at its rungs and the promoted ones resume from their
             checkpoints (:mod:`ncp_search.integrations.ray.pausing`).
+        resume_where_paused: with a ``PausingPolicy``, hand a promoted trial to Tune
+            when the actor that paused it is the next one Tune reuses
+            (``reuse_actors=True``), for a trainable that keeps a paused trial's model
+            in its process and resumes from it there instead of from the checkpoint
+            (as ``ncp-search sweep`` does). It orders the work only: no decision
+            changes. Default False.
     """
 
     FEEDS = REPORTED_SERIES
@@ -105,6 +111,7 @@ class NCPScheduler(FIFOScheduler):
         beta_key: str = "beta_eff",
         state_path: str | None = None,
         policy: Policy | PausingPolicy | None = None,
+        resume_where_paused: bool = False,
     ) -> None:
         super().__init__()
         if mode not in (None, "max", "min"):
@@ -120,11 +127,22 @@ class NCPScheduler(FIFOScheduler):
             raise TypeError(f"policy must be an ncp_search Policy or PausingPolicy, but got "
                             f"{type(policy).__name__}.")
         self.policy: Policy | PausingPolicy = policy
-        self._pausing = TunePausing(policy) if isinstance(policy, PausingPolicy) else None
+        self._pausing = (TunePausing(policy, resume_where_paused)
+                         if isinstance(policy, PausingPolicy) else None)
         self._records = TuneRecords(time_attr=time_attr, beta_key=beta_key,
                                     requires=policy.predictor.requires, state_path=state_path)
         self._records.metric, self._records.mode = metric, mode
         self._grace_period, self._max_t = grace_period, max_t
+
+    @property
+    def resume_where_paused(self) -> bool:
+        """See the constructor (always False without a ``PausingPolicy``)."""
+        return self._pausing is not None and self._pausing.resume_where_paused
+
+    @resume_where_paused.setter
+    def resume_where_paused(self, value: bool) -> None:
+        if self._pausing is not None:
+            self._pausing.resume_where_paused = bool(value)
 
     def settings(self) -> dict[str, Any]:
         """The scheduler's class and its policy's settings as JSON values (the keys
@@ -154,7 +172,7 @@ class NCPScheduler(FIFOScheduler):
         if self._pausing is None:
             decision = self.decide(trial.trial_id, result)
             return TrialScheduler.STOP if decision.stop else TrialScheduler.CONTINUE
-        return self._pausing.on_result(self._records, tune_controller, trial.trial_id, result)
+        return self._pausing.on_result(self._records, tune_controller, trial, result)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         if self._pausing is None:
