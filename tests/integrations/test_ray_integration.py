@@ -231,6 +231,7 @@ def test_killed_pausing_sweep_restores_and_every_trial_keeps_its_fate(tmp_path):
     finally:
         _kill_with_its_ray(driver)  # no clean shutdown
     assert len(completed) == 1, f"no kill mid-sweep: {completed}"
+    journaled = _journal_events(journal)
     results = _restore_and_finish(path, sweep.pausing_trainable)
     assert len(results) == len(sweep.QUALITIES) and not results.errors
     by_quality = {r.config["quality"]: r.metrics for r in results}
@@ -251,6 +252,11 @@ def test_killed_pausing_sweep_restores_and_every_trial_keeps_its_fate(tmp_path):
     fates = {ids[k]: scheduler.policy.status(k) for k in tracks}
     assert fates == {q: "done" if q in best_two else "dropped" for q in sweep.QUALITIES}
     assert scheduler.num_stopped == len(sweep.QUALITIES) - 2
+    # a trial the policy had dropped before the kill trains no step after the restore
+    dropped_before = {e["id"] for e in journaled if e["e"] == "decision" and e.get("stop")}
+    rerun = [(e["id"], e.get("t")) for e in _journal_events(journal)[len(journaled):]
+             if e["e"] == "result" and e["id"] in dropped_before]
+    assert not rerun, f"dropped trials trained again after the restore: {rerun}"
     for trial_id, track in tracks.items():
         assert all(a < b for a, b in zip(track["t"], track["t"][1:])), (trial_id, track["t"])
 

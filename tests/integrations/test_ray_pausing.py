@@ -204,6 +204,26 @@ def test_trials_paused_for_good_count_as_stopped_not_removed(tmp_path):
     assert other.policy.status("x") == "out" and other.state()["tracks"]["x"]["removed"]
 
 
+def test_a_trial_dropped_before_a_restore_is_stopped_before_tune_starts_it(tmp_path):
+    # Was: Tune's snapshot held the dropped trials as PAUSED; Tuner.restore made them
+    # PENDING and Tune started them itself, so each trained one more epoch before the
+    # policy stopped it at its first result (7 of 10 trials of a killed real sweep).
+    scheduler = scheduler_for(4, tmp_path / "journal.jsonl")
+    controller = FakeController([FakeTrial(k) for k in "abcd"], scheduler)
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+    run_to_first_rung(scheduler, controller, [0.5, 0.9, 0.7, 0.6])
+    restored = scheduler_for(4, tmp_path / "journal.jsonl")
+    controller = FakeController([FakeTrial(k) for k in "abcd"], restored)
+    for trial in controller.trials:  # all PENDING again, as after Tuner.restore
+        restored.on_trial_add(controller, trial)
+    assert restored.policy.dropped() == ["a", "d"] and restored.num_stopped == 2
+    chosen = restored.choose_trial_to_run(controller)
+    assert chosen.trial_id == "b" and controller.stopped == ["a", "d"]
+    assert controller.trials[0].status == TuneTrial.TERMINATED
+    assert restored.num_stopped == 2  # the same stops, not counted twice
+
+
 class FakeCache:
     """Tune's actor cache: the idle actors per resources, in the order Tune reuses them."""
 

@@ -122,12 +122,14 @@ class TunePausing:
         return True
 
     def stop_dropped(self, tune_controller: Any) -> None:
-        """Stop the PAUSED trials the policy will never resume."""
+        """Stop the PAUSED trials the policy will never resume, and the PENDING ones
+        (after ``Tuner.restore`` from a snapshot taken before their stop, Tune holds
+        them as PENDING and starts them itself, whatever the scheduler chooses)."""
         dropped = set(self.policy.dropped())
         if not dropped or tune_controller is None:
             return
         for trial in tune_controller.get_trials():
-            if trial.trial_id in dropped and trial.status == Trial.PAUSED:
+            if trial.trial_id in dropped and trial.status in (Trial.PAUSED, Trial.PENDING):
                 tune_controller.stop_trial(trial)
 
     def choose(self, tune_controller: Any) -> Any:
@@ -138,6 +140,7 @@ class TunePausing:
         Tune's controller stages every trial this returns, whether a slot is free or
         not, and starts the staged ones in its own order: so a promoted trial is handed
         over only once the one handed before has left PENDING (started, or ended)."""
+        self.stop_dropped(tune_controller)  # before Tune starts its PENDING trials
         trials = list(tune_controller.get_trials())
         by_id = {t.trial_id: t for t in trials}
         staged = by_id.get(self._staged) if self._staged is not None else None
