@@ -582,7 +582,10 @@ def test_a_paused_trial_resumes_from_its_actors_memory_when_the_state_matches(mo
                         lambda checkpoint: checkpoint)
     monkeypatch.setattr("ncp_search.integrations.ray.checkpoint.keras_checkpoint",
                         lambda model, epoch: contextlib.nullcontext(f"epoch {epoch}"))
-    monkeypatch.setattr(backend, "_KEPT", {})
+    import ncp_search.integrations.ray.kept as kept_module
+
+    store = kept_module.KeptModels()
+    monkeypatch.setattr(kept_module, "KEPT", store)
     config = make_config({"name": "ncp_pause"})
 
     def train(keep_bytes=100):
@@ -593,24 +596,23 @@ def test_a_paused_trial_resumes_from_its_actors_memory_when_the_state_matches(mo
                            checkpoint=(1,), keep_bytes=keep_bytes)
 
     train()  # paused at its rung after epoch 1: the actor keeps its models
-    assert backend._KEPT == {"t_00000": paused} and "resumed_from" not in reports[-1]
+    assert "t_00000" in store and len(store) == 1 and "resumed_from" not in reports[-1]
     checkpoints["t_00000"] = 1  # Tune resumes it from its checkpoint of epoch 1
     train()
     assert calls[-1] is paused and reports[-1]["resumed_from"] == "memory"
-    assert backend._KEPT == {}  # taken: a model is never resumed twice
+    assert len(store) == 0  # taken: a model is never resumed twice
 
     # a checkpoint of another state (here, the kept models are older than it), a
     # model pushed out by newer ones, or none kept (keep_bytes=0): from the checkpoint
-    for kept, keep_bytes in (({"t_00000": LiveTrial("old", None, 0)}, 100), ({}, 100),
-                             ({}, 0)):
-        backend._KEPT.update(kept)
+    for old, keep_bytes in ((True, 100), (False, 100), (False, 0)):
+        if old:
+            store.keep("t_00000", LiveTrial("old", None, 0), 0, 10, 100)
         train(keep_bytes)
         assert calls[-1] is None and reports[-1]["resumed_from"] == "checkpoint"
-        assert backend._KEPT == {}
-    backend._KEPT.clear()
+        assert len(store) == 0
     checkpoints["t_00000"] = None
     train(keep_bytes=5)  # its models would take more than the memory it may use
-    assert backend._KEPT == {}
+    assert len(store) == 0
 
 
 @pytest.mark.slow

@@ -221,44 +221,34 @@ def _absolute_paths(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- the trainable (runs in a Ray actor) ----------------------------------------------
-_KEPT: dict[str, Any] = {}
-"""This actor's paused trials' models (:class:`~ncp_search.app.sweep.trial.LiveTrial`,
-by Tune trial id, longest kept first; within ``NCP_SEARCH_PAUSED_MODELS_MB``). Tune
-reuses a trial's actor (``reuse_actors=True``), so a paused trial that Tune resumes on
-the actor that paused it trains on from memory: no model built, compiled, restored or
-traced again. Elsewhere it loads its checkpoint. A model that Tune stopped for good
-stays until newer ones push it out (the actor is not told)."""
-
-
 def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: str,
            cache_dir: str | None, finished: Mapping[str, Any] | None = None,
            checkpoint: Iterable[int] = (), keep_bytes: int = 0) -> None:
     """Fine-tune one configuration; report each epoch to Tune, with a checkpoint after
     the epochs (1-based) in ``checkpoint`` (:func:`pause_epochs`), going on from the
     trial's latest checkpoint, or from its models in this actor's memory when it kept
-    them (:data:`_KEPT`, at most ``keep_bytes``). A trial that finished before a resume
+    them (:data:`ncp_search.integrations.ray.kept.KEPT`, at most ``keep_bytes``; Tune
+    reuses a trial's actor, so a trial resumed on the actor that paused it trains on
+    without building, restoring or tracing again; a model Tune stopped for good stays
+    until newer ones push it out). A trial that finished before a resume
     (in ``finished``) replays its recorded epochs instead."""
-    from ncp_search.app.sweep.trial import (
-        EpochInfo,
-        application_input_shape,
-        run_trial,
-        trim_live,
-    )
+    from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
     from ncp_search.integrations.ray.checkpoint import (
         checkpoint_epochs,
         keras_checkpoint,
         restore_keras,
     )
+    from ncp_search.integrations.ray.kept import KEPT
 
     _allow_slow_stops()
     trial_id = tune.get_context().get_trial_id() or "trial_0"
-    kept = _KEPT.pop(trial_id, None)
+    restored = None if finished and trial_id in finished else tune.get_checkpoint()
+    # its models in this actor's memory if they hold the state Tune resumes from
+    kept = None if restored is None else KEPT.take(trial_id, checkpoint_epochs(restored))
+    KEPT.discard(trial_id)
     if finished and trial_id in finished:
         _replay(finished[trial_id])
         return
-    restored = tune.get_checkpoint()
-    if restored is None or kept is None or checkpoint_epochs(restored) != kept.epochs:
-        kept = None  # not the state Tune resumes from: its checkpoint is
     resumed = {} if restored is None else {"resumed_from": "checkpoint" if kept is None
                                           else "memory"}
     shape = application_input_shape(sweep)
@@ -283,11 +273,10 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
             held.update(metrics)  # reported once the model is saved
         elif epoch + 1 in checkpoint:
             if keep_bytes and info.live is not None:  # if Tune pauses it, this actor keeps it
-                _KEPT[trial_id] = info.live
-                trim_live(_KEPT, keep_bytes)
+                KEPT.keep(trial_id, info.live, info.live.epochs, info.live.nbytes, keep_bytes)
             with keras_checkpoint(info.model, epoch + 1) as saved:
                 tune.report(metrics, checkpoint=saved)  # a pause or a stop ends the thread
-            _KEPT.pop(trial_id, None)  # promoted as it arrived: it trains on
+            KEPT.discard(trial_id)  # promoted as it arrived: it trains on
         else:
             tune.report(metrics)
         return False
@@ -675,7 +664,7 @@ def run_ray_sweep(
     checkpoints = pause_epochs(scheduler, int(config["budget"]["epochs"]))
     keep_bytes = live_bytes() if checkpoints else 0  # a bad setting stops here
     if keep_bytes and hasattr(scheduler, "resume_where_paused"):
-        scheduler.resume_where_paused = True  # the trainable keeps paused models (_KEPT)
+        scheduler.resume_where_paused = True  # the trainable keeps paused models (kept.KEPT)
     ray_settings = config["ray"]
     cpus = max(2, math.ceil((limit or 1) * float(ray_settings["cpus_per_trial"])))
     started = _init_ray(address, cpus)

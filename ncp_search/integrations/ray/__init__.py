@@ -15,6 +15,7 @@ _LAZY = {
     "NCPTuneCallback": "ncp_search.integrations.ray.callback",
     "keras_checkpoint": "ncp_search.integrations.ray.checkpoint",
     "restore_keras": "ncp_search.integrations.ray.checkpoint",
+    "kept_model": "ncp_search.integrations.ray.checkpoint",
     "KerasProbeTrainable": "ncp_search.integrations.ray.trainable",
     "report_beta_eff_to_tune": "ncp_search.integrations.ray.trainable",
     "trial_resources": "ncp_search.integrations.ray.trainable",

@@ -15,6 +15,7 @@ except ImportError as error:  # pragma: no cover
 from ncp_search.core.history import PROBE_TERMS
 from ncp_search.engine.callbacks import ProbeCallback
 from ncp_search.integrations.ray.checkpoint import keras_checkpoint
+from ncp_search.integrations.ray.kept import KEPT, megabytes, model_bytes
 from ncp_search.integrations.ray.trainable import predictor_reads_beta_eff, tune_metrics
 
 if TYPE_CHECKING:
@@ -79,6 +80,11 @@ class NCPTuneCallback(ProbeCallback):
             which ``measure="auto"`` follows; ``None``: NCPScheduler's default or
             another scheduler, which read no ``beta_eff``.
         measure: ``"auto"`` (default), ``"always"`` or ``"never"``.
+        keep_in_memory_mb: keep the model in this actor's memory at each report with a
+            checkpoint, up to this many MB per actor (0, the default: never), so that
+            a trial Tune pauses and resumes on the same actor trains on from it
+            (:func:`ncp_search.integrations.ray.kept_model`; with
+            ``NCPScheduler(resume_where_paused=True)`` and ``reuse_actors=True``).
         **probe: ``probed_model``, ``num_classes``, ``hidden``, ``feature_layer``,
             ``probe_seed``: where ``beta_eff`` is read, as described above
             (:class:`~ncp_search.engine.probe.ProbeOptions`).
@@ -88,7 +94,7 @@ class NCPTuneCallback(ProbeCallback):
 
     Raises:
         ValueError: for an unknown ``checkpoint_on``, ``predictor`` or ``measure``, a
-            ``checkpoint_frequency`` below 1;
+            ``checkpoint_frequency`` below 1, a negative ``keep_in_memory_mb``;
             during ``fit``, if a requested metric is not in the epoch logs (the
             message lists the available keys).
         TypeError: for a keyword argument that is not a probe option.
@@ -130,9 +136,11 @@ class NCPTuneCallback(ProbeCallback):
         precision: str = "float32",
         predictor: str | None = None,
         measure: str = "auto",
+        keep_in_memory_mb: float = 0,
         **probe: Unpack[ProbeOptions],
     ) -> None:
         super().__init__(x_probe, y_probe, precision=precision, measure=measure, **probe)
+        self._keep_bytes = megabytes(keep_in_memory_mb, "keep_in_memory_mb")
         self.predictor = predictor
         self._reads_beta_eff = predictor_reads_beta_eff(predictor)  # checks the name
         self.metrics = metrics
@@ -195,8 +203,14 @@ class NCPTuneCallback(ProbeCallback):
             tune.report(metrics)
             return
         assert self._epochs_done is not None
+        trial_id = tune.get_context().get_trial_id() if self._keep_bytes else None
+        if trial_id is not None:  # kept if Tune pauses the trial in this report
+            KEPT.keep(str(trial_id), self.model, self._epochs_done, model_bytes(self.model),
+                      self._keep_bytes)
         with keras_checkpoint(self.model, self._epochs_done) as checkpoint:
-            tune.report(metrics, checkpoint=checkpoint)
+            tune.report(metrics, checkpoint=checkpoint)  # a pause ends the thread here
+        if trial_id is not None:
+            KEPT.discard(str(trial_id))  # it trains on
 
 
 def _wanted_keys(metrics: Any) -> list[str]:

@@ -178,8 +178,50 @@ def restore_keras(model: Any, checkpoint: tune.Checkpoint | None = None) -> int:
         checkpoint = _tune().get_checkpoint()
     if checkpoint is None:
         return 0
+    kept = _KEPT_STATE.pop(id(model), None)
+    if kept is not None and kept[0] is model and kept[1] == checkpoint_epochs(checkpoint):
+        return kept[1]  # kept_model() gave it back in the checkpoint's state: no load
     with checkpoint.as_directory() as folder:
         return load_keras(model, folder)
+
+
+_KEPT_STATE: dict[int, tuple[Any, int]] = {}  # id -> (model kept_model gave, epochs)
+
+
+def kept_model(checkpoint: tune.Checkpoint | None = None) -> Any | None:
+    """The model this Ray actor kept when Tune paused the current trial, in the state
+    of the trial's checkpoint, or None (build the model as usual then).
+
+    ``NCPTuneCallback(keep_in_memory_mb=...)`` keeps it (see
+    :mod:`ncp_search.integrations.ray.kept`). With ``reuse_actors=True`` a resumed trial
+    often runs on the actor that paused it (``NCPScheduler(resume_where_paused=True)``
+    makes that the rule where it can): it then trains on from the model in memory,
+    without building, compiling, loading or tracing again. :func:`restore_keras` given
+    this model returns the checkpoint's epochs without loading it.
+
+    Example:
+        >>> def train(config):
+        ...     model = kept_model() or build_model(config)  # compiled, same seed
+        ...     model.fit(x, y, validation_data=(x_val, y_val), epochs=20, verbose=0,
+        ...               initial_epoch=restore_keras(model),
+        ...               callbacks=[ncp_search.NCPTuneCallback(
+        ...                   x_probe, y_probe, metrics=["val_accuracy"],
+        ...                   keep_in_memory_mb=512)])
+    """
+    from ncp_search.integrations.ray.kept import KEPT
+
+    tune_module = _tune()
+    if checkpoint is None:
+        checkpoint = tune_module.get_checkpoint()
+    trial_id = tune_module.get_context().get_trial_id()
+    if checkpoint is None or trial_id is None:
+        return None
+    epochs = checkpoint_epochs(checkpoint)
+    model = KEPT.take(str(trial_id), epochs)
+    if model is not None:
+        _KEPT_STATE.clear()  # one trial per actor at a time
+        _KEPT_STATE[id(model)] = (model, epochs)
+    return model
 
 
 def _seed_states(model: Any) -> list[Any]:
