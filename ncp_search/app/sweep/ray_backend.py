@@ -48,7 +48,11 @@ Checkpoints: where the scheduler may pause a trial (an NCPScheduler with a
 ``PausingPolicy``: at its rungs; Tune's ``hyperband``: every epoch but the last) the
 epoch is reported with a checkpoint (the model with its optimizer state and the
 epochs done: :mod:`ncp_search.integrations.ray.checkpoint`), and a trial Tune resumes
-or restores goes on from its latest one. Other schedulers never resume a trial, so
+or restores goes on from its latest one; a paused trial's models also stay in its
+actor's memory (``NCP_SEARCH_PAUSED_MODELS_MB``), and a resume on that actor trains on
+from them (the record's ``resumed_from`` says which, per resume; the scheduler hands
+a promoted trial over when the actor that paused it is free:
+``NCPScheduler(resume_where_paused=True)``). Other schedulers never resume a trial, so
 nothing is saved (a save costs about a tenth of an epoch of the quick CNN:
 docs/cost/checkpoint_cost.txt) and a trial restored after an interruption starts
 again from its first epoch.
