@@ -14,7 +14,8 @@ its actor's memory), a promoted trial is handed over when the actor that paused 
 the next one Tune reuses (``reuse_actors=True``), and one whose actor is busy waits
 while new trials may start: as the Optuna sweep's workers resume first what they hold.
 Which actor Tune reuses next is read from its controller's actor cache, which Tune
-does not publish: where it cannot be read, trials are chosen as without the option.
+does not publish: where it cannot be read, trials are chosen as without the option
+(with a one-time ``RuntimeWarning``).
 The order of the work changes no decision.
 
 Every step is a :class:`~ncp_search.core.pool.TrialPool` event (``add``, ``result``,
@@ -53,6 +54,7 @@ class TunePausing:
         self._staged: str | None = None  # the promoted trial handed to Tune last
         self.resume_where_paused = resume_where_paused
         self._paused_on: dict[str, Any] = {}  # trial id -> the Tune actor it paused on
+        self._blind = False  # warned that Tune's actors cannot be read
 
     def add(self, trial_id: str) -> bool:
         """Add a trial; False when it is already known (a restored trial)."""
@@ -103,7 +105,7 @@ class TunePausing:
         if event is not None:
             records.apply({"e": "decision", "id": trial_id, "t": now, **event})
         if action == TrialScheduler.PAUSE and self.resume_where_paused:
-            actors = _actors(tune_controller)
+            actors = self._actors(tune_controller)
             if actors is not None and actors[0].get(trial) is not None:
                 self._paused_on[trial_id] = actors[0][trial]
         self.stop_dropped(tune_controller)
@@ -205,7 +207,7 @@ class TunePausing:
         those the actor Tune reuses next paused, and those a live other actor did."""
         if not (self.resume_where_paused and ready and self._paused_on):
             return set(), set()
-        actors = _actors(tune_controller)
+        actors = self._actors(tune_controller)
         if actors is None:
             return set(), set()
         running, cached = actors
@@ -221,6 +223,21 @@ class TunePausing:
             else:
                 defer.add(trial.trial_id)
         return prefer, defer
+
+
+    def _actors(self, tune_controller: Any) -> tuple[dict[Any, Any],
+                                                     dict[Any, list[Any]]] | None:
+        """:func:`_actors`, with a one-time warning where Tune's cannot be read."""
+        actors = _actors(tune_controller)
+        if actors is None and tune_controller is not None and not self._blind:
+            self._blind = True
+            warnings.warn(
+                "NCPScheduler(resume_where_paused=True) cannot read which actor Tune "
+                "reuses next (its controller has no _actor_cache or _trial_to_actor in "
+                "this Ray version): promoted trials are handed over in rank order, so "
+                "fewer resume from memory. The decisions are the same.",
+                RuntimeWarning, stacklevel=3)
+        return actors
 
 
 def _actors(tune_controller: Any) -> tuple[dict[Any, Any], dict[Any, list[Any]]] | None:
