@@ -566,7 +566,8 @@ def test_a_paused_trial_resumes_from_its_actors_memory_when_the_state_matches(mo
     def fake_run(sweep, params, data, on_epoch, **kwargs):
         calls.append(kwargs["live"])
         kept = kwargs["live"]  # else it restores its checkpoint
-        start = kept.epochs if kept is not None else checkpoints["t_00000"] or 0
+        restored = checkpoints["t_00000"]
+        start = kept.epochs if kept is not None else int(restored.split()[1]) if restored else 0
         for epoch in range(start, 2):
             live = paused if epoch == 0 else LiveTrial("models at epoch 2", None, 2)
             on_epoch(epoch, 0.5, 1.0, {}, EpochInfo(0.1, 0.3, 0.3, None, live=live))
@@ -578,8 +579,11 @@ def test_a_paused_trial_resumes_from_its_actors_memory_when_the_state_matches(mo
         get_trial_id=lambda: "t_00000"))
     monkeypatch.setattr(backend.tune, "get_checkpoint", lambda: checkpoints["t_00000"])
     monkeypatch.setattr(trial_module, "run_trial", fake_run)
-    monkeypatch.setattr("ncp_search.integrations.ray.checkpoint.checkpoint_epochs",
-                        lambda checkpoint: checkpoint)
+    # a checkpoint here is its name, "epoch <n> [...]": its state is (n, the name)
+    monkeypatch.setattr("ncp_search.integrations.ray.checkpoint.checkpoint_state",
+                        lambda checkpoint: (int(checkpoint.split()[1]), checkpoint))
+    stopped = {}  # the scheduler's journaled stops
+    monkeypatch.setattr(backend, "ray_decisions", lambda path, mode: (stopped, {}))
     monkeypatch.setattr("ncp_search.integrations.ray.checkpoint.keras_checkpoint",
                         lambda model, epoch: contextlib.nullcontext(f"epoch {epoch}"))
     import ncp_search.integrations.ray.kept as kept_module
@@ -597,22 +601,31 @@ def test_a_paused_trial_resumes_from_its_actors_memory_when_the_state_matches(mo
 
     train()  # paused at its rung after epoch 1: the actor keeps its models
     assert "t_00000" in store and len(store) == 1 and "resumed_from" not in reports[-1]
-    checkpoints["t_00000"] = 1  # Tune resumes it from its checkpoint of epoch 1
+    checkpoints["t_00000"] = "epoch 1"  # Tune resumes it from its checkpoint of epoch 1
     train()
     assert calls[-1] is paused and reports[-1]["resumed_from"] == "memory"
     assert len(store) == 0  # taken: a model is never resumed twice
 
-    # a checkpoint of another state (here, the kept models are older than it), a
-    # model pushed out by newer ones, or none kept (keep_bytes=0): from the checkpoint
-    for old, keep_bytes in ((True, 100), (False, 100), (False, 0)):
-        if old:
-            store.keep("t_00000", LiveTrial("old", None, 0), 0, 10, 100)
+    # another checkpoint than the one kept with the models (older models; the same
+    # epochs but another checkpoint, as after PBT's exploit), a model pushed out by
+    # newer ones, or none kept (keep_bytes=0): from the checkpoint
+    for kept_with, keep_bytes in (("epoch 0", 100), ("epoch 1 of another trial", 100),
+                                  (None, 100), (None, 0)):
+        if kept_with is not None:
+            store.keep("t_00000", LiveTrial("old", None, 1), (int(kept_with.split()[1]),
+                                                                kept_with), 10, 100)
         train(keep_bytes)
         assert calls[-1] is None and reports[-1]["resumed_from"] == "checkpoint"
         assert len(store) == 0
     checkpoints["t_00000"] = None
     train(keep_bytes=5)  # its models would take more than the memory it may use
     assert len(store) == 0
+    # the models of trials the scheduler stopped for good are let go at the next start
+    store.keep("t_00009", "dropped", (1, "epoch 1"), 10, 100)
+    store.keep("t_00008", "paused", (1, "epoch 1"), 10, 100)
+    stopped["t_00009"] = {"epoch": 1, "reason": "paused for good"}
+    train()
+    assert store.ids() == ["t_00008", "t_00000"]
 
 
 @pytest.mark.slow
@@ -645,3 +658,17 @@ def test_a_pausing_ray_sweep_resumes_from_memory_with_the_same_curves(tmp_path, 
     # the same weights: the same values epoch by epoch
     assert {n: r["val_accuracy"] for n, r in kept.items()} == {
         n: r["val_accuracy"] for n, r in checkpointed.items()}
+
+
+@pytest.mark.parametrize("name", ["ncp_pause", "hyperband"])
+def test_a_bad_paused_models_setting_is_refused_before_a_pausing_ray_sweep_starts(
+        monkeypatch, name):
+    # Was: checked for Optuna's ncp_pause only; a Ray sweep read it after writing to
+    # its output folder (Tune's hyperband pauses and keeps models too).
+    from ncp_search.app.sweep.trial import LIVE_MB_ENV, check_live_bytes
+    from ncp_search.errors import NCPSearchError
+
+    monkeypatch.setenv(LIVE_MB_ENV, "lots")
+    with pytest.raises(NCPSearchError, match=f"{LIVE_MB_ENV} must be a number of MB"):
+        check_live_bytes(make_config({"name": name}))
+    check_live_bytes(make_config({"name": "ncp"}))  # never pauses: not read

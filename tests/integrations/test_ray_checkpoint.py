@@ -178,20 +178,62 @@ def test_kept_models_stay_within_their_memory_and_state():
     weights = sum(w.size for w in model.get_weights())
     assert model_bytes(model) >= 4 * 3 * weights  # weights and Adam's two moments
     store = KeptModels()
-    store.keep("a", "A", 1, 60, limit=100)
-    store.keep("b", "B", 1, 30, limit=100)
-    store.keep("c", "C", 2, 30, limit=100)  # 120 > 100: the longest kept (a) goes
-    assert "a" not in store and len(store) == 2
-    assert store.take("b", 2) is None and "b" not in store  # another state: let go
-    assert store.take("c", 2) == "C" and len(store) == 0
-    store.keep("d", "D", 1, 200, limit=100)
+    store.keep("a", "A", (1, "ca"), 60, limit=100)
+    store.keep("b", "B", (1, "cb"), 30, limit=100)
+    store.keep("c", "C", (2, "cc"), 30, limit=100)  # 120 > 100: the longest kept (a) goes
+    assert store.ids() == ["b", "c"]
+    assert store.take("b", (1, "another checkpoint")) is None and "b" not in store
+    assert store.take("c", (2, "cc")) == "C" and len(store) == 0
+    store.keep("d", "D", (1, "cd"), 200, limit=100)
     assert len(store) == 0  # larger than its memory: not kept
+    # Was: a trial that reported on (promoted as it arrived) had already pushed out a
+    # paused one when it was kept before its report.
+    store.keep("p", "P", (1, "cp"), 60, limit=100)
+    store.keep("q", "Q", (1, "cq"), 60, limit=100)  # before q's report
+    store.discard("q")  # q trains on: p stays
+    assert store.ids() == ["p"]
     assert megabytes(1.5, "x") == 3 * 2**19
     for bad in (-1, "lots", True, float("nan")):
         with pytest.raises(ValueError, match="x must be a number of MB >= 0"):
             megabytes(bad, "x")
     with pytest.raises(ValueError, match="keep_in_memory_mb must be a number of MB"):
         callback(keep_in_memory_mb=-5)
+
+
+def test_a_kept_model_is_not_resumed_from_another_checkpoint(reports, monkeypatch, tmp_path):
+    # Was: matched by epochs alone, so a trial whose checkpoint Tune replaced with
+    # another of the same epochs (PBT's exploit) trained on from its own old model.
+    import ncp_search.integrations.ray.kept as kept_module
+    from ncp_search.integrations.ray import kept_model
+    from ncp_search.integrations.ray.checkpoint import checkpoint_state
+
+    monkeypatch.setattr(kept_module, "KEPT", kept_module.KeptModels())
+    monkeypatch.setattr("ncp_search.integrations.ray.callback.KEPT", kept_module.KEPT)
+    monkeypatch.setattr(ray.tune, "get_context", lambda: type(
+        "Context", (), {"get_trial_id": staticmethod(lambda: "t_1")})())
+    real_report = ray.tune.report
+
+    def pausing_report(metrics, *, checkpoint=None):
+        real_report(metrics, checkpoint=checkpoint)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(ray.tune, "report", pausing_report)
+    with pytest.raises(SystemExit):
+        fit(build(), 2, callbacks=[callback(keep_in_memory_mb=64)])
+    donor = build(learning_rate=0.05)
+    fit(donor, 1)
+    save_keras(donor, tmp_path / "donor", epoch=1)  # same epochs, another checkpoint
+    swapped = ray.tune.Checkpoint.from_directory(str(tmp_path / "donor"))
+    assert checkpoint_state(swapped)[0] == 1
+    assert checkpoint_state(swapped) != checkpoint_state(
+        ray.tune.Checkpoint.from_directory(str(reports[-1]["checkpoint"])))
+    assert kept_model(swapped) is None
+    fresh = build()
+    assert restore_keras(fresh, swapped) == 1
+    assert_same_weights(fresh, donor)
+    # a checkpoint of another format: no kept model, no error
+    (tmp_path / "other").mkdir()
+    assert kept_model(ray.tune.Checkpoint.from_directory(str(tmp_path / "other"))) is None
 
 
 def test_no_checkpoint_restores_nothing(monkeypatch):

@@ -238,7 +238,7 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     (in ``finished``) replays its recorded epochs instead."""
     from ncp_search.app.sweep.trial import EpochInfo, application_input_shape, run_trial
     from ncp_search.integrations.ray.checkpoint import (
-        checkpoint_epochs,
+        checkpoint_state,
         keras_checkpoint,
         restore_keras,
     )
@@ -248,8 +248,11 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
     trial_id = tune.get_context().get_trial_id() or "trial_0"
     restored = None if finished and trial_id in finished else tune.get_checkpoint()
     # its models in this actor's memory if they hold the state Tune resumes from
-    kept = None if restored is None else KEPT.take(trial_id, checkpoint_epochs(restored))
+    state = None if restored is None or not keep_bytes else checkpoint_state(restored)
+    kept = None if state is None else KEPT.take(trial_id, state)
     KEPT.discard(trial_id)
+    if keep_bytes:
+        _let_go_of_stopped(Path(output))
     if finished and trial_id in finished:
         _replay(finished[trial_id])
         return
@@ -276,9 +279,11 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
         elif epoch + 1 in checkpoint:
-            if keep_bytes and info.live is not None:  # if Tune pauses it, this actor keeps it
-                KEPT.keep(trial_id, info.live, info.live.epochs, info.live.nbytes, keep_bytes)
             with keras_checkpoint(info.model, epoch + 1) as saved:
+                live = info.live if keep_bytes else None
+                state = None if live is None else checkpoint_state(saved)
+                if live is not None and state is not None:  # kept if Tune pauses it
+                    KEPT.keep(trial_id, live, state, live.nbytes, keep_bytes)
                 tune.report(metrics, checkpoint=saved)  # a pause or a stop ends the thread
             KEPT.discard(trial_id)  # promoted as it arrived: it trains on
         else:
@@ -294,6 +299,24 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         if record["model_path"]:
             held["model_path"] = f"{MODELS}/{model_path.name}"
         tune.report(held)
+
+
+def _let_go_of_stopped(output: Path) -> None:
+    """Let go of the kept models of trials the scheduler has stopped (dropped at a
+    rung: the driver journals each stop in the output folder); nothing where the
+    journal cannot be read (e.g. an output folder the workers do not share)."""
+    from ncp_search.integrations.ray.kept import KEPT
+
+    held = KEPT.ids()
+    if not held:
+        return
+    try:
+        stops, _ = ray_decisions(output / STATE_FILE, MODE)
+    except Exception:  # noqa: BLE001 - fail open: the byte limit still bounds them
+        return
+    for trial_id in held:
+        if trial_id in stops:
+            KEPT.discard(trial_id)
 
 
 REUSE_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"

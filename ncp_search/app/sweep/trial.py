@@ -92,15 +92,18 @@ def live_bytes() -> int:
 
 
 def check_live_bytes(config: Mapping[str, Any]) -> None:
-    """Refuse a bad :data:`LIVE_MB_ENV` for a pausing sweep (either backend) before
-    anything is written.
+    """Refuse a bad :data:`LIVE_MB_ENV` for a sweep that pauses trials (``ncp_pause``
+    on either backend, Tune's ``hyperband``) before anything is written.
 
     Raises:
         NCPSearchError: it is not a number.
     """
     from ncp_search.app.sweep.config import as_config
 
-    if as_config(config).choice.rule == "pause":
+    typed = as_config(config)
+    pauses = typed.choice.rule == "pause" or (typed.backend == "ray"
+                                              and typed.choice.name == "hyperband")
+    if pauses:  # Tune's HyperBandScheduler pauses too
         live_bytes()
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -59,7 +60,7 @@ def save_keras(model: Any, folder: str | os.PathLike[str], epoch: int) -> None:
                          f"epoch={epoch}.")
     os.makedirs(folder, exist_ok=True)
     model.save(os.path.join(folder, MODEL_FILE))
-    state = {"epoch": int(epoch),
+    state = {"epoch": int(epoch), "id": uuid.uuid4().hex,  # this checkpoint's identity
              "seed_states": [[int(v) for v in _flat(state)] for state in _seed_states(model)]}
     with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as handle:
         json.dump(state, handle)
@@ -126,20 +127,18 @@ def load_keras(model: Any, folder: str | os.PathLike[str]) -> int:
     return int(state["epoch"])
 
 
-def checkpoint_epochs(checkpoint: tune.Checkpoint) -> int:
-    """The epochs a checkpoint of this module had done, read without loading the
-    model (a trial that kept its model in memory checks it holds the same state).
-
-    Raises:
-        ValueError: when the checkpoint was not written by this module.
-    """
+def checkpoint_state(checkpoint: tune.Checkpoint) -> tuple[int, str] | None:
+    """``(epochs done, id)`` of a checkpoint of this module, read without loading the
+    model (a model kept in memory resumes only in the state of the trial's
+    checkpoint); None for a checkpoint without them (another format, or written
+    before ids)."""
     with checkpoint.as_directory() as folder:
-        state_path = os.path.join(folder, STATE_FILE)
-        if not os.path.isfile(state_path):
-            raise ValueError(f"A Keras checkpoint must hold {STATE_FILE}, but {folder} holds "
-                             f"{sorted(os.listdir(folder))}.")
-        with open(state_path, encoding="utf-8") as handle:
-            return int(json.load(handle)["epoch"])
+        try:
+            with open(os.path.join(folder, STATE_FILE), encoding="utf-8") as handle:
+                state = json.load(handle)
+            return int(state["epoch"]), str(state["id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
 
 def restore_keras(model: Any, checkpoint: tune.Checkpoint | None = None) -> int:
@@ -179,18 +178,22 @@ def restore_keras(model: Any, checkpoint: tune.Checkpoint | None = None) -> int:
     if checkpoint is None:
         return 0
     kept = _KEPT_STATE.pop(id(model), None)
-    if kept is not None and kept[0] is model and kept[1] == checkpoint_epochs(checkpoint):
-        return kept[1]  # kept_model() gave it back in the checkpoint's state: no load
+    if kept is not None and kept[0] is model:
+        state = checkpoint_state(checkpoint)
+        if state is not None and state == kept[1]:
+            return state[0]  # kept_model() gave it back in the checkpoint's state: no load
     with checkpoint.as_directory() as folder:
         return load_keras(model, folder)
 
 
-_KEPT_STATE: dict[int, tuple[Any, int]] = {}  # id -> (model kept_model gave, epochs)
+_KEPT_STATE: dict[int, tuple[Any, tuple[int, str]]] = {}  # id -> (model, checkpoint state)
 
 
 def kept_model(checkpoint: tune.Checkpoint | None = None) -> Any | None:
     """The model this Ray actor kept when Tune paused the current trial, in the state
-    of the trial's checkpoint, or None (build the model as usual then).
+    of the trial's checkpoint (the same epochs and checkpoint id), or None: no
+    checkpoint, none kept, another state (e.g. PBT replaced the checkpoint), or a
+    checkpoint of another format. Build the model as usual then.
 
     ``NCPTuneCallback(keep_in_memory_mb=...)`` keeps it (see
     :mod:`ncp_search.integrations.ray.kept`). With ``reuse_actors=True`` a resumed trial
@@ -216,11 +219,12 @@ def kept_model(checkpoint: tune.Checkpoint | None = None) -> Any | None:
     trial_id = tune_module.get_context().get_trial_id()
     if checkpoint is None or trial_id is None:
         return None
-    epochs = checkpoint_epochs(checkpoint)
-    model = KEPT.take(str(trial_id), epochs)
-    if model is not None:
-        _KEPT_STATE.clear()  # one trial per actor at a time
-        _KEPT_STATE[id(model)] = (model, epochs)
+    state = checkpoint_state(checkpoint)
+    model = None if state is None else KEPT.take(str(trial_id), state)
+    KEPT.discard(str(trial_id))
+    _KEPT_STATE.clear()  # one trial per actor at a time
+    if model is not None and state is not None:
+        _KEPT_STATE[id(model)] = (model, state)
     return model
 
 

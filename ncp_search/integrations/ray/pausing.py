@@ -11,8 +11,9 @@ without one is an error that says so.
 
 With ``resume_where_paused`` (the sweep's trainable keeps a paused trial's models in
 its actor's memory), a promoted trial is handed over when the actor that paused it is
-the next one Tune reuses (``reuse_actors=True``), and one whose actor is busy waits
-while new trials may start: as the Optuna sweep's workers resume first what they hold.
+the next one Tune reuses (``reuse_actors=True``), and one that another live actor
+paused (busy, or idle but not next) waits while new trials may start: as the Optuna
+sweep's workers resume first what they hold.
 Which actor Tune reuses next is read from its controller's actor cache, which Tune
 does not publish: where it cannot be read, trials are chosen as without the option
 (with a one-time ``RuntimeWarning``).
@@ -137,7 +138,7 @@ class TunePausing:
     def choose(self, tune_controller: Any) -> Any:
         """Promoted PAUSED trials first (best first), then new (PENDING) trials; with
         ``resume_where_paused``, the promoted trials the next reused actor paused come
-        first, and those a busy actor paused come after the new trials.
+        first, and those another live actor paused come after the new trials.
 
         Tune's controller stages every trial this returns, whether a slot is free or
         not, and starts the staged ones in its own order: so a promoted trial is handed
