@@ -300,3 +300,54 @@ def test_a_promoted_trial_whose_actor_is_busy_waits_while_new_trials_may_start()
     # nothing new left to start: a resumes where a slot frees, from its checkpoint
     assert scheduler.choose_trial_to_run(controller).trial_id == "a"
     assert scheduler.policy.status("a") == "running"
+
+
+def run_on_two_actors(flag):
+    """A study of 6 trials (brackets of 4 and 2) run to its end on 2 actors, as Tune's
+    controller runs it: each free actor (in the order Tune reuses them) takes what the
+    scheduler chooses; the running trial with the fewest steps reports next. Returns
+    the policy's fates, each trial's steps and the order of the trials handed over."""
+    scheduler = where_paused_scheduler(6, flag, bracket_size=4)
+    controller = FakeController([FakeTrial(k) for k in "abcdef"], scheduler)
+    quality = dict(zip("abcdef", [0.5, 0.9, 0.7, 0.6, 0.8, 0.4]))
+    for trial in controller.trials:
+        trial.placement_group_factory = "1 CPU"
+        scheduler.on_trial_add(controller, trial)
+    free, running, steps, handed = [object(), object()], {}, dict.fromkeys("abcdef", 0), []
+    controller._trial_to_actor = {}
+    for _ in range(500):
+        while free:
+            controller._actor_cache = FakeCache(free)
+            chosen = scheduler.choose_trial_to_run(controller)
+            if chosen is None:
+                break
+            actor = free.pop(0)  # Tune reuses its first cached actor
+            chosen.status = TuneTrial.RUNNING
+            running[actor] = chosen
+            controller._trial_to_actor[chosen] = actor
+            handed.append(chosen.trial_id)
+        if not running:
+            break
+        actor, trial = min(running.items(), key=lambda item: (steps[item[1].trial_id],
+                                                              item[1].trial_id))
+        steps[trial.trial_id] += 1
+        step = steps[trial.trial_id]
+        answer = scheduler.on_trial_result(controller, trial, result(
+            step, quality[trial.trial_id] * (1 + step) / 5))
+        if answer == CONTINUE and step < 4:
+            continue
+        trial.status = TuneTrial.PAUSED if answer == PAUSE else TuneTrial.TERMINATED
+        if answer != PAUSE:
+            scheduler.on_trial_complete(controller, trial, result(step, 0.0))
+        del running[actor], controller._trial_to_actor[trial]
+        free.append(actor)  # cached behind the actors already idle
+    fates = {k: scheduler.policy.status(k) for k in "abcdef"}
+    return fates, steps, handed
+
+
+def test_resuming_where_paused_changes_the_order_and_no_decision():
+    fates, steps, handed = run_on_two_actors(False)
+    where_fates, where_steps, where_handed = run_on_two_actors(True)
+    assert (where_fates, where_steps) == (fates, steps)
+    assert where_handed != handed  # the option did reorder the work
+    assert set(fates.values()) == {"done", "dropped"} and max(steps.values()) == 4
