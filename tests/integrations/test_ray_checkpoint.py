@@ -135,25 +135,33 @@ def test_callback_checkpoints_resume_where_the_trial_paused(reports, monkeypatch
     assert_same_weights(resumed, ran_on())
 
 
-def test_a_paused_model_kept_in_memory_trains_on_to_the_same_weights(reports, monkeypatch):
-    # Was: a resumed trial always built, compiled, loaded and traced its model again
-    # (1-7 epochs of these small models), though Tune reuses the actor that paused it.
-    import ncp_search.integrations.ray.checkpoint as checkpoint_module
+def pause_in_report(monkeypatch, reports, after):
+    """Trial ``t_1`` in a fresh store of kept models; Tune pauses it in its ``after``-th
+    report (the report ends the trial's thread). Returns the store."""
     import ncp_search.integrations.ray.kept as kept_module
-    from ncp_search.integrations.ray import kept_model
 
-    monkeypatch.setattr(kept_module, "KEPT", kept_module.KeptModels())
-    monkeypatch.setattr("ncp_search.integrations.ray.callback.KEPT", kept_module.KEPT)
+    store = kept_module.KeptModels()
+    monkeypatch.setattr(kept_module, "KEPT", store)
     monkeypatch.setattr(ray.tune, "get_context", lambda: type(
         "Context", (), {"get_trial_id": staticmethod(lambda: "t_1")})())
     real_report = ray.tune.report
 
     def pausing_report(metrics, *, checkpoint=None):
         real_report(metrics, checkpoint=checkpoint)
-        if len(reports) == 2:
-            raise SystemExit(0)  # Tune pauses the trial after its second epoch
+        if len(reports) == after:
+            raise SystemExit(0)
 
     monkeypatch.setattr(ray.tune, "report", pausing_report)
+    return store
+
+
+def test_a_paused_model_kept_in_memory_trains_on_to_the_same_weights(reports, monkeypatch):
+    # Was: a resumed trial always built, compiled, loaded and traced its model again
+    # (1-7 epochs of these small models), though Tune reuses the actor that paused it.
+    import ncp_search.integrations.ray.checkpoint as checkpoint_module
+    from ncp_search.integrations.ray import kept_model
+
+    store = pause_in_report(monkeypatch, reports, after=2)  # after its second epoch
     paused = build()
     with pytest.raises(SystemExit):
         fit(paused, EPOCHS, callbacks=[callback(keep_in_memory_mb=64)])
@@ -167,7 +175,7 @@ def test_a_paused_model_kept_in_memory_trains_on_to_the_same_weights(reports, mo
     assert kept_model() is None  # taken once
     fit(model, EPOCHS, initial_epoch=2, callbacks=[callback(keep_in_memory_mb=64)])
     assert_same_weights(model, ran_on())
-    assert len(kept_module.KEPT) == 0  # it trained on to its end: nothing kept
+    assert len(store) == 0  # it trained on to its end: nothing kept
 
 
 def test_kept_models_stay_within_their_memory_and_state():
@@ -203,21 +211,10 @@ def test_kept_models_stay_within_their_memory_and_state():
 def test_a_kept_model_is_not_resumed_from_another_checkpoint(reports, monkeypatch, tmp_path):
     # Was: matched by epochs alone, so a trial whose checkpoint Tune replaced with
     # another of the same epochs (PBT's exploit) trained on from its own old model.
-    import ncp_search.integrations.ray.kept as kept_module
     from ncp_search.integrations.ray import kept_model
     from ncp_search.integrations.ray.checkpoint import checkpoint_state
 
-    monkeypatch.setattr(kept_module, "KEPT", kept_module.KeptModels())
-    monkeypatch.setattr("ncp_search.integrations.ray.callback.KEPT", kept_module.KEPT)
-    monkeypatch.setattr(ray.tune, "get_context", lambda: type(
-        "Context", (), {"get_trial_id": staticmethod(lambda: "t_1")})())
-    real_report = ray.tune.report
-
-    def pausing_report(metrics, *, checkpoint=None):
-        real_report(metrics, checkpoint=checkpoint)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(ray.tune, "report", pausing_report)
+    pause_in_report(monkeypatch, reports, after=1)
     with pytest.raises(SystemExit):
         fit(build(), 2, callbacks=[callback(keep_in_memory_mb=64)])
     donor = build(learning_rate=0.05)

@@ -242,19 +242,19 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         keras_checkpoint,
         restore_keras,
     )
-    from ncp_search.integrations.ray.kept import KEPT
+    from ncp_search.integrations.ray.kept import KEPT, report_keeping
 
     _allow_slow_stops()
     trial_id = tune.get_context().get_trial_id() or "trial_0"
-    restored = None if finished and trial_id in finished else tune.get_checkpoint()
+    replay = finished.get(trial_id) if finished else None
+    restored = None if replay is not None else tune.get_checkpoint()
     # its models in this actor's memory if they hold the state Tune resumes from
     state = None if restored is None or not keep_bytes else checkpoint_state(restored)
-    kept = None if state is None else KEPT.take(trial_id, state)
-    KEPT.discard(trial_id)
+    kept = KEPT.take(trial_id, state)
     if keep_bytes:
         _let_go_of_stopped(Path(output))
-    if finished and trial_id in finished:
-        _replay(finished[trial_id])
+    if replay is not None:
+        _replay(replay)
         return
     resumed = {} if restored is None else {"resumed_from": "checkpoint" if kept is None
                                           else "memory"}
@@ -279,13 +279,10 @@ def _train(params: dict[str, Any], *, data: Any, sweep: dict[str, Any], output: 
         if epoch + 1 >= epochs:
             held.update(metrics)  # reported once the model is saved
         elif epoch + 1 in checkpoint:
-            with keras_checkpoint(info.model, epoch + 1) as saved:
-                live = info.live if keep_bytes else None
-                state = None if live is None else checkpoint_state(saved)
-                if live is not None and state is not None:  # kept if Tune pauses it
-                    KEPT.keep(trial_id, live, state, live.nbytes, keep_bytes)
-                tune.report(metrics, checkpoint=saved)  # a pause or a stop ends the thread
-            KEPT.discard(trial_id)  # promoted as it arrived: it trains on
+            live = info.live
+            with keras_checkpoint(info.model, epoch + 1) as saved:  # kept if Tune pauses it
+                report_keeping(metrics, saved, None if live is None else trial_id, live,
+                               lambda: 0 if live is None else live.nbytes, keep_bytes)
         else:
             tune.report(metrics)
         return False

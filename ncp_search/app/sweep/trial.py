@@ -67,11 +67,13 @@ class LiveTrial:
     def nbytes(self) -> int:
         """About what it holds: the trained and probed models' weights and the
         optimizer's state."""
+        from ncp_search.integrations.ray.kept import variable_bytes
+
         trained, probed = self.models.trained, self.models.probed
         variables = list(trained.weights) + list(getattr(trained.optimizer, "variables", []))
         if probed is not trained:
             variables += list(probed.weights)
-        return sum(int(np.prod(v.shape)) * 4 for v in variables)
+        return variable_bytes(variables)
 
 
 LIVE_MB_ENV = "NCP_SEARCH_PAUSED_MODELS_MB"

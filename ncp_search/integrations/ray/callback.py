@@ -14,8 +14,8 @@ except ImportError as error:  # pragma: no cover
 
 from ncp_search.core.history import PROBE_TERMS
 from ncp_search.engine.callbacks import ProbeCallback
-from ncp_search.integrations.ray.checkpoint import checkpoint_state, keras_checkpoint
-from ncp_search.integrations.ray.kept import KEPT, megabytes, model_bytes
+from ncp_search.integrations.ray.checkpoint import keras_checkpoint
+from ncp_search.integrations.ray.kept import megabytes, model_bytes, report_keeping
 from ncp_search.integrations.ray.trainable import predictor_reads_beta_eff, tune_metrics
 
 if TYPE_CHECKING:
@@ -205,13 +205,8 @@ class NCPTuneCallback(ProbeCallback):
         assert self._epochs_done is not None
         trial_id = tune.get_context().get_trial_id() if self._keep_bytes else None
         with keras_checkpoint(self.model, self._epochs_done) as checkpoint:
-            state = None if trial_id is None else checkpoint_state(checkpoint)
-            if state is not None:  # kept if Tune pauses the trial in this report
-                KEPT.keep(str(trial_id), self.model, state, model_bytes(self.model),
-                          self._keep_bytes)
-            tune.report(metrics, checkpoint=checkpoint)  # a pause ends the thread here
-        if trial_id is not None:
-            KEPT.discard(str(trial_id))  # it trains on
+            report_keeping(metrics, checkpoint, None if trial_id is None else str(trial_id),
+                           self.model, lambda: model_bytes(self.model), self._keep_bytes)
 
 
 def _wanted_keys(metrics: Any) -> list[str]:

@@ -220,8 +220,7 @@ def kept_model(checkpoint: tune.Checkpoint | None = None) -> Any | None:
     if checkpoint is None or trial_id is None:
         return None
     state = checkpoint_state(checkpoint)
-    model = None if state is None else KEPT.take(str(trial_id), state)
-    KEPT.discard(str(trial_id))
+    model = KEPT.take(str(trial_id), state)
     _KEPT_STATE.clear()  # one trial per actor at a time
     if model is not None and state is not None:
         _KEPT_STATE[id(model)] = (model, state)

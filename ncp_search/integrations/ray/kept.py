@@ -20,6 +20,7 @@ it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,8 @@ class KeptModels:
 
     def take(self, trial_id: str, state: Any) -> Any | None:
         """The model kept for ``trial_id`` if it is in the checkpoint ``state`` the
-        trial resumes from, else None; either way it is no longer kept."""
+        trial resumes from (None: no checkpoint, or one without a state), else None;
+        either way it is no longer kept."""
         self._settle()
         entry = self._kept.pop(trial_id, None)
         return entry[0] if entry is not None and entry[1] == state else None
@@ -86,11 +88,37 @@ KEPT = KeptModels()
 """This process's kept models (one store per Ray actor)."""
 
 
+def report_keeping(metrics: Mapping[str, Any], checkpoint: Any, trial_id: str | None,
+                   model: Any, size: Callable[[], int], limit: int) -> None:
+    """``tune.report(metrics, checkpoint=checkpoint)`` with ``model`` kept for
+    ``trial_id`` in :data:`KEPT` while the report runs: if Tune pauses (or stops) the
+    trial there, the report ends its thread and the model stays kept, in the state of
+    ``checkpoint``; if the trial goes on, it is let go. Nothing is kept when
+    ``trial_id`` is None, ``limit`` is 0 or the checkpoint has no state
+    (:func:`~ncp_search.integrations.ray.checkpoint.checkpoint_state`); ``size()``,
+    the model's bytes, is asked only when it is kept."""
+    from ray import tune
+
+    from ncp_search.integrations.ray.checkpoint import checkpoint_state
+
+    keeping = trial_id is not None and limit > 0
+    state = checkpoint_state(checkpoint) if keeping else None
+    if trial_id is not None and state is not None:
+        KEPT.keep(trial_id, model, state, size(), limit)
+    tune.report(dict(metrics), checkpoint=checkpoint)
+    if trial_id is not None and keeping:
+        KEPT.discard(trial_id)
+
+
+def variable_bytes(variables: Iterable[Any]) -> int:
+    """What these Keras variables hold, in bytes."""
+    return sum(int(np.prod(v.shape)) * np.dtype(str(v.dtype)).itemsize for v in variables)
+
+
 def model_bytes(model: Any) -> int:
     """About what a Keras model holds: its weights and its optimizer's state."""
-    variables = list(model.weights) + list(getattr(getattr(model, "optimizer", None),
-                                                   "variables", None) or [])
-    return sum(int(np.prod(v.shape)) * np.dtype(str(v.dtype)).itemsize for v in variables)
+    return variable_bytes(list(model.weights) + list(
+        getattr(getattr(model, "optimizer", None), "variables", None) or []))
 
 
 def megabytes(value: float, name: str) -> int:
