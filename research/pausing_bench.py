@@ -33,7 +33,10 @@ Rules (:func:`make_host`):
   arrival can push out is promoted at once and, promoted as it arrives, trains on
   without a checkpoint, as on Ray); ``ahead=on`` lets a worker with nothing to run train
   the best paused trial of an open rung on (its reports held back until the rung
-  decides; a what-if of this simulator, not in the package);
+  decides; a what-if of this simulator, not in the package); ``pred=P`` ranks a rung by
+  the per-trial predictor ``P`` (default ``best``; ``last``, ``pow3``); ``ties=order``
+  lets the bracket order choose among trials tied at a rung's cut
+  (``keep_ties=False``; by default they are kept together);
 - ``tune_hyperband,rf=R`` / ``tune_bohb,rf=R``: Ray Tune's ``HyperBandScheduler`` /
   ``HyperBandForBOHB`` driven through their own hooks (``on_trial_add``,
   ``on_trial_result``, ``choose_trial_to_run``, ``on_trial_complete``,
@@ -71,12 +74,13 @@ KEEPS = ("2", "4", "6", "auto", "s0.5", "s0.7", "f0.1")  # s0.7: auto until 2026
 # f0.1 the first placeholder
 PAUSING = tuple(f"pause,rf={rf},keep={keep},bracket={bracket}"
                 for rf in (2, 3) for keep in KEEPS for bracket in ("all", "half"))
+TIES_BY_ORDER = "pause,rf=2,keep=auto,bracket=all,ties=order"  # the pick before 2026-12-05
 TUNE = ("tune_hyperband,rf=3", "tune_bohb,rf=3")
-DEFAULT_RULES = ("nop", DEFAULT, *PAUSING, *TUNE)
+DEFAULT_RULES = ("nop", DEFAULT, *PAUSING, TIES_BY_ORDER, *TUNE)
 SMALL_SIZES = (16, 24)  # small studies draw between 16 and 24 trials
 PER_SEED = ("rule", "seed", "concurrency", "n_trials", "epochs", "epochs_share",
             "seconds_share", "makespan", "final_regret", "n_completed", "pauses", "resumes",
-            "good_not_completed")
+            "good_not_completed", "best_lost")
 
 
 def label(name: str) -> str:
@@ -90,7 +94,10 @@ def label(name: str) -> str:
         return (f"pause rf{options.get('rf', '2')} keep {options.get('keep', 'auto')} "
                 f"bracket {options.get('bracket', 'all')}"
                 + (" early off" if options.get("early") == "off" else "")
-                + (" ahead" if options.get("ahead") == "on" else ""))
+                + (" ahead" if options.get("ahead") == "on" else "")
+                + (f" pred {options['pred']}" if options.get("pred", "best") != "best"
+                   else "")
+                + (" ties by order" if options.get("ties") == "order" else ""))
     rf = options.get("rf", "3")
     return {"tune_hyperband": f"Tune HyperBandScheduler rf{rf}",
             "tune_bohb": f"Tune HyperBandForBOHB rf{rf}"}.get(head, name)
@@ -219,7 +226,8 @@ class PausingHost(Host):
 
     def __init__(self, n_trials: int, n_steps: int, sign: float, *,
                  reduction_factor: float, keep: str, bracket: str, early: bool = True,
-                 speculate: bool = False) -> None:
+                 speculate: bool = False, predictor: str = "best",
+                 keep_ties: bool = True) -> None:
         super().__init__(n_trials, n_steps, sign)
         # speculate: a worker with nothing to run trains on the best paused trial of an
         # open rung (up to its next rung), its reports held back; they reach the policy
@@ -235,11 +243,26 @@ class PausingHost(Host):
         self.policy = PausingPolicy(n_trials=n_trials, max_resource=n_steps,
                                     reduction_factor=reduction_factor,
                                     keep_min=keep_min_for(keep, size), bracket_size=size,
-                                    promote_early=early, first_step=1)
+                                    promote_early=early, first_step=1,
+                                    predictor=predictor, keep_ties=keep_ties)
         self.values: dict[int, tuple[list[float], list[float]]] = {}
         self.finals: dict[int, float] = {}
         self.pauses = 0
         self.resumes = 0
+
+    def where_dropped(self, position: int) -> dict[str, int] | None:
+        """Where the policy dropped trial ``position``: the rung (epochs), its rank there
+        by predicted final (1 = best; ties rank alike) among the ``n`` that arrived; None
+        when it was not dropped."""
+        member = self.policy._members.get(str(position))  # research: reads in
+        if member is None or member.status != "dropped" or not member.at_rung:
+            return None
+        level = max(member.at_rung)
+        mine = member.at_rung[level]
+        peers = [m.at_rung[level] for m in self.policy._members.values()
+                 if m.bracket == member.bracket and level in m.at_rung]
+        return {"rung": int(self.policy.milestones[level]), "n": len(peers),
+                "rank": 1 + sum(p > mine for p in peers)}
 
     def take(self) -> tuple[int, bool] | None:
         while True:
@@ -469,17 +492,20 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
         return AshaHost(n_trials, n_steps, sign)
     head, options = name.split(",")[0], _raw_options(name)
     if head == "pause":
-        unknown = set(options) - {"rf", "keep", "bracket", "early", "ahead"}
+        unknown = set(options) - {"rf", "keep", "bracket", "early", "ahead", "pred", "ties"}
         if unknown or any(options.get(k, "on") not in ("on", "off")
-                          for k in ("early", "ahead")):
+                          for k in ("early", "ahead")) or options.get(
+                              "ties", "keep") not in ("keep", "order"):
             raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket, early=on|off, "
-                             f"ahead=on|off; got {sorted(options)}.")
+                             f"ahead=on|off, pred, ties=keep|order; got {sorted(options)}.")
         return PausingHost(n_trials, n_steps, sign,
                            reduction_factor=float(options.get("rf", 2)),
                            keep=options.get("keep", "auto"),
                            bracket=options.get("bracket", "all"),
                            early=options.get("early", "on") == "on",
-                           speculate=options.get("ahead", "off") == "on")
+                           speculate=options.get("ahead", "off") == "on",
+                           predictor=options.get("pred", "best"),
+                           keep_ties=options.get("ties", "keep") == "keep")
     if head in ("tune_hyperband", "tune_bohb") and set(options) <= {"rf"}:
         return TuneHost(n_trials, n_steps, sign, reduction_factor=float(options.get("rf", 3)),
                         bohb=head == "tune_bohb")
@@ -604,8 +630,17 @@ def simulate(
         "never_started": len(order) - host.started if not isinstance(host, TuneHost)
         else sum(1 for p in range(len(order)) if progress[p] == 0),
         "n_good": n_good, "good_not_completed": len(good - completed),
+        "best_lost": _best_lost(host, scores) if best < best_possible else None,
         "trace": trace,
     }
+
+
+def _best_lost(host: Host, scores: np.ndarray) -> dict[str, int] | None:
+    """Where a pausing rule dropped the study's best trial (the first of equal finals),
+    or None (another rule, or the best was not dropped at a rung)."""
+    if not isinstance(host, PausingHost):
+        return None
+    return host.where_dropped(int(np.argmax(np.nan_to_num(scores, nan=-np.inf))))
 
 
 # ---------------------------------------------------------------- checkpoint cost
@@ -779,6 +814,7 @@ def summarize(runs: Sequence[dict[str, Any]], tolerance: float) -> dict[str, Any
             "checkpoint_share": float(np.mean([r["checkpoint_seconds"] / r["seconds"]
                                                if r["seconds"] else 0.0 for r in mine])),
             "n_trials": float(np.mean([r["n_trials"] for r in mine])),
+            "best_lost": [r["best_lost"] for r in mine if r.get("best_lost")],
         }
         out[name] = row
     return out
@@ -1022,6 +1058,7 @@ def format_report(report: dict[str, Any]) -> str:
                 f"regret in {unit['unit']}, tolerance {unit['tolerance']:g}; checkpoint save "
                 f"{ck['save']:.3f} s + restore {ck['restore']:.3f} s ({ck['source']}) ==")
             parts.append(format_table(mode["summary"], digits))
+            parts.extend(format_lost(mode["summary"], len(report["settings"]["seeds"])))
     parts.append("\n== the default replayed vs the budget benchmark's row of it (budget.json) ==")
     for row in report.get("budget_check", []):
         parts.append(f"  {row['workload']:<42} {row['mode']:<20} replay "
@@ -1052,6 +1089,24 @@ def format_report(report: dict[str, Any]) -> str:
         parts.append(f"\n== targets, {label(other)} (fixed floor, for reference) ==")
         parts.extend(format_targets(report["units"], other))
     return "\n".join(parts)
+
+
+def format_lost(summary: dict[str, Any], seeds: int) -> list[str]:
+    """Per pausing rule that lost the study's best trial: at which rungs, ranked where."""
+    lines = []
+    for name, row in summary.items():
+        lost = row.get("best_lost") or []
+        if not lost:
+            continue
+        rungs = []
+        for rung in sorted({x["rung"] for x in lost}):
+            at = [x for x in lost if x["rung"] == rung]
+            ranks = sorted(f"{x['rank']}/{x['n']}" for x in at)
+            rungs.append(f"after {rung} epoch{'s' if rung > 1 else ''} in {len(at)} "
+                         f"(ranked {', '.join(ranks)})")
+        lines.append(f"  best trial dropped, {label(name)}: {len(lost)} of {seeds} seeds; "
+                     + "; ".join(rungs))
+    return lines
 
 
 def format_targets(units: Sequence[dict[str, Any]], pick: str | None) -> list[str]:

@@ -6,10 +6,16 @@ rung (``min_resource`` epochs) and *pauses* there (its host keeps a checkpoint).
 Once every live trial of the bracket has arrived at a rung (or diverged or failed),
 the rung closes: the best ``max(keep_min, floor(n / reduction_factor))`` of the ``n``
 that arrived, ranked by their predicted final at the rung, are promoted and resume
-from their checkpoints to the next rung (``min_resource * reduction_factor**k``
+from their checkpoints to the next rung (trials tied with the last one kept are kept
+too, ``keep_ties``) (``min_resource * reduction_factor**k``
 epochs); the others stay paused and are never resumed. At the last rung the
 promoted trials run to ``max_resource`` epochs and complete. A trial whose reported
 value is NaN or infinite stops at once (``prune_diverged``).
+
+Trials whose predictions tie at the cut are kept together (``keep_ties``, the default):
+the policy cannot tell them apart, so the order in which they joined the bracket does
+not choose among them. Unless that would keep more than ``TIE_LIMIT`` (1.5) times as
+many (e.g. many trials stuck at one value), when the bracket order does.
 
 A trial that no arrival still to come can push out of the kept ones is promoted
 before its rung closes (``promote_early``, the default): the decisions are the closed
@@ -59,6 +65,9 @@ from ncp_search.core.policy import Named
 from ncp_search.core.predictors import Predictor, check_feedable, predict_final
 
 CONTINUE, PAUSE, STOP = "continue", "pause", "stop"
+TIE_LIMIT = 1.5
+"""Trials tied at a rung's cut are kept together while that keeps at most this many
+times the number the rung promotes."""
 _LATEST: Any = object()
 
 
@@ -128,6 +137,9 @@ class PausingPolicy(Named):
             closed rung; the trial trains on sooner, so workers idle less at the
             barrier and results come earlier). False waits for the whole rung.
         first_step: the step of a trial's first epoch (0 for Keras' epoch index).
+        keep_ties: at a rung, keep the trials whose predictions tie with the last one
+            kept too (up to :data:`TIE_LIMIT` times as many), rather than let the order
+            in which they joined the bracket choose. False: the bracket order decides.
 
     Raises:
         ValueError: Optuna-style, naming the argument.
@@ -148,6 +160,7 @@ class PausingPolicy(Named):
         prune_diverged: bool = True,
         promote_early: bool = True,
         first_step: float = 0,
+        keep_ties: bool = True,
         feeds: tuple[str, ...] = REPORTED_SERIES,
         host: str = "PausingPolicy",
     ) -> None:
@@ -177,6 +190,7 @@ class PausingPolicy(Named):
         self.keep_min = auto_keep_min(self.bracket_size) if keep_min is None else keep_min
         self.prune_diverged = prune_diverged
         self.promote_early = bool(promote_early)
+        self.keep_ties = bool(keep_ties)
         self.first_step = first_step
         self.milestones = [*rules.asha_rungs(self.min_resource, self.reduction_factor,
                                              self.max_resource), self.max_resource]
@@ -191,7 +205,7 @@ class PausingPolicy(Named):
                 "reduction_factor": self.reduction_factor, "min_resource": self.min_resource,
                 "keep_min": self.keep_min, "bracket_size": self.bracket_size,
                 "prune_diverged": self.prune_diverged, "promote_early": self.promote_early,
-                "first_step": self.first_step}
+                "keep_ties": self.keep_ties, "first_step": self.first_step}
 
     # ---------------------------------------------------------------- events
     def can_start(self) -> bool:
@@ -376,6 +390,7 @@ class PausingPolicy(Named):
             ranked = sorted((k for k in arrived if not (
                 self._members[k].level == level and self._members[k].status == "out")),
                 key=lambda k: -_finite(self._members[k].at_rung[level]))  # ties: bracket order
+            keep = self._with_ties(ranked, level, keep)
             for position, trial_id in enumerate(ranked):
                 member = self._members[trial_id]
                 if member.level != level:
@@ -389,6 +404,19 @@ class PausingPolicy(Named):
     def _keep(self, arrivals: int) -> int:
         """How many of a rung's ``arrivals`` are promoted."""
         return min(arrivals, max(self.keep_min, math.floor(arrivals / self.reduction_factor)))
+
+    def _with_ties(self, ranked: list[str], level: int, keep: int) -> int:
+        """How many of ``ranked`` (best first) a closing rung keeps: ``keep``, and with
+        ``keep_ties`` the trials tied with the last of them too, while that keeps at
+        most ``TIE_LIMIT * keep`` (else the bracket order chooses among the tied)."""
+        if not self.keep_ties or not 0 < keep < len(ranked):
+            return keep
+        values = [_finite(self._members[k].at_rung[level]) for k in ranked]
+        cut = values[keep - 1]
+        if not math.isfinite(cut):  # no prediction: nothing to tie on
+            return keep
+        tied = sum(1 for value in values if value >= cut)
+        return tied if tied <= math.ceil(TIE_LIMIT * keep) else keep
 
     def _promote(self, member: _Member, level: int) -> None:
         member.status, member.level = "promoted", level + 1
@@ -421,4 +449,4 @@ def _rank_value(member: _Member) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-__all__ = ["CONTINUE", "PAUSE", "STOP", "Order", "PausingPolicy", "auto_keep_min"]
+__all__ = ["CONTINUE", "PAUSE", "STOP", "TIE_LIMIT", "Order", "PausingPolicy", "auto_keep_min"]

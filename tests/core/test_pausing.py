@@ -73,6 +73,8 @@ def test_the_order_of_resumes_changes_no_decision(seed):
 
     rng = random.Random(seed)
     values = {f"t{k}": [rng.random() * (1 + e / 8) for e in range(8)] for k in range(16)}
+    if seed % 2:  # coarse values: predictions tie, also at a rung's cut
+        values = {k: [round(v * 5) / 5 for v in c] for k, c in values.items()}
 
     def run(prefer):
         policy = PausingPolicy(n_trials=16, max_resource=8, reduction_factor=2, keep_min=2,
@@ -147,6 +149,45 @@ def test_diverged_trials_stop_and_nan_predictions_rank_last():
     policy.add("high")
     policy.report("high", curve([0.3]))
     assert policy.promoted() == ["high"]
+
+
+def _closed_rung(values, **settings):
+    """Every trial of ``values`` (name -> one value) arrives at the first rung."""
+    policy = PausingPolicy(n_trials=len(values), max_resource=4, reduction_factor=2,
+                           keep_min=1, promote_early=False, **settings)
+    for name, value in values.items():
+        policy.add(name)
+        policy.report(name, curve([value]))
+    return policy
+
+
+def test_trials_tied_at_the_cut_are_kept_together_whatever_their_order():
+    # 6 arrivals keep 3: the third and fourth tie at 0.7
+    values = {"a": 0.9, "b": 0.7, "c": 0.1, "d": 0.7, "e": 0.2, "f": 0.7}
+    assert sorted(_closed_rung(values).promoted()) == ["a", "b", "d", "f"]
+    backwards = dict(reversed(list(values.items())))
+    assert sorted(_closed_rung(backwards).promoted()) == ["a", "b", "d", "f"]
+    # keep_ties=False: the order in which they joined the bracket chooses
+    assert sorted(_closed_rung(values, keep_ties=False).promoted()) == ["a", "b", "d"]
+    assert sorted(_closed_rung(backwards, keep_ties=False).promoted()) == ["a", "d", "f"]
+
+
+def test_a_tie_larger_than_the_limit_is_split_by_the_bracket_order():
+    # 8 arrivals keep 4; 7 tie at 0.5 (say, stuck): keeping all 8 would be 2x, above
+    # TIE_LIMIT, so the first 3 of the tied in bracket order go on
+    values = {"a": 0.9, **{f"s{k}": 0.5 for k in range(7)}}
+    policy = _closed_rung(values)
+    assert sorted(policy.promoted()) == ["a", "s0", "s1", "s2"]
+    # ties above the cut do not count: only those at the cut are kept together
+    values = {"a": 0.9, "b": 0.9, "c": 0.9, "d": 0.5, "e": 0.5, "f": 0.1}
+    assert sorted(_closed_rung(values).promoted()) == ["a", "b", "c"]
+    # no prediction to tie on: trials with NaN predictions are not kept together
+    policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=1,
+                           promote_early=False, prune_diverged=False)
+    for name, value in (("a", 0.9), ("b", math.nan), ("c", math.nan), ("d", math.nan)):
+        policy.add(name)
+        policy.report(name, curve([value]))
+    assert sorted(policy.promoted()) == ["a", "b"]
 
 
 def test_brackets_follow_one_another_and_the_last_takes_what_is_left():
@@ -263,6 +304,9 @@ def test_promoting_early_decides_as_the_closed_rung_and_never_ends_later(seed):
             values[rng.randrange(epochs)] = math.nan
         curves[f"t{k:02d}"] = values
         durations[f"t{k:02d}"] = rng.uniform(0.5, 2.0)
+    if rng.random() < 0.5:  # coarse values: predictions tie, also at a rung's cut
+        curves = {k: [v if math.isnan(v) else round(v * 10) / 10 for v in c]
+                  for k, c in curves.items()}
     workers = rng.choice([1, 2, 4])
     results = {}
     for early in (False, True):
