@@ -6,9 +6,9 @@ pausing benchmarks (``research.budget_bench.study_trials``: every observer run, 
 
 - ``ncp_pause``: a real Tune run (``research.ray_replay``: one trial per run, created in
   that order, each reporting its recorded curve with a checkpoint of its epoch index;
-  NCPScheduler with the registry's PausingPolicy: rf 2, min_resource 1, keep_min
+  NCPScheduler with the registry's PausingPolicy: rf 3, min_resource 1, keep_min
   ``auto_keep_min(n_trials)``, one bracket of all trials), beside the simulator's
-  ``pause,rf=2,keep=auto,bracket=all`` (``research.pausing_bench.simulate``);
+  ``pause,rf=3,keep=auto,bracket=all`` (``research.pausing_bench.simulate``);
 - ``ncp``: the registry's default (ASHA on the predicted best, rf 3, grace period 1) on
   Tune, beside the simulator's ``default`` (the same ``AshaPolicy``).
 
@@ -43,7 +43,7 @@ from research.budget_bench import Workload, load_workload, study_trials
 from research.pausing_bench import DEFAULT, make_host, simulate
 
 # (Tune replay scheduler, simulator rule): the same decision rule on both
-PAIRS = (("ncp_pause", "pause,rf=2,keep=auto,bracket=all"), ("ncp", DEFAULT))
+PAIRS = (("ncp_pause", "pause,rf=3,keep=auto,bracket=all"), ("ncp", DEFAULT))
 
 
 def same_rule(workload: Workload, tune_name: str, sim_name: str) -> bool:

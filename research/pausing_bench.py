@@ -630,7 +630,8 @@ def simulate(
         "never_started": len(order) - host.started if not isinstance(host, TuneHost)
         else sum(1 for p in range(len(order)) if progress[p] == 0),
         "n_good": n_good, "good_not_completed": len(good - completed),
-        "best_lost": _best_lost(host, scores) if best < best_possible else None,
+        "best_lost": (_best_lost(host, scores) if (best_possible - best) * workload.scale
+                      > 1e-9 else None),  # lost: regret, not float noise between finals
         "trace": trace,
     }
 
@@ -1286,7 +1287,7 @@ def command(args: Any) -> int:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         pick = report["choice"]["pick"]
         plotted = [*PLOTTED[:1], *([pick] if pick else []),
-                   "pause,rf=2,keep=6,bracket=all", "pause,rf=2,keep=4,bracket=all",
+                   "pause,rf=2,keep=auto,bracket=all",
                    *PLOTTED[1:]]
         for unit in units:
             path = Path(args.plot) / f"anytime_{unit['workload']}.png"

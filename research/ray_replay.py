@@ -200,7 +200,7 @@ def make_scheduler(name: str, n_steps: int, n_trials: int | None = None) -> Tria
     (``ncp_pause:<predictor>`` too) are built as the registry builds them for a sweep,
     with its defaults (``ncp``: ASHA, grace period 1, reduction factor 3, predictor
     ``best``, diverged trials stopped; ``ncp_pause``: NCPScheduler with a
-    PausingPolicy of reduction factor 2, ``min_resource`` 1, ``keep_min``
+    PausingPolicy of reduction factor 3, ``min_resource`` 1, ``keep_min``
     ``auto_keep_min(n_trials)``, one bracket of ``n_trials``), options ``,grace=G``
     and ``,rf=R`` where the registry name takes them. ``ncp_pause`` needs ``n_trials``
     (the number of trials of the run).

@@ -125,7 +125,7 @@ class PausingPolicy(Named):
             is left).
         max_resource: the epochs of a complete trial.
         reduction_factor: keep ``1/reduction_factor`` of a rung's arrivals (> 1;
-            default 2).
+            default 3, the pausing benchmark's pick since 2026-12-05; it was 2).
         min_resource: epochs before the first rung (>= 1).
         keep_min: the least number of trials promoted at a rung (default:
             :func:`auto_keep_min` of the bracket size: the floor scales with it).
@@ -152,7 +152,7 @@ class PausingPolicy(Named):
         *,
         n_trials: int,
         max_resource: float,
-        reduction_factor: float = 2.0,
+        reduction_factor: float = 3.0,
         min_resource: float = 1,
         keep_min: int | None = None,
         bracket_size: int | None = None,

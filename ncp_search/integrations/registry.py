@@ -254,7 +254,7 @@ PRUNERS: dict[str, Entry] = {e.name: e for e in (
           _ncp_percentile_pruner, rule="percentile", summary=_PERCENTILE_SUMMARY),
     Entry("ncp_pause", OPTUNA, "a PausingPolicy driving the study (ask and tell)",
           ("predictor", "min_resource"), _ncp_pause_policy, rule="pause",
-          summary="successive halving that pauses instead of killing (rf 2, one bracket of "
+          summary="successive halving that pauses instead of killing (rf 3, one bracket of "
                   "all trials; a paused trial ends PRUNED with a checkpoint, a promoted one "
                   "continues as a new trial)"),
     Entry("median", OPTUNA, "Optuna's MedianPruner", ("n_startup_trials", "n_warmup_steps"),
@@ -303,7 +303,7 @@ def _ncp_pause_scheduler(s: Mapping[str, Any], epochs: int, state_path: str | No
                         policy=policy, **options)
 
 
-PAUSE_REDUCTION_FACTOR = 2
+PAUSE_REDUCTION_FACTOR = 3
 """ncp_pause's reduction factor: the pausing benchmark's pick (docs/budget/pausing.md)."""
 
 
@@ -331,7 +331,7 @@ SCHEDULERS: dict[str, Entry] = {e.name: e for e in (
           _ncp_scheduler("percentile"), rule="percentile", summary=_PERCENTILE_SUMMARY),
     Entry("ncp_pause", RAY, "NCPScheduler with a PausingPolicy", ("predictor", "grace_period"),
           _ncp_pause_scheduler, rule="pause",
-          summary="successive halving that pauses instead of killing (rf 2, one bracket of "
+          summary="successive halving that pauses instead of killing (rf 3, one bracket of "
                   "all trials; trials checkpoint at each rung)"),
     Entry("fifo", RAY, "no early stopping (Tune's FIFOScheduler)", (),
           _tune("FIFOScheduler", max_t=False, time_attr=False), stops=False),

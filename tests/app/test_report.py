@@ -174,6 +174,29 @@ def test_what_decided_from_the_config_of_a_ray_sweep(tmp_path):
     assert "<code>pow3</code>" in decided and "played no part" in decided
 
 
+def test_what_decided_under_ncp_pause_says_the_recorded_rungs(tmp_path):
+    config = {"pruner": {"name": "ncp_pause", "predictor": "best", "min_resource": 1}}
+    meta = {**META, "pruner": "ncp_pause", "config": config,
+            "pause_settings": {"reduction_factor": 3, "keep_min": 2, "keep_ties": True}}
+    decided = _section(write_report(meta, _sweep(), tmp_path).read_text(), "What decided")
+    assert "the best 1/3 (at least 2) by predicted final" in decided
+    assert "(epochs x 3)" in decided
+    # a sweep.json from before the settings were recorded: those sweeps ran rf 2
+    old = {key: value for key, value in meta.items() if key != "pause_settings"}
+    decided = _section(write_report(old, _sweep(), tmp_path).read_text(), "What decided")
+    assert "the best 1/2 by predicted final" in decided and "(epochs x 2)" in decided
+
+
+def test_a_new_pausing_sweep_records_its_rung_settings():
+    from ncp_search.app.sweep.run import _pause_settings, _pausing
+
+    config = {"backend": "ray", "budget": {"trials": 40},
+              "scheduler": {"name": "ncp_pause"}, "pruner": {"name": "ncp"}}
+    assert _pausing(config) and not _pausing({**config, "backend": "optuna"})
+    assert _pause_settings(config) == {"reduction_factor": 3, "keep_min": 3,
+                                       "keep_ties": True}
+
+
 def test_what_decided_from_the_settings_stored_in_the_study(tmp_path):
     stored = {"class": "NCPPruner", "rule": "percentile", "predictor": "xtrial_ncp",
               "uses_beta_eff": True, "percentile": 50.0, "n_startup_trials": 3,

@@ -22,8 +22,43 @@ from ncp_search.app.sweep.trial import LIVE_MB_ENV
 from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, PREDICTED_ATTR, RESUMES_ATTR
 
 TRIALS, EPOCHS = 6, 4
-# rungs at epochs 1, 2, 4; at least 2 kept of 6: 6 to epoch 1, 3 on to 2, 2 on to 4
-PLANNED_EPOCHS = 6 * 1 + 3 * 1 + 2 * 2
+# rf 3, rungs at epochs 1 and 3; at least 2 kept of 6: 6 to epoch 1, 2 on to 3 and 4.
+# Ties at a cut are kept together: a third on to 3 (2 more epochs) when it ties with the
+# second at epoch 1, a third on to 4 (1 more) at 3. The validation set's accuracies come
+# in steps of 1/224, so ties happen: planned_epochs() says which.
+PLANNED_EPOCHS = 6 * 1 + 2 * 2 + 2 * 1
+
+
+def planned_epochs(trials: list) -> int:
+    """The epochs a plain PausingPolicy (the sweep's settings) plans for the
+    configurations' recorded values, fed one configuration at a time in the order they
+    first started: the sweep, with its checkpoints and workers, must train exactly those.
+    A KeyError means it asked for an epoch the sweep never trained."""
+    from ncp_search.core.history import TrialHistory
+    from ncp_search.core.pausing import PausingPolicy
+
+    curves: dict[int, dict[int, float]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state != TrialState.FAIL:
+            first = trial.user_attrs.get(RESUMES_ATTR, trial.number)
+            curves.setdefault(first, {}).update(trial.intermediate_values)
+    policy = PausingPolicy(n_trials=TRIALS, max_resource=EPOCHS, reduction_factor=3,
+                           first_step=0)
+    pending, trained = sorted(curves), {}
+    while (job := policy.next_job()) is not None:
+        kind, name, _ = job
+        if kind == "new":
+            name = str(pending.pop(0))
+            policy.add(name)
+        values = curves[int(name)]
+        for step in range(trained.get(name, 0), EPOCHS):
+            trained[name] = step + 1
+            history = TrialHistory.from_reports({k: values[k] for k in range(step + 1)})
+            if policy.report(name, history).action != "continue":
+                break
+        if trained[name] == EPOCHS:
+            policy.complete(name)
+    return sum(trained.values())
 
 
 def pause_config(tmp_path: Path, name: str = "pausing", **pruner: object) -> Path:
@@ -338,7 +373,8 @@ def _check_summary(tmp_path: Path, trials: list) -> None:
     # each configuration once, its epochs once
     assert summary["trials"] == TRIALS and summary["complete"] + summary["pruned"] == TRIALS
     assert summary["epochs_used"] == sum(len(t.intermediate_values) for t in trials)
-    assert summary["epochs_used"] == PLANNED_EPOCHS and summary["complete"] == 2
+    assert summary["epochs_used"] == planned_epochs(trials) and summary["complete"] == 2
+    assert PLANNED_EPOCHS <= summary["epochs_used"] <= PLANNED_EPOCHS + 3
     assert (tmp_path / "out" / summary["best"]["model_path"]).is_file()
     assert main(["report", str(tmp_path / "out")]) == 0
 
@@ -412,11 +448,14 @@ def test_kill_9_in_a_resumed_trial_then_resume_loses_and_repeats_nothing(tmp_pat
     assert trials[killed.number].state == TrialState.FAIL
     again = [t for t in trials if t.number > killed.number
              and t.user_attrs.get(RESUMES_ATTR) == killed.user_attrs[RESUMES_ATTR]]
-    assert sorted(again[0].intermediate_values) == sorted(killed.intermediate_values)
+    # the retry trains the killed piece again from the same checkpoint (its steps first)
+    done = sorted(killed.intermediate_values)
+    assert sorted(again[0].intermediate_values)[:len(done)] == done
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["trials"] == TRIALS + 1 and summary["fail"] == 1  # the killed piece
     assert summary["complete"] + summary["pruned"] == TRIALS
-    assert summary["epochs_used"] == PLANNED_EPOCHS
+    assert summary["epochs_used"] == planned_epochs(trials)
+    assert PLANNED_EPOCHS <= summary["epochs_used"] <= PLANNED_EPOCHS + 3
 
 
 TWO_WORKERS_HOOK = """\
@@ -483,6 +522,7 @@ def test_two_workers_pause_and_resume_one_policy(tmp_path, storage) -> None:
     assert len(workers) == 2 and len(os.listdir(marks)) == 2, workers
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["trials"] == TRIALS and summary["complete"] == 2
-    assert summary["epochs_used"] == PLANNED_EPOCHS  # as one worker trains
+    assert summary["epochs_used"] == planned_epochs(trials)  # as one worker trains
+    assert PLANNED_EPOCHS <= summary["epochs_used"] <= PLANNED_EPOCHS + 3
     assert summary["epochs_used"] == sum(len(t.intermediate_values) for t in trials
                                          if t.state != TrialState.FAIL)

@@ -488,7 +488,7 @@ def test_ncp_pause_builds_a_pausing_scheduler_over_the_sweeps_trials():
     assert isinstance(scheduler.policy, PausingPolicy)
     settings = scheduler.settings()
     assert (settings["rule"], settings["reduction_factor"], settings["first_step"]) == (
-        "pause", 2.0, 1)
+        "pause", 3.0, 1)
     assert settings["n_trials"] == make_config({"name": "ncp_pause"})["budget"]["trials"]
 
 

@@ -30,6 +30,9 @@ STOP_REASONS = {
 }
 LEGACY_RULES = {"ncp": "percentile"}
 """The rule of an NCP name in a section stored without one (before 0.2)."""
+LEGACY_PAUSE = {"reduction_factor": 2}
+"""The rung settings of an ``ncp_pause`` sweep whose sweep.json does not record them
+(before 2026-12-05: reduction factor 2; its floor of kept trials changed meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ def describe(meta: Mapping[str, Any]) -> Decider:
         return Decider(name, entry.label, backend, uses_beta_eff=False, settings=settings,
                        stops=entry.stops)
     rule = str(settings.get("rule") or LEGACY_RULES.get(name, entry.rule))
+    if rule == "pause":  # the rungs' settings are not in the config (sweep.json has them)
+        recorded = meta.get("pause_settings")
+        settings = {**settings, **(dict(recorded) if isinstance(recorded, Mapping)
+                                   else LEGACY_PAUSE)}
     predictor = str(settings.get("predictor") or registry.SETTINGS["predictor"].default)
     spec = PREDICTORS.get(predictor)
     return Decider(name, entry.label, backend, rule=rule, predictor=predictor,
@@ -154,12 +161,16 @@ def rule_sentence(decider: Decider, metric: str) -> str:
                 "it makes no prediction and does not read beta_eff.")
     if decider.rule == "pause":
         first = s.get("grace_period", s.get("min_resource", 1))  # Ray's name, Optuna's
+        rf = s.get("reduction_factor")
+        keep = s.get("keep_min")
+        share = f"1/{_number(rf)}" if rf else "a share"
+        floor = f" (at least {_number(keep)})" if keep else ""
+        times = f"x {_number(rf)}" if rf else "growing"
         text = (f"{decider.host}: successive halving that pauses instead of killing: every "
                 f"trial trains to epoch {_number(first)} and pauses; once "
-                "all have arrived, the best half (at least max(2, 0.7 sqrt n) of n) by predicted "
-                "final resume from their "
-                "checkpoints to the next rung (epochs doubling), the others stay paused "
-                "for good.")
+                f"all have arrived, the best {share}{floor} by predicted final resume from "
+                f"their checkpoints to the next rung (epochs {times}), the others stay "
+                "paused for good.")
         return text
     if decider.rule == "asha":
         rf = float(s.get("reduction_factor") or 3)

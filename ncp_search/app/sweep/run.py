@@ -174,12 +174,35 @@ def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
     })
     if not meta.get("id"):  # a new sweep, or one from before sweep ids
         meta["id"] = new_id()
+    if previous is None and _pausing(config):  # what the report says of its rungs
+        meta[PAUSE_SETTINGS] = _pause_settings(config)
     meta.setdefault("created", _now())
     meta["resumed"] = list(meta.get("resumed", []))
     if previous is not None:
         meta["resumed"].append(_now())
     write_json(meta, meta_path, indent=2)
     return meta
+
+
+PAUSE_SETTINGS = "pause_settings"
+"""The key of sweep.json that records an ``ncp_pause`` sweep's rung settings (sweeps
+from before 2026-12-05 lack it: they ran reduction factor 2)."""
+
+
+def _pausing(config: Mapping[str, Any]) -> bool:
+    from ncp_search.integrations import registry
+
+    section = config.get(registry.SECTIONS.get(config["backend"], "pruner")) or {}
+    return isinstance(section, Mapping) and section.get("name") == "ncp_pause"
+
+
+def _pause_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    from ncp_search.core.pausing import auto_keep_min
+    from ncp_search.integrations import registry
+
+    trials = int(config["budget"]["trials"])
+    return {"reduction_factor": registry.PAUSE_REDUCTION_FACTOR,
+            "keep_min": auto_keep_min(trials), "keep_ties": True}
 
 
 def _num_classes(target: str) -> int:
