@@ -74,7 +74,7 @@ KEEPS = ("2", "4", "6", "auto", "s0.5", "s0.7", "f0.1")  # s0.7: auto until 2026
 # f0.1 the first placeholder
 PAUSING = tuple(f"pause,rf={rf},keep={keep},bracket={bracket}"
                 for rf in (2, 3) for keep in KEEPS for bracket in ("all", "half"))
-TIES_BY_ORDER = "pause,rf=2,keep=auto,bracket=all,ties=order"  # the pick before 2026-12-05
+TIES_BY_ORDER = "pause,rf=2,keep=auto,bracket=all,ties=order"  # the pick before rf 3 and kept ties
 TUNE = ("tune_hyperband,rf=3", "tune_bohb,rf=3")
 DEFAULT_RULES = ("nop", DEFAULT, *PAUSING, TIES_BY_ORDER, *TUNE)
 SMALL_SIZES = (16, 24)  # small studies draw between 16 and 24 trials

@@ -6,9 +6,9 @@ rung (``min_resource`` epochs) and *pauses* there (its host keeps a checkpoint).
 Once every live trial of the bracket has arrived at a rung (or diverged or failed),
 the rung closes: the best ``max(keep_min, floor(n / reduction_factor))`` of the ``n``
 that arrived, ranked by their predicted final at the rung, are promoted and resume
-from their checkpoints to the next rung (trials tied with the last one kept are kept
-too, ``keep_ties``) (``min_resource * reduction_factor**k``
-epochs); the others stay paused and are never resumed. At the last rung the
+from their checkpoints to the next rung (``min_resource * reduction_factor**k``
+epochs; trials tied with the last one kept go too); the others stay paused and are
+never resumed. At the last rung the
 promoted trials run to ``max_resource`` epochs and complete. A trial whose reported
 value is NaN or infinite stops at once (``prune_diverged``).
 
@@ -125,7 +125,7 @@ class PausingPolicy(Named):
             is left).
         max_resource: the epochs of a complete trial.
         reduction_factor: keep ``1/reduction_factor`` of a rung's arrivals (> 1;
-            default 3, the pausing benchmark's pick since 2026-12-05; it was 2).
+            default 3, the pausing benchmark's pick; it was 2 before ties were kept).
         min_resource: epochs before the first rung (>= 1).
         keep_min: the least number of trials promoted at a rung (default:
             :func:`auto_keep_min` of the bracket size: the floor scales with it).

@@ -178,8 +178,9 @@ class Entry:
         ``epochs`` epochs, reported from epoch 0 (Optuna) or as Tune's
         ``training_iteration`` from 1 (Ray); ``state_path``: where an NCPScheduler
         keeps its journal; ``n_trials``: the sweep's trials (read by the names that
-        plan over the whole study: ``ncp_pause``); ``host_kwargs`` go to the
-        constructor (e.g. ``metric``, ``mode`` for Tune)."""
+        plan over the whole study: ``ncp_pause``, which also takes ``reduction_factor``
+        and ``keep_ties`` here: a resumed sweep's recorded rungs); ``host_kwargs`` go to
+        the constructor (e.g. ``metric``, ``mode`` for Tune)."""
         path = None if state_path is None else os.path.abspath(state_path)
         if self.rule == "pause":
             host_kwargs["n_trials"] = n_trials
@@ -239,7 +240,8 @@ def _ncp_pause_policy(s: Mapping[str, Any], epochs: int, _: str | None,
     if n_trials is None:
         raise TypeError("ncp_pause needs n_trials (the sweep's budget.trials).")
     return PausingPolicy(n_trials=int(n_trials), max_resource=epochs,
-                         reduction_factor=PAUSE_REDUCTION_FACTOR,
+                         reduction_factor=options.pop("reduction_factor",
+                                                      PAUSE_REDUCTION_FACTOR),
                          min_resource=int(s["min_resource"]), predictor=s["predictor"],
                          first_step=0, host="the Optuna pausing driver", **options)
 
@@ -296,7 +298,9 @@ def _ncp_pause_scheduler(s: Mapping[str, Any], epochs: int, state_path: str | No
     if n_trials is None:
         raise TypeError("ncp_pause needs n_trials (the sweep's budget.trials).")
     policy = PausingPolicy(n_trials=int(n_trials), max_resource=epochs,
-                           reduction_factor=PAUSE_REDUCTION_FACTOR,
+                           reduction_factor=options.pop("reduction_factor",
+                                                        PAUSE_REDUCTION_FACTOR),
+                           keep_ties=options.pop("keep_ties", True),
                            min_resource=int(s["grace_period"]), predictor=s["predictor"],
                            first_step=1, host="NCPScheduler")
     return NCPScheduler(time_attr=TIME_ATTR, max_t=epochs, state_path=state_path,

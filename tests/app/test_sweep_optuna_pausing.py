@@ -101,6 +101,10 @@ def test_ncp_pause_is_an_optuna_pruner_with_the_ray_entrys_policy(tmp_path) -> N
     assert (policy.n_trials, policy.max_resource, policy.min_resource) == (TRIALS, EPOCHS, 2)
     assert policy.reduction_factor == PAUSE_REDUCTION_FACTOR
     assert policy.keep_min == auto_keep_min(TRIALS) and policy.first_step == 0
+    # the rungs a resumed sweep recorded (an older sweep: rf 2, ties by bracket order)
+    old = config.choice.make(EPOCHS, n_trials=TRIALS,
+                             rungs={"reduction_factor": 2, "keep_ties": False})
+    assert (old.reduction_factor, old.keep_ties) == (2.0, False)
 
 
 @pytest.mark.parametrize(("setting", "expected"), [

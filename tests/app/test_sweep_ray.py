@@ -492,6 +492,23 @@ def test_ncp_pause_builds_a_pausing_scheduler_over_the_sweeps_trials():
     assert settings["n_trials"] == make_config({"name": "ncp_pause"})["budget"]["trials"]
 
 
+def test_an_older_pausing_sweep_resumed_keeps_the_rungs_it_ran_with(tmp_path):
+    # Was: a sweep started with reduction factor 2 (sweep.json without pause_settings)
+    # and resumed after the default became 3 was rebuilt with rungs it never ran.
+    from ncp_search.app.sweep.folder import pause_rungs
+
+    config = make_config({"name": "ncp_pause"})
+    assert pause_rungs(tmp_path) == {}  # no sweep.json: the defaults
+    meta = {"name": "x", "backend": "ray", "config": {}, "epochs": 4}
+    (tmp_path / "sweep.json").write_text(json.dumps(meta))
+    old = make_scheduler(config, rungs=pause_rungs(tmp_path))
+    assert (old.policy.reduction_factor, old.policy.keep_ties) == (2.0, False)
+    meta["pause_settings"] = {"reduction_factor": 3, "keep_min": 2, "keep_ties": True}
+    (tmp_path / "sweep.json").write_text(json.dumps(meta))
+    new = make_scheduler(config, rungs=pause_rungs(tmp_path))
+    assert (new.policy.reduction_factor, new.policy.keep_ties) == (3.0, True)
+
+
 def test_a_diverged_epoch_reaches_a_pausing_scheduler_as_nan_and_stops_the_trial(
         monkeypatch, tmp_path):
     # Was: the trainable reported the diverged epoch's accuracy (0.2) without a

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ncp_search.app.sweep.folder import LEGACY_PAUSE, PAUSE_SETTINGS
 from ncp_search.integrations import registry
 
 # The reasons of ncp_search.core.rules.Decision that stop a trial, in words.
@@ -30,9 +31,6 @@ STOP_REASONS = {
 }
 LEGACY_RULES = {"ncp": "percentile"}
 """The rule of an NCP name in a section stored without one (before 0.2)."""
-LEGACY_PAUSE = {"reduction_factor": 2}
-"""The rung settings of an ``ncp_pause`` sweep whose sweep.json does not record them
-(before 2026-12-05: reduction factor 2; its floor of kept trials changed meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def describe(meta: Mapping[str, Any]) -> Decider:
                        stops=entry.stops)
     rule = str(settings.get("rule") or LEGACY_RULES.get(name, entry.rule))
     if rule == "pause":  # the rungs' settings are not in the config (sweep.json has them)
-        recorded = meta.get("pause_settings")
+        recorded = meta.get(PAUSE_SETTINGS)
         settings = {**settings, **(dict(recorded) if isinstance(recorded, Mapping)
                                    else LEGACY_PAUSE)}
     predictor = str(settings.get("predictor") or registry.SETTINGS["predictor"].default)

@@ -350,10 +350,13 @@ class ChoiceConfig(_Section):
         return self.entry.rule
 
     def make(self, epochs: int, state_path: str | os.PathLike[str] | None = None, *,
-             n_trials: int | None = None) -> Any:
+             n_trials: int | None = None, rungs: Mapping[str, Any] | None = None) -> Any:
         """The host's pruner or scheduler for trials of ``epochs`` epochs (``n_trials``:
-        the sweep's budget, for the names that plan over the whole study)."""
-        return self.entry.make(self.settings, epochs, state_path, n_trials=n_trials)
+        the sweep's budget, for the names that plan over the whole study; ``rungs``:
+        ``ncp_pause``'s recorded ``reduction_factor`` and ``keep_ties``, from
+        :func:`ncp_search.app.sweep.folder.pause_rungs`)."""
+        extra = dict(rungs or {}) if self.rule == "pause" else {}
+        return self.entry.make(self.settings, epochs, state_path, n_trials=n_trials, **extra)
 
     def describe(self) -> str:
         """The name and its settings in one line, e.g. ``ncp (predictor=best, ...)``."""

@@ -113,6 +113,28 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+PAUSE_SETTINGS = "pause_settings"
+"""``sweep.json`` key: an ``ncp_pause`` sweep's rung settings, recorded when it starts
+(``reduction_factor``, ``keep_min``, ``keep_ties``)."""
+LEGACY_PAUSE = {"reduction_factor": 2, "keep_ties": False}
+"""The rungs of an ``ncp_pause`` sweep whose ``sweep.json`` does not record them: every
+such sweep ran reduction factor 2, ties chosen by the bracket order."""
+
+
+def pause_rungs(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The reduction factor and tie rule an ``ncp_pause`` sweep in ``folder`` runs
+    with: as recorded in its ``sweep.json``, :data:`LEGACY_PAUSE` for a ``sweep.json``
+    that records none (an older sweep being resumed keeps its rungs), ``{}`` (the
+    defaults) with no ``sweep.json``."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return {}
+    recorded = read_meta(path).get(PAUSE_SETTINGS)
+    if not isinstance(recorded, Mapping):
+        return dict(LEGACY_PAUSE)
+    return {key: recorded[key] for key in LEGACY_PAUSE if key in recorded}
+
+
 # -- paths relative to the folder --------------------------------------------------------
 def _inside(path: Path, folder: Path) -> str | None:
     try:

@@ -65,6 +65,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ncp_search.app.search_space import suggest
+from ncp_search.app.sweep.folder import pause_rungs
 from ncp_search.app.sweep.hosts import pid_alive, this_process
 from ncp_search.app.sweep.seeds import trial_seed
 from ncp_search.app.sweep.trial import (
@@ -621,8 +622,11 @@ def run_pausing(study: optuna.Study, config: Mapping[str, Any], data: SweepData,
     lock = BudgetLock(Path(output) / BUDGET_LOCK)
     failures_in_a_row = 0
 
+    rungs = pause_rungs(output)  # an older sweep resumed keeps the rungs it ran with
+
     def policy() -> Any:
-        return typed.choice.make(typed.budget.epochs, n_trials=typed.budget.trials)
+        return typed.choice.make(typed.budget.epochs, n_trials=typed.budget.trials,
+                                 rungs=rungs)
 
     def refresh(driver: Any, job: Any) -> None:  # the other workers' reports since
         with lock.held():

@@ -92,6 +92,7 @@ from ncp_search.app.sweep.config import ConfigError, as_config
 from ncp_search.app.sweep.folder import (
     check_ray_experiment,
     check_tuner_pickle,
+    pause_rungs,
     tuner_digest,
     write_ray_id,
 )
@@ -125,10 +126,12 @@ def describe_scheduler(config: Mapping[str, Any]) -> str:
 
 
 def make_scheduler(config: Mapping[str, Any],
-                   state_path: str | os.PathLike[str] | None = None) -> TrialScheduler:
+                   state_path: str | os.PathLike[str] | None = None, *,
+                   rungs: Mapping[str, Any] | None = None) -> TrialScheduler:
     """The Tune scheduler a validated config names (:mod:`ncp_search.integrations.
     registry`; metric and mode come from ``TuneConfig``); ``state_path`` is where an
-    NCPScheduler keeps its state.
+    NCPScheduler keeps its state; ``rungs``: ``ncp_pause``'s recorded rung settings
+    (:func:`~ncp_search.app.sweep.folder.pause_rungs`).
 
     Raises:
         ConfigError: if ``scheduler.grace_period`` exceeds ``budget.epochs``.
@@ -140,7 +143,7 @@ def make_scheduler(config: Mapping[str, Any],
         raise ConfigError(f"scheduler.grace_period: {grace} exceeds budget.epochs={epochs}; "
                           "set grace_period <= budget.epochs.")
     scheduler: TrialScheduler = choice.make(epochs, state_path,
-                                            n_trials=typed.budget.trials)
+                                            n_trials=typed.budget.trials, rungs=rungs)
     return scheduler
 
 
@@ -684,7 +687,7 @@ def run_ray_sweep(
                                  "--storage or sweep name.")
         (output / STATE_FILE).unlink(missing_ok=True)  # a stale NCPScheduler state
     limit = concurrency(config, workers)
-    scheduler = make_scheduler(config, output / STATE_FILE)
+    scheduler = make_scheduler(config, output / STATE_FILE, rungs=pause_rungs(output))
     checkpoints = pause_epochs(scheduler, int(config["budget"]["epochs"]))
     keep_bytes = live_bytes() if checkpoints else 0  # a bad setting stops here
     if keep_bytes and hasattr(scheduler, "resume_where_paused"):

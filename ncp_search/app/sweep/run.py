@@ -158,7 +158,12 @@ def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mappin
 def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
                 previous: Mapping[str, Any] | None, pruner: str,
                 warnings: list[str]) -> dict[str, Any]:
-    from ncp_search.app.sweep.folder import new_id, record_ray_storage, record_storage
+    from ncp_search.app.sweep.folder import (
+        PAUSE_SETTINGS,
+        new_id,
+        record_ray_storage,
+        record_storage,
+    )
 
     folder = meta_path.parent
     stored = (record_storage(storage, folder) if config["backend"] == "optuna"
@@ -174,7 +179,7 @@ def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
     })
     if not meta.get("id"):  # a new sweep, or one from before sweep ids
         meta["id"] = new_id()
-    if previous is None and _pausing(config):  # what the report says of its rungs
+    if previous is None and _pausing(config):  # its rungs, for a resume and the report
         meta[PAUSE_SETTINGS] = _pause_settings(config)
     meta.setdefault("created", _now())
     meta["resumed"] = list(meta.get("resumed", []))
@@ -182,11 +187,6 @@ def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
         meta["resumed"].append(_now())
     write_json(meta, meta_path, indent=2)
     return meta
-
-
-PAUSE_SETTINGS = "pause_settings"
-"""The key of sweep.json that records an ``ncp_pause`` sweep's rung settings (sweeps
-from before 2026-12-05 lack it: they ran reduction factor 2)."""
 
 
 def _pausing(config: Mapping[str, Any]) -> bool:
