@@ -514,7 +514,7 @@ def test_ray_sweep_under_a_pausing_scheduler_resumes_trials_from_checkpoints(tmp
     from ncp_search.core.pausing import PausingPolicy
     from ncp_search.integrations.ray import NCPScheduler
 
-    def pausing(config, state_path=None):
+    def pausing(config, state_path=None, **_):  # rungs: what the sweep recorded
         policy = PausingPolicy(n_trials=4, max_resource=4, reduction_factor=2, keep_min=1,
                                first_step=1, promote_early=False)  # so that trials pause
         return NCPScheduler(max_t=4, policy=policy)
