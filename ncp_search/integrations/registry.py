@@ -233,17 +233,30 @@ def _ncp_pause_policy(s: Mapping[str, Any], epochs: int, _: str | None,
     """ncp_pause on Optuna: the PausingPolicy that the sweep's ask-and-tell driver
     (:func:`ncp_search.integrations.optuna.pausing.optimize_pausing`) follows; the study
     itself gets no pruner (the driver pauses, Optuna cannot resume a trial)."""
+    options = dict(kw)
+    return _pause_policy(options, s, epochs, int(s["min_resource"]), first_step=0,
+                         host="the Optuna pausing driver", own_all=True)
+
+
+def _pause_policy(options: dict[str, Any], s: Mapping[str, Any], epochs: int,
+                  min_resource: int, *, first_step: int, host: str,
+                  own_all: bool = False) -> Any:
+    """ncp_pause's PausingPolicy on either host: takes ``n_trials`` and a resumed
+    sweep's recorded ``reduction_factor`` / ``keep_ties`` out of ``options``; with
+    ``own_all`` (Optuna: no host object) every other option goes to the policy too, else
+    what is left goes to the host's constructor."""
     from ncp_search.core.pausing import PausingPolicy
 
-    options = dict(kw)
     n_trials = options.pop("n_trials", None)
     if n_trials is None:
         raise TypeError("ncp_pause needs n_trials (the sweep's budget.trials).")
+    reduction_factor = options.pop("reduction_factor", PAUSE_REDUCTION_FACTOR)
+    rungs = {key: options.pop(key) for key in list(options)
+             if own_all or key == "keep_ties"}
     return PausingPolicy(n_trials=int(n_trials), max_resource=epochs,
-                         reduction_factor=options.pop("reduction_factor",
-                                                      PAUSE_REDUCTION_FACTOR),
-                         min_resource=int(s["min_resource"]), predictor=s["predictor"],
-                         first_step=0, host="the Optuna pausing driver", **options)
+                         reduction_factor=reduction_factor, min_resource=min_resource,
+                         predictor=s["predictor"], first_step=first_step, host=host,
+                         **rungs)
 
 
 _NCP_SUMMARY = "ASHA on predicted finals (the default)"
@@ -290,19 +303,11 @@ def _ncp_scheduler(rule: str) -> Factory:
 
 def _ncp_pause_scheduler(s: Mapping[str, Any], epochs: int, state_path: str | None,
                          kw: Mapping[str, Any]) -> Any:
-    from ncp_search.core.pausing import PausingPolicy
     from ncp_search.integrations.ray.scheduler import NCPScheduler
 
     options = dict(kw)
-    n_trials = options.pop("n_trials", None)
-    if n_trials is None:
-        raise TypeError("ncp_pause needs n_trials (the sweep's budget.trials).")
-    policy = PausingPolicy(n_trials=int(n_trials), max_resource=epochs,
-                           reduction_factor=options.pop("reduction_factor",
-                                                        PAUSE_REDUCTION_FACTOR),
-                           keep_ties=options.pop("keep_ties", True),
-                           min_resource=int(s["grace_period"]), predictor=s["predictor"],
-                           first_step=1, host="NCPScheduler")
+    policy = _pause_policy(options, s, epochs, int(s["grace_period"]), first_step=1,
+                           host="NCPScheduler")
     return NCPScheduler(time_attr=TIME_ATTR, max_t=epochs, state_path=state_path,
                         policy=policy, **options)
 

@@ -190,10 +190,9 @@ def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
 
 
 def _pausing(config: Mapping[str, Any]) -> bool:
-    from ncp_search.integrations import registry
+    from ncp_search.app.sweep.config import as_config
 
-    section = config.get(registry.SECTIONS.get(config["backend"], "pruner")) or {}
-    return isinstance(section, Mapping) and section.get("name") == "ncp_pause"
+    return as_config(config).choice.rule == "pause"  # as the backends tell
 
 
 def _pause_settings(config: Mapping[str, Any]) -> dict[str, Any]:
