@@ -97,7 +97,9 @@ def label(name: str) -> str:
                 + (" ahead" if options.get("ahead") == "on" else "")
                 + (f" pred {options['pred']}" if options.get("pred", "best") != "best"
                    else "")
-                + (" ties by order" if options.get("ties") == "order" else ""))
+                + (" ties by order" if options.get("ties") == "order" else "")
+                + (f" first rung {options['min']}" if options.get("min", "1") != "1"
+                   else ""))
     rf = options.get("rf", "3")
     return {"tune_hyperband": f"Tune HyperBandScheduler rf{rf}",
             "tune_bohb": f"Tune HyperBandForBOHB rf{rf}"}.get(head, name)
@@ -227,7 +229,7 @@ class PausingHost(Host):
     def __init__(self, n_trials: int, n_steps: int, sign: float, *,
                  reduction_factor: float, keep: str, bracket: str, early: bool = True,
                  speculate: bool = False, predictor: str = "best",
-                 keep_ties: bool = True) -> None:
+                 keep_ties: bool = True, min_resource: float = 1.0) -> None:
         super().__init__(n_trials, n_steps, sign)
         # speculate: a worker with nothing to run trains on the best paused trial of an
         # open rung (up to its next rung), its reports held back; they reach the policy
@@ -242,6 +244,7 @@ class PausingHost(Host):
         size = n_trials if bracket == "all" else max(1, math.ceil(n_trials / 2))
         self.policy = PausingPolicy(n_trials=n_trials, max_resource=n_steps,
                                     reduction_factor=reduction_factor,
+                                    min_resource=min_resource,
                                     keep_min=keep_min_for(keep, size), bracket_size=size,
                                     promote_early=early, first_step=1,
                                     predictor=predictor, keep_ties=keep_ties)
@@ -492,12 +495,14 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
         return AshaHost(n_trials, n_steps, sign)
     head, options = name.split(",")[0], _raw_options(name)
     if head == "pause":
-        unknown = set(options) - {"rf", "keep", "bracket", "early", "ahead", "pred", "ties"}
+        unknown = set(options) - {"rf", "keep", "bracket", "early", "ahead", "pred", "ties",
+                                  "min"}
         if unknown or any(options.get(k, "on") not in ("on", "off")
                           for k in ("early", "ahead")) or options.get(
                               "ties", "keep") not in ("keep", "order"):
             raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket, early=on|off, "
-                             f"ahead=on|off, pred, ties=keep|order; got {sorted(options)}.")
+                             f"ahead=on|off, pred, ties=keep|order, min (epochs to the "
+                             f"first rung); got {sorted(options)}.")
         return PausingHost(n_trials, n_steps, sign,
                            reduction_factor=float(options.get("rf", 2)),
                            keep=options.get("keep", "auto"),
@@ -505,7 +510,8 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
                            early=options.get("early", "on") == "on",
                            speculate=options.get("ahead", "off") == "on",
                            predictor=options.get("pred", "best"),
-                           keep_ties=options.get("ties", "keep") == "keep")
+                           keep_ties=options.get("ties", "keep") == "keep",
+                           min_resource=float(options.get("min", 1)))
     if head in ("tune_hyperband", "tune_bohb") and set(options) <= {"rf"}:
         return TuneHost(n_trials, n_steps, sign, reduction_factor=float(options.get("rf", 3)),
                         bohb=head == "tune_bohb")

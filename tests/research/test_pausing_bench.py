@@ -59,6 +59,13 @@ def test_epochs_pauses_and_resumes_are_counted_by_hand(workload):
     assert runs[HALVING + ",early=off"]["resumes"] == 7 and runs[HALVING]["resumes"] == 6
 
 
+def test_a_later_first_rung_is_counted_by_hand(workload):
+    # min=2: rungs after epochs 2 and 4, then 8; 8 arrive at 2, 4 go on to 4, 2 complete
+    run = simulate(workload, HALVING + ",min=2", study_trials(workload, 0))
+    assert run["epochs"] == 8 * 2 + 4 * 2 + 2 * 4
+    assert label(HALVING + ",min=2") == "pause rf2 keep 2 bracket all first rung 2"
+
+
 def test_a_resumed_trial_continues_its_own_curve_where_it_stopped(workload):
     order = study_trials(workload, 1)
     run = simulate(workload, HALVING, order, concurrency=4)
