@@ -31,7 +31,15 @@ from typing import Any
 OPTUNA = "optuna"
 RAY = "ray"
 DEFAULT = "ncp"
-"""The default pruner and scheduler name."""
+"""The registry name of ``NCPPruner()``'s and ``NCPScheduler()``'s default rule (ASHA
+on predicted finals), and what a stored sweep config whose pruner or scheduler names
+none ran (before ``ncp_pause`` became the sweeps' default)."""
+SWEEP_DEFAULT = "ncp_pause"
+"""A new sweep config's pruner or scheduler when it names none (the pausing benchmark's
+pick; ``DEADLINE_DEFAULT`` when the sweep has a ``budget.minutes`` deadline)."""
+DEADLINE_DEFAULT = "ncp"
+"""A new sweep config's pruner or scheduler when it names none and has a deadline:
+pausing completes no trial before its last rung, ASHA completes some early."""
 TIME_ATTR = "training_iteration"
 """The Tune result key the Ray factories count epochs in (one result per epoch)."""
 MAX_EPOCHS = 10_000

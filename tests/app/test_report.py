@@ -187,6 +187,24 @@ def test_what_decided_under_ncp_pause_says_the_recorded_rungs(tmp_path):
     assert "the best 1/2 by predicted final" in decided and "(epochs x 2)" in decided
 
 
+def test_what_decided_under_ncp_pause_names_why_trials_stopped(tmp_path):
+    """A pausing sweep's trials stop because a rung did not promote them (paused for
+    good) or because they diverged; the report said 'predicted final below the rule's
+    threshold' for all of them, the words of a killing rule."""
+    config = {"pruner": {"name": "ncp_pause", "predictor": "best", "min_resource": 1}}
+    meta = {**META, "pruner": "ncp_pause", "config": config,
+            "pause_settings": {"reduction_factor": 3, "keep_min": 2, "keep_ties": True}}
+    trials = _sweep()
+    for trial in trials:
+        trial["stop"] = None  # what the Optuna sweep records under ncp_pause
+    diverged = next(t for t in trials if t["number"] == 3)
+    diverged["diverged"] = "nan"
+    decided = _section(write_report(meta, trials, tmp_path).read_text(), "What decided")
+    assert "threshold" not in decided
+    assert ("Stopped early: 2 of 8 trials (1 by not promoted at a rung: paused for good, "
+            "its checkpoint kept; 1 by the sweep's divergence check (not the rule))") in decided
+
+
 def test_a_new_pausing_sweep_records_its_rung_settings():
     from ncp_search.app.sweep.run import _pause_settings, _pausing
 

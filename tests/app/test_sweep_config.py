@@ -43,15 +43,41 @@ def _with(path: str, value: object) -> dict:
 _DELETE = object()
 
 
+def test_a_sweep_with_a_deadline_defaults_to_asha() -> None:
+    """Pausing completes no trial before its last rung, so a sweep that may stop at
+    ``budget.minutes`` gets ncp (ASHA), which completes good trials early; a named
+    choice is kept."""
+    budget = {**GOOD["budget"], "minutes": 30}
+    for backend, section in (("optuna", "pruner"), ("ray", "scheduler")):
+        timed = validate_sweep_config({**GOOD, "backend": backend, "budget": budget})
+        assert (timed[section]["name"], timed[section]["rule"]) == ("ncp", "asha")
+        named = validate_sweep_config({**GOOD, "backend": backend, "budget": budget,
+                                       section: {"name": "ncp_pause"}})
+        assert named[section]["name"] == "ncp_pause"
+        empty = validate_sweep_config({**GOOD, "backend": backend, "budget": budget,
+                                       section: {"predictor": "pow3"}})
+        assert (empty[section]["name"], empty[section]["predictor"]) == ("ncp", "pow3")
+
+
+def test_a_stored_config_that_names_no_pruner_reads_as_ncp() -> None:
+    """Sweeps of 0.1-0.3 without a name in their stored config ran ncp (ASHA): reading
+    them back (a report, --resume) must not turn them into pausing sweeps."""
+    stored = validate_sweep_config({**GOOD, "pruner": {"name": "ncp"}}).to_dict()
+    del stored["pruner"]["name"], stored["pruner"]["rule"]
+    read = SweepConfig.from_dict(stored).choice
+    assert (read.name, read.rule, read.settings["reduction_factor"]) == ("ncp", "asha", 3)
+
+
 def test_good_config_gets_defaults() -> None:
     config = validate_sweep_config(GOOD, "good.yaml")
     assert config["backend"] == "optuna"
-    assert config["pruner"]["name"] == "ncp" and config["pruner"]["predictor"] == "best"
-    assert config["pruner"]["rule"] == "asha" and "scheduler" not in config
+    # no pruner named: the pausing policy, the pausing benchmark's pick
+    assert config["pruner"]["name"] == "ncp_pause" and config["pruner"]["predictor"] == "best"
+    assert config["pruner"]["rule"] == "pause" and "scheduler" not in config
     assert config.pruner is not None and config.pruner.settings == {
-        "predictor": "best", "reduction_factor": 3}  # only what ncp reads
+        "predictor": "best", "min_resource": 1}  # only what ncp_pause reads
     ray = validate_sweep_config({**GOOD, "backend": "ray"}, "good.yaml")
-    assert ray["scheduler"]["rule"] == "asha" and ray.choice.settings["grace_period"] == 1
+    assert ray["scheduler"]["rule"] == "pause" and ray.choice.settings["grace_period"] == 1
     assert "pruner" not in ray
     assert config["output"].endswith("t")
     assert config["probe"]["hidden"] == [64, 64, 64]
@@ -190,7 +216,7 @@ def test_ncp_names_pick_their_rule_and_the_pruner_it_builds() -> None:
 def test_the_typed_config_reads_as_attributes_and_as_the_stored_mapping() -> None:
     config = validate_sweep_config({**GOOD, "probe": {"hidden": [8, 8, 8]}}, "t.yaml")
     assert (config.budget.epochs, config.probe.hidden, config.choice.name) == (
-        3, (8, 8, 8), "ncp")
+        3, (8, 8, 8), "ncp_pause")
     stored = config.to_dict()  # what sweep.json and the study hold: plain JSON values
     assert stored == dict(config) and stored["probe"]["hidden"] == [8, 8, 8]
     assert json.loads(json.dumps(stored)) == stored

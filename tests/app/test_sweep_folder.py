@@ -66,6 +66,37 @@ def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> Non
                       resume=True)
 
 
+def test_a_resume_cannot_switch_between_pausing_and_killing(tmp_path, monkeypatch) -> None:
+    """A sweep that ran ASHA (ncp), resumed with a config that names no pruner (now
+    ncp_pause, the default), would replay its trials into a pausing policy that never
+    saw them: refused with the line that keeps it as it ran; and the other way round."""
+    monkeypatch.setattr(run, "_run_optuna", lambda *args, **kwargs: (_ for _ in ()).throw(
+        Ran()))
+    asha = _config(tmp_path, pruner={"name": "ncp"})
+    with pytest.raises(Ran):
+        run.run_sweep(str(asha))
+    _run_one_trial(tmp_path / "out")
+    unnamed = {k: v for k, v in BASE.items() if k != "pruner"}
+    path = tmp_path / "unnamed.yaml"
+    path.write_text(yaml.safe_dump({**unnamed, "output": str(tmp_path / "out")}))
+    with pytest.raises(NCPSearchError, match=r"it ran pruner ncp, and this config's pruner "
+                       r"is ncp_pause .*set pruner: \{name: ncp\} to resume it"):
+        run.run_sweep(str(path), resume=True)
+    with pytest.raises(Ran):  # named as it ran: resumes; another killing rule may follow
+        run.run_sweep(str(asha), resume=True)
+    with pytest.raises(Ran):
+        run.run_sweep(str(_config(tmp_path, pruner={"name": "median"})), resume=True)
+    paused = tmp_path / "p"
+    with pytest.raises(Ran):
+        run.run_sweep(str(_config(tmp_path, output=str(paused),
+                                  pruner={"name": "ncp_pause"})))
+    _run_one_trial(paused)
+    with pytest.raises(NCPSearchError, match=r"it ran pruner ncp_pause, and this config's "
+                       r"pruner is ncp"):
+        run.run_sweep(str(_config(tmp_path, output=str(paused), pruner={"name": "ncp"})),
+                      resume=True)
+
+
 _GOOD = {"name": "f", "backend": "optuna", "epochs": 2, "storage": "sqlite:///study.db",
          "study_name": "f", "config": {"budget": {"epochs": 2}}}
 

@@ -107,6 +107,27 @@ def test_ncp_pause_is_an_optuna_pruner_with_the_ray_entrys_policy(tmp_path) -> N
     assert (old.reduction_factor, old.keep_ties) == (2.0, False)
 
 
+@pytest.mark.parametrize("predictor, uses", [("best", False), ("ncp_raw", True)])
+def test_a_pausing_studys_log_line_names_the_policy_not_the_nop_pruner(
+        tmp_path, caplog, predictor, uses) -> None:
+    """The study of an ncp_pause sweep never prunes (its driver pauses and stops the
+    trials), but its pruner's line is the first thing a sweep logs: it must name the
+    pausing policy (it said 'NopPruner decides from the reported values alone'), and
+    what it records must say whether the predictor reads beta_eff."""
+    from ncp_search.app.sweep.config import load_sweep_config
+    from ncp_search.app.sweep.optuna_backend import make_pruner
+    from ncp_search.integrations.optuna.reporting import describe_pruner, pruner_settings
+
+    pruner = make_pruner(load_sweep_config(pause_config(tmp_path, predictor=predictor)))
+    line = describe_pruner(pruner)
+    assert "NopPruner" not in line and line.startswith(
+        f"ncp_pause (predictor={predictor}, min_resource=1) decides")
+    assert "pauses" in line and ("uses beta_eff" if uses else "does not use beta_eff") in line
+    assert pruner_settings(pruner) == {"class": "PausingPolicy", "uses_beta_eff": uses}
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    assert not pruner.prune(study, study.ask())  # the driver decides, never the study
+
+
 @pytest.mark.parametrize(("setting", "expected"), [
     ({"reduction_factor": 3}, "pruner.reduction_factor: unknown key (not used by this choice)"),
     ({"min_resource": 9}, "pruner.min_resource: 9 exceeds budget.epochs=4"),

@@ -83,6 +83,33 @@ def test_sweep_summary_and_its_text() -> None:
     assert "no complete trial yet" in format_summary(summarize_sweep(meta, trials[1:]), "x")
 
 
+def test_a_pausing_sweep_shows_its_paused_configurations_apart_from_the_pruned() -> None:
+    """Under ncp_pause a paused configuration ends PRUNED but keeps its checkpoint and
+    may resume: the progress line and the end-of-sweep summary say 'paused' for it
+    (they counted it as pruned, which reads as stopped for good)."""
+    statuses = [TrialStatus(0, "PRUNED", 1, paused=True), TrialStatus(1, "PRUNED", 1,
+                                                                        paused=True),
+                TrialStatus(2, "PRUNED", 1), TrialStatus(3, "RUNNING", 2)]
+    summary = summarize(statuses, epochs=6)
+    assert (summary["pruned"], summary["paused"]) == (3, 2)
+    assert "3/10 trials (2 paused, 1 pruned, 1 running)" in format_line(summary, budget=10)
+    meta = {"name": "s", "backend": "optuna", "pruner": "ncp_pause", "epochs": 3}
+    records = [
+        {"number": 0, "state": "COMPLETE", "params": {}, "val_accuracy": [.5, .6, .7],
+         "final": 0.7, "model_path": None, "pauses": 1, "paused": False},
+        {"number": 1, "state": "PRUNED", "params": {}, "val_accuracy": [.2],
+         "final": 0.2, "model_path": None, "pauses": 1, "paused": True},
+        {"number": 2, "state": "PRUNED", "params": {}, "val_accuracy": [float("nan")],
+         "final": float("nan"), "model_path": None, "diverged": "nan"},
+    ]
+    text = format_summary(summarize_sweep(meta, records), "x")
+    assert "3 trials: 1 complete, 1 pruned (1 diverged), 1 paused (checkpoints kept), " \
+           "0 failed" in text
+    assert "(1 paused, 0 running)" in format_line(summarize(statuses[:1], 6), budget=10)
+    text = format_summary(summarize_sweep(meta, records[:2]), "x")
+    assert "2 trials: 1 complete, 1 paused (checkpoints kept), 0 failed" in text
+
+
 def test_time_accounting_uses_the_trials_own_epoch_times() -> None:
     from ncp_search.app.sweep.progress import time_accounting
 

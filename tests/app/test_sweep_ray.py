@@ -60,7 +60,8 @@ def make_config(scheduler=None, space=None, **top):
 
 # -- describe_scheduler / make_scheduler -----------------------------------------------
 def test_describe_scheduler_names_the_used_settings():
-    assert describe_scheduler(make_config()) == (
+    assert describe_scheduler(make_config()) == "ncp_pause (predictor=best, grace_period=1)"
+    assert describe_scheduler(make_config({"name": "ncp"})) == (
         "ncp (predictor=best, grace_period=1, reduction_factor=3)")
     assert describe_scheduler(make_config({"name": "ncp_percentile"})) == (
         "ncp_percentile (predictor=best, percentile=50.0, grace_period=1)")
@@ -209,6 +210,30 @@ def test_session_records_states_restarts_and_strict_json(tmp_path):
     again = _Session(config, tmp_path, None)
     again.load()
     assert set(again.records) == {t.trial_id for t in (done, pruned, failed, cut)}
+
+
+def test_the_progress_shows_trials_a_pausing_scheduler_holds_as_paused(tmp_path):
+    """On Tune a paused trial stays RUNNING until it resumes or the experiment ends; the
+    progress line showed it as running. Now, as on Optuna, it shows as paused."""
+    from ncp_search.app.sweep.progress import summarize
+    from ncp_search.core.history import TrialHistory
+    from ncp_search.core.pausing import PausingPolicy
+
+    policy = PausingPolicy(n_trials=3, max_resource=3, reduction_factor=3, keep_min=1)
+    session = _Session(make_config(), tmp_path, None,
+                       scheduler=SimpleNamespace(policy=policy))
+    trials = [_trial(f"ab_0000{i}") for i in range(3)]
+    for trial, value in zip(trials, (0.5, 0.6, 0.7)):
+        policy.add(trial.trial_id)
+        session.start(trial)
+        session.result(trial, {"val_accuracy": value, "epoch": 0})
+        policy.report(trial.trial_id, TrialHistory.from_reports({1: value}))
+    summary = summarize(session.statuses(), 3)
+    # the best goes on (running), the other two are paused for good
+    assert (summary["running"], summary["paused"], summary["pruned"]) == (1, 2, 2)
+    plain = _Session(make_config({"name": "ncp"}), tmp_path, None)
+    plain.start(trials[0])
+    assert summarize(plain.statuses(), 3)["running"] == 1
 
 
 # -- real runs ------------------------------------------------------------------------------

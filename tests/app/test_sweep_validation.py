@@ -297,7 +297,7 @@ def test_an_empty_pruner_section_means_the_default(tmp_path) -> None:
     path = _write(tmp_path, "", "plain", {})
     path.write_text(path.read_text() + "pruner:\n")  # a key with nothing after it
     assert load_sweep_config(path).choice.describe() == (
-        "ncp (predictor=best, reduction_factor=3)")
+        "ncp_pause (predictor=best, min_resource=1)")
 
 
 def test_the_base_config_is_valid(tmp_path, models) -> None:

@@ -28,6 +28,7 @@ STOP_REASONS = {
     "diverged": "its latest value was NaN or infinite (diverged)",
     "below_incumbent": "upper bound on the final below the best completed final "
                        "(incumbent test)",
+    "dropped": "not promoted at a rung: paused for good, its checkpoint kept",
 }
 LEGACY_RULES = {"ncp": "percentile"}
 """The rule of an NCP name in a section stored without one (before 0.2)."""
@@ -74,7 +75,10 @@ class Decider:
     def single_stop_reason(self) -> str | None:
         """The one :class:`~ncp_search.core.rules.Decision` reason by which this
         decider can stop a trial, when there is exactly one (the NCP rules without
-        the incumbent test stop only on ``"below"``); else ``None``."""
+        the incumbent test stop only on ``"below"``, the pausing policy on
+        ``"dropped"``); else ``None``."""
+        if self.rule == "pause":
+            return "dropped"  # diverged trials are marked as such in their records
         if not self.is_ncp or self.settings.get("incumbent_alpha") is not None:
             return None
         if self.settings.get("base") is not None:

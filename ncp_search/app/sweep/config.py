@@ -587,7 +587,8 @@ class _Checker:
             if name in _SECTION_CLASSES:
                 config[name] = self.fields(value, _specs(_SECTION_CLASSES[name]), f"{name}.")
             elif USED_BY[name] == config["backend"]:
-                config[name] = self.choice(name, value, USED_BY[name])
+                config[name] = self.choice(name, value, USED_BY[name],
+                                           deadline=config["budget"]["minutes"] is not None)
         config["search_space"] = self.space(raw["search_space"], config["mode"])
         self.source(config)
         self.data(config)
@@ -616,10 +617,13 @@ class _Checker:
                     f"backend: {backend} reads the {instead} section); remove the {name} "
                     f"section, or {fix}.")
 
-    def choice(self, section: str, value: Mapping[str, Any], host: str) -> dict[str, Any]:
-        """The ``pruner`` or ``scheduler`` section: a registry name and its settings."""
+    def choice(self, section: str, value: Mapping[str, Any], host: str, *,
+               deadline: bool = False) -> dict[str, Any]:
+        """The ``pruner`` or ``scheduler`` section: a registry name and its settings (no
+        name: ``ncp_pause``, or ``ncp`` when the sweep has a deadline)."""
         table = registry.HOSTS[host]
-        chosen = value.get("name", registry.DEFAULT)
+        chosen = value.get("name", registry.DEADLINE_DEFAULT if deadline
+                           else registry.SWEEP_DEFAULT)
         if chosen not in table:
             raise self.fail(f"{section}.name", f"expected one of {list(table)}, but "
                             f"got {_describe(chosen)}; {_suggest(chosen, table)}")

@@ -122,9 +122,25 @@ def make_pruner(config: Mapping[str, Any]) -> optuna.pruners.BasePruner:
 
     typed = as_config(config)
     if typed.choice.rule == "pause":  # the pausing driver decides; the study never prunes
-        return optuna.pruners.NopPruner()
+        return _driven(typed.choice)
     pruner: optuna.pruners.BasePruner = typed.choice.make(typed.budget.epochs)
     return pruner
+
+
+def _driven(choice: Any) -> optuna.pruners.BasePruner:
+    """The study's pruner under ``ncp_pause``: never prunes, and says what decides."""
+    from ncp_search.core.predictors import PREDICTORS
+    from ncp_search.integrations.optuna.pausing import DrivenPruner
+
+    predictor = str(choice.settings.get("predictor", "best"))
+    uses = bool(PREDICTORS[predictor].uses_beta_eff) if predictor in PREDICTORS else False
+    reads = "uses beta_eff" if uses else (
+        "does not use beta_eff: the decisions come from the reported values alone")
+    return DrivenPruner(
+        f"{choice.describe()} decides: every trial of the bracket trains to a rung and "
+        f"pauses there with a checkpoint; once the rung is full, the best by predicted "
+        f"final resume to the next rung and the others stay paused (the study's own "
+        f"pruner never prunes); predictor {predictor!r} {reads}.", uses)
 
 
 def is_pausing(config: Mapping[str, Any]) -> bool:

@@ -84,6 +84,7 @@ class TrialStatus:
     final: float | None = None  # the final value of a COMPLETE trial
     seconds: float | None = None  # trial time: whole wall time of a finished trial
     epoch_seconds: tuple[float | None, ...] = ()  # wall time of each epoch
+    paused: bool = False  # ncp_pause: PRUNED and paused with a checkpoint (may resume)
 
 
 def _steady(epoch_seconds: Sequence[float | None]) -> float | None:
@@ -147,6 +148,7 @@ def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
     return {
         **times,
         "complete": count["COMPLETE"], "pruned": count["PRUNED"], "running": count["RUNNING"],
+        "paused": sum(t.state == "PRUNED" and t.paused for t in trials),
         "failed": count["FAIL"], "finished": len(finished), "epochs_used": used,
         "epochs_full": full, "epochs_saved": full - used,
         "saved_fraction": (full - used) / full if full else 0.0,
@@ -165,7 +167,11 @@ def format_line(summary: dict[str, Any], budget: int) -> str:
     failed = f", {summary['failed']} failed" if summary["failed"] else ""
     saved_time = trial_time_text(summary)
     seconds = "" if saved_time is None else f", {saved_time}"
-    return (f"[{bar}] {summary['finished']}/{budget} trials ({summary['pruned']} pruned, "
+    paused = summary.get("paused") or 0  # counted among the pruned: they ended PRUNED
+    pruned = summary["pruned"] - paused
+    stopped = (f"{paused} paused" + (f", {pruned} pruned" if pruned else "") if paused
+               else f"{pruned} pruned")
+    return (f"[{bar}] {summary['finished']}/{budget} trials ({stopped}, "
             f"{summary['running']} running{failed}) | {best} | epochs saved "
             f"{summary['epochs_saved']}/{summary['epochs_full']} "
             f"({100 * summary['saved_fraction']:.0f}%){seconds}")
@@ -212,4 +218,4 @@ class ProgressLine:
 
 
 def _finished(summary: dict[str, Any]) -> tuple[int, ...]:
-    return summary["finished"], summary["pruned"], summary["failed"]
+    return summary["finished"], summary["pruned"], summary["failed"], summary["paused"]

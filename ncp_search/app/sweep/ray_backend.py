@@ -504,10 +504,25 @@ class _Session:
 
     # output
     def statuses(self) -> list[TrialStatus]:
-        return [TrialStatus(r["number"], r["state"], len(r["val_accuracy"]),
-                            r["final"] if r["state"] == "COMPLETE" else None,
-                            r.get("seconds"), tuple(r.get("epoch_seconds") or ()))
-                for r in self.records.values()]
+        """The progress view; under ``ncp_pause`` a trial its policy holds at a rung
+        (paused, or paused for good until Tune ends it) shows as paused, as on Optuna."""
+        out = []
+        for r in self.records.values():
+            held = r["state"] == "RUNNING" and self._held(r["trial_id"])
+            out.append(TrialStatus(r["number"], "PRUNED" if held else r["state"],
+                                   len(r["val_accuracy"]),
+                                   r["final"] if r["state"] == "COMPLETE" else None,
+                                   r.get("seconds"), tuple(r.get("epoch_seconds") or ()),
+                                   paused=held))
+        return out
+
+    def _held(self, trial_id: str) -> bool:
+        """Whether a pausing scheduler holds ``trial_id`` at a rung."""
+        from ncp_search.core.pausing import PausingPolicy
+
+        policy = getattr(self.scheduler, "policy", None)
+        return (isinstance(policy, PausingPolicy) and policy.knows(trial_id)
+                and policy.status(trial_id) in ("paused", "dropped"))
 
     def update_progress(self) -> None:
         if self.progress is not None:

@@ -69,7 +69,8 @@ def optuna_records(study: Any) -> list[dict[str, Any]]:
     epochs done and predicted final (paused there, or promoted as it arrived and
     trained on in the same trial); its curve, epoch times,
     seconds and ``checkpoint_seconds`` summed over the chain; its state, model and
-    stop those of its last trial), so it and its epochs count once. An interrupted
+    stop those of its last trial; ``paused``: its last trial paused, so it keeps a
+    checkpoint and may resume), so it and its epochs count once. An interrupted
     trial of a chain (FAIL) stays a record of its own."""
     from ncp_search.integrations.optuna.pausing import configurations
 
@@ -135,7 +136,7 @@ def _joined(chain: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = []
             continue
         out[key] = [v for r in chain for v in (r[key] or [None] * len(r["val_accuracy"]))]
-    out.pop("paused", None)
+    out["paused"] = bool(last.get("paused"))  # its last trial paused: it may resume
     out["final"] = out["val_accuracy"][-1] if out["val_accuracy"] else None
     return out
 
@@ -341,6 +342,7 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
         **{state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL",
                                                             "RUNNING")},
         "diverged": len(diverged),
+        "paused": sum(t["state"] == "PRUNED" and bool(t.get("paused")) for t in trials),
         "epochs_used": used, "epochs_without_pruning": full,
         "epochs_saved_fraction": (full - used) / full if full else 0.0,
         **times,
@@ -354,12 +356,23 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
     }
 
 
+def _stopped(summary: dict[str, Any], diverged: str = "") -> str:
+    """``3 pruned``, or under ncp_pause ``2 pruned, 8 paused (checkpoints kept)``: a
+    paused configuration ended PRUNED but keeps its checkpoint."""
+    paused = summary.get("paused") or 0
+    if not paused:
+        return f"{summary['pruned']} pruned{diverged}"
+    pruned = summary["pruned"] - paused
+    return (f"{pruned} pruned{diverged}, " if pruned else "") + (
+        f"{paused} paused (checkpoints kept)")
+
+
 def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> str:
     """The end-of-sweep lines the CLI prints."""
     diverged = f" ({summary['diverged']} diverged)" if summary.get("diverged") else ""
     lines = [
         f"{summary['name']} [{summary['backend']}, {summary['pruner']}]: {summary['trials']} "
-        f"trials: {summary['complete']} complete, {summary['pruned']} pruned{diverged}, "
+        f"trials: {summary['complete']} complete, {_stopped(summary, diverged)}, "
         f"{summary['fail']} failed",
         f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
         f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",

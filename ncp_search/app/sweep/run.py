@@ -152,7 +152,36 @@ def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mappin
         raise NCPSearchError(
             f"cannot resume {meta_path.parent}: the config changed {changed} since the sweep "
             "started; restore them, or start a new sweep in another output folder.")
+    _same_kind_of_choice(old, config, meta_path.parent)
     return meta
+
+
+def _same_kind_of_choice(old: Mapping[str, Any], config: Mapping[str, Any],
+                         folder: Path) -> None:
+    """A resume may change the pruner or scheduler, but not between pausing and
+    killing: a pausing policy rebuilds its brackets from the sweep's trials, which
+    another rule ran (and the other way round, paused trials would never resume).
+
+    Raises:
+        NCPSearchError: one of the two choices pauses and the other does not."""
+    from ncp_search.app.sweep.config import as_config
+    from ncp_search.integrations import registry
+
+    now = as_config(config).choice
+    try:
+        ran = as_config(old).choice
+    except (KeyError, TypeError, ValueError):  # a damaged stored choice: the backend's
+        return  # own checks of the study decide (fail open)
+    if (ran.rule == "pause") == (now.rule == "pause"):
+        return
+    section = registry.SECTIONS[config["backend"]]
+    unnamed = (f" ({registry.SWEEP_DEFAULT} is the default of a config that names no "
+               f"{section}, since 0.3)" if now.name == registry.SWEEP_DEFAULT else "")
+    raise NCPSearchError(
+        f"cannot resume {folder}: it ran {section} {ran.name}, and this config's {section} "
+        f"is {now.name}{unnamed}; a sweep cannot switch between pausing and stopping "
+        f"trials part-way: set {section}: {{name: {ran.name}}} to resume it, or start a new "
+        "sweep in another output folder.")
 
 
 def _write_meta(meta_path: Path, config: Mapping[str, Any], storage: str | None,
@@ -244,7 +273,7 @@ def _secrets_kept(url: str | None) -> Iterator[None]:
 def optuna_status(study: Any) -> list[TrialStatus]:
     """Progress view of an Optuna study's trials."""
     from ncp_search.app.sweep.optuna_backend import EPOCH_SECONDS_ATTR
-    from ncp_search.integrations.optuna.pausing import configurations
+    from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, configurations
 
     out = []
     for chain in configurations(study.get_trials(deepcopy=False)):  # ncp_pause: joined
@@ -254,7 +283,8 @@ def optuna_status(study: Any) -> list[TrialStatus]:
                                trial.value if trial.state.name == "COMPLETE" else None,
                                None if None in times else sum(t or 0.0 for t in times),
                                tuple(v for t in chain
-                                     for v in t.user_attrs.get(EPOCH_SECONDS_ATTR, ()))))
+                                     for v in t.user_attrs.get(EPOCH_SECONDS_ATTR, ())),
+                               paused=PAUSED_ATTR in trial.user_attrs))
     return out
 
 

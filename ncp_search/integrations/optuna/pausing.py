@@ -62,6 +62,28 @@ A trial promoted as it reaches its rung is trained on in the same trial: ``train
 called again for it, from the checkpoint it just saved."""
 
 
+class DrivenPruner(optuna.pruners.NopPruner):
+    """The pruner of a study that a :class:`PausingDriver` drives: it never prunes (the
+    policy pauses and stops the trials itself) and names that policy where a pruner is
+    described: the study's log line and its ``ncp_pruner`` attribute.
+
+    Args:
+        decides: what decides, in words (e.g. the sweep's ``ncp_pause (...)``).
+        uses_beta_eff: whether the policy's predictor reads ``beta_eff`` (what
+            ``NCPCallback(measure="auto")`` follows).
+    """
+
+    def __init__(self, decides: str, uses_beta_eff: bool = False) -> None:
+        super().__init__()
+        self.decides = decides
+        self.uses_beta_eff = bool(uses_beta_eff)
+
+    def settings(self) -> dict[str, Any]:
+        """As :func:`~ncp_search.integrations.optuna.reporting.pruner_settings` stores
+        them."""
+        return {"class": "PausingPolicy", "uses_beta_eff": self.uses_beta_eff}
+
+
 @dataclass
 class Job:
     """One trial the driver asked: train configuration ``name`` from ``start`` to

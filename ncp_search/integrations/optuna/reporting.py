@@ -61,6 +61,7 @@ from ncp_search.integrations.optuna.index import (
     PREDICTION_ATTR,
     TERMS_ATTR,
 )
+from ncp_search.integrations.optuna.pausing import DrivenPruner
 from ncp_search.integrations.optuna.pruner import NCPPruner
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def pruner_settings(pruner: Any) -> dict[str, Any]:
     """What decides, as JSON values: :meth:`NCPPruner.settings` for an NCPPruner,
     else the pruner's class with ``uses_beta_eff: False`` (a built-in pruner reads
     the reported values only)."""
-    if isinstance(pruner, NCPPruner):
+    if isinstance(pruner, (NCPPruner, DrivenPruner)):
         return pruner.settings()
     return {"class": type(pruner).__name__, "uses_beta_eff": False}
 
@@ -88,6 +89,8 @@ def pruner_settings(pruner: Any) -> dict[str, Any]:
 def describe_pruner(pruner: Any) -> str:
     """One sentence naming the rule and predictor that decide and whether they use
     ``beta_eff`` (what is logged once per study)."""
+    if isinstance(pruner, DrivenPruner):
+        return pruner.decides
     if not isinstance(pruner, NCPPruner):
         return (f"{type(pruner).__name__} decides from the reported values alone; beta_eff "
                 "is recorded but does not decide.")
