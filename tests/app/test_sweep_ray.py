@@ -231,6 +231,15 @@ def test_the_progress_shows_trials_a_pausing_scheduler_holds_as_paused(tmp_path)
     summary = summarize(session.statuses(), 3)
     # the best goes on (running), the other two are paused for good
     assert (summary["running"], summary["paused"], summary["pruned"]) == (1, 2, 2)
+    for trial in trials[:2]:  # Tune ends them with the experiment: still paused
+        session.end(trial, failed=False)
+    summary = summarize(session.statuses(), 3)
+    assert (summary["running"], summary["paused"], summary["pruned"]) == (1, 2, 2)
+    from ncp_search.app.sweep.results import format_summary, summarize_sweep
+
+    meta = {"name": "t", "backend": "ray", "pruner": "ncp_pause", "epochs": 3}
+    text = format_summary(summarize_sweep(meta, list(session.records.values())), "x")
+    assert "3 trials: 0 complete, 2 paused (checkpoints kept), 0 failed" in text
     plain = _Session(make_config({"name": "ncp"}), tmp_path, None)
     plain.start(trials[0])
     assert summarize(plain.statuses(), 3)["running"] == 1

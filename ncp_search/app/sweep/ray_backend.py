@@ -432,6 +432,7 @@ class _Session:
                       epoch_seconds=[], final=None, model_path=None, seconds=None,
                       diverged=None, stop=None)
         record.pop("resumed_from", None)
+        record.pop("paused", None)
 
     def result(self, trial: Any, result: Mapping[str, Any]) -> None:
         if METRIC not in result or trial.trial_id in self.frozen:
@@ -476,6 +477,8 @@ class _Session:
             record["state"] = "COMPLETE" if complete else "PRUNED"
         if record["state"] != "COMPLETE":
             record["model_path"] = None
+        if record["state"] == "PRUNED" and self._held(trial.trial_id):
+            record["paused"] = True  # paused for good: its checkpoint stays in the run
         # the scheduler's decision at the stop (reason, compared prediction, threshold),
         # journaled by NCPScheduler before Tune ends the trial; None for other schedulers;
         # under a pausing policy, the rungs it judged the trial at
@@ -513,7 +516,7 @@ class _Session:
                                    len(r["val_accuracy"]),
                                    r["final"] if r["state"] == "COMPLETE" else None,
                                    r.get("seconds"), tuple(r.get("epoch_seconds") or ()),
-                                   paused=held))
+                                   paused=held or bool(r.get("paused"))))
         return out
 
     def _held(self, trial_id: str) -> bool:
