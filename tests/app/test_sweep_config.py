@@ -57,6 +57,17 @@ def test_a_sweep_with_a_deadline_defaults_to_asha() -> None:
         empty = validate_sweep_config({**GOOD, "backend": backend, "budget": budget,
                                        section: {"predictor": "pow3"}})
         assert (empty[section]["name"], empty[section]["predictor"]) == ("ncp", "pow3")
+        # named with a deadline: kept, with a warning that says what the deadline risks
+        warnings: list[str] = []
+        validate_sweep_config({**GOOD, "backend": backend, "budget": budget,
+                               section: {"name": "ncp_pause"}}, "t.yaml", warnings=warnings)
+        assert len(warnings) == 1 and warnings[0].startswith(
+            f"t.yaml: {section}.name: ncp_pause with budget.minutes=30: pausing completes "
+            "no trial before its last rung")
+        quiet: list[str] = []
+        validate_sweep_config({**GOOD, "backend": backend, section: {"name": "ncp_pause"}},
+                              warnings=quiet)
+        assert quiet == []
 
 
 def test_a_stored_config_that_names_no_pruner_reads_as_ncp() -> None:

@@ -818,6 +818,13 @@ class _Checker:
         if registry.ncp_rule(config["backend"], chosen["name"]) == "pause":
             from ncp_search.core.predictors import PREDICTORS
 
+            if budget["minutes"] is not None:
+                self.warnings.append(
+                    f"{self.where}: {section}.name: {chosen['name']} with budget.minutes="
+                    f"{budget['minutes']:g}: pausing completes no trial before its last "
+                    "rung, so a sweep stopped at the deadline may end with none (its paused "
+                    "trials keep their checkpoints; --resume goes on); to complete good "
+                    f"trials early, set {section}: {{name: ncp}} (ASHA).")
             predictor = chosen.get("predictor")
             if predictor in PREDICTORS and PREDICTORS[predictor].cross_trial:
                 raise self.fail(f"{section}.predictor", f"{predictor!r} learns from completed "
