@@ -205,6 +205,21 @@ def test_what_decided_under_ncp_pause_names_why_trials_stopped(tmp_path):
             "its checkpoint kept; 1 by the sweep's divergence check (not the rule))") in decided
 
 
+def test_a_pausing_sweeps_report_counts_paused_trials_apart(tmp_path):
+    """A configuration paused for good keeps its checkpoint: the report's table and the
+    trial's final cell say paused (they said pruned, the word for a stopped trial)."""
+    config = {"pruner": {"name": "ncp_pause", "predictor": "best", "min_resource": 1}}
+    meta = {**META, "pruner": "ncp_pause", "config": config}
+    trials = _sweep()
+    paused = next(t for t in trials if t["number"] == 1)
+    paused["paused"] = True
+    page = write_report(meta, trials, tmp_path).read_text()
+    saved = _section(page, "Epochs and seconds saved")
+    assert "<td>paused trials (checkpoints kept)</td><td>1</td>" in saved
+    assert "<td>pruned trials</td><td>1</td>" in saved
+    assert "(paused at epoch 3: " in _section(page, "All trials")
+
+
 def test_a_new_pausing_sweep_records_its_rung_settings():
     from ncp_search.app.sweep.run import _pause_settings, _pausing
 

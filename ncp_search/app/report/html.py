@@ -125,6 +125,7 @@ def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
         "epoch_seconds": [_float(v) for v in (trial.get("epoch_seconds") or [])],
         "diverged": str(trial["diverged"]) if trial.get("diverged") else None,
         "rungs": _rung_outcomes(trial),
+        "paused": state == "PRUNED" and bool(trial.get("paused")),  # ncp_pause
     }
 
 
@@ -212,6 +213,8 @@ def _final_text(trial: dict[str, Any]) -> str:
         return _fmt(trial["final"])
     n = len(trial["val"])
     word = {"PRUNED": "pruned", "FAIL": "failed"}.get(trial["state"], trial["state"].lower())
+    if trial.get("paused"):
+        word = "paused"
     if trial["state"] == "PRUNED" and trial.get("diverged"):
         word = "diverged, pruned"
     if not n:
@@ -456,6 +459,8 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         budget = _budget(rows, epochs)
         used, total = sum(len(t["val"]) for t in rows), sum(budget)
         states = [t["state"] for t in rows]
+        paused = sum(1 for t in rows if t["paused"])
+        shown = [{**t, "state": "PAUSED"} if t["paused"] else t for t in rows]  # plots
         saved = f"{100.0 * (total - used) / total:.1f}%" if total else "&ndash;"
         trained_s, saved_s = _seconds_saved(rows, epochs)
         points = _prediction_points(rows, epochs)
@@ -480,10 +485,11 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             _table([["epochs trained", str(used)], ["epochs without pruning", str(total)],
                     ["saved", saved], ["trial time used", trained_s],
                     ["trial time saved", saved_s],
-                    ["pruned trials", str(states.count("PRUNED"))],
+                    *([["paused trials (checkpoints kept)", str(paused)]] if paused else []),
+                    ["pruned trials", str(states.count("PRUNED") - paused)],
                     ["complete trials", str(states.count("COMPLETE"))],
                     ["failed trials", str(states.count("FAIL"))]]),
-            _figure("epochs_saved", report_plots.epochs_saved(rows, budget), figure_dir,
+            _figure("epochs_saved", report_plots.epochs_saved(shown, budget), figure_dir,
                     "epochs trained and saved per trial"),
             "<h2>Learning curves and stops</h2>",
             f"<p>Validation {html.escape(metric)} per epoch, coloured by state (epochs count "
@@ -493,10 +499,10 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             "the rule's threshold at that stop and the circle the prediction it compared "
             "(dashed in the panels: the predicted final after each epoch).</p>",
             curves_note,
-            _figure("learning_curves", report_plots.learning_curves(rows, metric), figure_dir,
+            _figure("learning_curves", report_plots.learning_curves(shown, metric), figure_dir,
                     "learning curves with stop points")
             or '<p class="note">No trial has a value yet.</p>',
-            _figure("trial_curves", report_plots.trial_curves(rows, metric, MAX_PANELS),
+            _figure("trial_curves", report_plots.trial_curves(shown, metric, MAX_PANELS),
                     figure_dir, "one panel per trial"),
             panels_note,
             "<h2>Predicted vs actual final value</h2>",
@@ -515,7 +521,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
             "pruner's or scheduler's predictor reads it (e.g. <code>ncp_raw</code>), "
             "not for this sweep's.</p>",
             "<h2>Optimisation history</h2>",
-            _figure("history", report_plots.optimisation_history(rows, steps, metric),
+            _figure("history", report_plots.optimisation_history(shown, steps, metric),
                     figure_dir, "optimisation history")
             or '<p class="note">No trial has a final value.</p>',
             "<h2>All trials</h2>", _trials_table(rows),

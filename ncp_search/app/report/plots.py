@@ -21,6 +21,7 @@ import numpy as np
 STATE_COLORS = {
     "COMPLETE": "#1f77b4",
     "PRUNED": "#ff7f0e",
+    "PAUSED": "#fdae6b",  # ncp_pause: paused for good, its checkpoint kept
     "FAIL": "#d62728",
     "RUNNING": "#7f7f7f",
 }
