@@ -1,9 +1,9 @@
 """``ncp-search sweep`` on the Optuna backend (or Ray Tune's, ``--backend ray``) under
-``ncp`` (ASHA on predicted finals, the default) and ``ncp_pause`` (successive halving
-that pauses), same config and seed.
+``ncp`` (ASHA on predicted finals, ``NCPPruner()``'s rule) and ``ncp_pause``
+(successive halving that pauses, the sweeps' default), same config and seed.
 
 Runs ``configs/pause.yaml`` three times in fresh processes: with its pruner replaced by
-``{name: ncp}`` (reduction_factor 3, the default), as it is (``ncp_pause``, paused models
+``{name: ncp}`` (reduction_factor 3, its default), as it is (``ncp_pause``, paused models
 kept in memory), and as it is with ``NCP_SEARCH_PAUSED_MODELS_MB=0`` (every resume from
 its checkpoint), after a one-trial warm-up sweep that
 fills the model-zoo cache, and prints side by side: epochs trained (each epoch once; a
