@@ -70,6 +70,20 @@ def test_train_returning_the_wrong_number_of_values_is_refused(tmp_path):
                          checkpoint_dir=tmp_path)
 
 
+@pytest.mark.parametrize("predictor, reads", [("ncp_raw", "beta_eff"),
+                                              ("ncp_hybrid", "beta_eff")])
+def test_a_policy_whose_predictor_reads_more_than_the_metric_is_refused(tmp_path, predictor,
+                                                                        reads):
+    """optimize_pausing feeds the policy the values train returns, nothing else: a
+    predictor that reads beta_eff would have predicted NaN at every rung and let the
+    bracket order choose. Refused before any trial starts."""
+    study = optuna.create_study(direction="maximize")
+    policy = PausingPolicy(n_trials=2, max_resource=4, predictor=predictor)
+    with pytest.raises(ValueError, match=f"predictor {predictor!r} also reads \\['{reads}'\\]"):
+        optimize_pausing(study, make_train([]), policy=policy, checkpoint_dir=tmp_path)
+    assert study.trials == []
+
+
 def test_an_interrupted_run_continues_where_it_stopped_and_counts_each_epoch_once(tmp_path):
     """A run stopped after some trials (an interrupt; the running trial marked FAIL)
     continues on the same study with a fresh policy: the finished trials are replayed,

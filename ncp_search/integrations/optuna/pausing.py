@@ -408,8 +408,17 @@ def optimize_pausing(
         numbers of its trials in order.
 
     Raises:
-        ValueError: if ``train`` returns a number of values other than the epochs asked.
+        ValueError: if ``train`` returns a number of values other than the epochs asked;
+            before any trial, if the policy's predictor reads a series besides the
+            metric (``beta_eff``, ...), which ``train`` does not return.
     """
+    reads = list(policy.predictor.requires)
+    if reads:
+        raise ValueError(
+            f"optimize_pausing feeds the policy the metric values train returns, but its "
+            f"predictor {policy.predictor.name!r} also reads {reads}; use a predictor of "
+            f"the curve alone (e.g. 'best' or 'pow3'), or ncp-search sweep, which measures "
+            f"them.")
     driver = PausingDriver(study, policy, checkpoint_dir)
     driver.folder.mkdir(parents=True, exist_ok=True)
     while not policy.finished():
