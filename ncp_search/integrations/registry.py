@@ -4,9 +4,10 @@ Every place that spells a name reads it here: the sweep config (which settings a
 name accepts, their defaults and bounds), both sweep backends (the factory that
 builds the host object), the report (the label of the class that decided and
 its NCP rule) and the research replays. ``ncp`` means ASHA on predicted finals
-on both hosts (the default since 0.2, the budget benchmark's pick);
-``ncp_percentile`` is the percentile rule (the 0.1 default). ``ncp_asha`` is an
-older Ray name for ``ncp``.
+on both hosts (``NCPPruner()``'s and ``NCPScheduler()``'s rule, the budget
+benchmark's pick; the sweeps' default from 0.2 until ``ncp_pause``, the pausing
+benchmark's pick, replaced it: :data:`SWEEP_DEFAULT`); ``ncp_percentile`` is the
+percentile rule (the 0.1 default). ``ncp_asha`` is an older Ray name for ``ncp``.
 
 Optuna and Ray are imported inside the factories only, so importing this module
 imports neither.
@@ -239,8 +240,9 @@ def _hyperband_pruner(s: Mapping[str, Any], epochs: int, _: str | None,
 def _ncp_pause_policy(s: Mapping[str, Any], epochs: int, _: str | None,
                       kw: Mapping[str, Any]) -> Any:
     """ncp_pause on Optuna: the PausingPolicy that the sweep's ask-and-tell driver
-    (:func:`ncp_search.integrations.optuna.pausing.optimize_pausing`) follows; the study
-    itself gets no pruner (the driver pauses, Optuna cannot resume a trial)."""
+    (:func:`ncp_search.integrations.optuna.pausing.optimize_pausing`) follows; the
+    study's own pruner never prunes (a ``DrivenPruner``: the driver pauses, Optuna
+    cannot resume a trial)."""
     options = dict(kw)
     return _pause_policy(options, s, epochs, int(s["min_resource"]), first_step=0,
                          host="the Optuna pausing driver", own_all=True)
@@ -267,7 +269,7 @@ def _pause_policy(options: dict[str, Any], s: Mapping[str, Any], epochs: int,
                          **rungs)
 
 
-_NCP_SUMMARY = "ASHA on predicted finals (the default)"
+_NCP_SUMMARY = "ASHA on predicted finals (NCPPruner's and NCPScheduler's default)"
 _PERCENTILE_SUMMARY = "the percentile rule on predicted finals (the 0.1 default)"
 PRUNERS: dict[str, Entry] = {e.name: e for e in (
     Entry("ncp", OPTUNA, "NCPPruner", ("predictor", "reduction_factor"), _ncp_pruner,

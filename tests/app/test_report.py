@@ -201,8 +201,9 @@ def test_what_decided_under_ncp_pause_names_why_trials_stopped(tmp_path):
     diverged["diverged"] = "nan"
     decided = _section(write_report(meta, trials, tmp_path).read_text(), "What decided")
     assert "threshold" not in decided
-    assert ("Stopped early: 2 of 8 trials (1 by not promoted at a rung: paused for good, "
-            "its checkpoint kept; 1 by the sweep's divergence check (not the rule))") in decided
+    assert ("Stopped early: 2 of 8 trials (1 by not promoted at a rung: paused for good (or "
+            "waiting at an open rung when the sweep stopped), its checkpoint kept; 1 by the "
+            "sweep's divergence check (not the rule))") in decided
 
 
 def test_a_pausing_sweeps_report_counts_paused_trials_apart(tmp_path):

@@ -70,6 +70,28 @@ def test_a_sweep_with_a_deadline_defaults_to_asha() -> None:
         assert quiet == []
 
 
+@pytest.mark.parametrize("section, settings, key", [
+    ("pruner", {"reduction_factor": 3}, "reduction_factor"),
+    ("scheduler", {"grace_period": 2, "reduction_factor": 3}, "reduction_factor"),
+])
+def test_a_config_with_asha_settings_and_no_name_says_to_name_ncp(section, settings,
+                                                                   key) -> None:
+    """Written for 0.2's default (no name: ncp), it now means ncp_pause; the error said
+    only 'unknown key (not used by this choice)'."""
+    backend = "ray" if section == "scheduler" else "optuna"
+    with pytest.raises(ConfigError, match=rf"{section}.{key}: not used by ncp_pause, which a "
+                       rf"{section} without a name runs since 0.3 \(it ran ncp, ASHA\); to "
+                       r"keep ASHA, add name: ncp"):
+        validate_sweep_config({**GOOD, "backend": backend, section: settings})
+    named = validate_sweep_config({**GOOD, "backend": backend,
+                                   section: {"name": "ncp", **settings}})
+    assert named.choice.name == "ncp"
+    with pytest.raises(ConfigError, match=r"such as 'best' or 'pow3' \(ncp_pause is the "
+                       rf"default of a {section} without a name; add name: ncp for ASHA\)"):
+        validate_sweep_config({**GOOD, "backend": backend,
+                               section: {"predictor": "xtrial_ncp"}})
+
+
 def test_a_stored_config_that_names_no_pruner_reads_as_ncp() -> None:
     """Sweeps of 0.1-0.3 without a name in their stored config ran ncp (ASHA): reading
     them back (a report, --resume) must not turn them into pausing sweeps."""

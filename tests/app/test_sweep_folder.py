@@ -67,11 +67,17 @@ def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> Non
 
 
 def test_a_resume_cannot_switch_between_pausing_and_killing(tmp_path, monkeypatch) -> None:
-    """A sweep that ran ASHA (ncp), resumed with a config that names no pruner (now
-    ncp_pause, the default), would replay its trials into a pausing policy that never
-    saw them: refused with the line that keeps it as it ran; and the other way round."""
-    monkeypatch.setattr(run, "_run_optuna", lambda *args, **kwargs: (_ for _ in ()).throw(
-        Ran()))
+    """A sweep that ran ASHA (ncp) resumed with a config that names ncp_pause would
+    replay its trials into a pausing policy that never saw them: refused with the line
+    that keeps it as it ran; and the other way round. A config that names no pruner
+    goes on with the one the sweep ran (the default changed: it was ncp)."""
+    seen = []
+
+    def backend(config, *args, **kwargs):
+        seen.append(config["pruner"]["name"])
+        raise Ran()
+
+    monkeypatch.setattr(run, "_run_optuna", backend)
     asha = _config(tmp_path, pruner={"name": "ncp"})
     with pytest.raises(Ran):
         run.run_sweep(str(asha))
@@ -79,13 +85,15 @@ def test_a_resume_cannot_switch_between_pausing_and_killing(tmp_path, monkeypatc
     unnamed = {k: v for k, v in BASE.items() if k != "pruner"}
     path = tmp_path / "unnamed.yaml"
     path.write_text(yaml.safe_dump({**unnamed, "output": str(tmp_path / "out")}))
-    with pytest.raises(NCPSearchError, match=r"it ran pruner ncp, and this config's pruner "
-                       r"is ncp_pause .*set pruner: \{name: ncp\} to resume it"):
+    with pytest.raises(Ran):  # no name: it goes on as it ran, not as the new default
         run.run_sweep(str(path), resume=True)
-    with pytest.raises(Ran):  # named as it ran: resumes; another killing rule may follow
-        run.run_sweep(str(asha), resume=True)
-    with pytest.raises(Ran):
+    assert seen[-1] == "ncp"
+    with pytest.raises(NCPSearchError, match=r"it ran pruner ncp, and this config's pruner "
+                       r"is ncp_pause; .*set pruner: \{name: ncp\} to resume it"):
+        run.run_sweep(str(_config(tmp_path, pruner={"name": "ncp_pause"})), resume=True)
+    with pytest.raises(Ran):  # another killing rule may follow
         run.run_sweep(str(_config(tmp_path, pruner={"name": "median"})), resume=True)
+    assert seen[-1] == "median"
     paused = tmp_path / "p"
     with pytest.raises(Ran):
         run.run_sweep(str(_config(tmp_path, output=str(paused),
@@ -95,6 +103,12 @@ def test_a_resume_cannot_switch_between_pausing_and_killing(tmp_path, monkeypatc
                        r"pruner is ncp"):
         run.run_sweep(str(_config(tmp_path, output=str(paused), pruner={"name": "ncp"})),
                       resume=True)
+    # the default with a deadline is ncp; a pausing sweep resumed so keeps pausing
+    path.write_text(yaml.safe_dump({**unnamed, "output": str(paused),
+                                    "budget": {**BASE["budget"], "minutes": 5}}))
+    with pytest.raises(Ran):
+        run.run_sweep(str(path), resume=True)
+    assert seen[-1] == "ncp_pause"
 
 
 _GOOD = {"name": "f", "backend": "optuna", "epochs": 2, "storage": "sqlite:///study.db",

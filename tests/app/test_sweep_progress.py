@@ -103,7 +103,7 @@ def test_a_pausing_sweep_shows_its_paused_configurations_apart_from_the_pruned()
          "final": float("nan"), "model_path": None, "diverged": "nan"},
     ]
     text = format_summary(summarize_sweep(meta, records), "x")
-    assert "3 trials: 1 complete, 1 pruned (1 diverged), 1 paused (checkpoints kept), " \
+    assert "3 trials: 1 complete, 1 paused (checkpoints kept), 1 pruned (1 diverged), " \
            "0 failed" in text
     assert "(1 paused, 0 running)" in format_line(summarize(statuses[:1], 6), budget=10)
     text = format_summary(summarize_sweep(meta, records[:2]), "x")

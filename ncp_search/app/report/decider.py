@@ -28,7 +28,8 @@ STOP_REASONS = {
     "diverged": "its latest value was NaN or infinite (diverged)",
     "below_incumbent": "upper bound on the final below the best completed final "
                        "(incumbent test)",
-    "dropped": "not promoted at a rung: paused for good, its checkpoint kept",
+    "dropped": "not promoted at a rung: paused for good (or waiting at an open rung "
+               "when the sweep stopped), its checkpoint kept",
 }
 LEGACY_RULES = {"ncp": "percentile"}
 """The rule of an NCP name in a section stored without one (before 0.2)."""

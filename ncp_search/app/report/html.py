@@ -512,7 +512,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
                                        figure_dir, "predicted vs actual final value")),
             f"<h2>{beta_heading}</h2>", f"<p>{beta_note}</p>",
             _figure("beta_eff", report_plots.beta_trajectories(
-                rows, "beta_eff per epoch" + (" (input of the predictor)"
+                shown, "beta_eff per epoch" + (" (input of the predictor)"
                                               if decider.uses_beta_eff else
                                               " (recorded, not used to decide)"
                                               if decider.known else "")),

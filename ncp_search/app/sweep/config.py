@@ -628,6 +628,9 @@ class _Checker:
             raise self.fail(f"{section}.name", f"expected one of {list(table)}, but "
                             f"got {_describe(chosen)}; {_suggest(chosen, table)}")
         entry = table[chosen]
+        if "name" not in value and chosen == registry.SWEEP_DEFAULT:
+            self.unnamed_asha(section, value, host)
+            self.defaulted.add(f"{section}.name")
         if entry.rule == "asha":
             self.renamed_rule(section, chosen, value, host)
         settings = [registry.SETTINGS[key] for key in entry.settings]
@@ -823,13 +826,17 @@ class _Checker:
                     f"{self.where}: {section}.name: {chosen['name']} with budget.minutes="
                     f"{budget['minutes']:g}: pausing completes no trial before its last "
                     "rung, so a sweep stopped at the deadline may end with none (its paused "
-                    "trials keep their checkpoints; --resume goes on); to complete good "
-                    f"trials early, set {section}: {{name: ncp}} (ASHA).")
+                    "trials keep their checkpoints); to complete good trials early, set "
+                    f"{section}: {{name: ncp}} (ASHA).")
             predictor = chosen.get("predictor")
             if predictor in PREDICTORS and PREDICTORS[predictor].cross_trial:
+                unnamed = (f" ({chosen['name']} is the default of a {section} without a "
+                           f"name; add name: {registry.DEADLINE_DEFAULT} for ASHA)"
+                           if f"{section}.name" in self.defaulted else "")
                 raise self.fail(f"{section}.predictor", f"{predictor!r} learns from completed "
                                 f"trials, which {chosen['name']} has none of before its last "
-                                "rung; use a per-trial predictor such as 'best' or 'pow3'.")
+                                "rung; use a per-trial predictor such as 'best' or 'pow3'"
+                                f"{unnamed}.")
         # the first rung (or grace period) must come within the trial
         first = {"pruner": "min_resource", "scheduler": "grace_period"}[section]
         if first in chosen and chosen[first] > budget["epochs"]:
@@ -848,6 +855,20 @@ class _Checker:
                           f"{pruner['n_startup_trials']} start-up trials of "
                           f"{budget['trials']}: every trial is a start-up trial, so nothing "
                           "would ever be pruned; set n_startup_trials < budget.trials")
+
+    def unnamed_asha(self, section: str, value: Mapping[str, Any], host: str) -> None:
+        """A config written for 0.2-0.3's default: settings of ``ncp`` and no name, which
+        now means ``ncp_pause``."""
+        pause = registry.HOSTS[host][registry.SWEEP_DEFAULT].settings
+        asha = registry.HOSTS[host][registry.DEADLINE_DEFAULT].settings
+        old = sorted(k for k in value if k not in pause and k in asha)
+        if old:
+            raise self.fail(
+                f"{section}.{old[0]}",
+                f"not used by {registry.SWEEP_DEFAULT}, which a {section} without a name "
+                f"runs since 0.3 (it ran {registry.DEADLINE_DEFAULT}, ASHA); to keep ASHA, "
+                f"add name: {registry.DEADLINE_DEFAULT}; to pause, remove "
+                f"{', '.join(old)}.")
 
     def renamed_rule(self, section: str, chosen: str, value: Mapping[str, Any],
                      host: str) -> None:

@@ -34,9 +34,11 @@ objective started) is failed and queued the same way once it started
 ``optuna.stale_after_s`` ago, so it never holds ``--resume``. Completed trials are
 never run again.
 
-``pruner: {name: ncp_pause}``: the study gets no pruner and :func:`run_pausing` drives
-each worker instead of ``study.optimize`` (ask and tell, a driver rebuilt from the study
-under the same lock before each trial, so all workers follow one policy; a heartbeat as
+``pruner: {name: ncp_pause}`` (the default of a config that names no pruner): the
+study's pruner never prunes (a ``DrivenPruner`` that names the policy) and
+:func:`run_pausing` drives each worker instead of ``study.optimize`` (ask and tell,
+a driver rebuilt from the study under the same lock before each trial, so all workers
+follow one policy; a heartbeat as
 ``optimize`` keeps): a trial that pauses at a rung saves a checkpoint under
 :data:`CHECKPOINTS` and ends PRUNED; a promoted configuration continues as a new trial
 that loads it (user attribute ``ncp_resumes``). A stale trial of a chain is failed and

@@ -21,8 +21,9 @@ Trial records (``number`` is the Tune trial index, ``seconds`` Tune's
 what an NCP scheduler predicted after each epoch, ``diverged`` why a diverged trial
 was stopped, see :mod:`ncp_search.app.sweep.trial`: its last epoch reaches the
 scheduler as NaN, so no scheduler pauses it, and the record keeps the value;
-``rungs`` where a pausing scheduler judged it); states: COMPLETE (all
-``budget.epochs``), PRUNED (stopped by the scheduler earlier, or diverged; ``stop``
+``rungs`` where a pausing scheduler judged it; ``paused``: a trial the pausing
+scheduler held at a rung when Tune ended it, its checkpoint kept); states: COMPLETE (all
+``budget.epochs``), PRUNED (stopped by the scheduler earlier, or diverged, or paused; ``stop``
 holds an NCPScheduler's decision there, read from its journal: ``{"epoch"`` (the
 1-based training iteration), ``"reason", "value"`` (the compared prediction),
 ``"threshold"}``), FAIL
@@ -511,7 +512,7 @@ class _Session:
         (paused, or paused for good until Tune ends it) shows as paused, as on Optuna."""
         out = []
         for r in self.records.values():
-            held = r["state"] == "RUNNING" and self._held(r["trial_id"])
+            held = r["state"] == "RUNNING" and self._held(r.get("trial_id"))
             out.append(TrialStatus(r["number"], "PRUNED" if held else r["state"],
                                    len(r["val_accuracy"]),
                                    r["final"] if r["state"] == "COMPLETE" else None,
@@ -519,12 +520,13 @@ class _Session:
                                    paused=held or bool(r.get("paused"))))
         return out
 
-    def _held(self, trial_id: str) -> bool:
+    def _held(self, trial_id: str | None) -> bool:
         """Whether a pausing scheduler holds ``trial_id`` at a rung."""
         from ncp_search.core.pausing import PausingPolicy
 
         policy = getattr(self.scheduler, "policy", None)
-        return (isinstance(policy, PausingPolicy) and policy.knows(trial_id)
+        return (isinstance(policy, PausingPolicy) and trial_id is not None
+                and policy.knows(trial_id)
                 and policy.status(trial_id) in ("paused", "dropped"))
 
     def update_progress(self) -> None:

@@ -357,14 +357,15 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
 
 
 def _stopped(summary: dict[str, Any], diverged: str = "") -> str:
-    """``3 pruned``, or under ncp_pause ``2 pruned, 8 paused (checkpoints kept)``: a
-    paused configuration ended PRUNED but keeps its checkpoint."""
+    """``3 pruned``, or under ncp_pause ``8 paused (checkpoints kept), 2 pruned``: a
+    paused configuration ended PRUNED but keeps its checkpoint (as the progress line
+    says it)."""
     paused = summary.get("paused") or 0
     if not paused:
         return f"{summary['pruned']} pruned{diverged}"
     pruned = summary["pruned"] - paused
-    return (f"{pruned} pruned{diverged}, " if pruned else "") + (
-        f"{paused} paused (checkpoints kept)")
+    return f"{paused} paused (checkpoints kept)" + (
+        f", {pruned} pruned{diverged}" if pruned or diverged else "")
 
 
 def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> str:

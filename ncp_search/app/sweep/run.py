@@ -47,6 +47,7 @@ from ncp_search.app.sweep.results import RAY_TRIALS_FILE, read_ray_records
 from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
 from ncp_search.app.sweep.trial import check_live_bytes
 from ncp_search.errors import NCPSearchError
+from ncp_search.integrations import registry
 
 SUMMARY_FILE = "summary.json"
 # Changing these between a sweep and its resume would mix incomparable trials.
@@ -156,6 +157,32 @@ def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mappin
     return meta
 
 
+def _choice_it_ran(config_path: str | os.PathLike[str], config: Any) -> str | None:
+    """The pruner or scheduler name a resumed sweep ran, when the config file names
+    none and its default is another (the default changed with the release, or with
+    ``budget.minutes``); else None. A folder without a readable ``sweep.json`` gives
+    None: the resume's own checks say what is wrong."""
+    from ncp_search.app.sweep.config import as_config, read_yaml
+
+    section = registry.SECTIONS[config["backend"]]
+    raw = read_yaml(config_path)
+    named = raw.get(section) if isinstance(raw, Mapping) else None
+    if isinstance(named, Mapping) and named.get("name") is not None:
+        return None
+    meta_path = Path(config["output"]) / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = read_meta(meta_path)
+        stored = meta["config"]
+        if stored.get("backend", meta.get("backend")) != config["backend"]:
+            return None  # refused later, with its own message
+        name = as_config(stored).choice.name
+    except (NCPSearchError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return name if name != config.choice.name else None
+
+
 def _same_kind_of_choice(old: Mapping[str, Any], config: Mapping[str, Any],
                          folder: Path) -> None:
     """A resume may change the pruner or scheduler, but not between pausing and
@@ -165,7 +192,6 @@ def _same_kind_of_choice(old: Mapping[str, Any], config: Mapping[str, Any],
     Raises:
         NCPSearchError: one of the two choices pauses and the other does not."""
     from ncp_search.app.sweep.config import as_config
-    from ncp_search.integrations import registry
 
     now = as_config(config).choice
     try:
@@ -175,11 +201,9 @@ def _same_kind_of_choice(old: Mapping[str, Any], config: Mapping[str, Any],
     if (ran.rule == "pause") == (now.rule == "pause"):
         return
     section = registry.SECTIONS[config["backend"]]
-    unnamed = (f" ({registry.SWEEP_DEFAULT} is the default of a config that names no "
-               f"{section}, since 0.3)" if now.name == registry.SWEEP_DEFAULT else "")
     raise NCPSearchError(
         f"cannot resume {folder}: it ran {section} {ran.name}, and this config's {section} "
-        f"is {now.name}{unnamed}; a sweep cannot switch between pausing and stopping "
+        f"is {now.name}; a sweep cannot switch between pausing and stopping "
         f"trials part-way: set {section}: {{name: {ran.name}}} to resume it, or start a new "
         "sweep in another output folder.")
 
@@ -226,7 +250,6 @@ def _pausing(config: Mapping[str, Any]) -> bool:
 
 def _pause_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     from ncp_search.core.pausing import auto_keep_min
-    from ncp_search.integrations import registry
 
     trials = int(config["budget"]["trials"])
     return {"reduction_factor": registry.PAUSE_REDUCTION_FACTOR,
@@ -421,11 +444,18 @@ def run_sweep(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got workers={workers}.")
     warnings: list[str] = []
-    config = load_sweep_config(config_path, overrides={
+    overrides: dict[str, tuple[Any, str]] = {
         "backend": (backend, "--backend"), "output": (
             None if output is None else os.fspath(output), "--output"),
         "budget.trials": (trials, "--trials"), "budget.epochs": (epochs, "--epochs"),
-    }, warnings=warnings)
+    }
+    config = load_sweep_config(config_path, overrides=overrides, warnings=warnings)
+    ran = _choice_it_ran(config_path, config) if resume else None
+    if ran is not None:  # the file names no choice: the sweep goes on with the one it ran
+        warnings = []
+        config = load_sweep_config(config_path, overrides={
+            **overrides, f"{registry.SECTIONS[config['backend']]}.name": (
+                ran, "the sweep being resumed (its sweep.json)")}, warnings=warnings)
     url = _storage_url(storage, config) if config["backend"] == "optuna" else None
     check_live_bytes(config)
     stream = stream or sys.stderr

@@ -79,8 +79,9 @@ _recorded_lock = threading.Lock()
 
 def pruner_settings(pruner: Any) -> dict[str, Any]:
     """What decides, as JSON values: :meth:`NCPPruner.settings` for an NCPPruner,
-    else the pruner's class with ``uses_beta_eff: False`` (a built-in pruner reads
-    the reported values only)."""
+    the pausing policy's class and ``uses_beta_eff`` for a ``DrivenPruner`` (a study
+    an ask-and-tell pausing driver runs), else the pruner's class with
+    ``uses_beta_eff: False`` (a built-in pruner reads the reported values only)."""
     if isinstance(pruner, (NCPPruner, DrivenPruner)):
         return pruner.settings()
     return {"class": type(pruner).__name__, "uses_beta_eff": False}
