@@ -19,7 +19,12 @@ from optuna.trial import TrialState
 
 from ncp_search.app.cli import main
 from ncp_search.app.sweep.trial import LIVE_MB_ENV
-from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, PREDICTED_ATTR, RESUMES_ATTR
+from ncp_search.integrations.optuna.pausing import (
+    PAUSED_ATTR,
+    PREDICTED_ATTR,
+    RESUMES_ATTR,
+    configurations,
+)
 
 TRIALS, EPOCHS = 6, 4
 # rf 3, rungs at epochs 1 and 3; at least 2 kept of 6: 6 to epoch 1, 2 on to 3 and 4.
@@ -369,6 +374,7 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     assert main(["sweep", str(config)]) == 0
     out = capsys.readouterr()
     assert f"/{TRIALS} trials" in out.err and "best: trial" in out.out
+    assert " paused, 0 running)" in out.err and "paused (checkpoints kept)" in out.out
     trials = _check_chains(tmp_path)
     resumed = [t for t in trials if RESUMES_ATTR in t.user_attrs]
     assert resumed and all(t.user_attrs["ncp_checkpoint_seconds"] > 0 for t in resumed)
@@ -400,6 +406,10 @@ def _check_summary(tmp_path: Path, trials: list) -> None:
     assert summary["epochs_used"] == sum(len(t.intermediate_values) for t in trials)
     assert summary["epochs_used"] == planned_epochs(trials) and summary["complete"] == 2
     assert PLANNED_EPOCHS <= summary["epochs_used"] <= PLANNED_EPOCHS + 3
+    # every configuration that did not complete paused (nothing diverged here): counted
+    # as paused in summary.json, as the progress line and the summary line say
+    paused = sum(1 for chain in configurations(trials) if PAUSED_ATTR in chain[-1].user_attrs)
+    assert summary["paused"] == paused == summary["pruned"]
     assert (tmp_path / "out" / summary["best"]["model_path"]).is_file()
     assert main(["report", str(tmp_path / "out")]) == 0
 
