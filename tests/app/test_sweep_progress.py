@@ -110,6 +110,23 @@ def test_a_pausing_sweep_shows_its_paused_configurations_apart_from_the_pruned()
     assert "2 trials: 1 complete, 1 paused (checkpoints kept), 0 failed" in text
 
 
+def test_before_any_trial_completes_the_line_names_the_furthest_trained_leader() -> None:
+    """A pausing sweep completes nothing before its last rung: the line said 'best -'
+    for most of the sweep. It now names the leader: the best latest value among the
+    trials trained furthest (values after fewer epochs are not comparable)."""
+    statuses = [TrialStatus(0, "PRUNED", 1, paused=True, last=0.66),
+                TrialStatus(1, "RUNNING", 3, last=0.61),
+                TrialStatus(2, "PRUNED", 3, paused=True, last=0.93),
+                TrialStatus(3, "FAIL", 4, last=0.99),  # failed: not a leader
+                TrialStatus(4, "PRUNED", 2, last=float("nan"))]
+    summary = summarize(statuses, epochs=6)
+    assert summary["best"] is None and summary["leader"] == (2, 0.93, 3)
+    assert "| best - (leading #2: 0.9300 after 3 epochs) |" in format_line(summary, 10)
+    done = summarize([*statuses, TrialStatus(5, "COMPLETE", 6, 0.95, last=0.95)], 6)
+    assert "| best 0.9500 (#5) |" in format_line(done, 10)
+    assert "| best - |" in format_line(summarize([TrialStatus(0, "RUNNING", 0)], 6), 10)
+
+
 def test_time_accounting_uses_the_trials_own_epoch_times() -> None:
     from ncp_search.app.sweep.progress import time_accounting
 

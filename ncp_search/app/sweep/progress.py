@@ -1,6 +1,8 @@
 """The one-line progress display of a running sweep, and the one account of time.
 
-Shows trials done / pruned / running / failed, the best final so far and the
+Shows trials done / paused / pruned / running / failed, the best final so far (before
+any trial completes, the leader: the best latest value among the trials trained
+furthest, as under ``ncp_pause`` for most of a sweep) and the
 epochs and trial time saved by pruning, compared with running every finished trial
 to the end. On a terminal the line is rewritten in place; otherwise a line is printed
 each time the counts change.
@@ -85,6 +87,7 @@ class TrialStatus:
     seconds: float | None = None  # trial time: whole wall time of a finished trial
     epoch_seconds: tuple[float | None, ...] = ()  # wall time of each epoch
     paused: bool = False  # ncp_pause: PRUNED and paused with a checkpoint (may resume)
+    last: float | None = None  # the latest reported value
 
 
 def _steady(epoch_seconds: Sequence[float | None]) -> float | None:
@@ -144,6 +147,9 @@ def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
     finals = [(t.final, t.number) for t in trials
               if t.state == "COMPLETE" and t.final is not None and math.isfinite(t.final)]
     best = max(finals, key=lambda final_number: final_number[0], default=None)
+    leads = [(t.epochs, t.last, t.number) for t in trials if t.state != "FAIL"
+             and t.last is not None and math.isfinite(t.last)]
+    lead = max(leads, key=lambda e: (e[0], e[1]), default=None)  # furthest, then best
     times = time_accounting(((t.epochs, t.seconds, t.epoch_seconds) for t in finished), epochs)
     return {
         **times,
@@ -154,6 +160,7 @@ def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
         "saved_fraction": (full - used) / full if full else 0.0,
         "best": None if best is None else best[0],
         "best_trial": None if best is None else best[1],
+        "leader": None if lead is None else (lead[2], lead[1], lead[0]),
     }
 
 
@@ -164,6 +171,11 @@ def format_line(summary: dict[str, Any], budget: int) -> str:
     bar = "#" * filled + "." * (bar_width - filled)
     best = ("best -" if summary["best"] is None
             else f"best {summary['best']:.4f} (#{summary['best_trial']})")
+    leader = summary.get("leader")
+    if summary["best"] is None and leader is not None:
+        number, value, epochs = leader
+        best += (f" (leading #{number}: {value:.4f} after {epochs} "
+                 f"epoch{'s' if epochs != 1 else ''})")
     failed = f", {summary['failed']} failed" if summary["failed"] else ""
     saved_time = trial_time_text(summary)
     seconds = "" if saved_time is None else f", {saved_time}"

@@ -517,7 +517,8 @@ class _Session:
                                    len(r["val_accuracy"]),
                                    r["final"] if r["state"] == "COMPLETE" else None,
                                    r.get("seconds"), tuple(r.get("epoch_seconds") or ()),
-                                   paused=held or bool(r.get("paused"))))
+                                   paused=held or bool(r.get("paused")),
+                                   last=(r["val_accuracy"] or [None])[-1]))
         return out
 
     def _held(self, trial_id: str | None) -> bool:

@@ -307,8 +307,17 @@ def optuna_status(study: Any) -> list[TrialStatus]:
                                None if None in times else sum(t or 0.0 for t in times),
                                tuple(v for t in chain
                                      for v in t.user_attrs.get(EPOCH_SECONDS_ATTR, ())),
-                               paused=PAUSED_ATTR in trial.user_attrs))
+                               paused=PAUSED_ATTR in trial.user_attrs,
+                               last=_last_value(chain)))
     return out
+
+
+def _last_value(chain: list[Any]) -> float | None:
+    """The latest value a configuration's trials reported (None before any)."""
+    for trial in reversed(chain):
+        if trial.intermediate_values:
+            return float(trial.intermediate_values[max(trial.intermediate_values)])
+    return None
 
 
 PROGRESS_EVERY_S = 1.0
