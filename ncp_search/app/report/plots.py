@@ -295,7 +295,7 @@ def epochs_saved(trials: Sequence[dict[str, Any]], budget: Sequence[int]) -> byt
     saved = [max(0, b - n) for b, n in zip(budget, trained)]
     ax.bar(numbers, trained, color=[_color(t["state"]) for t in trials], width=0.8)
     hatched = ax.bar(numbers, saved, bottom=trained, color="none", edgecolor="#999999",
-                     hatch="//", width=0.8, label="saved by pruning")
+                     hatch="//", width=0.8, label="not trained (saved)")
     ax.set_xlabel("trial number")
     ax.set_ylabel("epochs")
     total, used = sum(budget), sum(trained)
