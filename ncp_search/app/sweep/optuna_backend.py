@@ -134,8 +134,8 @@ def _driven(choice: Any) -> optuna.pruners.BasePruner:
     from ncp_search.core.predictors import PREDICTORS
     from ncp_search.integrations.optuna.pausing import DrivenPruner
 
-    predictor = str(choice.settings.get("predictor", "best"))
-    uses = bool(PREDICTORS[predictor].uses_beta_eff) if predictor in PREDICTORS else False
+    predictor = choice.settings["predictor"]  # validated: a registered name
+    uses = PREDICTORS[predictor].uses_beta_eff
     reads = "uses beta_eff" if uses else (
         "does not use beta_eff: the decisions come from the reported values alone")
     return DrivenPruner(

@@ -179,14 +179,22 @@ def format_line(summary: dict[str, Any], budget: int) -> str:
     failed = f", {summary['failed']} failed" if summary["failed"] else ""
     saved_time = trial_time_text(summary)
     seconds = "" if saved_time is None else f", {saved_time}"
-    paused = summary.get("paused") or 0  # counted among the pruned: they ended PRUNED
-    pruned = summary["pruned"] - paused
-    stopped = (f"{paused} paused" + (f", {pruned} pruned" if pruned else "") if paused
-               else f"{pruned} pruned")
-    return (f"[{bar}] {summary['finished']}/{budget} trials ({stopped}, "
+    return (f"[{bar}] {summary['finished']}/{budget} trials ({stopped_text(summary)}, "
             f"{summary['running']} running{failed}) | {best} | epochs saved "
             f"{summary['epochs_saved']}/{summary['epochs_full']} "
             f"({100 * summary['saved_fraction']:.0f}%){seconds}")
+
+
+def stopped_text(summary: dict[str, Any], *, kept: str = "", diverged: str = "") -> str:
+    """``3 pruned``, or under ncp_pause ``8 paused, 2 pruned``: the progress line's and
+    the end-of-sweep summary's words (``kept`` follows the paused count, ``diverged``
+    the pruned one). ``summary["pruned"]`` counts the paused too: they end PRUNED."""
+    paused = summary.get("paused") or 0
+    pruned = summary["pruned"] - paused
+    if not paused:
+        return f"{pruned} pruned{diverged}"
+    return f"{paused} paused{kept}" + (f", {pruned} pruned{diverged}"
+                                       if pruned or diverged else "")
 
 
 def duration(seconds: float) -> str:

@@ -36,6 +36,7 @@ from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.progress import (
     TRIAL_TIME_MEANING,
     duration,
+    stopped_text,
     time_accounting,
     trial_seconds,
     trial_time_text,
@@ -356,24 +357,13 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
     }
 
 
-def _stopped(summary: dict[str, Any], diverged: str = "") -> str:
-    """``3 pruned``, or under ncp_pause ``8 paused (checkpoints kept), 2 pruned``: a
-    paused configuration ended PRUNED but keeps its checkpoint (as the progress line
-    says it)."""
-    paused = summary.get("paused") or 0
-    if not paused:
-        return f"{summary['pruned']} pruned{diverged}"
-    pruned = summary["pruned"] - paused
-    return f"{paused} paused (checkpoints kept)" + (
-        f", {pruned} pruned{diverged}" if pruned or diverged else "")
-
-
 def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> str:
     """The end-of-sweep lines the CLI prints."""
     diverged = f" ({summary['diverged']} diverged)" if summary.get("diverged") else ""
     lines = [
         f"{summary['name']} [{summary['backend']}, {summary['pruner']}]: {summary['trials']} "
-        f"trials: {summary['complete']} complete, {_stopped(summary, diverged)}, "
+        f"trials: {summary['complete']} complete, "
+        f"{stopped_text(summary, kept=' (checkpoints kept)', diverged=diverged)}, "
         f"{summary['fail']} failed",
         f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
         f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",

@@ -315,8 +315,8 @@ def optuna_status(study: Any) -> list[TrialStatus]:
 def _last_value(chain: list[Any]) -> float | None:
     """The latest value a configuration's trials reported (None before any)."""
     for trial in reversed(chain):
-        if trial.intermediate_values:
-            return float(trial.intermediate_values[max(trial.intermediate_values)])
+        if trial.last_step is not None:
+            return float(trial.intermediate_values[trial.last_step])
     return None
 
 
