@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from ncp_search.app.sweep.progress import ProgressLine, TrialStatus, format_line, summarize
 from ncp_search.app.sweep.results import format_summary, summarize_sweep
 
@@ -143,6 +145,35 @@ def test_time_accounting_uses_the_trials_own_epoch_times() -> None:
     # epochs saved would say 9/18 = 50%: fixed costs make time saved smaller (30%)
     none = time_accounting([(2, None, [])], epochs=6)
     assert none["seconds_saved"] is None
+
+
+def test_time_saved_is_not_estimated_before_any_trial_trains_past_its_first_epoch() -> None:
+    # Was: with every trial paused after one epoch (ncp_pause's first rung), each one's
+    # five saved epochs were counted at its first epoch's time, compilation included:
+    # the main job's line said "trial time saved 36 s of 49 s (74%)", then "6 s of
+    # 22 s (27%)" at the end, once steady epochs (0.1 s) were known.
+    from ncp_search.app.sweep.progress import time_accounting
+
+    paused = [TrialStatus(n, "PRUNED", 1, None, 4.5, (1.2,), paused=True, last=0.5)
+              for n in range(8)]
+    times = time_accounting(((t.epochs, t.seconds, t.epoch_seconds) for t in paused), 6)
+    assert times["seconds_used"] == 36.0 and times["seconds_saved"] is None
+    assert times["seconds_without_pruning"] is None
+    line = format_line(summarize(paused, 6), budget=10)
+    assert line.endswith("epochs saved 40/48 (83%)") and "trial time" not in line
+    # one trial with a steady epoch gives every stopped trial its time
+    resumed = TrialStatus(8, "PRUNED", 3, None, 5.0, (1.2, 0.1, 0.1), paused=True, last=0.7)
+    summary = summarize([*paused, resumed], 6)
+    assert summary["seconds_saved"] == pytest.approx(8 * 5 * 0.1 + 3 * 0.1)
+    # a trial that ran all its epochs needs no steady time
+    assert time_accounting([(1, 4.0, [1.2])], epochs=1)["seconds_saved"] == 0.0
+    meta = {"name": "s", "backend": "optuna", "pruner": "ncp_pause", "epochs": 6}
+    records = [{"number": n, "state": "PRUNED", "params": {}, "val_accuracy": [0.5],
+                "final": None, "model_path": None, "seconds": 4.5, "epoch_seconds": [1.2],
+                "paused": True} for n in range(3)]
+    text = format_summary(summarize_sweep(meta, records), "out")
+    assert ("time: trial time used 14 s (time saved not estimated: no trial trained past "
+            "its first epoch") in text
 
 
 def test_progress_line_and_summary_show_seconds_saved() -> None:

@@ -23,7 +23,11 @@ Trial time saved (:func:`time_accounting`) is measured against the trials' own e
 times: a trial stopped after ``n`` of ``E`` epochs saved ``E - n`` times its steady
 epoch time (the median of its epochs after the first, which carries one-off costs
 such as graph compilation; for a trial stopped after one epoch, the median steady
-epoch of the sweep's other trials, else its one epoch). Trial time used is each
+epoch of the sweep's other trials). While no trial has trained past its first epoch
+(under ``ncp_pause``, until the first rung closes) there is no steady epoch time, and
+time saved is not estimated: a first epoch's compilation can cost ten steady epochs of
+a small model, and counting the saved epochs at it overstated the saving that much.
+Trial time used is each
 finished trial's whole wall time, its fixed costs (loading and building the model,
 the first epoch's compilation) included, so the fraction of time saved is lower than
 the fraction of epochs saved.
@@ -112,7 +116,7 @@ def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | N
     sweep_steady = statistics.median(steadies) if steadies else None
     used = saved = 0.0
     fixed: list[float] = []
-    timed = False
+    timed = unknown = False
     for done, seconds, times in rows:
         clean = [t for t in times if t is not None and math.isfinite(t)]
         if seconds is None or not math.isfinite(seconds):
@@ -121,14 +125,16 @@ def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | N
             continue
         timed = True
         used += seconds
-        steady = _steady(times) or sweep_steady or (clean[0] if clean else None)
+        steady = _steady(times) or sweep_steady
         if steady is not None:
             saved += max(0, epochs - done) * steady
             fixed.append(max(0.0, seconds - steady * len(clean)) if clean else seconds)
-    if not timed:
-        return {"seconds_used": None, "seconds_saved": None, "seconds_without_pruning": None,
-                "seconds_saved_fraction": None, "steady_epoch_seconds": sweep_steady,
-                "fixed_seconds_per_trial": None}
+        elif done < epochs:
+            unknown = True  # stopped with no steady epoch time anywhere in the sweep
+    if not timed or unknown:
+        return {"seconds_used": used if timed else None, "seconds_saved": None,
+                "seconds_without_pruning": None, "seconds_saved_fraction": None,
+                "steady_epoch_seconds": sweep_steady, "fixed_seconds_per_trial": None}
     full = used + saved
     return {"seconds_used": used, "seconds_saved": saved, "seconds_without_pruning": full,
             "seconds_saved_fraction": saved / full if full else 0.0,

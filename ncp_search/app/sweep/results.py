@@ -375,6 +375,10 @@ def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> s
                       "epochs (model build, first-epoch compilation)")
         lines.append(f"time: {trial_time_used_text(summary)}, {saved_time} (saved: estimated "
                      f"from the trials' epoch times{fixed_text}; {TRIAL_TIME_MEANING})")
+    elif summary.get("seconds_used") is not None:
+        lines.append(f"time: {trial_time_used_text(summary)} (time saved not estimated: no "
+                     "trial trained past its first epoch, which carries the compilation, so "
+                     f"there is no steady epoch time; {TRIAL_TIME_MEANING})")
     if summary.get("wall_seconds") is not None:
         lines.append(f"wall clock of this run: {duration(summary['wall_seconds'])}")
     best = summary["best"]
