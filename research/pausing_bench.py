@@ -36,7 +36,13 @@ Rules (:func:`make_host`):
   decides; a what-if of this simulator, not in the package); ``pred=P`` ranks a rung by
   the per-trial predictor ``P`` (default ``best``; ``last``, ``pow3``); ``ties=order``
   lets the bracket order choose among trials tied at a rung's cut
-  (``keep_ties=False``; by default they are kept together);
+  (``keep_ties=False``; by default they are kept together); ``cost=tie|tol`` promotes
+  by cost near the cut (:class:`CostAwarePausingPolicy`, a what-if of this simulator,
+  not in the package): ``tie`` orders the trials whose predictions are within
+  ``band`` (default 1) tolerances of the cut value by their measured seconds per epoch
+  so far (cheaper first), ``tol`` keeps the count and ranking and swaps a kept trial
+  within the band that is more than ``slow`` (default 1.5) times slower per epoch than
+  a dropped trial within the band;
 - ``tune_hyperband,rf=R`` / ``tune_bohb,rf=R``: Ray Tune's ``HyperBandScheduler`` /
   ``HyperBandForBOHB`` driven through their own hooks (``on_trial_add``,
   ``on_trial_result``, ``choose_trial_to_run``, ``on_trial_complete``,
@@ -99,7 +105,10 @@ def label(name: str) -> str:
                    else "")
                 + (" ties by order" if options.get("ties") == "order" else "")
                 + (f" first rung {options['min']}" if options.get("min", "1") != "1"
-                   else ""))
+                   else "")
+                + (f" cost {options['cost']}" if options.get("cost", "off") != "off" else "")
+                + (f" band {options['band']}" if "band" in options else "")
+                + (f" slow {options['slow']}" if "slow" in options else ""))
     rf = options.get("rf", "3")
     return {"tune_hyperband": f"Tune HyperBandScheduler rf{rf}",
             "tune_bohb": f"Tune HyperBandForBOHB rf{rf}"}.get(head, name)
@@ -133,6 +142,113 @@ def small_trials(workload: Workload, seed: int) -> np.ndarray:
     size = int(rng.integers(SMALL_SIZES[0], SMALL_SIZES[1] + 1))
     return rng.choice(len(workload.finals), size=min(size, len(workload.finals)),
                       replace=False)
+
+
+# ---------------------------------------------------------------- cost-aware promotion
+COSTS = ("off", "tie", "tol")
+
+
+class CostAwarePausingPolicy(PausingPolicy):
+    """:class:`~ncp_search.core.pausing.PausingPolicy` that, at a closing rung, lets
+    the measured seconds per epoch choose among the trials near the cut (a what-if of
+    this simulator, not in the package).
+
+    The host sets :attr:`costs` (trial id -> its mean seconds per epoch over the epochs
+    it has trained, which a real host measures) before each report. At a closing rung
+    the trials are ranked by predicted final as in the package and ``K`` kept (ties
+    included); the cut is the prediction of the ``K``-th; the *band* is the trials whose
+    predictions are within ``band`` of the cut (metric units, "higher is better").
+
+    - ``rule="tie"``: the band (contiguous in the ranking) is ordered by cost (cheaper
+      first; equal costs keep the ranking), then the first ``K`` kept;
+    - ``rule="tol"``: the ``K`` kept stay as ranked, then the slowest kept trial of the
+      band is swapped for the cheapest dropped trial of the band while it is more than
+      ``slow`` times slower.
+
+    Equal costs (e.g. unit time) change nothing. Promoting early stays safe: a trial is
+    promoted before its rung closes only if fewer than ``keep`` trials (arrived or to
+    come) can have a prediction at or above its own less twice the band, so no cost
+    order can push it out of the kept ones (the package's test with ``2 * band`` more
+    room).
+
+    The package has no hook for this: the ranking is inside ``PausingPolicy._close``;
+    this class overrides the private ``_with_ties`` (called once per closing rung with
+    the ranking, which it reorders in place) and ``_promote_early``. In the package it
+    would take a constructor argument, e.g. ``promote_by=(cost, band)`` with ``cost`` a
+    callable ``trial_id -> seconds per epoch so far`` (or a ``cost=`` argument to
+    ``report``), applied where ``_close`` ranks and in ``_promote_early``'s rank."""
+
+    def __init__(self, *, cost_rule: str, band: float, slow: float = 1.5,
+                 **kwargs: Any) -> None:
+        if cost_rule not in ("tie", "tol"):
+            raise ValueError(f"cost_rule must be 'tie' or 'tol', but got {cost_rule!r}.")
+        if not band >= 0 or not slow >= 1:
+            raise ValueError(f"band must be >= 0 and slow >= 1, got {band!r}, {slow!r}.")
+        super().__init__(**kwargs)
+        self.cost_rule = cost_rule
+        self.band = float(band)
+        self.slow = float(slow)
+        self.costs: dict[str, float] = {}
+        self.changed = 0  # closing rungs whose kept set cost changed
+
+    def _cost(self, trial_id: str) -> float:
+        return self.costs.get(trial_id, math.nan)
+
+    def _with_ties(self, ranked: list[str], level: int, keep: int) -> int:
+        kept = super()._with_ties(ranked, level, keep)
+        if not 0 < kept < len(ranked):
+            return kept
+        values = [_finite_value(self._members[k].at_rung[level]) for k in ranked]
+        cut = values[kept - 1]
+        if not math.isfinite(cut):
+            return kept
+        band = [i for i, v in enumerate(values) if math.isfinite(v)
+                and abs(v - cut) <= self.band + 1e-12]
+        before = set(ranked[:kept])
+        if self.cost_rule == "tie":
+            first, last = band[0], band[-1] + 1  # contiguous: sorted by value
+            block = ranked[first:last]
+            ranked[first:last] = sorted(block, key=lambda k: _cost_key(self._cost(k)))
+        else:
+            inside = [ranked[i] for i in band if i < kept]
+            outside = [ranked[i] for i in band if i >= kept]
+            while inside and outside:
+                slowest = max(inside, key=lambda k: _cost_key(self._cost(k)))
+                cheapest = min(outside, key=lambda k: _cost_key(self._cost(k)))
+                a, b = self._cost(slowest), self._cost(cheapest)
+                if not (math.isfinite(a) and math.isfinite(b) and a > self.slow * b):
+                    break
+                i, j = ranked.index(slowest), ranked.index(cheapest)
+                ranked[i], ranked[j] = cheapest, slowest
+                inside.remove(slowest)
+                outside.remove(cheapest)
+        if set(ranked[:kept]) != before:
+            self.changed += 1
+        for trial_id in ranked[kept:]:  # a trial promoted early must stay kept
+            if self._members[trial_id].level != level:
+                raise RuntimeError(f"cost order pushed {trial_id!r}, promoted early, out "
+                                   "of the kept ones")
+        return kept
+
+    def _promote_early(self, level: int, arrived: list[str], to_come: int) -> None:
+        values = [_finite_value(self._members[k].at_rung[level]) for k in arrived]
+        margin = 2 * self.band + 1e-12
+        for trial_id in arrived:
+            member = self._members[trial_id]
+            if member.level != level or member.status != "paused":
+                continue
+            mine = _finite_value(member.at_rung[level])
+            rank = sum(1 for value in values if value >= mine - margin)
+            if all(rank + j <= self._keep(len(arrived) + j) for j in range(to_come + 1)):
+                self._promote(member, level)
+
+
+def _finite_value(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
+
+
+def _cost_key(cost: float) -> float:
+    return cost if math.isfinite(cost) else math.inf  # unknown cost: last
 
 
 # ---------------------------------------------------------------- hosts
@@ -229,8 +345,15 @@ class PausingHost(Host):
     def __init__(self, n_trials: int, n_steps: int, sign: float, *,
                  reduction_factor: float, keep: str, bracket: str, early: bool = True,
                  speculate: bool = False, predictor: str = "best",
-                 keep_ties: bool = True, min_resource: float = 1.0) -> None:
+                 keep_ties: bool = True, min_resource: float = 1.0,
+                 cost: str = "off", band: float = 0.0, slow: float = 1.5,
+                 seconds: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__(n_trials, n_steps, sign)
+        # cost: promote by measured seconds per epoch near the cut
+        # (CostAwarePausingPolicy); ``seconds[position][epoch - 1]`` the durations the
+        # simulator charges (only those of epochs a trial has trained are read); band
+        # in metric units
+        self.seconds = seconds
         # speculate: a worker with nothing to run trains on the best paused trial of an
         # open rung (up to its next rung), its reports held back; they reach the policy
         # if its rung promotes it, and the epochs are spent for nothing if not. The
@@ -242,12 +365,15 @@ class PausingHost(Host):
         if bracket not in ("all", "half"):
             raise ValueError(f"bracket must be 'all' or 'half', but got bracket={bracket!r}.")
         size = n_trials if bracket == "all" else max(1, math.ceil(n_trials / 2))
-        self.policy = PausingPolicy(n_trials=n_trials, max_resource=n_steps,
-                                    reduction_factor=reduction_factor,
-                                    min_resource=min_resource,
-                                    keep_min=keep_min_for(keep, size), bracket_size=size,
-                                    promote_early=early, first_step=1,
-                                    predictor=predictor, keep_ties=keep_ties)
+        settings: dict[str, Any] = dict(
+            n_trials=n_trials, max_resource=n_steps, reduction_factor=reduction_factor,
+            min_resource=min_resource, keep_min=keep_min_for(keep, size), bracket_size=size,
+            promote_early=early, first_step=1, predictor=predictor, keep_ties=keep_ties)
+        if cost not in COSTS:
+            raise ValueError(f"cost must be one of {COSTS}, but got cost={cost!r}.")
+        self.policy: PausingPolicy = (
+            PausingPolicy(**settings) if cost == "off" else
+            CostAwarePausingPolicy(cost_rule=cost, band=band, slow=slow, **settings))
         self.values: dict[int, tuple[list[float], list[float]]] = {}
         self.finals: dict[int, float] = {}
         self.pauses = 0
@@ -364,6 +490,9 @@ class PausingHost(Host):
         value = self.sign * values[n - 1]
         history = TrialHistory(np.array(steps[:n]), np.array(values[:n]), sign=self.sign)
         final = self.finals[position]
+        if isinstance(self.policy, CostAwarePausingPolicy) and self.seconds is not None:
+            # what a host measures: the trial's own epochs trained so far
+            self.policy.costs[str(position)] = float(np.mean(self.seconds[position][:n]))
         order = self.policy.report(str(position), history, reported=value)
         if order.action == STOP:
             return STOPPED
@@ -483,8 +612,14 @@ class TuneHost(Host):
         return CONTINUE
 
 
-def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
+def make_host(name: str, n_trials: int, n_steps: int, sign: float, *,
+              seconds: Sequence[Sequence[float]] | None = None,
+              tolerance: float = 0.0) -> Host:
     """The host of rule ``name`` for one study (see the module docstring).
+
+    ``seconds[position][epoch - 1]``: the epoch durations (for ``cost=``; unit time when
+    None); ``tolerance``: the workload's tolerance in metric units (``cost=``'s band is
+    ``band`` times it).
 
     Raises:
         ValueError: for an unknown rule or option.
@@ -496,13 +631,17 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
     head, options = name.split(",")[0], _raw_options(name)
     if head == "pause":
         unknown = set(options) - {"rf", "keep", "bracket", "early", "ahead", "pred", "ties",
-                                  "min"}
+                                  "min", "cost", "band", "slow"}
         if unknown or any(options.get(k, "on") not in ("on", "off")
                           for k in ("early", "ahead")) or options.get(
-                              "ties", "keep") not in ("keep", "order"):
+                              "ties", "keep") not in ("keep", "order") or options.get(
+                              "cost", "off") not in COSTS or (
+                              ("band" in options or "slow" in options)
+                              and options.get("cost", "off") == "off"):
             raise ValueError(f"rule {name!r}: 'pause' takes rf, keep, bracket, early=on|off, "
                              f"ahead=on|off, pred, ties=keep|order, min (epochs to the "
-                             f"first rung); got {sorted(options)}.")
+                             f"first rung), cost=off|tie|tol with band (tolerances) and "
+                             f"slow (tol); got {sorted(options)}.")
         return PausingHost(n_trials, n_steps, sign,
                            reduction_factor=float(options.get("rf", 2)),
                            keep=options.get("keep", "auto"),
@@ -511,7 +650,10 @@ def make_host(name: str, n_trials: int, n_steps: int, sign: float) -> Host:
                            speculate=options.get("ahead", "off") == "on",
                            predictor=options.get("pred", "best"),
                            keep_ties=options.get("ties", "keep") == "keep",
-                           min_resource=float(options.get("min", 1)))
+                           min_resource=float(options.get("min", 1)),
+                           cost=options.get("cost", "off"),
+                           band=float(options.get("band", 1)) * tolerance,
+                           slow=float(options.get("slow", 1.5)), seconds=seconds)
     if head in ("tune_hyperband", "tune_bohb") and set(options) <= {"rf"}:
         return TuneHost(n_trials, n_steps, sign, reduction_factor=float(options.get("rf", 3)),
                         bohb=head == "tune_bohb")
@@ -550,7 +692,9 @@ def simulate(
     """
     n_steps = workload.n_steps
     sign = workload.sign
-    host = make_host(name, len(order), n_steps, sign)
+    seconds = workload.epoch_seconds[np.asarray(order, dtype=int)].tolist()
+    host = make_host(name, len(order), n_steps, sign, seconds=seconds,
+                     tolerance=workload.tolerance / workload.scale)
     scores = sign * workload.finals[order]
     finite = scores[np.isfinite(scores)]
     best_possible = float(finite.max()) if finite.size else math.nan
@@ -566,8 +710,6 @@ def simulate(
     trace: list[tuple[int, int, float]] = []
     # [end time, position, epoch or 0 for a checkpoint save]
     slots: list[list[Any]] = []
-
-    seconds = workload.epoch_seconds[np.asarray(order, dtype=int)].tolist()
 
     def duration(position: int, epoch: int) -> float:
         return float(seconds[position][epoch - 1])

@@ -268,3 +268,64 @@ def test_measured_checkpoint_costs_are_fractions_of_an_epoch_measured_beside_the
         checkpoint_for(workload, old, "memory")
     with pytest.raises(ValueError, match="resume must be one of"):
         checkpoint_for(workload, measured, "disk")
+
+
+def _timed_workload(slow: float):
+    """6 runs x 4 epochs; at rung 1 (rf 2, keep 2: 3 of 6 go on) the cut falls on run 2
+    (0.800, ``slow`` seconds an epoch) and run 3 (0.798, 1 s) is within the tolerance
+    (0.5 points) below it; the others are far from the cut."""
+    firsts = [0.90, 0.85, 0.80, 0.798, 0.50, 0.40]
+    rows = []
+    for i, first in enumerate(firsts):
+        seconds = slow if i == 2 else 1.0
+        curve = [{"step": 0, "val_accuracy": 0.1}] + [
+            {"step": t, "val_accuracy": first + 0.01 * (t - 1) - 0.001 * i,
+             "epoch_seconds": seconds} for t in range(1, 5)]
+        rows.append({"trial": f"t{i}", "config": {"index": i, "mode": "observer"},
+                     "curve": curve, "final_val_accuracy": curve[-1]["val_accuracy"]})
+    return workload_from_rows("timed", rows)
+
+
+def _trained(run) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for position, epoch, _ in run["trace"]:
+        out[position] = max(out.get(position, 0), epoch)
+    return out
+
+
+@pytest.mark.parametrize("cost", ["tie", "tol"])
+def test_cost_aware_promotion_keeps_the_cheaper_of_two_trials_near_the_cut(cost):
+    order = np.arange(6)
+    slow = _timed_workload(2.0)
+    plain = simulate(slow, HALVING, order)
+    aware = simulate(slow, f"{HALVING},cost={cost}", order)
+    assert _trained(plain)[2] > 1 and _trained(plain)[3] == 1  # ranked: run 2 goes on
+    assert _trained(aware)[2] == 1 and _trained(aware)[3] > 1  # by cost: run 3 instead
+    assert aware["epochs"] == plain["epochs"]  # as many kept
+    assert aware["seconds"] < plain["seconds"]
+    # outside the band nothing moves: a band of 0.1 tolerance leaves run 3 out
+    narrow = simulate(slow, f"{HALVING},cost={cost},band=0.1", order)
+    assert narrow["trace"] == plain["trace"]
+    # equal costs change nothing at all (e.g. Taskset's unit time)
+    even = _timed_workload(1.0)
+    assert simulate(even, f"{HALVING},cost={cost}", order)["trace"] == \
+        simulate(even, HALVING, order)["trace"]
+
+
+def test_cost_tol_swaps_only_a_trial_more_than_slow_times_slower():
+    order = np.arange(6)
+    workload = _timed_workload(1.4)  # 1.4x slower than run 3
+    plain = simulate(workload, HALVING, order)
+    assert simulate(workload, f"{HALVING},cost=tol", order)["trace"] == plain["trace"]
+    assert simulate(workload, f"{HALVING},cost=tol,slow=1.3", order)["trace"] != \
+        plain["trace"]
+    tie = simulate(workload, f"{HALVING},cost=tie", order)  # any cheaper one goes first
+    assert _trained(tie)[3] > 1 and _trained(tie)[2] == 1
+
+
+def test_cost_options_are_checked_and_labelled():
+    assert label(f"{HALVING},cost=tie,band=0.5") == \
+        "pause rf2 keep 2 bracket all cost tie band 0.5"
+    for bad in ("cost=time", "band=0.5", "slow=2"):
+        with pytest.raises(ValueError):
+            make_host(f"{HALVING},{bad}", 8, 8, 1.0)
