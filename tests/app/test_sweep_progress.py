@@ -176,6 +176,21 @@ def test_time_saved_is_not_estimated_before_any_trial_trains_past_its_first_epoc
             "its first epoch") in text
 
 
+def test_a_pausing_sweeps_first_line_counts_paused_not_pruned() -> None:
+    # Was: "[....] 0/10 trials (0 pruned, 0 running)", the first line of the main job
+    # under ncp_pause, which never prunes a healthy trial.
+    stream = io.StringIO()
+    line = ProgressLine(10, 6, stream, pausing=True)
+    line.update([TrialStatus(0, "RUNNING", 0)])
+    assert "0/10 trials (0 paused, 1 running)" in stream.getvalue()
+    diverged = [TrialStatus(0, "PRUNED", 1, last=float("nan"))]
+    line.update(diverged)
+    assert "(1 pruned, 0 running)" in stream.getvalue()  # a diverged trial is pruned
+    asha = ProgressLine(10, 6, io.StringIO())
+    asha.update([TrialStatus(0, "RUNNING", 0)])
+    assert "(0 pruned, 1 running)" in asha.stream.getvalue()
+
+
 def test_progress_line_and_summary_show_seconds_saved() -> None:
     trials = [TrialStatus(0, "COMPLETE", 6, 0.9, 10.0, (3, 1, 1, 1, 1, 1)),
               TrialStatus(1, "PRUNED", 2, None, 6.0, (3, 1))]

@@ -194,10 +194,11 @@ def format_line(summary: dict[str, Any], budget: int) -> str:
 def stopped_text(summary: dict[str, Any], *, kept: str = "", diverged: str = "") -> str:
     """``3 pruned``, or under ncp_pause ``8 paused, 2 pruned``: the progress line's and
     the end-of-sweep summary's words (``kept`` follows the paused count, ``diverged``
-    the pruned one). ``summary["pruned"]`` counts the paused too: they end PRUNED."""
+    the pruned one). ``summary["pruned"]`` counts the paused too: they end PRUNED.
+    ``summary["pausing"]`` (the rule pauses): ``0 paused`` before any trial stops."""
     paused = summary.get("paused") or 0
     pruned = summary["pruned"] - paused
-    if not paused:
+    if not paused and not (summary.get("pausing") and not pruned):
         return f"{pruned} pruned{diverged}"
     return f"{paused} paused{kept}" + (f", {pruned} pruned{diverged}"
                                        if pruned or diverged else "")
@@ -215,17 +216,19 @@ def duration(seconds: float) -> str:
 class ProgressLine:
     """Writes :func:`format_line` to ``stream`` when something changed."""
 
-    def __init__(self, budget: int, epochs: int, stream: TextIO | None = None) -> None:
+    def __init__(self, budget: int, epochs: int, stream: TextIO | None = None, *,
+                 pausing: bool = False) -> None:
         self.budget = budget
         self.epochs = epochs
+        self.pausing = pausing  # the rule pauses: the line counts paused trials
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last = ""
         self._last_finished: tuple[int, ...] | None = None
-        self.summary: dict[str, Any] = summarize([], epochs)
+        self.summary: dict[str, Any] = {**summarize([], epochs), "pausing": pausing}
 
     def update(self, trials: Iterable[TrialStatus]) -> None:
-        self.summary = summarize(trials, self.epochs)
+        self.summary = {**summarize(trials, self.epochs), "pausing": self.pausing}
         line = format_line(self.summary, self.budget)
         if line == self._last:
             return

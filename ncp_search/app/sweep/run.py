@@ -546,7 +546,8 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
                          "interrupted save\n")
     budget = config["budget"]
     deadline = time.time() + 60 * budget["minutes"] if budget["minutes"] else None
-    progress = ProgressLine(budget["trials"], budget["epochs"], stream)
+    progress = ProgressLine(budget["trials"], budget["epochs"], stream,
+                            pausing=_pausing(config))
     if config["backend"] == "optuna":
         from ncp_search.app.sweep.optuna_backend import describe_pruner
 
