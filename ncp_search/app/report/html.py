@@ -311,6 +311,10 @@ def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
                          "first-epoch compilation")
             return (f"{trial_time_used_text(times)} (finished trials; "
                     f"{TRIAL_TIME_MEANING})", cell + ")")
+        if times["seconds_used"] is not None:  # as the sweep's summary says it
+            return (f"{trial_time_used_text(times)} (finished trials; {TRIAL_TIME_MEANING})",
+                    "not estimated: no trial trained past its first epoch, which carries "
+                    "the compilation, so there is no steady epoch time")
     per_epoch, over = _seconds_per_epoch(trials)
     saved_epochs = sum(_budget(trials, epochs)) - sum(len(t["val"]) for t in trials)
     cell = ("&ndash; (no trial time recorded)" if math.isnan(per_epoch) else
