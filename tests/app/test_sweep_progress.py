@@ -172,15 +172,15 @@ def test_time_saved_is_not_estimated_before_any_trial_trains_past_its_first_epoc
                 "final": None, "model_path": None, "seconds": 4.5, "epoch_seconds": [1.2],
                 "paused": True} for n in range(3)]
     text = format_summary(summarize_sweep(meta, records), "out")
-    assert ("time: trial time used 14 s (time saved not estimated: no trial trained past "
-            "its first epoch") in text
+    assert ("time: trial time used 14 s (time saved not estimated: no trial's time per "
+            "epoch after its first is recorded yet") in text
     # the report says the same (it estimated from each trial's whole time per epoch)
     from ncp_search.app.report.html import _normalise, _seconds_saved
 
     used_cell, saved_cell = _seconds_saved([_normalise(r, i) for i, r in enumerate(records)],
                                            6)
     assert used_cell.startswith("trial time used 14 s")
-    assert saved_cell.startswith("not estimated: no trial trained past its first epoch")
+    assert saved_cell.startswith("not estimated: no trial's time per epoch after its first")
 
 
 def test_a_pausing_sweeps_first_line_counts_paused_not_pruned() -> None:

@@ -290,6 +290,7 @@ def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
     finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
     if any(np.isfinite(t["epoch_seconds"]).any() for t in finished if t["epoch_seconds"]):
         from ncp_search.app.sweep.progress import (
+            NOT_ESTIMATED,
             TRIAL_TIME_MEANING,
             time_accounting,
             trial_time_text,
@@ -313,8 +314,7 @@ def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
                     f"{TRIAL_TIME_MEANING})", cell + ")")
         if times["seconds_used"] is not None:  # as the sweep's summary says it
             return (f"{trial_time_used_text(times)} (finished trials; {TRIAL_TIME_MEANING})",
-                    "not estimated: no trial trained past its first epoch, which carries "
-                    "the compilation, so there is no steady epoch time")
+                    f"not estimated: {NOT_ESTIMATED}")
     per_epoch, over = _seconds_per_epoch(trials)
     saved_epochs = sum(_budget(trials, epochs)) - sum(len(t["val"]) for t in trials)
     cell = ("&ndash; (no trial time recorded)" if math.isnan(per_epoch) else

@@ -75,6 +75,11 @@ def trial_time_used_text(times: Mapping[str, Any]) -> str | None:
     return f"trial time used {duration(times['seconds_used'])}"
 
 
+NOT_ESTIMATED = ("no trial's time per epoch after its first is recorded yet (a first "
+                 "epoch carries the compilation), so there is no steady epoch time")
+"""Why trial time saved is not estimated (:func:`time_accounting` gave None): said
+alike by the end-of-sweep summary and the report."""
+
 TRIAL_TIME_MEANING = ("trial time: each finished trial's own wall time, summed over trials "
                       "and workers")
 """What "trial time" means, said where the totals are printed in full."""

@@ -34,6 +34,7 @@ from typing import Any
 from ncp_search.app.sweep.folder import META_FILE, read_meta
 from ncp_search.app.sweep.hosts import pid_alive
 from ncp_search.app.sweep.progress import (
+    NOT_ESTIMATED,
     TRIAL_TIME_MEANING,
     duration,
     stopped_text,
@@ -376,9 +377,8 @@ def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> s
         lines.append(f"time: {trial_time_used_text(summary)}, {saved_time} (saved: estimated "
                      f"from the trials' epoch times{fixed_text}; {TRIAL_TIME_MEANING})")
     elif summary.get("seconds_used") is not None:
-        lines.append(f"time: {trial_time_used_text(summary)} (time saved not estimated: no "
-                     "trial trained past its first epoch, which carries the compilation, so "
-                     f"there is no steady epoch time; {TRIAL_TIME_MEANING})")
+        lines.append(f"time: {trial_time_used_text(summary)} (time saved not estimated: "
+                     f"{NOT_ESTIMATED}; {TRIAL_TIME_MEANING})")
     if summary.get("wall_seconds") is not None:
         lines.append(f"wall clock of this run: {duration(summary['wall_seconds'])}")
     best = summary["best"]
