@@ -375,6 +375,7 @@ def test_a_pausing_sweep_resumes_promoted_trials_from_their_checkpoints(tmp_path
     out = capsys.readouterr()
     assert f"/{TRIALS} trials" in out.err and "best: trial" in out.out
     assert " paused, 0 running)" in out.err and "paused (checkpoints kept)" in out.out
+    assert f"0/{TRIALS} trials (0 paused, " in out.err  # the first line, not "0 pruned"
     trials = _check_chains(tmp_path)
     resumed = [t for t in trials if RESUMES_ATTR in t.user_attrs]
     assert resumed and all(t.user_attrs["ncp_checkpoint_seconds"] > 0 for t in resumed)

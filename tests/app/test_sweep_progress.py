@@ -172,15 +172,57 @@ def test_time_saved_is_not_estimated_before_any_trial_trains_past_its_first_epoc
                 "final": None, "model_path": None, "seconds": 4.5, "epoch_seconds": [1.2],
                 "paused": True} for n in range(3)]
     text = format_summary(summarize_sweep(meta, records), "out")
-    assert ("time: trial time used 14 s (time saved not estimated: no trial's time per "
-            "epoch after its first is recorded yet") in text
+    assert ("time: trial time used 14 s (time saved not estimated: no trial has a "
+            "recorded epoch time after its first epoch") in text
     # the report says the same (it estimated from each trial's whole time per epoch)
     from ncp_search.app.report.html import _normalise, _seconds_saved
 
     used_cell, saved_cell = _seconds_saved([_normalise(r, i) for i, r in enumerate(records)],
                                            6)
     assert used_cell.startswith("trial time used 14 s")
-    assert saved_cell.startswith("not estimated: no trial's time per epoch after its first")
+    assert saved_cell.startswith("not estimated: no trial has a recorded epoch time")
+
+
+def test_an_epoch_that_began_a_resume_is_not_a_steady_epoch(tmp_path) -> None:
+    # Was: a chain's epochs after its first all counted as steady, also the first epoch
+    # of each resume, which loads (or traces again) the model: a configuration paused
+    # after 1 epoch and resumed for 2 had the steady time (5 + 1) / 2 = 3 s, not 1 s.
+    import datetime
+
+    import optuna
+
+    from ncp_search.app.report.html import _normalise, _seconds_saved
+    from ncp_search.app.sweep.optuna_backend import EPOCH_SECONDS_ATTR
+    from ncp_search.app.sweep.progress import time_accounting
+    from ncp_search.app.sweep.results import optuna_records
+    from ncp_search.app.sweep.run import optuna_status
+    from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, RESUMES_ATTR
+
+    assert time_accounting([(3, 9.0, [3, 5, 1])], epochs=6)["seconds_saved"] == 9.0
+    assert time_accounting([(3, 9.0, [3, 5, 1], (1,))], epochs=6)["seconds_saved"] == 3.0
+    start = datetime.datetime(2026, 1, 1)
+    study = optuna.create_study(direction="maximize")
+    pieces = [  # number, state, epoch seconds, first step, attributes
+        (0, "PRUNED", [3.0], 0, {PAUSED_ATTR: "checkpoints/0/epoch_0001"}),
+        (1, "PRUNED", [5.0, 1.0], 1, {RESUMES_ATTR: 0, PAUSED_ATTR: "checkpoints/0/epoch_0003"}),
+    ]
+    for number, state, times, first, attrs in pieces:
+        values = {first + i: 0.5 for i in range(len(times))}
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, trial_id=number, state=getattr(optuna.trial.TrialState, state),
+            value=None, intermediate_values=values, params={}, distributions={},
+            system_attrs={}, user_attrs={EPOCH_SECONDS_ATTR: times, **attrs},
+            datetime_start=start,
+            datetime_complete=start + datetime.timedelta(seconds=sum(times))))
+    [status] = optuna_status(study)
+    assert status.epoch_seconds == (3.0, 5.0, 1.0) and status.resumed_at == (1,)
+    assert summarize([status], 6)["seconds_saved"] == 3.0  # 3 epochs left at 1 s
+    [record] = optuna_records(study)
+    assert record["resumed_at"] == [1]
+    meta = {"name": "s", "backend": "optuna", "pruner": "ncp_pause", "epochs": 6}
+    assert summarize_sweep(meta, [record])["seconds_saved"] == 3.0
+    _, saved_cell = _seconds_saved([_normalise(record, 0)], 6)
+    assert saved_cell.startswith("trial time saved 3 s of 12 s")
 
 
 def test_a_pausing_sweeps_first_line_counts_paused_not_pruned() -> None:
@@ -196,6 +238,15 @@ def test_a_pausing_sweeps_first_line_counts_paused_not_pruned() -> None:
     asha = ProgressLine(10, 6, io.StringIO())
     asha.update([TrialStatus(0, "RUNNING", 0)])
     assert "(0 pruned, 1 running)" in asha.stream.getvalue()
+    # the end-of-sweep summary of a pausing sweep that stopped nothing says it alike
+    records = [{"number": n, "state": "COMPLETE", "params": {}, "val_accuracy": [0.5] * 6,
+                "final": 0.5, "model_path": None, "seconds": 6.0, "epoch_seconds": [1.0] * 6}
+               for n in range(2)]
+    for pruner, words in (("ncp_pause (predictor=best, min_resource=1)", "0 paused"),
+                          ("ncp (predictor=best)", "0 pruned")):
+        meta = {"name": "s", "backend": "optuna", "pruner": pruner, "epochs": 6}
+        assert f"2 trials: 2 complete, {words}, 0 failed" in format_summary(
+            summarize_sweep(meta, records), "out")
 
 
 def test_progress_line_and_summary_show_seconds_saved() -> None:

@@ -212,6 +212,25 @@ def test_session_records_states_restarts_and_strict_json(tmp_path):
     assert set(again.records) == {t.trial_id for t in (done, pruned, failed, cut)}
 
 
+def test_a_ray_record_says_which_epochs_began_a_resume(tmp_path):
+    # the first epoch after a resume (from memory or a checkpoint) is left out of the
+    # trial's steady epoch time, as its first epoch is
+    session = _Session(make_config(), tmp_path, None)
+    trial = _trial("ab_00000")
+    session.start(trial)
+    for epoch, seconds, extra in [(0, 3.0, {}), (1, 5.0, {"resumed_from": "checkpoint"}),
+                                  (2, 1.0, {}), (3, 2.0, {"resumed_from": "memory"})]:
+        session.result(trial, {"val_accuracy": 0.5, "epoch": epoch, "epoch_seconds": seconds,
+                               "time_total_s": 11.0, **extra})
+    record = session.records["ab_00000"]
+    assert record["resumed_at"] == [1, 3]
+    [status] = session.statuses()
+    assert status.resumed_at == (1, 3)
+    # a restart from an earlier epoch reports them again: what came after goes
+    session.result(trial, {"val_accuracy": 0.5, "epoch": 2, "epoch_seconds": 1.0})
+    assert record["resumed_at"] == [1]
+
+
 def test_the_progress_shows_trials_a_pausing_scheduler_holds_as_paused(tmp_path):
     """On Tune a paused trial stays RUNNING until it resumes or the experiment ends; the
     progress line showed it as running. Now, as on Optuna, it shows as paused."""

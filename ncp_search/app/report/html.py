@@ -126,6 +126,8 @@ def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
         "diverged": str(trial["diverged"]) if trial.get("diverged") else None,
         "rungs": _rung_outcomes(trial),
         "paused": state == "PRUNED" and bool(trial.get("paused")),  # ncp_pause
+        "resumed_at": [int(i) for i in (trial.get("resumed_at") or [])
+                       if isinstance(i, (int, float))],
     }
 
 
@@ -301,8 +303,8 @@ def _seconds_saved(trials: list[dict], epochs: int) -> tuple[str, str]:
             return [v if math.isfinite(v) else None for v in values]
 
         times = time_accounting(((len(t["val"]), t["seconds"] if math.isfinite(t["seconds"])
-                                  else None, clean(t["epoch_seconds"])) for t in finished),
-                                epochs)
+                                  else None, clean(t["epoch_seconds"]), t["resumed_at"])
+                                 for t in finished), epochs)
         if times["seconds_saved"] is not None:
             fixed = times["fixed_seconds_per_trial"]
             cell = (f"{trial_time_text(times)} (each stopped trial's remaining epochs at its "

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -75,7 +75,7 @@ def trial_time_used_text(times: Mapping[str, Any]) -> str | None:
     return f"trial time used {duration(times['seconds_used'])}"
 
 
-NOT_ESTIMATED = ("no trial's time per epoch after its first is recorded yet (a first "
+NOT_ESTIMATED = ("no trial has a recorded epoch time after its first epoch (a first "
                  "epoch carries the compilation), so there is no steady epoch time")
 """Why trial time saved is not estimated (:func:`time_accounting` gave None): said
 alike by the end-of-sweep summary and the report."""
@@ -97,17 +97,23 @@ class TrialStatus:
     epoch_seconds: tuple[float | None, ...] = ()  # wall time of each epoch
     paused: bool = False  # ncp_pause: PRUNED and paused with a checkpoint (may resume)
     last: float | None = None  # the latest reported value
+    resumed_at: tuple[int, ...] = ()  # 0-based epochs that began a resume (ncp_pause)
 
 
-def _steady(epoch_seconds: Sequence[float | None]) -> float | None:
-    times = [t for t in epoch_seconds[1:] if t is not None and math.isfinite(t)]
+def _steady(epoch_seconds: Sequence[float | None],
+            resumed_at: Collection[int] = ()) -> float | None:
+    """The median epoch time, leaving out the first epoch and each epoch that began a
+    resume (both carry one-off costs: compilation, a model loaded and traced again)."""
+    times = [t for i, t in enumerate(epoch_seconds) if i and i not in resumed_at
+             and t is not None and math.isfinite(t)]
     return statistics.median(times) if times else None
 
 
-def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | None]]],
-                    epochs: int) -> dict[str, Any]:
+def time_accounting(trials: Iterable[tuple[Any, ...]], epochs: int) -> dict[str, Any]:
     """Trial time used and saved by the finished trials, each given as ``(epochs
-    trained, whole wall time, per-epoch times)`` (see the module docstring).
+    trained, whole wall time, per-epoch times)`` or with a fourth item, the 0-based
+    epochs that began a resume (left out of its steady time, as its first epoch is;
+    see the module docstring).
 
     Returns:
         ``seconds_used``, ``seconds_saved``, ``seconds_without_pruning``,
@@ -116,13 +122,15 @@ def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | N
         model loading and building, first-epoch compilation); None where no
         trial recorded times.
     """
-    rows = [(int(n), s, list(times)) for n, s, times in trials]
-    steadies = [x for x in (_steady(times) for _, _, times in rows) if x is not None]
+    rows = [(int(row[0]), row[1], list(row[2]), frozenset(row[3] if len(row) > 3 else ()))
+            for row in trials]
+    steadies = [x for x in (_steady(times, starts) for _, _, times, starts in rows)
+                if x is not None]
     sweep_steady = statistics.median(steadies) if steadies else None
     used = saved = 0.0
     fixed: list[float] = []
     timed = unknown = False
-    for done, seconds, times in rows:
+    for done, seconds, times, starts in rows:
         clean = [t for t in times if t is not None and math.isfinite(t)]
         if seconds is None or not math.isfinite(seconds):
             seconds = sum(clean) if clean else None
@@ -130,7 +138,7 @@ def time_accounting(trials: Iterable[tuple[int, float | None, Sequence[float | N
             continue
         timed = True
         used += seconds
-        steady = _steady(times) or sweep_steady
+        steady = _steady(times, starts) or sweep_steady
         if steady is not None:
             saved += max(0, epochs - done) * steady
             fixed.append(max(0.0, seconds - steady * len(clean)) if clean else seconds)
@@ -161,7 +169,8 @@ def summarize(trials: Iterable[TrialStatus], epochs: int) -> dict[str, Any]:
     leads = [(t.epochs, t.last, t.number) for t in trials if t.state != "FAIL"
              and t.last is not None and math.isfinite(t.last)]
     lead = max(leads, key=lambda e: (e[0], e[1]), default=None)  # furthest, then best
-    times = time_accounting(((t.epochs, t.seconds, t.epoch_seconds) for t in finished), epochs)
+    times = time_accounting(((t.epochs, t.seconds, t.epoch_seconds, t.resumed_at)
+                             for t in finished), epochs)
     return {
         **times,
         "complete": count["COMPLETE"], "pruned": count["PRUNED"], "running": count["RUNNING"],
@@ -205,7 +214,7 @@ def stopped_text(summary: dict[str, Any], *, kept: str = "", diverged: str = "")
     pruned = summary["pruned"] - paused
     if not paused and not (summary.get("pausing") and not pruned):
         return f"{pruned} pruned{diverged}"
-    return f"{paused} paused{kept}" + (f", {pruned} pruned{diverged}"
+    return f"{paused} paused{kept if paused else ''}" + (f", {pruned} pruned{diverged}"
                                        if pruned or diverged else "")
 
 

@@ -433,6 +433,7 @@ class _Session:
                       epoch_seconds=[], final=None, model_path=None, seconds=None,
                       diverged=None, stop=None)
         record.pop("resumed_from", None)
+        record.pop("resumed_at", None)
         record.pop("paused", None)
 
     def result(self, trial: Any, result: Mapping[str, Any]) -> None:
@@ -448,8 +449,11 @@ class _Session:
         record["val_accuracy"].append(_number(result.get(DIVERGED_VALUE, result[METRIC])))
         record["beta_eff"].append(_number(result.get("beta_eff")))
         record["predicted_final"].append(self._predict(record))
+        if "resumed_at" in record:  # a restarted trial reports its epochs again
+            record["resumed_at"] = [i for i in record["resumed_at"] if i < epoch]
         if result.get("resumed_from"):  # "memory" or "checkpoint", one per resume
             record.setdefault("resumed_from", []).append(str(result["resumed_from"]))
+            record.setdefault("resumed_at", []).append(epoch)  # its first epoch's index
         record["final"] = record["val_accuracy"][-1]
         record["seconds"] = _number(result.get("time_total_s"))
         if result.get("model_path"):
@@ -518,7 +522,8 @@ class _Session:
                                    r["final"] if r["state"] == "COMPLETE" else None,
                                    r.get("seconds"), tuple(r.get("epoch_seconds") or ()),
                                    paused=held or bool(r.get("paused")),
-                                   last=(r["val_accuracy"] or [None])[-1]))
+                                   last=(r["val_accuracy"] or [None])[-1],
+                                   resumed_at=tuple(r.get("resumed_at") or ())))
         return out
 
     def _held(self, trial_id: str | None) -> bool:

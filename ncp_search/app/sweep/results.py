@@ -138,6 +138,8 @@ def _joined(chain: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = []
             continue
         out[key] = [v for r in chain for v in (r[key] or [None] * len(r["val_accuracy"]))]
+    out["resumed_at"] = [sum(len(r["val_accuracy"]) for r in chain[:i])
+                         for i in range(1, len(chain))]  # epochs that began a resume
     out["paused"] = bool(last.get("paused"))  # its last trial paused: it may resume
     out["final"] = out["val_accuracy"][-1] if out["val_accuracy"] else None
     return out
@@ -324,7 +326,8 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
     complete = [t for t in trials if t["state"] == "COMPLETE" and t["final"] is not None]
     best = max(complete, key=lambda t: t["final"], default=None)
     times = time_accounting(((len(t["val_accuracy"]), t.get("seconds"),
-                              t.get("epoch_seconds") or []) for t in finished), epochs)
+                              t.get("epoch_seconds") or [], t.get("resumed_at") or ())
+                             for t in finished), epochs)
     diverged = [t["number"] for t in trials if t.get("diverged")]
     warnings = list(meta.get("warnings") or [])
     chance = chance_accuracy(meta)
@@ -345,6 +348,7 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
                                                             "RUNNING")},
         "diverged": len(diverged),
         "paused": sum(t["state"] == "PRUNED" and bool(t.get("paused")) for t in trials),
+        "pausing": str(meta.get("pruner") or "").split(" ")[0] == "ncp_pause",
         "epochs_used": used, "epochs_without_pruning": full,
         "epochs_saved_fraction": (full - used) / full if full else 0.0,
         **times,

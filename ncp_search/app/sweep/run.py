@@ -308,8 +308,19 @@ def optuna_status(study: Any) -> list[TrialStatus]:
                                tuple(v for t in chain
                                      for v in t.user_attrs.get(EPOCH_SECONDS_ATTR, ())),
                                paused=PAUSED_ATTR in trial.user_attrs,
-                               last=_last_value(chain)))
+                               last=_last_value(chain), resumed_at=_resumed_at(chain)))
     return out
+
+
+def _resumed_at(chain: list[Any]) -> tuple[int, ...]:
+    """The 0-based epochs of a configuration's chain that began a resume: the first
+    of each trial after the first."""
+    starts, done = [], 0
+    for trial in chain:
+        if done:
+            starts.append(done)
+        done += len(trial.intermediate_values)
+    return tuple(starts)
 
 
 def _last_value(chain: list[Any]) -> float | None:
