@@ -12,7 +12,9 @@ epochs, 20 seeds, sequential, no checkpoint costs. Output of 2026-12-05:
 
 Run from the repository root::
 
-    PYTHONPATH=. python benchmarks/pausing_warmup_whatif.py benchmarks/tables/*.jsonl
+    PYTHONPATH=. python benchmarks/pausing_warmup_whatif.py \
+        benchmarks/tables/{digits_mlp,fashion_cnn,fashion_select}.jsonl \
+        benchmarks/tables/holdout_{digits_cnn,fashion_mlp,fashion_wide30}.jsonl
 """
 
 from __future__ import annotations
