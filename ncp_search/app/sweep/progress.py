@@ -100,6 +100,17 @@ class TrialStatus:
     resumed_at: tuple[int, ...] = ()  # 0-based epochs that began a resume (ncp_pause)
 
 
+def resume_starts(piece_epochs: Iterable[int]) -> tuple[int, ...]:
+    """The 0-based epochs that began a resume in a configuration's chain of pieces (each
+    piece's epoch count, in order): the first epoch of each piece after the first."""
+    starts, done = [], 0
+    for epochs in piece_epochs:
+        if done:
+            starts.append(done)
+        done += epochs
+    return tuple(starts)
+
+
 def _steady(epoch_seconds: Sequence[float | None],
             resumed_at: Collection[int] = ()) -> float | None:
     """The median epoch time, leaving out the first epoch and each epoch that began a

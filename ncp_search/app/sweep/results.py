@@ -37,6 +37,7 @@ from ncp_search.app.sweep.progress import (
     NOT_ESTIMATED,
     TRIAL_TIME_MEANING,
     duration,
+    resume_starts,
     stopped_text,
     time_accounting,
     trial_seconds,
@@ -138,8 +139,7 @@ def _joined(chain: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = []
             continue
         out[key] = [v for r in chain for v in (r[key] or [None] * len(r["val_accuracy"]))]
-    out["resumed_at"] = [sum(len(r["val_accuracy"]) for r in chain[:i])
-                         for i in range(1, len(chain))]  # epochs that began a resume
+    out["resumed_at"] = list(resume_starts(len(r["val_accuracy"]) for r in chain))
     out["paused"] = bool(last.get("paused"))  # its last trial paused: it may resume
     out["final"] = out["val_accuracy"][-1] if out["val_accuracy"] else None
     return out

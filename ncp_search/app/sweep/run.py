@@ -42,7 +42,12 @@ from ncp_search.app.sweep.folder import (
     refuse_symlinks,
     resolve_ray_storage,
 )
-from ncp_search.app.sweep.progress import ProgressLine, TrialStatus, trial_seconds
+from ncp_search.app.sweep.progress import (
+    ProgressLine,
+    TrialStatus,
+    resume_starts,
+    trial_seconds,
+)
 from ncp_search.app.sweep.results import RAY_TRIALS_FILE, read_ray_records
 from ncp_search.app.sweep.secrets import STORAGE_ENV, hide, mask_url, masked_logs, secrets_of
 from ncp_search.app.sweep.trial import check_live_bytes
@@ -308,19 +313,9 @@ def optuna_status(study: Any) -> list[TrialStatus]:
                                tuple(v for t in chain
                                      for v in t.user_attrs.get(EPOCH_SECONDS_ATTR, ())),
                                paused=PAUSED_ATTR in trial.user_attrs,
-                               last=_last_value(chain), resumed_at=_resumed_at(chain)))
+                               last=_last_value(chain), resumed_at=resume_starts(
+                                   len(t.intermediate_values) for t in chain)))
     return out
-
-
-def _resumed_at(chain: list[Any]) -> tuple[int, ...]:
-    """The 0-based epochs of a configuration's chain that began a resume: the first
-    of each trial after the first."""
-    starts, done = [], 0
-    for trial in chain:
-        if done:
-            starts.append(done)
-        done += len(trial.intermediate_values)
-    return tuple(starts)
 
 
 def _last_value(chain: list[Any]) -> float | None:
