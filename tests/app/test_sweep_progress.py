@@ -249,6 +249,18 @@ def test_a_pausing_sweeps_first_line_counts_paused_not_pruned() -> None:
             summarize_sweep(meta, records), "out")
 
 
+def test_the_summary_says_pausing_for_exactly_the_names_the_registry_says_pause() -> None:
+    from ncp_search.integrations import registry
+
+    for host, table in registry.HOSTS.items():
+        for name, entry in table.items():
+            meta = {"name": "s", "backend": host, "epochs": 6,
+                    "pruner": entry.describe(entry.defaults())}
+            assert summarize_sweep(meta, [])["pausing"] is (entry.rule == "pause"), name
+    assert summarize_sweep({"name": "s", "backend": "ray", "epochs": 6,
+                            "pruner": "ncp_pause (predictor=best)"}, [])["pausing"] is True
+
+
 def test_progress_line_and_summary_show_seconds_saved() -> None:
     trials = [TrialStatus(0, "COMPLETE", 6, 0.9, 10.0, (3, 1, 1, 1, 1, 1)),
               TrialStatus(1, "PRUNED", 2, None, 6.0, (3, 1))]

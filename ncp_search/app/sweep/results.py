@@ -315,6 +315,16 @@ def chance_accuracy(meta: dict[str, Any]) -> float | None:
     return 1.0 / max(int(classes), 2)
 
 
+def _pauses(meta: dict[str, Any]) -> bool:
+    """Whether the sweep's pruner or scheduler pauses, as the registry says of its name
+    (the name the progress line's rule reads too, through the validated config)."""
+    from ncp_search.integrations import registry
+
+    backend = str(meta.get("backend") or "")
+    name = str(meta.get("pruner") or "").split(" ")[0]  # "<name> (<settings>)"
+    return registry.ncp_rule(backend, name) == "pause"
+
+
 def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts, epochs used against no pruning, the best complete trial, and warnings
     (the best not better than chance; diverged trials; the config's warnings)."""
@@ -348,7 +358,7 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
                                                             "RUNNING")},
         "diverged": len(diverged),
         "paused": sum(t["state"] == "PRUNED" and bool(t.get("paused")) for t in trials),
-        "pausing": str(meta.get("pruner") or "").split(" ")[0] == "ncp_pause",
+        "pausing": _pauses(meta),
         "epochs_used": used, "epochs_without_pruning": full,
         "epochs_saved_fraction": (full - used) / full if full else 0.0,
         **times,
