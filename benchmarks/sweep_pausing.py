@@ -97,6 +97,27 @@ class Row:
     epoch_s: float  # the epochs' own seconds, summed
     from_memory: int  # resumes from the model its worker kept
     from_checkpoint: int  # resumes that built the model again and loaded its checkpoint
+    steady: dict[str, list[float]]  # configuration (its params) -> its steady epochs' seconds
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """One configuration's key across rows (its sampled parameters)."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def speed(row: Row, nop: Row) -> tuple[float, int]:
+    """How much slower ``row``'s epochs ran than ``nop``'s on the same configurations:
+    the median over the configurations both trained past their first epoch of the
+    ratio of their median steady epoch seconds (1.0: the same speed), and how many
+    configurations it rests on (NaN, 0 when none). With a random sampler every row
+    trains the same configurations, so this is the machine's speed during the row
+    against during ``nop`` (another load, another run), not which epochs were trained."""
+    import statistics
+
+    ratios = [statistics.median(row.steady[k]) / statistics.median(nop.steady[k])
+              for k in row.steady.keys() & nop.steady.keys()
+              if row.steady[k] and nop.steady[k]]
+    return (statistics.median(ratios), len(ratios)) if ratios else (float("nan"), 0)
 
 
 def ray_facts(output: Path) -> dict[str, Any]:
@@ -106,7 +127,14 @@ def ray_facts(output: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in
                (output / "trials.jsonl").read_text(encoding="utf-8").splitlines() if line]
     resumed = [source for r in records for source in r.get("resumed_from") or ()]
+    steady: dict[str, list[float]] = {}
+    for r in records:
+        skip = {0, *(r.get("resumed_at") or ())}  # the first epoch and each resume's first
+        steady.setdefault(config_key(r.get("params") or {}), []).extend(
+            float(x) for i, x in enumerate(r.get("epoch_seconds") or ())
+            if i not in skip and x is not None)
     return {
+        "steady": steady,
         "checkpoint_s": float("nan"),
         "starts": len(records) + len(resumed),
         "epoch_s": sum(float(x) for r in records for x in r.get("epoch_seconds") or ()
@@ -133,7 +161,12 @@ def study_facts(output: Path, study_name: str) -> dict[str, Any]:
     study = optuna.load_study(study_name=study_name,
                               storage=f"sqlite:///{output / 'study.db'}")
     resumed = [t.user_attrs.get(RESUMED_FROM_ATTR) for t in study.trials]
+    steady: dict[str, list[float]] = {}
+    for t in study.trials:  # a resume is a trial of its own: its first epoch is left out too
+        steady.setdefault(config_key(t.params), []).extend(
+            float(x) for x in (t.user_attrs.get(EPOCH_SECONDS_ATTR) or ())[1:])
     return {
+        "steady": steady,
         "checkpoint_s": sum(float(t.user_attrs.get(CHECKPOINT_SECONDS_ATTR) or 0.0)
                             for t in study.trials),
         "starts": len(study.trials),
@@ -259,6 +292,19 @@ def main(argv: list[str] | None = None) -> int:
               "start-up raise it); epoch s / epochs: the same for the epochs' own seconds "
               "(above 1.00: the epochs trained cost more than the average epoch of no "
               "pruning, e.g. configurations with smaller batches)")
+        print(f"\nthe machine's speed, each row against nop: {'speed':>7} {'configs':>7} "
+              f"{'trial s share at nop speed':>26} {'over epochs':>11}")
+        for row in rows:
+            factor, shared = speed(row, nop)
+            epochs = row.summary["epochs_used"] / base_epochs
+            trial = (row.summary.get("seconds_used") or float("nan")) / base_trial
+            print(f"{row.name:<42} {factor:>7.3f} {shared:>7} {trial / factor:>26.3f} "
+                  f"{trial / factor / epochs:>11.2f}")
+        print("speed: the median, over the configurations both rows trained past their "
+              "first epoch, of their steady epoch's seconds here over in nop (the same "
+              "configuration, so what differs is the machine's load during the row; "
+              "meaningful with a sampler that gives every row the same configurations: "
+              "random); trial s share at nop speed: the trial s share divided by it")
     return 0
 
 
