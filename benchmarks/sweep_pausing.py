@@ -69,8 +69,10 @@ def sweep(config: dict[str, Any], folder: Path, name: str,
     import resource
 
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**config, "name": name,
-                                    "output": str(folder / name)}), encoding="utf-8")
+    # the keys in the config's order: the order of search_space's keys is part of the
+    # sweep (it draws the configurations), and safe_dump would sort them
+    path.write_text(yaml.safe_dump({**config, "name": name, "output": str(folder / name)},
+                                   sort_keys=False), encoding="utf-8")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
