@@ -30,10 +30,6 @@ def make_train(calls):
     return train
 
 
-def found_numbers(found):
-    return [int(name) for name in found]
-
-
 def test_paused_trials_end_pruned_and_promoted_ones_continue_from_their_checkpoint(tmp_path):
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
@@ -48,10 +44,12 @@ def test_paused_trials_end_pruned_and_promoted_ones_continue_from_their_checkpoi
     assert sum(stop - start for _, start, stop in calls) == 8 + 4 + 4 + 4
     # the configurations' first trials (a promoted one may resume before the last new
     # trial is asked: its rung promotes early what no later arrival can change)
-    best = max((trials[n] for n in found_numbers(found)),
+    best = max((trials[n] for n in found),
                key=lambda t: t.params["quality"])
     chain = chains(study)[best.number]
-    assert [t.number for t in chain] == found[str(best.number)]
+    # keyed as chains() keys them: by the first trial's number, an int
+    assert found.keys() == chains(study).keys()
+    assert [t.number for t in chain] == found[best.number]
     assert all(t.user_attrs[RESUMES_ATTR] == best.number for t in chain[1:])
     assert chain[-1].state == optuna.trial.TrialState.COMPLETE
     # steps continue along the chain: it was the last to reach epochs 1 and 2, where its
@@ -68,6 +66,8 @@ def test_train_returning_the_wrong_number_of_values_is_refused(tmp_path):
     with pytest.raises(ValueError, match="one value per epoch"):
         optimize_pausing(study, lambda trial, start, stop, ckpt: [0.5] * 7, policy=policy,
                          checkpoint_dir=tmp_path)
+    # the trial it was training fails, as when train raises: none is left RUNNING
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
 
 
 @pytest.mark.parametrize("predictor, reads", [("ncp_raw", "beta_eff"),

@@ -390,7 +390,7 @@ def optimize_pausing(
     policy: PausingPolicy,
     checkpoint_dir: str | os.PathLike[str],
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-) -> dict[str, list[int]]:
+) -> dict[int, list[int]]:
     """Run ``policy.n_trials`` configurations under the pausing policy.
 
     Args:
@@ -404,8 +404,8 @@ def optimize_pausing(
         callbacks: called with each trial told (as ``study.optimize``'s).
 
     Returns:
-        The chains: for each configuration (named by its first trial's number), the
-        numbers of its trials in order.
+        The chains: for each configuration, keyed by its first trial's number (an
+        ``int``, as :func:`chains` keys them), the numbers of its trials in order.
 
     Raises:
         ValueError: if ``train`` returns a number of values other than the epochs asked;
@@ -431,7 +431,7 @@ def optimize_pausing(
         frozen = driver.finish(job, order)
         for callback in callbacks:
             callback(study, frozen)
-    return driver.chains
+    return {int(name): list(numbers) for name, numbers in driver.chains.items()}
 
 
 def _train(study: optuna.Study, driver: PausingDriver, train: Train, job: Job,
@@ -443,7 +443,8 @@ def _train(study: optuna.Study, driver: PausingDriver, train: Train, job: Job,
     except BaseException:  # as study.optimize does: the trial fails, the error goes on
         study.tell(job.trial, state=TrialState.FAIL)
         raise
-    if len(got) != job.stop - start:
+    if len(got) != job.stop - start:  # the trial fails (not left RUNNING), then the error
+        study.tell(job.trial, state=TrialState.FAIL)
         raise ValueError(f"train must return one value per epoch trained "
                          f"({job.stop - start}), but got {len(got)} for trial "
                          f"{job.trial.number}.")
