@@ -66,6 +66,13 @@ def test_a_folder_left_by_a_failed_start_is_reused(tmp_path, monkeypatch) -> Non
                       resume=True)
 
 
+def test_a_resume_of_a_folder_that_holds_no_sweep_makes_no_folder(tmp_path) -> None:
+    config = _config(tmp_path)
+    with pytest.raises(NCPSearchError, match="nothing to resume"):
+        run.run_sweep(str(config), resume=True)
+    assert not (tmp_path / "out").exists()  # a mistyped --output is not left behind
+
+
 def test_a_resume_cannot_switch_between_pausing_and_killing(tmp_path, monkeypatch) -> None:
     """A sweep that ran ASHA (ncp) resumed with a config that names ncp_pause would
     replay its trials into a pausing policy that never saw them: refused with the line

@@ -119,6 +119,11 @@ def _refuse_foreign_study(config: Mapping[str, Any], url: str | None) -> None:
             "optuna.study_name (or name) for a new sweep.")
 
 
+def _nothing_to_resume(meta_path: Path) -> NCPSearchError:
+    return NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the sweep "
+                          "without --resume first.")
+
+
 def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mapping[str, Any],
                     url: str | None, resume: bool, stream: TextIO) -> dict[str, Any] | None:
     """The ``sweep.json`` of the sweep this run continues (None: a fresh start).
@@ -131,8 +136,7 @@ def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mappin
     """
     if meta is None:
         if resume:
-            raise NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the "
-                                 "sweep without --resume first.")
+            raise _nothing_to_resume(meta_path)
         _refuse_foreign_study(config, url)
         return None
     if meta["backend"] != config["backend"]:
@@ -525,9 +529,11 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
         from ncp_search.app.sweep.optuna_backend import check_storage
 
         check_storage(url)  # reachable: nothing is written before
-    output.mkdir(parents=True, exist_ok=True)
     meta_path = output / META_FILE
     old_meta = read_meta(meta_path) if meta_path.exists() or meta_path.is_symlink() else None
+    if resume and old_meta is None:  # before the folder is made: a mistyped path makes none
+        raise _nothing_to_resume(meta_path)
+    output.mkdir(parents=True, exist_ok=True)
     if config["backend"] == "optuna" and url is None:
         from ncp_search.app.sweep.optuna_backend import default_storage
 
