@@ -319,7 +319,9 @@ class _DefaultsHelp(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncp-search",
-        description="Hyperparameter-search pruning from the neural capacitance beta_eff.",
+        description=("Early stopping for Keras hyperparameter search: trials judged by "
+                     "their predicted final value; a sweep pauses the losers of each rung "
+                     "and resumes the ones promoted later."),
     )
     verbose_help = ("debug logging, and TensorFlow's start-up lines and warnings (hidden "
                     "by default)")
@@ -373,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "training time, and train nothing")
     zoo.set_defaults(func=_cmd_zoo)
 
-    swp = sub.add_parser("sweep", parents=[common], help="run a config-driven sweep with pruning")
+    swp = sub.add_parser("sweep", parents=[common],
+                         help="run a config-driven sweep (it pauses and resumes trials by "
+                         "default; or prunes them, with the pruner the config names)")
     swp.add_argument("config", help="sweep config (YAML), e.g. configs/quick.yaml")
     swp.add_argument("--backend", choices=["optuna", "ray"], default=None,
                      help="default: the config's backend (optuna)")
