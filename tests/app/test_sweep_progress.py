@@ -261,6 +261,21 @@ def test_the_summary_says_pausing_for_exactly_the_names_the_registry_says_pause(
                             "pruner": "ncp_pause (predictor=best)"}, [])["pausing"] is True
 
 
+def test_the_summary_names_every_trial_of_the_best_configuration() -> None:
+    # under ncp_pause the best configuration is a chain of Optuna trials: the summary
+    # names them all, the last one holding the final value (the study's best_trial)
+    meta = {"name": "s", "backend": "optuna", "epochs": 6,
+            "pruner": "ncp_pause (predictor=best, min_resource=1)"}
+    chain = {"number": 1, "state": "COMPLETE", "params": {}, "val_accuracy": [0.9] * 6,
+             "final": 0.9, "model_path": None, "seconds": 6.0, "epoch_seconds": [1.0] * 6,
+             "trials": [1, 7, 12], "pauses": 2}
+    other = {**chain, "number": 0, "final": 0.5, "val_accuracy": [0.5] * 6, "trials": [0]}
+    best = summarize_sweep(meta, [other, chain])["best"]
+    assert (best["number"], best["trials"]) == (1, [1, 7, 12])
+    single = {k: v for k, v in chain.items() if k not in ("trials", "pauses")}
+    assert summarize_sweep({**meta, "pruner": "ncp"}, [single])["best"]["trials"] == [1]
+
+
 def test_progress_line_and_summary_show_seconds_saved() -> None:
     trials = [TrialStatus(0, "COMPLETE", 6, 0.9, 10.0, (3, 1, 1, 1, 1, 1)),
               TrialStatus(1, "PRUNED", 2, None, 6.0, (3, 1))]

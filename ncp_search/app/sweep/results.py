@@ -366,6 +366,9 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
         "best": None if best is None else {
             "number": best["number"], "final": best["final"], "params": best["params"],
             "model_path": best["model_path"],
+            # its trials' numbers: under ncp_pause a chain whose last holds the final value
+            # (the study's best_trial), else the one trial
+            "trials": list(best.get("trials") or [best["number"]]),
             "better_than_chance": None if best_vs_chance is None
             else best_vs_chance > CHANCE_MARGIN},
         "warnings": warnings,
