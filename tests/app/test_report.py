@@ -221,6 +221,31 @@ def test_a_pausing_sweeps_report_counts_paused_trials_apart(tmp_path):
     assert "(paused at epoch 3: " in _section(page, "All trials")
 
 
+def test_a_paused_trials_row_says_its_rung_did_not_keep_it(tmp_path):
+    """A trial paused for good was decided at its rung (its prediction recorded there):
+    the row said 'prediction X; threshold not recorded' and the section 'the trial
+    record holds no decision', though the rungs column showed the decision."""
+    config = {"pruner": {"name": "ncp_pause", "predictor": "best", "min_resource": 1}}
+    meta = {**META, "pruner": "ncp_pause", "config": config}
+    trials = _sweep()
+    for trial in trials:
+        trial["stop"] = None  # what the Optuna sweep records under ncp_pause
+    for number in (1, 3):  # every PRUNED trial of a pausing sweep paused (or diverged)
+        paused = next(t for t in trials if t["number"] == number)
+        paused.update(paused=True, predicted_final=[],
+                      rungs=[{"epoch": 1, "prediction": 0.25}, {"epoch": 3, "prediction": 0.5}])
+    page = write_report(meta, trials, tmp_path).read_text()
+    row = _row(page, 1)
+    assert "prediction 0.5; not among those its rung kept" in row
+    assert "threshold not recorded" not in row
+    decided = _section(page, "What decided")
+    assert "Stopped early: 2 of 8 trials (2 by not promoted at a rung" in decided
+    assert "holds no decision" not in decided
+    curves = _section(page, "Learning curves and stops")
+    assert "do not keep the rule's decision" not in curves
+    assert "A pausing rung keeps its best trials by predicted final" in curves
+
+
 def test_a_new_pausing_sweep_records_its_rung_settings():
     from ncp_search.app.sweep.run import _pause_settings, _pausing
 

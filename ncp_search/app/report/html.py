@@ -83,6 +83,11 @@ def _stop(trial: dict[str, Any], state: str, val: np.ndarray,
     reason = stored.get("reason")
     if trial.get("diverged"):  # stopped by the sweep's divergence check, not the rule
         reason = "diverged"
+    elif reason is None and trial.get("paused"):  # a pausing rule's: not promoted at its rung
+        reason = "dropped"
+        rungs = [r for r in trial.get("rungs") or () if isinstance(r, dict)]
+        if math.isnan(value) and rungs:
+            value = _float(rungs[-1].get("prediction"))
     return {"epoch": epoch, "at": _float(val[epoch - 1]), "value": value,
             "threshold": _float(stored.get("threshold")),
             "reason": str(reason) if reason else None}
@@ -234,6 +239,9 @@ def _decision_text(trial: dict[str, Any]) -> str:
     if trial.get("diverged"):
         return f"diverged: {html.escape(trial['diverged'], quote=False)} (not the rule)"
     value, threshold = stop["value"], stop["threshold"]
+    if stop["reason"] == "dropped" and not math.isfinite(threshold):
+        at = f"prediction {_fmt(value)}; " if math.isfinite(value) else ""
+        return f"{at}not among those its rung kept (paused, checkpoint kept)"
     if math.isfinite(threshold):
         compared = f"prediction {_fmt(value)}" if math.isfinite(value) else "value"
         text = f"{compared} &lt; threshold {_fmt(threshold)}"
@@ -474,7 +482,11 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         with_threshold = sum(1 for t in stopped if math.isfinite(t["stop"]["threshold"]))
         beta_heading, beta_note = beta_eff_heading(decider)
         curves_note = ""
-        if stopped and not with_threshold:
+        if stopped and all(t["stop"]["reason"] in ("dropped", "diverged") for t in stopped):
+            curves_note = ('<p class="note">A pausing rung keeps its best trials by '
+                           "predicted final, with no threshold: the curves show where each "
+                           "paused (or diverged) trial stopped.</p>")
+        elif stopped and not with_threshold:
             curves_note = ('<p class="note">No threshold is recorded for these stops (the '
                            "trial records of this sweep do not keep the rule's decision): "
                            "the curves show the stop points only.</p>")
