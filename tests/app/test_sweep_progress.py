@@ -276,6 +276,33 @@ def test_the_summary_names_every_trial_of_the_best_configuration() -> None:
     assert summarize_sweep({**meta, "pruner": "ncp"}, [single])["best"]["trials"] == [1]
 
 
+def test_the_summary_says_a_failed_trial_was_run_again() -> None:
+    # after a kill and --resume the sweep's summary read "1 failed" although the
+    # interrupted trial had been run again by the next: a new user reads a problem
+    import optuna
+
+    from ncp_search.app.sweep.results import optuna_records
+
+    study = optuna.create_study(direction="maximize")
+    killed = study.ask()
+    killed.report(0.5, 0)
+    study.tell(killed, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial({}, user_attrs={"retry_of": killed.number})
+    again = study.ask()
+    study.tell(again, 0.9)
+    records = optuna_records(study)
+    assert [r.get("retries") for r in records] == [None, [killed.number]]
+    meta = {"name": "s", "backend": "optuna", "epochs": 1, "pruner": "ncp"}
+    summary = summarize_sweep(meta, records)
+    assert (summary["fail"], summary["failed_run_again"]) == (1, 1)
+    assert "1 complete, 0 pruned, 1 failed (interrupted and run again)" in format_summary(
+        summary, "out")
+    failed = [r for r in records if r["state"] == "FAIL"]
+    plain = summarize_sweep(meta, failed)  # no later trial ran it again
+    assert plain["failed_run_again"] == 0
+    assert format_summary(plain, "out").splitlines()[0].endswith("1 failed")
+
+
 def test_progress_line_and_summary_show_seconds_saved() -> None:
     trials = [TrialStatus(0, "COMPLETE", 6, 0.9, 10.0, (3, 1, 1, 1, 1, 1)),
               TrialStatus(1, "PRUNED", 2, None, 6.0, (3, 1))]

@@ -87,6 +87,7 @@ def _optuna_record(trial: Any) -> dict[str, Any]:
         DIVERGED_ATTR,
         EPOCH_SECONDS_ATTR,
         MODEL_ATTR,
+        RETRY_ATTR,
     )
     from ncp_search.integrations.optuna.pausing import PAUSED_ATTR, PREDICTED_ATTR
     from ncp_search.integrations.optuna.pruner import BETA_ATTR, HISTORY_ATTR
@@ -108,6 +109,9 @@ def _optuna_record(trial: Any) -> dict[str, Any]:
         "diverged": trial.user_attrs.get(DIVERGED_ATTR),
         "stop": trial.user_attrs.get("ncp_decision"),
     }
+    retry_of = trial.user_attrs.get(RETRY_ATTR)
+    if isinstance(retry_of, int):  # it runs again a trial that failed (killed, interrupted)
+        record["retries"] = [retry_of]
     if CHECKPOINT_SECONDS_ATTR in trial.user_attrs:
         record["checkpoint_seconds"] = _number(trial.user_attrs[CHECKPOINT_SECONDS_ATTR])
         record["paused"] = PAUSED_ATTR in trial.user_attrs
@@ -133,7 +137,8 @@ def _joined(chain: list[dict[str, Any]]) -> dict[str, Any]:
            "pauses": sum(bool(r.get("paused")) for r in chain),
            "rungs": [rung for r in chain for rung in r.get("rungs", [])],
            "seconds": None if None in seconds else sum(seconds),
-           "checkpoint_seconds": sum(r.get("checkpoint_seconds") or 0.0 for r in chain)}
+           "checkpoint_seconds": sum(r.get("checkpoint_seconds") or 0.0 for r in chain),
+           "retries": [n for r in chain for n in r.get("retries", ())]}
     for key in ("val_accuracy", "beta_eff", "predicted_final", "epoch_seconds"):
         if key in ("beta_eff", "predicted_final") and not any(r[key] for r in chain):
             out[key] = []
@@ -339,6 +344,7 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
                               t.get("epoch_seconds") or [], t.get("resumed_at") or ())
                              for t in finished), epochs)
     diverged = [t["number"] for t in trials if t.get("diverged")]
+    run_again = {n for t in trials for n in t.get("retries") or ()}
     warnings = list(meta.get("warnings") or [])
     chance = chance_accuracy(meta)
     best_vs_chance = None
@@ -357,6 +363,9 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
         **{state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL",
                                                             "RUNNING")},
         "diverged": len(diverged),
+        # failed trials a later trial ran again (same configuration and seed)
+        "failed_run_again": sum(t["state"] == "FAIL" and t["number"] in run_again
+                                for t in trials),
         "paused": sum(t["state"] == "PRUNED" and bool(t.get("paused")) for t in trials),
         "pausing": _pauses(meta),
         "epochs_used": used, "epochs_without_pruning": full,
@@ -375,6 +384,14 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
     }
 
 
+def _run_again_text(summary: dict[str, Any]) -> str:
+    again = summary.get("failed_run_again") or 0
+    if not again:
+        return ""
+    every = "" if again == summary["fail"] else f"{again} of them "
+    return f" ({every}interrupted and run again)"
+
+
 def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> str:
     """The end-of-sweep lines the CLI prints."""
     diverged = f" ({summary['diverged']} diverged)" if summary.get("diverged") else ""
@@ -382,7 +399,7 @@ def format_summary(summary: dict[str, Any], output: str | os.PathLike[str]) -> s
         f"{summary['name']} [{summary['backend']}, {summary['pruner']}]: {summary['trials']} "
         f"trials: {summary['complete']} complete, "
         f"{stopped_text(summary, kept=' (checkpoints kept)', diverged=diverged)}, "
-        f"{summary['fail']} failed",
+        f"{summary['fail']} failed{_run_again_text(summary)}",
         f"epochs: {summary['epochs_used']} used of {summary['epochs_without_pruning']} without "
         f"pruning ({100 * summary['epochs_saved_fraction']:.0f}% saved)",
     ]
