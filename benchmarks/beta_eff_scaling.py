@@ -78,10 +78,21 @@ def child(route: str, width: int, repeats: int) -> dict:
     }
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env() -> dict[str, str]:
+    """The child's environment: the repository on its path, for ``tests.reference``
+    (``python benchmarks/beta_eff_scaling.py`` puts only ``benchmarks/`` there)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": ROOT + (os.pathsep + path if path else "")}
+
+
 def measure(route: str, width: int, repeats: int, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", route, str(width), str(repeats)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=child_env())
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:

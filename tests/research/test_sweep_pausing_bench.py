@@ -43,3 +43,21 @@ def test_each_row_keeps_the_search_space_keys_in_the_configs_order(tmp_path, mon
     summary, _, _ = bench.sweep(config, tmp_path, "ncp")
     assert summary == {"epochs_used": 1}
     assert list(yaml.safe_load(written["text"])["search_space"]) == order
+
+
+def test_the_beta_eff_scaling_benchmark_runs_its_children_as_documented(tmp_path,
+                                                                        monkeypatch) -> None:
+    # `python benchmarks/beta_eff_scaling.py` (as docs/benchmarks.md runs it) started
+    # children that could not import tests.reference: every row read "exit 1"
+    spec = importlib.util.spec_from_file_location(
+        "beta_eff_scaling_bench", ROOT / "benchmarks" / "beta_eff_scaling.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    import subprocess
+
+    found = subprocess.run([sys.executable, "-c", "import tests.reference"],
+                           env=module.child_env(), capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
