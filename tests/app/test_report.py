@@ -236,7 +236,7 @@ def test_a_paused_trials_row_says_its_rung_did_not_keep_it(tmp_path):
                       rungs=[{"epoch": 1, "prediction": 0.25}, {"epoch": 3, "prediction": 0.5}])
     page = write_report(meta, trials, tmp_path).read_text()
     row = _row(page, 1)
-    assert "prediction 0.5; not among those its rung kept" in row
+    assert "prediction 0.5; not promoted at its rung (paused for good, or waiting" in row
     assert "threshold not recorded" not in row
     decided = _section(page, "What decided")
     assert "Stopped early: 2 of 8 trials (2 by not promoted at a rung" in decided
@@ -244,6 +244,27 @@ def test_a_paused_trials_row_says_its_rung_did_not_keep_it(tmp_path):
     curves = _section(page, "Learning curves and stops")
     assert "do not keep the rule's decision" not in curves
     assert "A pausing rung keeps its best trials by predicted final" in curves
+
+
+def test_a_killing_rules_diverged_stops_are_not_called_a_pausing_rung(tmp_path):
+    trials = _sweep()
+    for trial in trials:
+        if trial["state"] == "PRUNED":
+            trial.update(stop=None, diverged="nan")  # every stop a divergence
+    curves = _section(write_report(META, trials, tmp_path).read_text(),
+                      "Learning curves and stops")
+    assert "pausing rung" not in curves
+
+
+def test_the_report_says_a_failed_trial_was_run_again(tmp_path):
+    trials = _sweep()
+    failed = next(t for t in trials if t["state"] == "FAIL")
+    decided = _section(write_report(META, trials, tmp_path).read_text(), "What decided")
+    assert "run again" not in decided
+    trials[0]["retries"] = [failed["number"]]  # a finished trial ran it again
+    decided = _section(write_report(META, trials, tmp_path).read_text(), "What decided")
+    assert "1 failed (an error or an interruption, not a pruning decision; run again by a " \
+        "later trial)" in decided
 
 
 def test_a_new_pausing_sweep_records_its_rung_settings():

@@ -261,6 +261,28 @@ def test_the_summary_says_pausing_for_exactly_the_names_the_registry_says_pause(
                             "pruner": "ncp_pause (predictor=best)"}, [])["pausing"] is True
 
 
+def test_the_best_configurations_last_trial_is_the_studys_best_trial(tmp_path) -> None:
+    import optuna
+
+    import ncp_search
+    from ncp_search.app.sweep.results import optuna_records
+
+    def train(trial, start, stop, checkpoint):
+        quality = trial.suggest_float("quality", 0.0, 1.0)
+        return [quality * (epoch + 1) / 9 for epoch in range(start, stop)]
+
+    study = optuna.create_study(direction="maximize")
+    for quality in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1):  # the first is best: it
+        study.enqueue_trial({"quality": quality})  # pauses at its rung for the others
+    policy = ncp_search.PausingPolicy(n_trials=9, max_resource=9)
+    ncp_search.optimize_pausing(study, train, policy=policy, checkpoint_dir=tmp_path)
+    meta = {"name": "s", "backend": "optuna", "epochs": 9, "pruner": "ncp_pause"}
+    best = summarize_sweep(meta, optuna_records(study))["best"]
+    assert len(best["trials"]) > 1  # a chain: paused, then resumed
+    assert best["trials"][-1] == study.best_trial.number
+    assert best["number"] == best["trials"][0]
+
+
 def test_the_summary_names_every_trial_of_the_best_configuration() -> None:
     # under ncp_pause the best configuration is a chain of Optuna trials: the summary
     # names them all, the last one holding the final value (the study's best_trial)
@@ -297,6 +319,8 @@ def test_the_summary_says_a_failed_trial_was_run_again() -> None:
     assert (summary["fail"], summary["failed_run_again"]) == (1, 1)
     assert "1 complete, 0 pruned, 1 failed (interrupted and run again)" in format_summary(
         summary, "out")
+    queued = [*records[:1], {**records[1], "state": "WAITING"}]  # the retry never started
+    assert summarize_sweep(meta, queued)["failed_run_again"] == 0
     failed = [r for r in records if r["state"] == "FAIL"]
     plain = summarize_sweep(meta, failed)  # no later trial ran it again
     assert plain["failed_run_again"] == 0

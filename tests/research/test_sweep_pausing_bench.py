@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,28 @@ def test_the_beta_eff_scaling_benchmark_runs_its_children_as_documented(tmp_path
     found = subprocess.run([sys.executable, "-c", "import tests.reference"],
                            env=module.child_env(), capture_output=True, text=True)
     assert found.returncode == 0, found.stderr
+    seen: dict[str, Any] = {}
+
+    def run(command: list[str], **kwargs: Any) -> Any:  # measure() hands it to its child
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(command, 0, stdout='{"seconds": 1.0}\n',
+                                           stderr="")
+
+    monkeypatch.setattr(module.subprocess, "run", run)
+    assert module.measure("hvp", 16, 1, 60.0) == {"seconds": 1.0}
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+
+
+def test_the_machines_speed_per_row_is_taken_on_the_same_configurations(monkeypatch) -> None:
+    bench = _bench(monkeypatch)
+
+    def row(name: str, steady: dict[str, list[float]]) -> Any:
+        return bench.Row(name, {}, 0.0, 0.0, 0.0, 0, 0.0, 0, 0, steady)
+
+    nop = row("nop", {"a": [1.0, 1.0, 1.2], "b": [2.0, 2.0], "c": [3.0], "d": []})
+    # b ran 1.5x slower, a 1.2x; c is not in this row, d trained no steady epoch
+    busy = row("ncp", {"a": [1.2, 1.2], "b": [3.0], "d": [9.0], "e": [5.0]})
+    factor, shared = bench.speed(busy, nop)
+    assert shared == 2 and abs(factor - (1.2 + 1.5) / 2) < 1e-12
+    assert bench.speed(row("x", {"e": [1.0]}), nop)[1] == 0
+    assert bench.speed(nop, nop) == (1.0, 3)

@@ -133,6 +133,8 @@ def _normalise(trial: dict[str, Any], index: int) -> dict[str, Any]:
         "paused": state == "PRUNED" and bool(trial.get("paused")),  # ncp_pause
         "resumed_at": [int(i) for i in (trial.get("resumed_at") or [])
                        if isinstance(i, (int, float))],
+        "retries": [int(i) for i in (trial.get("retries") or [])
+                    if isinstance(i, (int, float))],
     }
 
 
@@ -241,7 +243,8 @@ def _decision_text(trial: dict[str, Any]) -> str:
     value, threshold = stop["value"], stop["threshold"]
     if stop["reason"] == "dropped" and not math.isfinite(threshold):
         at = f"prediction {_fmt(value)}; " if math.isfinite(value) else ""
-        return f"{at}not among those its rung kept (paused, checkpoint kept)"
+        return (f"{at}not promoted at its rung (paused for good, or waiting at an open "
+                "rung; checkpoint kept)")
     if math.isfinite(threshold):
         compared = f"prediction {_fmt(value)}" if math.isfinite(value) else "value"
         text = f"{compared} &lt; threshold {_fmt(threshold)}"
@@ -385,8 +388,13 @@ def _what_decided(trials: list[dict], decider: Decider, metric: str) -> str:
         line = f"No trial was stopped early ({len(trials)} trials)."
     rest = [f"{states.count('COMPLETE')} ran all their epochs"]
     if states.count("FAIL"):
+        again = {n for t in trials if t["state"] != "WAITING" for n in t["retries"]}
+        rerun = sum(t["state"] == "FAIL" and t["number"] in again for t in trials)
+        rerun_text = "" if not rerun else (
+            "; run again by a later trial" if rerun == states.count("FAIL")
+            else f"; {rerun} of them run again by a later trial")
         rest.append(f"{states.count('FAIL')} failed (an error or an interruption, not a "
-                    "pruning decision)")
+                    f"pruning decision{rerun_text})")
     others = len(states) - pruned - states.count("COMPLETE") - states.count("FAIL")
     if others:
         rest.append(f"{others} still running or waiting")
@@ -482,7 +490,8 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         with_threshold = sum(1 for t in stopped if math.isfinite(t["stop"]["threshold"]))
         beta_heading, beta_note = beta_eff_heading(decider)
         curves_note = ""
-        if stopped and all(t["stop"]["reason"] in ("dropped", "diverged") for t in stopped):
+        if (any(t["stop"]["reason"] == "dropped" for t in stopped)
+                and all(t["stop"]["reason"] in ("dropped", "diverged") for t in stopped)):
             curves_note = ('<p class="note">A pausing rung keeps its best trials by '
                            "predicted final, with no threshold: the curves show where each "
                            "paused (or diverged) trial stopped.</p>")

@@ -17,7 +17,8 @@ scheduler's decision at a PRUNED trial's stop (Optuna: the ``ncp_decision`` user
 attribute; Ray: NCPScheduler's journal, :func:`ray_stops`). Under ``ncp_pause`` on
 Optuna a record is a configuration, possibly a chain of trials, and also holds
 ``trials`` (their numbers), ``pauses`` and ``checkpoint_seconds``
-(:func:`optuna_records`).
+(:func:`optuna_records`). An Optuna record that runs again a trial that failed (killed
+or interrupted) holds ``retries``: that trial's number (over a chain, each one's).
 
 Optuna sweeps are read from their storage (the URL in ``sweep.json``, or the one
 given), Ray sweeps from ``trials.jsonl`` written by the driver.
@@ -344,7 +345,8 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
                               t.get("epoch_seconds") or [], t.get("resumed_at") or ())
                              for t in finished), epochs)
     diverged = [t["number"] for t in trials if t.get("diverged")]
-    run_again = {n for t in trials for n in t.get("retries") or ()}
+    # a retry only queued (WAITING: the sweep stopped before it started) has not run it
+    run_again = {n for t in trials if t["state"] != "WAITING" for n in t.get("retries") or ()}
     warnings = list(meta.get("warnings") or [])
     chance = chance_accuracy(meta)
     best_vs_chance = None
