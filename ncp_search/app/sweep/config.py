@@ -460,8 +460,8 @@ PARAMS: dict[str, _Param] = {
     "trainable": _Param("choice", "one of ['all', 'top']", _one_of(("all", "top")),
                         ("all", "top")),
     "source_model": _Param("choice", "a model-zoo architecture", _zoo_name),
-    "learning_rate": _Param("float", "a number in (0, 1000] (0 does not train; above 1000 is taken for a typo)",
-                            _positive_number_to(1000)),
+    "learning_rate": _Param("float", "a number in (0, 1000] (0 does not train; above 1000 "
+                            "is taken for a typo)", _positive_number_to(1000)),
     "dropout": _Param("float", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
     "weight_decay": _Param("float", "a number in [0, 10]",
                            lambda v: _is_number(v) and 0 <= v <= 10),
