@@ -413,10 +413,23 @@ def test_without_beta_predictions_or_metadata(tmp_path):
               for n in range(3)]
     trials.append({"number": 3, "state": "PRUNED"})  # nothing else at all
     page = write_report({}, trials, tmp_path / "new" / "dir").read_text()
-    assert "No beta_eff recorded" in page
+    assert "<h2>beta_eff (not measured)</h2>" in page and "No trial measured beta_eff" in page
     assert "No predictions recorded" in page
     assert len(_images(page)) == 4  # curves, panels, history and epochs saved
     assert "Trial 2:" in page
+
+
+def test_a_curve_predictors_sweep_does_not_say_beta_eff_was_recorded(tmp_path):
+    # the default sweep (predictor best) measures no beta_eff; its report said "beta_eff
+    # was recorded but played no part" and headed an empty section "(recorded, ...)"
+    trials = [_trial(n, "COMPLETE", 3, 0.5 + 0.1 * n, beta=False) for n in range(3)]
+    page = write_report(META, trials, tmp_path).read_text()
+    decided = _section(page, "What decided")
+    assert "beta_eff was not measured" in decided and "was recorded" not in decided
+    assert "recorded, not used to decide" not in page
+    assert "<h2>beta_eff (not measured)</h2>" in page
+    measured = write_report(META, _sweep(), tmp_path / "b").read_text()  # it has beta_eff
+    assert "beta_eff was recorded but played no part" in _section(measured, "What decided")
 
 
 def test_zero_epoch_and_nan_trials_only(tmp_path):

@@ -209,8 +209,9 @@ def rule_sentence(decider: Decider, metric: str) -> str:
     return text
 
 
-def predictor_sentence(decider: Decider) -> str:
-    """Which predictor made the predictions and whether it reads beta_eff (HTML)."""
+def predictor_sentence(decider: Decider, measured: bool = True) -> str:
+    """Which predictor made the predictions and whether it reads beta_eff (HTML);
+    ``measured``: whether any trial recorded a beta_eff value."""
     if not decider.is_ncp:
         return ""
     name = _text(str(decider.predictor))
@@ -221,6 +222,9 @@ def predictor_sentence(decider: Decider) -> str:
     if decider.uses_beta_eff:
         return (f"Predictor <code>{name}</code>{summary}: it reads beta_eff, so beta_eff "
                 "shaped the predictions the rule compared.")
+    if not measured:
+        return (f"Predictor <code>{name}</code>{summary}: it reads only the learning curve; "
+                "beta_eff was not measured (no probe is attached for such a predictor).")
     return (f"Predictor <code>{name}</code>{summary}: it reads only the learning curve; "
             "beta_eff was recorded but played no part in any decision.")
 

@@ -372,11 +372,17 @@ def _stop_reasons(trials: list[dict], decider: Decider) -> tuple[dict[str, int],
     return counts, inferred
 
 
+def _beta_measured(trials: list[dict]) -> bool:
+    """Whether any trial recorded a finite beta_eff."""
+    return any(bool(np.isfinite(t["beta"]).any()) for t in trials if len(t["beta"]))
+
+
 def _what_decided(trials: list[dict], decider: Decider, metric: str) -> str:
     states = [t["state"] for t in trials]
     counts, inferred = _stop_reasons(trials, decider)
     pruned = states.count("PRUNED")
-    parts = [f"<p>{rule_sentence(decider, metric)} {predictor_sentence(decider)}</p>"]
+    parts = [f"<p>{rule_sentence(decider, metric)} "
+             f"{predictor_sentence(decider, _beta_measured(trials))}</p>"]
     if pruned:
         listed = "; ".join(f"{n} by {html.escape(words, quote=False)}"
                            for words, n in counts.items())
@@ -537,16 +543,18 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
                                _figure("predicted_vs_actual",
                                        report_plots.predicted_vs_actual(points, metric),
                                        figure_dir, "predicted vs actual final value")),
-            f"<h2>{beta_heading}</h2>", f"<p>{beta_note}</p>",
-            _figure("beta_eff", report_plots.beta_trajectories(
-                shown, "beta_eff per epoch" + (" (input of the predictor)"
-                                              if decider.uses_beta_eff else
-                                              " (recorded, not used to decide)"
-                                              if decider.known else "")),
-                    figure_dir, "beta_eff per epoch")
-            or '<p class="note">No beta_eff recorded: trials measure it only when the '
-            "pruner's or scheduler's predictor reads it (e.g. <code>ncp_raw</code>), "
-            "not for this sweep's.</p>",
+            *([f"<h2>{beta_heading}</h2>", f"<p>{beta_note}</p>",
+               _figure("beta_eff", report_plots.beta_trajectories(
+                   shown, "beta_eff per epoch" + (" (input of the predictor)"
+                                                 if decider.uses_beta_eff else
+                                                 " (recorded, not used to decide)"
+                                                 if decider.known else "")),
+                       figure_dir, "beta_eff per epoch")]
+              if _beta_measured(rows) else
+              ["<h2>beta_eff (not measured)</h2>",
+               '<p class="note">No trial measured beta_eff: trials measure it only when '
+               "the pruner's or scheduler's predictor reads it (e.g. <code>ncp_raw</code>), "
+               "not for this sweep's.</p>"]),
             "<h2>Optimisation history</h2>",
             _figure("history", report_plots.optimisation_history(shown, steps, metric),
                     figure_dir, "optimisation history")
