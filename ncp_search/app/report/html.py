@@ -377,12 +377,15 @@ def _beta_measured(trials: list[dict]) -> bool:
     return any(bool(np.isfinite(t["beta"]).any()) for t in trials if len(t["beta"]))
 
 
-def _what_decided(trials: list[dict], decider: Decider, metric: str) -> str:
+def _what_decided(trials: list[dict], decider: Decider, metric: str,
+                  beta_measured: bool) -> str:
+    from ncp_search.app.sweep.progress import failed_run_again
+
     states = [t["state"] for t in trials]
     counts, inferred = _stop_reasons(trials, decider)
     pruned = states.count("PRUNED")
     parts = [f"<p>{rule_sentence(decider, metric)} "
-             f"{predictor_sentence(decider, _beta_measured(trials))}</p>"]
+             f"{predictor_sentence(decider, beta_measured)}</p>"]
     if pruned:
         listed = "; ".join(f"{n} by {html.escape(words, quote=False)}"
                            for words, n in counts.items())
@@ -394,8 +397,7 @@ def _what_decided(trials: list[dict], decider: Decider, metric: str) -> str:
         line = f"No trial was stopped early ({len(trials)} trials)."
     rest = [f"{states.count('COMPLETE')} ran all their epochs"]
     if states.count("FAIL"):
-        again = {n for t in trials if t["state"] != "WAITING" for n in t["retries"]}
-        rerun = sum(t["state"] == "FAIL" and t["number"] in again for t in trials)
+        rerun = failed_run_again(trials)
         rerun_text = "" if not rerun else (
             "; run again by a later trial" if rerun == states.count("FAIL")
             else f"; {rerun} of them run again by a later trial")
@@ -495,6 +497,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         stopped = [t for t in rows if t["stop"]]
         with_threshold = sum(1 for t in stopped if math.isfinite(t["stop"]["threshold"]))
         beta_heading, beta_note = beta_eff_heading(decider)
+        beta_measured = _beta_measured(rows)
         curves_note = ""
         if (any(t["stop"]["reason"] == "dropped" for t in stopped)
                 and all(t["stop"]["reason"] in ("dropped", "diverged") for t in stopped)):
@@ -512,7 +515,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
         panels_note = (f'<p class="note">Panels: the first {MAX_PANELS} of {len(rows)} '
                        "trials.</p>" if len(rows) > MAX_PANELS else "")
         parts += [
-            "<h2>What decided</h2>", _what_decided(rows, decider, metric),
+            "<h2>What decided</h2>", _what_decided(rows, decider, metric, beta_measured),
             "<h2>Best configuration</h2>", _best_section(best, out_dir, metric),
             "<h2>Epochs and seconds saved</h2>",
             _table([["epochs trained", str(used)], ["epochs without pruning", str(total)],
@@ -550,7 +553,7 @@ def write_report(meta: dict[str, Any], trials: list[dict[str, Any]], out_dir: st
                                                  " (recorded, not used to decide)"
                                                  if decider.known else "")),
                        figure_dir, "beta_eff per epoch")]
-              if _beta_measured(rows) else
+              if beta_measured else
               ["<h2>beta_eff (not measured)</h2>",
                '<p class="note">No trial measured beta_eff: trials measure it only when '
                "the pruner's or scheduler's predictor reads it (e.g. <code>ncp_raw</code>), "

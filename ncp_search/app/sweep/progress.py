@@ -100,6 +100,14 @@ class TrialStatus:
     resumed_at: tuple[int, ...] = ()  # 0-based epochs that began a resume (ncp_pause)
 
 
+def failed_run_again(records: Iterable[Mapping[str, Any]]) -> int:
+    """How many FAIL records a later record ran again (the numbers in its ``retries``;
+    a retry only queued, WAITING because the sweep stopped first, has not run it)."""
+    records = list(records)
+    again = {n for r in records if r.get("state") != "WAITING" for n in r.get("retries") or ()}
+    return sum(r.get("state") == "FAIL" and r.get("number") in again for r in records)
+
+
 def resume_starts(piece_epochs: Iterable[int]) -> tuple[int, ...]:
     """The 0-based epochs that began a resume in a configuration's chain of pieces (each
     piece's epoch count, in order): the first epoch of each piece after the first."""

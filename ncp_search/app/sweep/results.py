@@ -38,6 +38,7 @@ from ncp_search.app.sweep.progress import (
     NOT_ESTIMATED,
     TRIAL_TIME_MEANING,
     duration,
+    failed_run_again,
     resume_starts,
     stopped_text,
     time_accounting,
@@ -345,8 +346,6 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
                               t.get("epoch_seconds") or [], t.get("resumed_at") or ())
                              for t in finished), epochs)
     diverged = [t["number"] for t in trials if t.get("diverged")]
-    # a retry only queued (WAITING: the sweep stopped before it started) has not run it
-    run_again = {n for t in trials if t["state"] != "WAITING" for n in t.get("retries") or ()}
     warnings = list(meta.get("warnings") or [])
     chance = chance_accuracy(meta)
     best_vs_chance = None
@@ -366,8 +365,7 @@ def summarize_sweep(meta: dict[str, Any], trials: list[dict[str, Any]]) -> dict[
                                                             "RUNNING")},
         "diverged": len(diverged),
         # failed trials a later trial ran again (same configuration and seed)
-        "failed_run_again": sum(t["state"] == "FAIL" and t["number"] in run_again
-                                for t in trials),
+        "failed_run_again": failed_run_again(trials),
         "paused": sum(t["state"] == "PRUNED" and bool(t.get("paused")) for t in trials),
         "pausing": _pauses(meta),
         "epochs_used": used, "epochs_without_pruning": full,

@@ -119,24 +119,18 @@ def _refuse_foreign_study(config: Mapping[str, Any], url: str | None) -> None:
             "optuna.study_name (or name) for a new sweep.")
 
 
-def _nothing_to_resume(meta_path: Path) -> NCPSearchError:
-    return NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the sweep "
-                          "without --resume first.")
-
-
 def _previous_sweep(meta: dict[str, Any] | None, meta_path: Path, config: Mapping[str, Any],
                     url: str | None, resume: bool, stream: TextIO) -> dict[str, Any] | None:
     """The ``sweep.json`` of the sweep this run continues (None: a fresh start).
 
     Raises:
-        NCPSearchError: a sweep that ran trials is there and ``resume`` is False;
-            ``resume`` with nothing to resume; a resume that changes what must not
-            change; a folder of the other backend.
+        NCPSearchError: a sweep that ran trials is there and ``resume`` is False; a
+            resume that changes what must not change; a folder of the other backend.
+            (``resume`` with no ``sweep.json`` is refused before, by the caller, which
+            then makes no folder.)
         IdentityError: the folder's storage holds another sweep.
     """
     if meta is None:
-        if resume:
-            raise _nothing_to_resume(meta_path)
         _refuse_foreign_study(config, url)
         return None
     if meta["backend"] != config["backend"]:
@@ -532,7 +526,8 @@ def _run(config: Mapping[str, Any], storage: str | None, url: str | None, worker
     meta_path = output / META_FILE
     old_meta = read_meta(meta_path) if meta_path.exists() or meta_path.is_symlink() else None
     if resume and old_meta is None:  # before the folder is made: a mistyped path makes none
-        raise _nothing_to_resume(meta_path)
+        raise NCPSearchError(f"nothing to resume: {meta_path} does not exist; run the sweep "
+                             "without --resume first.")
     output.mkdir(parents=True, exist_ok=True)
     if config["backend"] == "optuna" and url is None:
         from ncp_search.app.sweep.optuna_backend import default_storage
